@@ -1,0 +1,269 @@
+// The exports the host sees, and nothing else. Set-up calls lay the configured structures out in
+// their regions and validate geometry; every hot-path loop lives behind `replay` and `parseText`.
+import {
+  AD_BASE,
+  AD_POLICY,
+  AD_RNG,
+  AD_SETS_LOG2,
+  AD_SIZEMASK,
+  AD_WAYS,
+  ARRAY_DESC_SIZE,
+  CACHE_BASE,
+  CACHE_DESC_SIZE,
+  CACHE_LINE_SIZE,
+  CACHE_SIZE,
+  CD_BASE,
+  CD_CPU_STRIDE,
+  CD_LATENCY,
+  CD_PRESENT,
+  CD_SETS_LOG2,
+  CD_WAYS,
+  CFG_CACHE_DESC,
+  CFG_CPUS,
+  CFG_DRAM_LATENCY,
+  CFG_GBPAGES,
+  CFG_MAXPHYADDR,
+  CFG_PSC_LATENCY,
+  CTRL_BASE,
+  CTRL_SIZE,
+  MAX_CPUS,
+  MAX_TLB_ARRAYS,
+  PD_PRESENT,
+  PSC_BASE,
+  PSC_ENTRY_SIZE,
+  PSC_SIZE,
+  RESULT_BASE,
+  RS_CYCLES,
+  RS_ERROR,
+  RS_FAULT,
+  RS_PA,
+  RS_PAGE_SHIFT,
+  RS_REFS,
+  STATIC_END,
+  TL_ARRAYS,
+  TL_COUNT,
+  TL_LATENCY,
+  TL_PRESENT,
+  TL_SIZEMASK,
+  TLB_BASE,
+  TLB_ENTRY_SIZE,
+  TLB_SIZE,
+} from "./constants";
+import { recomputeMode, setRegister } from "./cpu";
+import * as inv from "./mmu/invalidate";
+import { pscDesc } from "./mmu/psc";
+import { resetClock, splitmix64 } from "./mmu/setassoc";
+import { levelDesc, validEntries } from "./mmu/tlb";
+import { RESULT_OK, access, accessCycles, accessError, accessPa, accessRefs, accessSizeCode } from "./mmu/translate";
+import * as phys from "./phys";
+import { completePending, histogramBucket, resetReplay } from "./replay";
+import { S_HISTOGRAM, bump, chargeHandler, clearStats } from "./stats";
+
+export { replay, setBudget } from "./replay";
+// export { parseText, sniffText, parsedBytes, parsedLines, parseError, parseErrorLine } from "./trace/text";
+
+/** Errors of the set-up calls. */
+const ERR_GEOMETRY: i32 = -1;
+const ERR_REGION_FULL: i32 = -2;
+const ERR_BAD_ARGUMENT: i32 = -3;
+
+let tlbUsed: u32 = 0;
+let pscUsed: u32 = 0;
+let cacheUsed: u32 = 0;
+let seed: u64 = 0;
+let rngIndex: u64 = 0;
+
+/** Resets the whole machine: configuration, registers, caches, memory directory, statistics. */
+export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: u32, memLimitPages: u32, rngSeed: u64): i32 {
+  if (<usize>__heap_base > STATIC_END) return ERR_REGION_FULL;
+  if (cpus == 0 || cpus > MAX_CPUS || maxPhyAddr < 32 || maxPhyAddr > 52 || dirLog2 < 4 || dirLog2 > 26) {
+    return ERR_BAD_ARGUMENT;
+  }
+  memory.fill(CTRL_BASE, 0, CTRL_SIZE);
+  memory.fill(TLB_BASE, 0, TLB_SIZE);
+  memory.fill(PSC_BASE, 0, PSC_SIZE);
+  memory.fill(CACHE_BASE, 0, CACHE_SIZE);
+  store<u32>(CTRL_BASE + CFG_CPUS, cpus);
+  store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
+  store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
+  tlbUsed = 0;
+  pscUsed = 0;
+  cacheUsed = 0;
+  seed = rngSeed;
+  rngIndex = 0;
+  resetClock();
+  resetReplay();
+  clearStats();
+  phys.physInit(dirLog2, memLimitPages);
+  for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
+  return 0;
+}
+
+@inline function log2Exact(n: u32): i32 {
+  if (n == 0 || (n & (n - 1)) != 0) return -1;
+  return <i32>ctz(n);
+}
+
+function nextRngState(): u64 {
+  const state = splitmix64(seed + rngIndex++);
+  return state == 0 ? 1 : state;
+}
+
+function initArray(desc: usize, base: u32, setsLog2: u32, ways: u32, sizeMask: u32, policy: u32): void {
+  store<u32>(desc + AD_BASE, base);
+  store<u32>(desc + AD_SETS_LOG2, setsLog2);
+  store<u32>(desc + AD_WAYS, ways);
+  store<u16>(desc + AD_SIZEMASK, <u16>sizeMask);
+  store<u16>(desc + AD_POLICY, <u16>policy);
+  store<u64>(desc + AD_RNG, nextRngState());
+}
+
+/** Enables TLB level `level` (0 l1d, 1 l1i, 2 l2) of a CPU with a probe latency. */
+export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
+  if (level > 2) return ERR_BAD_ARGUMENT;
+  const desc = levelDesc(cpu, level);
+  store<u32>(desc + TL_PRESENT, 1);
+  store<u32>(desc + TL_LATENCY, latency);
+  return 0;
+}
+
+/** Appends an array holding the page sizes in `sizeMask` (bit 0 4K, 1 2M, 2 1G) to a TLB level. */
+export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways: u32, policy: u32): i32 {
+  if (level > 2 || sizeMask == 0 || sizeMask > 7 || policy > 2) return ERR_BAD_ARGUMENT;
+  const desc = levelDesc(cpu, level);
+  const count = load<u32>(desc + TL_COUNT);
+  if (count >= MAX_TLB_ARRAYS) return ERR_REGION_FULL;
+  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  const setsLog2 = log2Exact(entries / ways);
+  if (setsLog2 < 0) return ERR_GEOMETRY;
+  const bytes = entries * TLB_ENTRY_SIZE;
+  if (tlbUsed + bytes > TLB_SIZE) return ERR_REGION_FULL;
+  initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, tlbUsed, <u32>setsLog2, ways, sizeMask, policy);
+  tlbUsed += bytes;
+  store<u32>(desc + TL_COUNT, count + 1);
+  store<u32>(desc + TL_SIZEMASK, load<u32>(desc + TL_SIZEMASK) | sizeMask);
+  return 0;
+}
+
+/** Enables the paging-structure cache for paging level `level` (5..2). */
+export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: u32): i32 {
+  if (level < 2 || level > 5 || policy > 2) return ERR_BAD_ARGUMENT;
+  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  const setsLog2 = log2Exact(entries / ways);
+  if (setsLog2 < 0) return ERR_GEOMETRY;
+  const bytes = entries * PSC_ENTRY_SIZE;
+  if (pscUsed + bytes > PSC_SIZE) return ERR_REGION_FULL;
+  const desc = pscDesc(cpu, level);
+  initArray(desc, pscUsed, <u32>setsLog2, ways, 0, policy);
+  store<u32>(desc + PD_PRESENT, 1);
+  pscUsed += bytes;
+  return 0;
+}
+
+export function setPscLatency(cycles: u32): void {
+  store<u32>(CTRL_BASE + CFG_PSC_LATENCY, cycles);
+}
+
+/** Enables data-cache level `level` (0 l1, 1 l2: one per CPU; 2 llc: shared). */
+export function cacheLevel(level: u32, size: u32, ways: u32, latency: u32): i32 {
+  if (level > 2) return ERR_BAD_ARGUMENT;
+  const lines = size >> 6;
+  if (ways == 0 || lines % ways != 0 || (size & 63) != 0) return ERR_GEOMETRY;
+  const setsLog2 = log2Exact(lines / ways);
+  if (setsLog2 < 0) return ERR_GEOMETRY;
+  const copies = level == 2 ? 1 : load<u32>(CTRL_BASE + CFG_CPUS);
+  const bytes = lines * CACHE_LINE_SIZE;
+  if (<u64>cacheUsed + <u64>bytes * copies > CACHE_SIZE) return ERR_REGION_FULL;
+  const desc = CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
+  store<u32>(desc + CD_PRESENT, 1);
+  store<u32>(desc + CD_SETS_LOG2, <u32>setsLog2);
+  store<u32>(desc + CD_WAYS, ways);
+  store<u32>(desc + CD_LATENCY, latency);
+  store<u32>(desc + CD_BASE, cacheUsed);
+  store<u32>(desc + CD_CPU_STRIDE, level == 2 ? 0 : bytes);
+  cacheUsed += bytes * copies;
+  return 0;
+}
+
+export function setDramLatency(cycles: u32): void {
+  store<u32>(CTRL_BASE + CFG_DRAM_LATENCY, cycles);
+}
+
+// --- registers and instructions ---------------------------------------------------------------------
+
+/** Raw register load (offset R_*), without the flushes of the instruction that writes it. */
+export function setReg(cpu: u32, offset: u32, value: u64): void {
+  setRegister(cpu, offset, value);
+}
+
+export function movCr3(cpu: u32, value: u64): void {
+  inv.movCr3(cpu, value);
+}
+
+export function movCr4(cpu: u32, value: u64): bool {
+  return inv.movCr4(cpu, value);
+}
+
+export function invlpg(cpu: u32, la: u64): void {
+  inv.invlpg(cpu, la);
+}
+
+export function invpcid(cpu: u32, type: u32, pcid: u32, la: u64): bool {
+  return inv.invpcid(cpu, type, pcid, la);
+}
+
+export function flushAll(cpu: u32): void {
+  inv.flushAll(cpu);
+}
+
+// --- physical memory ---------------------------------------------------------------------------------
+
+export function writePhys64(pa: u64, value: u64): i32 {
+  return phys.writePhys64(pa, value);
+}
+
+export function readPhys64(pa: u64): u64 {
+  return phys.readPhys64(pa & ~7);
+}
+
+export function releaseFrame(frame: u64): void {
+  phys.releaseFrame(frame);
+}
+
+export function backedFrames(): u32 {
+  return phys.backedFrames();
+}
+
+// --- single accesses and batches ---------------------------------------------------------------------
+
+/**
+ * Translates one access outside any batch (the embedding API). The result block holds the outcome;
+ * statistics count it like a record, histogram included.
+ */
+export function translate(cpu: u32, la: u64, kindByte: u32): u32 {
+  const result = access(cpu, la, kindByte, true);
+  store<u32>(RESULT_BASE + RS_FAULT, result);
+  store<u32>(RESULT_BASE + RS_ERROR, accessError);
+  store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == RESULT_OK ? 12 + 9 * accessSizeCode : 0);
+  store<u32>(RESULT_BASE + RS_REFS, accessRefs);
+  store<u64>(RESULT_BASE + RS_PA, result == RESULT_OK ? accessPa : 0);
+  store<u64>(RESULT_BASE + RS_CYCLES, accessCycles);
+  bump(S_HISTOGRAM + histogramBucket(accessCycles));
+  return result;
+}
+
+export function completePendingRecord(): void {
+  completePending();
+}
+
+export function chargeCycles(cycles: u64, category: u32): void {
+  chargeHandler(cycles, category);
+}
+
+export function resetStats(): void {
+  clearStats();
+}
+
+export function tlbValidEntries(cpu: u32, level: u32): u32 {
+  return validEntries(levelDesc(cpu, level));
+}

@@ -1,0 +1,174 @@
+// The one map of linear memory. src/core/layout.ts mirrors it and test/core/layout.test.ts keeps the
+// two in step. Regions are fixed so the host can build its typed views once; only the frame
+// directory and frame pool at the top depend on the configuration.
+
+/** AssemblyScript puts its static data below this; the core never allocates on its heap. */
+export const STATIC_END: u32 = 0x10000;
+
+// --- control block: configuration words, per-CPU registers, the exit record ---------------------
+export const CTRL_BASE: u32 = 0x10000;
+export const CTRL_SIZE: u32 = 0x10000;
+
+/** Global configuration words (u32 unless noted), offsets from CTRL_BASE. */
+export const CFG_CPUS: u32 = 0x00;
+export const CFG_MAXPHYADDR: u32 = 0x04;
+export const CFG_GBPAGES: u32 = 0x08;
+export const CFG_PSC_LATENCY: u32 = 0x0c;
+export const CFG_DRAM_LATENCY: u32 = 0x10;
+export const CFG_DIR_LOG2: u32 = 0x14;
+export const CFG_POOL_BASE: u32 = 0x18;
+export const CFG_MEM_LIMIT_PAGES: u32 = 0x1c;
+/** Cache levels: 3 descriptors (l1, l2, llc) of CACHE_DESC_SIZE bytes. */
+export const CFG_CACHE_DESC: u32 = 0x40;
+export const CACHE_DESC_SIZE: u32 = 32;
+// cache descriptor fields
+export const CD_PRESENT: u32 = 0;
+export const CD_SETS_LOG2: u32 = 4;
+export const CD_WAYS: u32 = 8;
+export const CD_LATENCY: u32 = 12;
+/** Byte offset of the level's array inside the cache region (per-CPU levels: of CPU 0). */
+export const CD_BASE: u32 = 16;
+/** Bytes between CPUs' copies (0 for the shared LLC). */
+export const CD_CPU_STRIDE: u32 = 20;
+
+/** Per-CPU blocks. */
+export const CPU_BASE: u32 = 0x1000;
+export const CPU_STRIDE: u32 = 0x400;
+export const MAX_CPUS: u32 = 16;
+// register offsets inside a CPU block (u64 each)
+export const R_CR0: u32 = 0x00;
+export const R_CR3: u32 = 0x08;
+export const R_CR4: u32 = 0x10;
+export const R_EFER: u32 = 0x18;
+export const R_PKRU: u32 = 0x20;
+export const R_PKRS: u32 = 0x28;
+export const R_RFLAGS: u32 = 0x30;
+export const R_CPL: u32 = 0x38;
+/** Derived from the registers whenever one changes: the M_* bits below. */
+export const R_MODE: u32 = 0x40;
+/** Current PCID (CR3[11:0] with CR4.PCIDE, else 0). */
+export const R_PCID: u32 = 0x44;
+/** Tag of the virtual context (VPID/ASID and nested root) the CPU runs in; 0 natively. */
+export const R_VMTAG: u32 = 0x48;
+// mode bits
+export const M_USER: u32 = 1 << 0;
+export const M_WP: u32 = 1 << 1;
+export const M_SMEP: u32 = 1 << 2;
+export const M_SMAP: u32 = 1 << 3;
+export const M_AC: u32 = 1 << 4;
+export const M_PKE: u32 = 1 << 5;
+export const M_PKS: u32 = 1 << 6;
+export const M_NXE: u32 = 1 << 7;
+export const M_LA57: u32 = 1 << 8;
+export const M_PCIDE: u32 = 1 << 9;
+export const M_PGE: u32 = 1 << 10;
+export const M_LMA: u32 = 1 << 11;
+// TLB levels: 3 level descriptors (l1d, l1i, l2)
+export const CPU_TLB_LEVELS: u32 = 0x80;
+export const TLB_LEVEL_SIZE: u32 = 0x80;
+// level descriptor: u32 present, u32 latency, u32 arrayCount, then up to 4 array descriptors
+export const TL_PRESENT: u32 = 0;
+export const TL_LATENCY: u32 = 4;
+export const TL_COUNT: u32 = 8;
+/** Bit (1 << sizeCode) set when some array of the level holds that size. */
+export const TL_SIZEMASK: u32 = 12;
+export const TL_ARRAYS: u32 = 16;
+export const MAX_TLB_ARRAYS: u32 = 4;
+// array / PSC descriptor (ARRAY_DESC_SIZE bytes): base, setsLog2, ways, sizeMask, policy, rng (u64)
+export const ARRAY_DESC_SIZE: u32 = 24;
+export const AD_BASE: u32 = 0;
+export const AD_SETS_LOG2: u32 = 4;
+export const AD_WAYS: u32 = 8;
+export const AD_SIZEMASK: u32 = 12;
+export const AD_POLICY: u32 = 14;
+export const AD_RNG: u32 = 16;
+// PSC descriptors for levels 5, 4, 3, 2 (index = 5 - level): each an array descriptor + present flag
+export const CPU_PSC: u32 = 0x200;
+export const PSC_DESC_SIZE: u32 = 32;
+export const PD_PRESENT: u32 = 24;
+
+/** The exit record. */
+export const EXIT_BASE: u32 = 0x8000;
+export const EX_REASON: u32 = 0x00;
+export const EX_CPU: u32 = 0x04;
+export const EX_INDEX: u32 = 0x08;
+export const EX_KIND: u32 = 0x0c;
+export const EX_LINEAR: u32 = 0x10;
+export const EX_GUEST_PHYS: u32 = 0x18;
+/** #PF error code, or an exit qualification. */
+export const EX_QUAL: u32 = 0x20;
+export const EX_REFS: u32 = 0x28;
+
+/** Scratch of the walk in progress: per level read, u64 entry address, u64 entry, u64 rights so far. */
+export const WALK_SCRATCH: u32 = 0x8200;
+export const WALK_SLOT: u32 = 24;
+
+/** Result block of `translate` (the single-address API). */
+export const RESULT_BASE: u32 = 0x8100;
+export const RS_FAULT: u32 = 0x00;
+export const RS_ERROR: u32 = 0x04;
+export const RS_PAGE_SHIFT: u32 = 0x08;
+export const RS_REFS: u32 = 0x0c;
+export const RS_PA: u32 = 0x10;
+export const RS_CYCLES: u32 = 0x18;
+
+// --- statistics: u64 counters ---------------------------------------------------------------------
+export const STATS_BASE: u32 = 0x20000;
+export const STATS_SIZE: u32 = 0x10000;
+
+// --- trace records: 16 bytes each -----------------------------------------------------------------
+export const RECORDS_BASE: u32 = 0x30000;
+export const RECORD_SIZE: u32 = 16;
+export const RECORD_CAPACITY: u32 = 65536;
+// record fields
+export const REC_ADDR: u32 = 0; // u64 linear address
+export const REC_KIND: u32 = 8; // u8 kind | IMPLICIT flag
+export const REC_SIZE: u32 = 9; // u8 access size in bytes
+export const REC_CPU: u32 = 10; // u16 cpu
+export const REC_LINE: u32 = 12; // u32 source line (text traces), for error reports
+
+// --- text input for in-core trace parsing ---------------------------------------------------------
+export const TEXT_BASE: u32 = 0x130000;
+export const TEXT_SIZE: u32 = 0x400000;
+
+// --- TLB entries (32 bytes each), laid out by the host ---------------------------------------------
+export const TLB_BASE: u32 = 0x530000;
+export const TLB_SIZE: u32 = 0x800000;
+export const TLB_ENTRY_SIZE: u32 = 32;
+
+// --- PSC entries (32 bytes each) ------------------------------------------------------------------
+export const PSC_BASE: u32 = 0xd30000;
+export const PSC_SIZE: u32 = 0x100000;
+export const PSC_ENTRY_SIZE: u32 = 32;
+
+// --- data-cache model: per line u64 tag + u64 stamp -----------------------------------------------
+export const CACHE_BASE: u32 = 0xe30000;
+export const CACHE_SIZE: u32 = 0x1000000;
+export const CACHE_LINE_SIZE: u32 = 16;
+
+// --- frame directory (hash: u64 frame number + u32 slot) and frame pool ---------------------------
+export const DIR_BASE: u32 = 0x1e30000;
+export const DIR_ENTRY_SIZE: u32 = 16;
+
+export const FRAME_SIZE: u32 = 4096;
+
+// --- exit reasons ---------------------------------------------------------------------------------
+export const EXIT_NONE: u32 = 0;
+export const EXIT_PAGE_FAULT: u32 = 1;
+export const EXIT_GP: u32 = 2;
+export const EXIT_BUDGET: u32 = 3;
+export const EXIT_BAD_RECORD: u32 = 4;
+
+// --- access kinds ---------------------------------------------------------------------------------
+export const KIND_READ: u32 = 0;
+export const KIND_WRITE: u32 = 1;
+export const KIND_FETCH: u32 = 2;
+export const KIND_SS_READ: u32 = 3;
+export const KIND_SS_WRITE: u32 = 4;
+export const KIND_MASK: u32 = 0x7f;
+export const KIND_IMPLICIT: u32 = 0x80;
+
+// --- policies --------------------------------------------------------------------------------------
+export const POLICY_LRU: u32 = 0;
+export const POLICY_FIFO: u32 = 1;
+export const POLICY_RANDOM: u32 = 2;

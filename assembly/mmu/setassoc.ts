@@ -1,0 +1,61 @@
+// Replacement shared by every set-associative structure in the core: TLB arrays, paging-structure
+// caches and the data-cache model. Entries keep their tag word at offset 0 (0 = invalid).
+import { POLICY_RANDOM } from "../constants";
+
+/** One stamp clock for the whole core. Only the order of stamps inside one set matters, and a single
+ * monotonic counter orders them exactly as per-structure counters would. */
+let clock: u64 = 0;
+
+@inline export function tick(): u64 {
+  return ++clock;
+}
+
+export function resetClock(): void {
+  clock = 0;
+}
+
+@inline function xorshift64(stateAddress: usize): u64 {
+  let s = load<u64>(stateAddress);
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  store<u64>(stateAddress, s);
+  return s;
+}
+
+export function splitmix64(z: u64): u64 {
+  z += 0x9e3779b97f4a7c15;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+  return z ^ (z >> 31);
+}
+
+/**
+ * Way to replace in the set at `setBase`: the lowest invalid way, else by policy. LRU and FIFO
+ * differ only in whether hits refresh the stamp, so both take the smallest stamp here.
+ */
+export function victimWay(
+  setBase: usize,
+  ways: u32,
+  entrySize: u32,
+  stampOffset: u32,
+  policy: u32,
+  rngAddress: usize,
+): u32 {
+  for (let w: u32 = 0; w < ways; w++) {
+    if (load<u64>(setBase + <usize>(w * entrySize)) == 0) return w;
+  }
+  if (policy == POLICY_RANDOM) {
+    return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  }
+  let best: u32 = 0;
+  let bestStamp = load<u64>(setBase + stampOffset);
+  for (let w: u32 = 1; w < ways; w++) {
+    const s = load<u64>(setBase + <usize>(w * entrySize) + stampOffset);
+    if (s < bestStamp) {
+      bestStamp = s;
+      best = w;
+    }
+  }
+  return best;
+}

@@ -1,0 +1,223 @@
+// Set-associative TLBs: per CPU three levels (l1d, l1i, l2), each an ordered list of arrays, each
+// array holding one or more page sizes (Skylake's STLB holds 4K and 2M in one array). Entries are
+// tagged with the PCID and the virtual context, and global entries match any PCID.
+import {
+  AD_BASE,
+  AD_POLICY,
+  AD_RNG,
+  AD_SETS_LOG2,
+  AD_SIZEMASK,
+  AD_WAYS,
+  ARRAY_DESC_SIZE,
+  CPU_TLB_LEVELS,
+  TL_ARRAYS,
+  TL_COUNT,
+  TL_PRESENT,
+  TL_SIZEMASK,
+  TLB_BASE,
+  TLB_ENTRY_SIZE,
+  TLB_LEVEL_SIZE,
+} from "../constants";
+import { cpuBlock } from "../cpu";
+import { tick, victimWay } from "./setassoc";
+
+// Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
+export const E_TAG: u32 = 0;
+export const E_FRAME: u32 = 8;
+export const E_PCID: u32 = 16;
+export const E_VMTAG: u32 = 20;
+export const E_STAMP: u32 = 24;
+
+// Attribute bits kept in the low 12 bits of the frame word.
+export const A_RW: u64 = 1;
+export const A_US: u64 = 2;
+export const A_XD: u64 = 4;
+export const A_DIRTY: u64 = 8;
+export const A_GLOBAL: u64 = 16;
+export const A_SS: u64 = 32;
+export const A_PKEY_SHIFT: u64 = 8;
+export const ATTR_MASK: u64 = 0xfff;
+
+export const LEVEL_L1D: u32 = 0;
+export const LEVEL_L1I: u32 = 1;
+export const LEVEL_L2: u32 = 2;
+
+/** Linear addresses keep 57 significant bits; dropping the sign extension keeps tags small. */
+export const LA_MASK: u64 = 0x01ffffffffffffff;
+
+@inline export function levelDesc(cpu: u32, level: u32): usize {
+  return cpuBlock(cpu) + CPU_TLB_LEVELS + level * TLB_LEVEL_SIZE;
+}
+
+@inline export function levelPresent(desc: usize): bool {
+  return load<u32>(desc + TL_PRESENT) != 0;
+}
+
+@inline function pageShift(sizeCode: u32): u64 {
+  return 12 + 9 * <u64>sizeCode;
+}
+
+@inline function setBaseOf(array: usize, vpn: u64): usize {
+  const mask = (<u64>1 << load<u32>(array + AD_SETS_LOG2)) - 1;
+  return TLB_BASE + load<u32>(array + AD_BASE) + <usize>((vpn & mask) * <u64>(load<u32>(array + AD_WAYS) * TLB_ENTRY_SIZE));
+}
+
+@inline function matches(e: usize, tag: u64, pcid: u32, vmTag: u32): bool {
+  return (
+    load<u64>(e, E_TAG) == tag &&
+    load<u32>(e, E_VMTAG) == vmTag &&
+    (load<u32>(e, E_PCID) == pcid || (load<u64>(e, E_FRAME) & A_GLOBAL) != 0)
+  );
+}
+
+/** Address of the matching entry in a level, or 0. The LRU stamp is refreshed on a hit. */
+export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
+  const count = load<u32>(desc + TL_COUNT);
+  const masked = la & LA_MASK;
+  for (let a: u32 = 0; a < count; a++) {
+    const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
+    const sizes = <u32>load<u16>(array + AD_SIZEMASK);
+    const ways = load<u32>(array + AD_WAYS);
+    for (let size: u32 = 0; size < 3; size++) {
+      if ((sizes & (1 << size)) == 0) continue;
+      const vpn = masked >> pageShift(size);
+      const tag = (vpn << 3) | (<u64>size << 1) | 1;
+      const set = setBaseOf(array, vpn);
+      for (let w: u32 = 0; w < ways; w++) {
+        const e = set + <usize>(w * TLB_ENTRY_SIZE);
+        if (matches(e, tag, pcid, vmTag)) {
+          if (<u32>load<u16>(array + AD_POLICY) == 0) store<u64>(e, tick(), E_STAMP);
+          return e;
+        }
+      }
+    }
+  }
+  return 0;
+}
+
+@inline export function entrySizeCode(e: usize): u32 {
+  return <u32>(load<u64>(e, E_TAG) >> 1) & 3;
+}
+
+/**
+ * Inserts a translation of page size `sizeCode` into a level, fracturing it to the largest size the
+ * level holds. `frame` is the page frame of the full page and `attrs` the attribute bits.
+ */
+export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64, pcid: u32, vmTag: u32): void {
+  const held = load<u32>(desc + TL_SIZEMASK);
+  let size = <i32>sizeCode;
+  while (size >= 0 && (held & (1 << size)) == 0) size--;
+  if (size < 0) return;
+  const count = load<u32>(desc + TL_COUNT);
+  let array: usize = 0;
+  for (let a: u32 = 0; a < count; a++) {
+    const candidate = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
+    if ((<u32>load<u16>(candidate + AD_SIZEMASK) & (1 << size)) != 0) {
+      array = candidate;
+      break;
+    }
+  }
+  const masked = la & LA_MASK;
+  const shift = pageShift(<u32>size);
+  const vpn = masked >> shift;
+  const fullMask = (<u64>1 << pageShift(sizeCode)) - 1;
+  const subFrame = frame + ((masked & fullMask) & ~((<u64>1 << shift) - 1));
+  const tag = (vpn << 3) | (<u64>size << 1) | 1;
+  const global = attrs & A_GLOBAL;
+  const ways = load<u32>(array + AD_WAYS);
+  const set = setBaseOf(array, vpn);
+  let way: u32 = ways;
+  for (let w: u32 = 0; w < ways; w++) {
+    const e = set + <usize>(w * TLB_ENTRY_SIZE);
+    if (
+      load<u64>(e, E_TAG) == tag &&
+      load<u32>(e, E_PCID) == pcid &&
+      load<u32>(e, E_VMTAG) == vmTag &&
+      (load<u64>(e, E_FRAME) & A_GLOBAL) == global
+    ) {
+      way = w;
+      break;
+    }
+  }
+  if (way == ways) {
+    way = victimWay(set, ways, TLB_ENTRY_SIZE, E_STAMP, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
+  }
+  const e = set + <usize>(way * TLB_ENTRY_SIZE);
+  store<u64>(e, tag, E_TAG);
+  store<u64>(e, subFrame | attrs, E_FRAME);
+  store<u32>(e, pcid, E_PCID);
+  store<u32>(e, vmTag, E_VMTAG);
+  store<u64>(e, tick(), E_STAMP);
+}
+
+// --- invalidation ------------------------------------------------------------------------------
+
+export const MATCH_ANY_PCID: u32 = 0xffffffff;
+
+/**
+ * Removes the entries of a level whose page contains `la`, with the given pcid (or any pcid) and,
+ * when `globals` is set, global entries of any pcid too.
+ */
+export function invalidatePage(desc: usize, la: u64, pcid: u32, vmTag: u32, globals: bool): void {
+  if (!levelPresent(desc)) return;
+  const count = load<u32>(desc + TL_COUNT);
+  const masked = la & LA_MASK;
+  for (let a: u32 = 0; a < count; a++) {
+    const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
+    const sizes = <u32>load<u16>(array + AD_SIZEMASK);
+    const ways = load<u32>(array + AD_WAYS);
+    for (let size: u32 = 0; size < 3; size++) {
+      if ((sizes & (1 << size)) == 0) continue;
+      const vpn = masked >> pageShift(size);
+      const tag = (vpn << 3) | (<u64>size << 1) | 1;
+      const set = setBaseOf(array, vpn);
+      for (let w: u32 = 0; w < ways; w++) {
+        const e = set + <usize>(w * TLB_ENTRY_SIZE);
+        if (load<u64>(e, E_TAG) != tag || load<u32>(e, E_VMTAG) != vmTag) continue;
+        const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
+        if (isGlobal ? globals : pcid == MATCH_ANY_PCID || load<u32>(e, E_PCID) == pcid) {
+          store<u64>(e, 0, E_TAG);
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Removes every entry of a level that belongs to `pcid` (or any pcid), keeping global entries
+ * unless `globals` is set.
+ */
+export function invalidateContext(desc: usize, pcid: u32, vmTag: u32, globals: bool, anyVm: bool): void {
+  if (!levelPresent(desc)) return;
+  const count = load<u32>(desc + TL_COUNT);
+  for (let a: u32 = 0; a < count; a++) {
+    const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
+    const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
+    const base = TLB_BASE + load<u32>(array + AD_BASE);
+    for (let i: u32 = 0; i < n; i++) {
+      const e = base + <usize>(i * TLB_ENTRY_SIZE);
+      if (load<u64>(e, E_TAG) == 0) continue;
+      if (!anyVm && load<u32>(e, E_VMTAG) != vmTag) continue;
+      const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
+      if (isGlobal ? globals : pcid == MATCH_ANY_PCID || load<u32>(e, E_PCID) == pcid) {
+        store<u64>(e, 0, E_TAG);
+      }
+    }
+  }
+}
+
+/** Entries currently valid in a level (for tests and reports). */
+export function validEntries(desc: usize): u32 {
+  if (!levelPresent(desc)) return 0;
+  const count = load<u32>(desc + TL_COUNT);
+  let valid: u32 = 0;
+  for (let a: u32 = 0; a < count; a++) {
+    const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
+    const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
+    const base = TLB_BASE + load<u32>(array + AD_BASE);
+    for (let i: u32 = 0; i < n; i++) {
+      if (load<u64>(base + <usize>(i * TLB_ENTRY_SIZE), E_TAG) != 0) valid++;
+    }
+  }
+  return valid;
+}

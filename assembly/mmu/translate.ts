@@ -1,0 +1,152 @@
+// One memory access through the MMU (docs/MODEL.md §4): canonical check, L1 then L2 TLB, and a walk
+// when they miss, when a write meets a clean entry, or when a cached entry denies the access.
+import {
+  KIND_FETCH,
+  KIND_MASK,
+  KIND_IMPLICIT,
+  KIND_SS_WRITE,
+  KIND_WRITE,
+  R_PKRS,
+  R_PKRU,
+  R_VMTAG,
+  TL_LATENCY,
+} from "../constants";
+import { cpuBlock, isCanonical, mode, pcid, reg } from "../cpu";
+import { x86AccessCheck } from "../formats/x86";
+import {
+  S_CYCLES,
+  S_FAULT_GP,
+  S_FAULT_NOT_PRESENT,
+  S_FAULT_PKEY,
+  S_FAULT_PROTECTION,
+  S_FAULT_RESERVED,
+  S_FAULTED_WALK_REFS,
+  S_FAULTED_WALKS,
+  S_PAGES,
+  S_TLB,
+  S_WALK_REFS,
+  S_WALKS,
+  add,
+  bump,
+} from "../stats";
+import { pageFaultInvalidate } from "./invalidate";
+import {
+  A_DIRTY,
+  ATTR_MASK,
+  E_FRAME,
+  LEVEL_L1D,
+  LEVEL_L1I,
+  LEVEL_L2,
+  entrySizeCode,
+  fill,
+  levelDesc,
+  levelPresent,
+  lookup,
+} from "./tlb";
+import {
+  WALK_OK,
+  WALK_NOT_PRESENT,
+  WALK_RESERVED,
+  walkAttrs,
+  walkCycles,
+  walkError,
+  walkFault,
+  walkFrame,
+  walkRefs,
+  walkSizeCode,
+  walkX86,
+} from "./walk";
+
+export const RESULT_OK: u32 = 0;
+export const RESULT_GP: u32 = 13;
+export const RESULT_PF: u32 = 14;
+
+// Outputs of the last access.
+export let accessPa: u64 = 0;
+export let accessError: u32 = 0;
+export let accessSizeCode: u32 = 0;
+export let accessRefs: u32 = 0;
+export let accessCycles: u32 = 0;
+
+/**
+ * Translates one access. `countLookups` is false for the retry of a record whose fault the software
+ * fixed, so TLB statistics count each record's lookups once.
+ */
+export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u32 {
+  const cpuMode = mode(cpu);
+  if (!isCanonical(la, cpuMode)) {
+    bump(S_FAULT_GP);
+    accessError = 0;
+    accessRefs = 0;
+    accessCycles = 0;
+    return RESULT_GP;
+  }
+  const kind = kindByte & KIND_MASK;
+  const implicit = (kindByte & KIND_IMPLICIT) != 0;
+  const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
+  const currentPcid = pcid(cpu);
+  const vmTag = load<u32>(cpuBlock(cpu) + R_VMTAG);
+  const l1Level = kind == KIND_FETCH ? LEVEL_L1I : LEVEL_L1D;
+  const l1 = levelDesc(cpu, l1Level);
+  const l2 = levelDesc(cpu, LEVEL_L2);
+  let cycles: u32 = 0;
+  let entry: usize = 0;
+  let fromL2 = false;
+
+  if (levelPresent(l1)) {
+    cycles += load<u32>(l1 + TL_LATENCY);
+    entry = lookup(l1, la, currentPcid, vmTag);
+    if (countLookups) bump(S_TLB + (l1Level << 1) + (entry != 0 ? 0 : 1));
+  }
+  if (entry == 0 && levelPresent(l2)) {
+    cycles += load<u32>(l2 + TL_LATENCY);
+    entry = lookup(l2, la, currentPcid, vmTag);
+    if (countLookups) bump(S_TLB + (LEVEL_L2 << 1) + (entry != 0 ? 0 : 1));
+    fromL2 = entry != 0;
+  }
+  if (entry != 0) {
+    const word = load<u64>(entry, E_FRAME);
+    const attrs = word & ATTR_MASK;
+    const denied = x86AccessCheck(kind, implicit, cpuMode, attrs, <u32>reg(cpu, R_PKRU), <u32>reg(cpu, R_PKRS));
+    if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0)) {
+      const sizeCode = entrySizeCode(entry);
+      const frame = word & ~ATTR_MASK;
+      if (fromL2 && levelPresent(l1)) fill(l1, la, sizeCode, frame, attrs, currentPcid, vmTag);
+      accessPa = frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1));
+      accessSizeCode = sizeCode;
+      accessError = 0;
+      accessRefs = 0;
+      accessCycles = cycles;
+      add(S_CYCLES, cycles);
+      return RESULT_OK;
+    }
+  }
+
+  walkX86(cpu, la, kind, implicit);
+  cycles += walkCycles;
+  accessRefs = walkRefs;
+  accessCycles = cycles;
+  add(S_CYCLES, cycles);
+  if (walkFault != WALK_OK) {
+    bump(S_FAULTED_WALKS);
+    add(S_FAULTED_WALK_REFS, walkRefs);
+    if (walkFault == WALK_NOT_PRESENT) bump(S_FAULT_NOT_PRESENT);
+    else if (walkFault == WALK_RESERVED) bump(S_FAULT_RESERVED);
+    else {
+      bump(S_FAULT_PROTECTION);
+      if ((walkError & (1 << 5)) != 0) bump(S_FAULT_PKEY);
+    }
+    pageFaultInvalidate(cpu, la);
+    accessError = walkError;
+    return RESULT_PF;
+  }
+  bump(S_WALKS);
+  add(S_WALK_REFS, walkRefs);
+  bump(S_PAGES + walkSizeCode);
+  if (levelPresent(l2)) fill(l2, la, walkSizeCode, walkFrame, walkAttrs, currentPcid, vmTag);
+  if (levelPresent(l1)) fill(l1, la, walkSizeCode, walkFrame, walkAttrs, currentPcid, vmTag);
+  accessPa = walkFrame | (la & ((<u64>1 << (12 + 9 * <u64>walkSizeCode)) - 1));
+  accessSizeCode = walkSizeCode;
+  accessError = 0;
+  return RESULT_OK;
+}

@@ -1,0 +1,116 @@
+// The batch loop: the host fills the record buffer, and one call runs records until the buffer ends,
+// a record needs software (a fault becomes an exit record, as a CPU hands a #PF to its kernel), or
+// the cycle budget for the slice runs out. No call crosses into JavaScript per access.
+import {
+  CFG_CPUS,
+  CTRL_BASE,
+  EX_CPU,
+  EX_GUEST_PHYS,
+  EX_INDEX,
+  EX_KIND,
+  EX_LINEAR,
+  EX_QUAL,
+  EX_REASON,
+  EX_REFS,
+  EXIT_BAD_RECORD,
+  EXIT_BASE,
+  EXIT_BUDGET,
+  EXIT_GP,
+  EXIT_NONE,
+  EXIT_PAGE_FAULT,
+  KIND_MASK,
+  KIND_SS_WRITE,
+  REC_CPU,
+  REC_KIND,
+  RECORD_SIZE,
+  RECORDS_BASE,
+  STATS_BASE,
+} from "./constants";
+import { RESULT_OK, RESULT_PF, access, accessCycles, accessError, accessRefs } from "./mmu/translate";
+import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXITS, S_HISTOGRAM, bump } from "./stats";
+
+const STATS_CYCLES_ADDRESS: usize = STATS_BASE + (<usize>S_CYCLES << 3);
+
+/** Index of the record whose exit is being handled, or -1. */
+let pendingIndex: i32 = -1;
+/** Cycles the pending record has spent so far, so its histogram sample covers every attempt. */
+let pendingCycles: u64 = 0;
+let budget: u64 = 0;
+
+export function setBudget(cycles: u64): void {
+  budget = cycles;
+}
+
+export function resetReplay(): void {
+  pendingIndex = -1;
+  pendingCycles = 0;
+  store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
+}
+
+@inline export function histogramBucket(cycles: u64): u32 {
+  if (cycles == 0) return 0;
+  const bucket = <u32>(64 - clz(cycles));
+  return bucket < HISTOGRAM_BUCKETS ? bucket : HISTOGRAM_BUCKETS - 1;
+}
+
+@inline function completeRecord(cycles: u64): void {
+  bump(S_ACCESSES);
+  bump(S_HISTOGRAM + histogramBucket(cycles));
+}
+
+function raiseExit(reason: u32, index: u32, cpu: u32, kind: u32, la: u64, qualification: u64, refs: u32): void {
+  const p = EXIT_BASE;
+  store<u32>(p + EX_REASON, reason);
+  store<u32>(p + EX_CPU, cpu);
+  store<u32>(p + EX_INDEX, index);
+  store<u32>(p + EX_KIND, kind);
+  store<u64>(p + EX_LINEAR, la);
+  store<u64>(p + EX_GUEST_PHYS, 0);
+  store<u64>(p + EX_QUAL, qualification);
+  store<u32>(p + EX_REFS, refs);
+  if (reason != EXIT_BUDGET) bump(S_EXITS);
+}
+
+/**
+ * Runs records [start, end). Returns the index it stopped at: `end` when all ran, else the record
+ * that exited (an exit record describes why), or the record after the slice when the budget ran out.
+ */
+export function replay(start: u32, end: u32): u32 {
+  const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
+  const cyclesAtStart = load<u64>(STATS_CYCLES_ADDRESS);
+  store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
+  for (let i = start; i < end; i++) {
+    const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
+    const la = load<u64>(record);
+    const kindByte = <u32>load<u8>(record, REC_KIND);
+    const cpu = <u32>load<u16>(record, REC_CPU);
+    if (cpu >= cpus || (kindByte & KIND_MASK) > KIND_SS_WRITE) {
+      raiseExit(EXIT_BAD_RECORD, i, cpu, kindByte, la, 0, 0);
+      return i;
+    }
+    const retry = <i32>i == pendingIndex;
+    const result = access(cpu, la, kindByte, !retry);
+    const spent = (retry ? pendingCycles : 0) + <u64>accessCycles;
+    if (result != RESULT_OK) {
+      pendingIndex = <i32>i;
+      pendingCycles = spent;
+      raiseExit(result == RESULT_PF ? EXIT_PAGE_FAULT : EXIT_GP, i, cpu, kindByte, la, accessError, accessRefs);
+      return i;
+    }
+    pendingIndex = -1;
+    completeRecord(spent);
+    if (budget != 0 && load<u64>(STATS_CYCLES_ADDRESS) - cyclesAtStart >= budget) {
+      raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
+      return i + 1;
+    }
+  }
+  return end;
+}
+
+/** The software gave up on the pending record (a fault delivered to the guest): it counts as done. */
+export function completePending(): void {
+  if (pendingIndex < 0) return;
+  completeRecord(pendingCycles);
+  pendingIndex = -1;
+  pendingCycles = 0;
+}

@@ -1,0 +1,52 @@
+// Statistics block: u64 counters at fixed indexes from STATS_BASE. src/core/layout.ts mirrors the
+// indexes; the host reads them through one BigUint64Array view.
+import { STATS_BASE } from "./constants";
+
+export const S_ACCESSES: u32 = 0;
+export const S_CYCLES: u32 = 1;
+/** TLB level l (0 l1d, 1 l1i, 2 l2): hits at S_TLB + 2l, misses at S_TLB + 2l + 1. */
+export const S_TLB: u32 = 2;
+export const S_WALKS: u32 = 8;
+export const S_WALK_REFS: u32 = 9;
+export const S_FAULTED_WALKS: u32 = 10;
+export const S_FAULTED_WALK_REFS: u32 = 11;
+export const S_AD_UPDATES: u32 = 12;
+/** PSC for level L (5..2): hits at S_PSC + 2(5-L), misses at +1. */
+export const S_PSC: u32 = 13;
+/** Cache hits: l1, l2, llc; then DRAM accesses. */
+export const S_CACHE: u32 = 21;
+export const S_DRAM: u32 = 24;
+export const S_FAULT_NOT_PRESENT: u32 = 25;
+export const S_FAULT_RESERVED: u32 = 26;
+export const S_FAULT_PROTECTION: u32 = 27;
+export const S_FAULT_PKEY: u32 = 28;
+export const S_FAULT_GP: u32 = 29;
+/** Successful walks by page size: 4K, 2M, 1G. */
+export const S_PAGES: u32 = 30;
+export const S_EXITS: u32 = 33;
+/** Cycles charged by software handlers, by category (S_HANDLER_CYCLES + category, 8 categories). */
+export const S_HANDLER_CYCLES: u32 = 34;
+export const HANDLER_CATEGORIES: u32 = 8;
+export const S_HISTOGRAM: u32 = 64;
+export const HISTOGRAM_BUCKETS: u32 = 32;
+export const S_COUNT: u32 = 96;
+
+@inline export function bump(index: u32): void {
+  const p = STATS_BASE + (index << 3);
+  store<u64>(p, load<u64>(p) + 1);
+}
+
+@inline export function add(index: u32, n: u64): void {
+  const p = STATS_BASE + (index << 3);
+  store<u64>(p, load<u64>(p) + n);
+}
+
+export function clearStats(): void {
+  memory.fill(STATS_BASE, 0, S_COUNT << 3);
+}
+
+/** Software (exit handlers, the guest kernel) charges its work: total cycles and its category. */
+export function chargeHandler(cycles: u64, category: u32): void {
+  add(S_CYCLES, cycles);
+  add(S_HANDLER_CYCLES + (category < HANDLER_CATEGORIES ? category : HANDLER_CATEGORIES - 1), cycles);
+}

@@ -1,0 +1,73 @@
+// Data-cache model that prices page-table references: private L1 and L2 per CPU, a shared LLC, then
+// DRAM. Only the lines a walk touches enter it, so it measures how well page-table lines stay cached
+// between walks, which is what makes a walk cost 20 cycles or 200.
+import {
+  CACHE_BASE,
+  CACHE_DESC_SIZE,
+  CACHE_LINE_SIZE,
+  CD_BASE,
+  CD_CPU_STRIDE,
+  CD_LATENCY,
+  CD_PRESENT,
+  CD_SETS_LOG2,
+  CD_WAYS,
+  CFG_CACHE_DESC,
+  CFG_DRAM_LATENCY,
+  CTRL_BASE,
+  POLICY_LRU,
+} from "../constants";
+import { tick, victimWay } from "../mmu/setassoc";
+import { S_CACHE, S_DRAM, bump } from "../stats";
+
+@inline function levelDesc(level: u32): usize {
+  return CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
+}
+
+@inline function setAddress(desc: usize, cpu: u32, line: u64): usize {
+  const sets = (<u64>1 << load<u32>(desc + CD_SETS_LOG2)) - 1;
+  const ways = load<u32>(desc + CD_WAYS);
+  return (
+    CACHE_BASE +
+    load<u32>(desc + CD_BASE) +
+    <usize>(cpu * load<u32>(desc + CD_CPU_STRIDE)) +
+    <usize>((line & sets) * <u64>(ways * CACHE_LINE_SIZE))
+  );
+}
+
+function fill(desc: usize, cpu: u32, line: u64): void {
+  const setBase = setAddress(desc, cpu, line);
+  const way = victimWay(setBase, load<u32>(desc + CD_WAYS), CACHE_LINE_SIZE, 8, POLICY_LRU, 0);
+  const p = setBase + <usize>(way * CACHE_LINE_SIZE);
+  store<u64>(p, line + 1);
+  store<u64>(p, tick(), 8);
+}
+
+/** Cycles to read (or locked-update) the page-table line holding `pa`, updating the hierarchy. */
+export function priceReference(cpu: u32, pa: u64): u32 {
+  const line = pa >> 6;
+  const key = line + 1;
+  for (let level: u32 = 0; level < 3; level++) {
+    const desc = levelDesc(level);
+    if (load<u32>(desc + CD_PRESENT) == 0) continue;
+    const setBase = setAddress(desc, cpu, line);
+    const ways = load<u32>(desc + CD_WAYS);
+    for (let w: u32 = 0; w < ways; w++) {
+      const p = setBase + <usize>(w * CACHE_LINE_SIZE);
+      if (load<u64>(p) == key) {
+        store<u64>(p, tick(), 8);
+        bump(S_CACHE + level);
+        for (let upper: u32 = 0; upper < level; upper++) {
+          const u = levelDesc(upper);
+          if (load<u32>(u + CD_PRESENT) != 0) fill(u, cpu, line);
+        }
+        return load<u32>(desc + CD_LATENCY);
+      }
+    }
+  }
+  bump(S_DRAM);
+  for (let level: u32 = 0; level < 3; level++) {
+    const desc = levelDesc(level);
+    if (load<u32>(desc + CD_PRESENT) != 0) fill(desc, cpu, line);
+  }
+  return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
+}

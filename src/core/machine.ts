@@ -1,0 +1,362 @@
+// The typed host-side view of one WebAssembly core: a machine with CPUs, TLBs, paging-structure
+// caches, a data-cache model and sparse physical memory. Addresses are bigint at this boundary.
+import {
+  type AccessResult,
+  type MachineConfig,
+  PAGE_SHIFT,
+  type PageSize,
+  type Policy,
+  type Regs,
+  type Stats,
+} from "./types.js";
+import * as L from "./layout.js";
+import * as S from "./stats-layout.js";
+import { type BuildName, type CoreExports, defaultBuild, instantiateCore } from "./wasm.js";
+
+export class MemvirtError extends Error {
+  /** Process exit code for the CLI: 2 for user errors, 1 for internal ones. */
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+  ) {
+    super(message);
+    this.name = "MemvirtError";
+  }
+}
+
+const POLICY_CODE: Record<Policy, number> = { lru: 0, fifo: 1, random: 2 };
+const SIZE_BIT: Record<PageSize, number> = { "4K": 1, "2M": 2, "1G": 4 };
+const TLB_LEVELS = ["l1d", "l1i", "l2"] as const;
+const PSC_LEVELS = [
+  ["pml5", 5],
+  ["pml4", 4],
+  ["pdpte", 3],
+  ["pde", 2],
+] as const;
+const PHYS_ERRORS: Record<number, string> = {
+  1: "physical address beyond MAXPHYADDR",
+  2: "physical-memory directory full (raise memory.backedFramesLog2)",
+  3: "out of WebAssembly memory (the engine refused to grow linear memory, or memory.limitMiB was reached)",
+  4: "misaligned physical address (8-byte entries only)",
+};
+const REGISTER_OFFSETS: Record<keyof Regs, number> = {
+  cr0: L.R_CR0,
+  cr3: L.R_CR3,
+  cr4: L.R_CR4,
+  efer: L.R_EFER,
+  pkru: L.R_PKRU,
+  pkrs: L.R_PKRS,
+  rflags: L.R_RFLAGS,
+  cpl: L.R_CPL,
+};
+
+export const EXIT_REASONS = ["none", "pageFault", "generalProtection", "budget", "badRecord"] as const;
+export type ExitReason = (typeof EXIT_REASONS)[number];
+
+export interface ExitRecord {
+  reason: ExitReason;
+  cpu: number;
+  index: number;
+  kind: number;
+  linear: bigint;
+  guestPhysical: bigint;
+  /** #PF error code or exit qualification. */
+  qualification: bigint;
+  refs: number;
+}
+
+export interface MachineOptions {
+  build?: BuildName;
+  /** Wasm bytes, for browsers or custom builds. */
+  wasm?: BufferSource;
+  /** log2 of the frame-directory capacity: 3/4 of it can be backed frames. */
+  backedFramesLog2?: number;
+  /** Cap on linear memory in MiB (0 = what the engine allows). */
+  memoryLimitMiB?: number;
+}
+
+export class Machine {
+  readonly core: CoreExports;
+  readonly build: BuildName;
+  private buffer!: ArrayBuffer;
+  private u8!: Uint8Array;
+  private u32!: Uint32Array;
+  private u64!: BigUint64Array;
+  private dataView!: DataView;
+
+  constructor(
+    readonly config: MachineConfig,
+    options: MachineOptions = {},
+  ) {
+    this.build = options.build ?? defaultBuild();
+    this.core = instantiateCore(this.build, options.wasm);
+    const limitPages = Math.floor(((options.memoryLimitMiB ?? 0) * 1024 * 1024) / 65536);
+    this.check(
+      this.core.machineInit(
+        config.cpus,
+        config.maxPhyAddr,
+        config.gbPages ? 1 : 0,
+        options.backedFramesLog2 ?? 20,
+        limitPages,
+        BigInt.asUintN(64, BigInt(config.seed)),
+      ),
+      "machine",
+    );
+    for (let cpu = 0; cpu < config.cpus; cpu++) {
+      TLB_LEVELS.forEach((name, level) => {
+        const spec = config.tlb[name];
+        if (!spec) return;
+        this.check(this.core.tlbLevel(cpu, level, spec.latency), `tlb.${name}`);
+        spec.arrays.forEach((array, index) => {
+          const mask = array.sizes.reduce((m, s) => m | SIZE_BIT[s], 0);
+          this.check(
+            this.core.tlbArray(cpu, level, mask, array.entries, array.ways, POLICY_CODE[array.policy]),
+            `tlb.${name}.arrays[${index}]`,
+          );
+        });
+      });
+      for (const [name, level] of PSC_LEVELS) {
+        const spec = config.psc[name];
+        if (!spec) continue;
+        this.check(this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy]), `psc.${name}`);
+      }
+    }
+    this.core.setPscLatency(config.psc.latency);
+    (["l1", "l2", "llc"] as const).forEach((name, level) => {
+      const spec = config.cache[name];
+      if (spec) this.check(this.core.cacheLevel(level, spec.size, spec.ways, spec.latency), `cache.${name}`);
+    });
+    this.core.setDramLatency(config.cache.dramLatency);
+    this.refreshViews();
+  }
+
+  private check(code: number, what: string): void {
+    if (code === 0) return;
+    const why =
+      code === -1
+        ? "entries/ways must give a power-of-two number of sets"
+        : code === -2
+          ? "does not fit the core's fixed region (too many entries or arrays)"
+          : "invalid argument";
+    throw new MemvirtError(`${what}: ${why}`);
+  }
+
+  /** Typed views over linear memory; rebuilt when memory grows (a grow detaches the old buffer). */
+  private refreshViews(): void {
+    const buffer = this.core.memory.buffer as ArrayBuffer;
+    if (buffer === this.buffer) return;
+    this.buffer = buffer;
+    this.u8 = new Uint8Array(buffer);
+    this.u32 = new Uint32Array(buffer);
+    this.u64 = new BigUint64Array(buffer);
+    this.dataView = new DataView(buffer);
+  }
+
+  get memory(): Uint8Array {
+    this.refreshViews();
+    return this.u8;
+  }
+
+  /** A DataView over the record buffer (RECORD_CAPACITY records of RECORD_SIZE bytes). */
+  recordView(): DataView {
+    this.refreshViews();
+    return new DataView(this.buffer, L.RECORDS_BASE, L.RECORD_CAPACITY * L.RECORD_SIZE);
+  }
+
+  /** The text buffer for in-core trace parsing. */
+  textBuffer(): Uint8Array {
+    this.refreshViews();
+    return new Uint8Array(this.buffer, L.TEXT_BASE, L.TEXT_SIZE);
+  }
+
+  // --- physical memory -------------------------------------------------------------------------
+
+  writePhys64(pa: bigint, value: bigint): void {
+    const code = this.core.writePhys64(pa, BigInt.asUintN(64, value));
+    if (code !== 0) {
+      throw new MemvirtError(`write of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[code] ?? `error ${code}`}`, 1);
+    }
+  }
+
+  readPhys64(pa: bigint): bigint {
+    return BigInt.asUintN(64, this.core.readPhys64(pa));
+  }
+
+  releaseFrame(frame: bigint): void {
+    this.core.releaseFrame(frame);
+  }
+
+  backedFrames(): number {
+    return this.core.backedFrames();
+  }
+
+  // --- registers and instructions ---------------------------------------------------------------
+
+  private cpuBlock(cpu: number): number {
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.config.cpus) throw new MemvirtError(`no cpu ${cpu}`);
+    return L.CTRL_BASE + L.CPU_BASE + cpu * L.CPU_STRIDE;
+  }
+
+  /** Loads registers as machine set-up does, with none of the flushes the instructions imply. */
+  setRegs(cpu: number, regs: Partial<Regs>): void {
+    this.cpuBlock(cpu);
+    for (const [name, value] of Object.entries(regs) as [keyof Regs, bigint | number][]) {
+      if (value === undefined) continue;
+      this.core.setReg(cpu, REGISTER_OFFSETS[name], BigInt.asUintN(64, BigInt(value)));
+    }
+  }
+
+  getRegs(cpu: number): Regs {
+    const block = this.cpuBlock(cpu);
+    this.refreshViews();
+    const at = (offset: number) => this.u64[(block + offset) / 8];
+    return {
+      cr0: at(L.R_CR0),
+      cr3: at(L.R_CR3),
+      cr4: at(L.R_CR4),
+      efer: at(L.R_EFER),
+      pkru: Number(at(L.R_PKRU)),
+      pkrs: Number(at(L.R_PKRS)),
+      rflags: at(L.R_RFLAGS),
+      cpl: Number(at(L.R_CPL)),
+    };
+  }
+
+  movCr3(cpu: number, value: bigint): void {
+    this.cpuBlock(cpu);
+    this.core.movCr3(cpu, BigInt.asUintN(64, value));
+  }
+
+  /** false: the write would #GP and nothing changed. */
+  movCr4(cpu: number, value: bigint): boolean {
+    this.cpuBlock(cpu);
+    return this.core.movCr4(cpu, BigInt.asUintN(64, value)) !== 0;
+  }
+
+  invlpg(cpu: number, la: bigint): void {
+    this.cpuBlock(cpu);
+    this.core.invlpg(cpu, BigInt.asUintN(64, la));
+  }
+
+  /** false: #GP (bad type, PCID or address) and nothing changed. */
+  invpcid(cpu: number, type: number, pcid: number, la = 0n): boolean {
+    this.cpuBlock(cpu);
+    return this.core.invpcid(cpu, type, pcid, BigInt.asUintN(64, la)) !== 0;
+  }
+
+  flushAll(cpu: number): void {
+    this.cpuBlock(cpu);
+    this.core.flushAll(cpu);
+  }
+
+  // --- accesses -----------------------------------------------------------------------------------
+
+  /** Translates one access (kind 0 read, 1 write, 2 fetch, 3/4 shadow-stack read/write; | 0x80 implicit). */
+  translate(cpu: number, la: bigint, kind: number, flags = 0): AccessResult {
+    this.cpuBlock(cpu);
+    const fault = this.core.translate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff);
+    this.refreshViews();
+    const base = L.RESULT_BASE;
+    const shift = this.u32[(base + L.RS_PAGE_SHIFT) / 4];
+    return {
+      fault,
+      pa: this.u64[(base + L.RS_PA) / 8],
+      errorCode: this.u32[(base + L.RS_ERROR) / 4],
+      pageSize: shift === 0 ? 0 : 2 ** shift,
+      refs: this.u32[(base + L.RS_REFS) / 4],
+      cycles: Number(this.u64[(base + L.RS_CYCLES) / 8]),
+    };
+  }
+
+  /** Runs records [start, end) of the record buffer; returns where it stopped (see `exit()`). */
+  replay(start: number, end: number): number {
+    return this.core.replay(start, end);
+  }
+
+  exit(): ExitRecord {
+    this.refreshViews();
+    const base = L.EXIT_BASE;
+    const u32 = (offset: number) => this.u32[(base + offset) / 4];
+    const u64 = (offset: number) => this.u64[(base + offset) / 8];
+    return {
+      reason: EXIT_REASONS[u32(L.EX_REASON)] ?? "none",
+      cpu: u32(L.EX_CPU),
+      index: u32(L.EX_INDEX),
+      kind: u32(L.EX_KIND),
+      linear: u64(L.EX_LINEAR),
+      guestPhysical: u64(L.EX_GUEST_PHYS),
+      qualification: u64(L.EX_QUAL),
+      refs: u32(L.EX_REFS),
+    };
+  }
+
+  /** The pending faulted record is given up (its fault delivered): it counts as completed. */
+  completePending(): void {
+    this.core.completePendingRecord();
+  }
+
+  /** Cycles spent by software (handlers), by category. */
+  chargeCycles(cycles: number, category = 0): void {
+    this.core.chargeCycles(BigInt(Math.round(cycles)), category);
+  }
+
+  setBudget(cycles: number): void {
+    this.core.setBudget(BigInt(Math.max(0, Math.round(cycles))));
+  }
+
+  resetStats(): void {
+    this.core.resetStats();
+  }
+
+  tlbValidEntries(cpu: number, level: "l1d" | "l1i" | "l2"): number {
+    return this.core.tlbValidEntries(cpu, TLB_LEVELS.indexOf(level));
+  }
+
+  /** Raw counter by index (see stats-layout.ts). */
+  counter(index: number): number {
+    this.refreshViews();
+    return Number(this.u64[L.STATS_BASE / 8 + index]);
+  }
+
+  stats(): Stats {
+    const c = (i: number) => this.counter(i);
+    const hm = (i: number) => ({ hits: c(i), misses: c(i + 1) });
+    return {
+      accesses: c(S.S_ACCESSES),
+      cycles: c(S.S_CYCLES),
+      tlb: { l1d: hm(S.S_TLB), l1i: hm(S.S_TLB + 2), l2: hm(S.S_TLB + 4) },
+      walks: c(S.S_WALKS),
+      walkRefs: c(S.S_WALK_REFS),
+      faultedWalks: c(S.S_FAULTED_WALKS),
+      faultedWalkRefs: c(S.S_FAULTED_WALK_REFS),
+      adUpdates: c(S.S_AD_UPDATES),
+      psc: { pml5: hm(S.S_PSC), pml4: hm(S.S_PSC + 2), pdpte: hm(S.S_PSC + 4), pde: hm(S.S_PSC + 6) },
+      cache: {
+        l1: { hits: c(S.S_CACHE) },
+        l2: { hits: c(S.S_CACHE + 1) },
+        llc: { hits: c(S.S_CACHE + 2) },
+        dram: c(S.S_DRAM),
+      },
+      faults: {
+        notPresent: c(S.S_FAULT_NOT_PRESENT),
+        reserved: c(S.S_FAULT_RESERVED),
+        protection: c(S.S_FAULT_PROTECTION),
+        pkey: c(S.S_FAULT_PKEY),
+        gp: c(S.S_FAULT_GP),
+      },
+      pages: { "4K": c(S.S_PAGES), "2M": c(S.S_PAGES + 1), "1G": c(S.S_PAGES + 2) },
+      histogram: Array.from({ length: S.HISTOGRAM_BUCKETS }, (_, i) => c(S.S_HISTOGRAM + i)),
+    };
+  }
+
+  /** Exits taken and handler cycles by category, beyond the MODEL.md statistics. */
+  exitsTaken(): number {
+    return this.counter(S.S_EXITS);
+  }
+
+  handlerCycles(category: number): number {
+    return this.counter(S.S_HANDLER_CYCLES + category);
+  }
+}
+
+export { PAGE_SHIFT };

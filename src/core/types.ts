@@ -1,0 +1,146 @@
+// Normalised machine configuration and results shared by the core wrapper and the reference model.
+// The user-facing config (src/config) is validated and lowered into these shapes.
+
+export type PageSize = "4K" | "2M" | "1G";
+export type Policy = "lru" | "fifo" | "random";
+
+export const PAGE_SIZES: readonly PageSize[] = ["4K", "2M", "1G"];
+export const PAGE_SHIFT: Record<PageSize, number> = { "4K": 12, "2M": 21, "1G": 30 };
+
+export interface TlbArrayConfig {
+  sizes: PageSize[];
+  entries: number;
+  ways: number;
+  policy: Policy;
+}
+
+export interface TlbLevelConfig {
+  arrays: TlbArrayConfig[];
+  /** Cycles charged whenever this level is probed. */
+  latency: number;
+}
+
+export interface SetAssocConfig {
+  entries: number;
+  ways: number;
+  policy: Policy;
+}
+
+export interface PscConfig {
+  pml5: SetAssocConfig | null;
+  pml4: SetAssocConfig | null;
+  pdpte: SetAssocConfig | null;
+  pde: SetAssocConfig | null;
+  /** Cycles charged once when a walk starts from a PSC hit. */
+  latency: number;
+}
+
+export interface CacheLevelConfig {
+  /** Bytes. */
+  size: number;
+  ways: number;
+  latency: number;
+}
+
+export interface CacheConfig {
+  l1: CacheLevelConfig | null;
+  l2: CacheLevelConfig | null;
+  llc: CacheLevelConfig | null;
+  dramLatency: number;
+}
+
+export interface MachineConfig {
+  cpus: number;
+  /** MAXPHYADDR, 36..52. */
+  maxPhyAddr: number;
+  /** 1 GiB pages supported (CPUID PDPE1GB). */
+  gbPages: boolean;
+  /** Seed of every random replacement policy. */
+  seed: number;
+  tlb: { l1d: TlbLevelConfig | null; l1i: TlbLevelConfig | null; l2: TlbLevelConfig | null };
+  psc: PscConfig;
+  cache: CacheConfig;
+}
+
+export const enum AccessKind {
+  Read = 0,
+  Write = 1,
+  Fetch = 2,
+  ShadowStackRead = 3,
+  ShadowStackWrite = 4,
+}
+
+/** Record kind byte flag: implicit supervisor-mode access. */
+export const IMPLICIT = 0x80;
+
+export const enum FaultType {
+  None = 0,
+  PageFault = 14,
+  GeneralProtection = 13,
+}
+
+export const PFEC = {
+  P: 1 << 0,
+  W: 1 << 1,
+  U: 1 << 2,
+  RSVD: 1 << 3,
+  ID: 1 << 4,
+  PK: 1 << 5,
+  SS: 1 << 6,
+} as const;
+
+export interface Regs {
+  cr0: bigint;
+  cr3: bigint;
+  cr4: bigint;
+  efer: bigint;
+  pkru: number;
+  pkrs: number;
+  rflags: bigint;
+  cpl: number;
+}
+
+export const CR0_WP = 1n << 16n;
+export const CR0_PG = 1n << 31n;
+export const CR4_PGE = 1n << 7n;
+export const CR4_LA57 = 1n << 12n;
+export const CR4_PCIDE = 1n << 17n;
+export const CR4_SMEP = 1n << 20n;
+export const CR4_SMAP = 1n << 21n;
+export const CR4_PKE = 1n << 22n;
+export const CR4_CET = 1n << 23n;
+export const CR4_PKS = 1n << 24n;
+export const EFER_LMA = 1n << 10n;
+export const EFER_NXE = 1n << 11n;
+export const RFLAGS_AC = 1n << 18n;
+
+export interface AccessResult {
+  /** FaultType: 0 translated, 14 #PF, 13 #GP. */
+  fault: number;
+  /** Physical address when translated. */
+  pa: bigint;
+  /** #PF error code (0 for #GP and success). */
+  errorCode: number;
+  /** Page size of the translation that was used (bytes), 0 on fault. */
+  pageSize: number;
+  /** Page-walk references made (0 on a TLB hit). */
+  refs: number;
+  cycles: number;
+}
+
+/** Statistics, nested as docs/MODEL.md §11 names them. */
+export interface Stats {
+  accesses: number;
+  cycles: number;
+  tlb: Record<"l1d" | "l1i" | "l2", { hits: number; misses: number }>;
+  walks: number;
+  walkRefs: number;
+  faultedWalks: number;
+  faultedWalkRefs: number;
+  adUpdates: number;
+  psc: Record<"pml5" | "pml4" | "pdpte" | "pde", { hits: number; misses: number }>;
+  cache: { l1: { hits: number }; l2: { hits: number }; llc: { hits: number }; dram: number };
+  faults: { notPresent: number; reserved: number; protection: number; pkey: number; gp: number };
+  pages: Record<PageSize, number>;
+  histogram: number[];
+}
