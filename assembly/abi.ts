@@ -57,7 +57,7 @@ import { levelDesc, validEntries } from "./mmu/tlb";
 import { RESULT_OK, access, accessCycles, accessError, accessPa, accessRefs, accessSizeCode } from "./mmu/translate";
 import * as phys from "./phys";
 import { completePending, histogramBucket, resetReplay } from "./replay";
-import { S_HISTOGRAM, bump, chargeHandler, clearStats } from "./stats";
+import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
 
 export { replay, setBudget } from "./replay";
 // export { parseText, sniffText, parsedBytes, parsedLines, parseError, parseErrorLine } from "./trace/text";
@@ -240,8 +240,8 @@ export function backedFrames(): u32 {
  * Translates one access outside any batch (the embedding API). The result block holds the outcome;
  * statistics count it like a record, histogram included.
  */
-export function translate(cpu: u32, la: u64, kindByte: u32): u32 {
-  const result = access(cpu, la, kindByte, true);
+export function translate(cpu: u32, la: u64, kindByte: u32, retry: bool): u32 {
+  const result = access(cpu, la, kindByte, !retry);
   store<u32>(RESULT_BASE + RS_FAULT, result);
   store<u32>(RESULT_BASE + RS_ERROR, accessError);
   store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == RESULT_OK ? 12 + 9 * accessSizeCode : 0);
@@ -250,6 +250,11 @@ export function translate(cpu: u32, la: u64, kindByte: u32): u32 {
   store<u64>(RESULT_BASE + RS_CYCLES, accessCycles);
   bump(S_HISTOGRAM + histogramBucket(accessCycles));
   return result;
+}
+
+/** Embedders driving `translate` themselves count their completed accesses here. */
+export function countAccesses(n: u32): void {
+  add(S_ACCESSES, n);
 }
 
 export function completePendingRecord(): void {

@@ -27,6 +27,7 @@ import {
 } from "./constants";
 
 export const CR0_WP: u64 = 1 << 16;
+export const CR4_PAE: u64 = 1 << 5;
 export const CR4_PGE: u64 = 1 << 7;
 export const CR4_LA57: u64 = 1 << 12;
 export const CR4_PCIDE: u64 = 1 << 17;

@@ -1,6 +1,6 @@
 // Invalidation instructions and the flushes of control-register writes (SDM 4.10.4; MODEL.md §8).
 import { M_LMA, M_PCIDE, M_PGE, M_SMEP, R_CR3, R_CR4, R_VMTAG } from "../constants";
-import { CR3_NOFLUSH, CR4_LA57, CR4_PCIDE, cpuBlock, isCanonical, mode, pcid, recomputeMode, reg } from "../cpu";
+import { CR3_NOFLUSH, CR4_LA57, CR4_PAE, CR4_PCIDE, cpuBlock, isCanonical, mode, pcid, recomputeMode, reg } from "../cpu";
 import { pscDesc, pscInvalidate } from "./psc";
 import { LEVEL_L1D, LEVEL_L1I, LEVEL_L2, MATCH_ANY_PCID, invalidateContext, invalidatePage, levelDesc } from "./tlb";
 
@@ -48,9 +48,10 @@ export function invlpg(cpu: u32, la: u64): void {
 
 /** Returns false (#GP) for an invalid type, PCID or address, changing nothing. */
 export function invpcid(cpu: u32, type: u32, targetPcid: u32, la: u64): bool {
-  if (type > 3) return false;
-  if (type <= 1 && targetPcid > 0xfff) return false;
+  if (type > 3 || targetPcid > 0xfff) return false;
   if (type == 0 && !isCanonical(la, mode(cpu))) return false;
+  // Without PCIDs only PCID 0 exists, so naming another in a single-context type is #GP.
+  if (type <= 1 && targetPcid != 0 && (mode(cpu) & M_PCIDE) == 0) return false;
   if (type == 0) {
     tlbPage(cpu, la, targetPcid, false);
     pscContext(cpu, targetPcid);
@@ -91,6 +92,8 @@ export function movCr4(cpu: u32, value: u64): bool {
   const settingPcide = (value & CR4_PCIDE) != 0 && (old & CR4_PCIDE) == 0;
   if (settingPcide && ((oldMode & M_LMA) == 0 || (reg(cpu, R_CR3) & 0xfff) != 0)) return false;
   if (((value ^ old) & CR4_LA57) != 0) return false;
+  // Long mode needs PAE: clearing it with EFER.LMA=1 is #GP.
+  if ((oldMode & M_LMA) != 0 && (value & CR4_PAE) == 0) return false;
   const oldPcid = pcid(cpu);
   store<u64>(block + R_CR4, value);
   recomputeMode(cpu);

@@ -251,10 +251,13 @@ export class Machine {
 
   // --- accesses -----------------------------------------------------------------------------------
 
-  /** Translates one access (kind 0 read, 1 write, 2 fetch, 3/4 shadow-stack read/write; | 0x80 implicit). */
-  translate(cpu: number, la: bigint, kind: number, flags = 0): AccessResult {
+  /**
+   * Translates one access (kind 0 read, 1 write, 2 fetch, 3/4 shadow-stack read/write; flag 0x80 implicit).
+   * `retry` marks the retry of an access whose fault was fixed: its TLB lookups are not counted again.
+   */
+  translate(cpu: number, la: bigint, kind: number, flags = 0, retry = false): AccessResult {
     this.cpuBlock(cpu);
-    const fault = this.core.translate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff);
+    const fault = this.core.translate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff, retry ? 1 : 0);
     this.refreshViews();
     const base = L.RESULT_BASE;
     const shift = this.u32[(base + L.RS_PAGE_SHIFT) / 4];
@@ -266,6 +269,11 @@ export class Machine {
       refs: this.u32[(base + L.RS_REFS) / 4],
       cycles: Number(this.u64[(base + L.RS_CYCLES) / 8]),
     };
+  }
+
+  /** For embedders that drive `translate` themselves: count completed accesses. */
+  countAccess(n = 1): void {
+    this.core.countAccesses(n);
   }
 
   /** Runs records [start, end) of the record buffer; returns where it stopped (see `exit()`). */

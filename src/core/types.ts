@@ -62,22 +62,13 @@ export interface MachineConfig {
   cache: CacheConfig;
 }
 
-export const enum AccessKind {
-  Read = 0,
-  Write = 1,
-  Fetch = 2,
-  ShadowStackRead = 3,
-  ShadowStackWrite = 4,
-}
+// Plain objects rather than const enums, so per-file transpilers (vitest, esbuild) can import them.
+export const AccessKind = { Read: 0, Write: 1, Fetch: 2, ShadowStackRead: 3, ShadowStackWrite: 4 } as const;
 
 /** Record kind byte flag: implicit supervisor-mode access. */
 export const IMPLICIT = 0x80;
 
-export const enum FaultType {
-  None = 0,
-  PageFault = 14,
-  GeneralProtection = 13,
-}
+export const FaultType = { None: 0, PageFault: 14, GeneralProtection: 13 } as const;
 
 export const PFEC = {
   P: 1 << 0,

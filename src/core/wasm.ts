@@ -27,7 +27,8 @@ export interface CoreExports {
   readPhys64(pa: bigint): bigint;
   releaseFrame(frame: bigint): void;
   backedFrames(): number;
-  translate(cpu: number, la: bigint, kindByte: number): number;
+  translate(cpu: number, la: bigint, kindByte: number, retry: number): number;
+  countAccesses(n: number): void;
   replay(start: number, end: number): number;
   setBudget(cycles: bigint): void;
   completePendingRecord(): void;

@@ -1,0 +1,340 @@
+// In-core parsers for text traces. The host copies raw file bytes into the TEXT region and these
+// functions turn whole lines into 16-byte records at RECORDS_BASE without crossing the Wasm boundary
+// per line. src/trace/text.ts is the TypeScript twin with the same grammar, error codes and
+// consumed-bytes rule; test/trace/text.test.ts checks the two agree on random input.
+//
+// Grammar shared by both formats (bytes, not characters):
+// - A line ends at '\n'; the bytes before it form the line. Blanks are space, tab and '\r', so CRLF
+//   needs no special case: the '\r' is trailing blank.
+// - A line longer than MAX_LINE_LENGTH bytes (excluding '\n') is error 4, whatever it contains. The
+//   length check comes before the content check so that the outcome does not depend on where the host
+//   cut its chunks: an incomplete line that already exceeds the limit is reported at once, a shorter
+//   incomplete line is left unconsumed for the next call.
+// - A line that holds only blanks is skipped.
+// - Hex addresses: at most 16 significant digits (leading zeros are free).
+//
+// lackey (`valgrind --tool=lackey --trace-mem=yes`):
+//   line starting with "==" (column 0)  -> skipped (valgrind's own messages)
+//   blanks, type letter, blank(s), hex address, ',', decimal size, blanks
+//   type: I fetch, L read, S write, M write (one read-modify-write access). Size clamps to 255.
+//   Errors: unknown letter or letter glued to the address -> 1; no hex digits, too many, or a
+//   non-hex byte before the ',' -> 2; no size digits or a non-blank byte glued to them -> 3;
+//   line ending before the address or the size, or garbage after the size -> 5.
+// din (Dinero IV traditional `d` format):
+//   blanks, decimal label, blank(s), hex address with optional 0x/0X, then anything after a blank
+//   label: 0 read, 1 write, 2 fetch. Labels 3 (escape) and 4 (flush) have no access to model -> 1.
+//   Errors: no label digits, a label outside 0..2 or glued to the next field -> 1; bad hex -> 2;
+//   line ending before the address -> 5. Size is 0 (unknown).
+
+import {
+  KIND_FETCH,
+  KIND_READ,
+  KIND_WRITE,
+  REC_ADDR,
+  REC_KIND,
+  REC_LINE,
+  RECORD_CAPACITY,
+  RECORD_SIZE,
+  RECORDS_BASE,
+  TEXT_BASE,
+  TEXT_SIZE,
+} from "../constants";
+
+export const FORMAT_LACKEY: u32 = 1;
+export const FORMAT_DIN: u32 = 2;
+
+export const PARSE_OK: u32 = 0;
+export const PARSE_BAD_TYPE: u32 = 1;
+export const PARSE_BAD_ADDRESS: u32 = 2;
+export const PARSE_BAD_SIZE: u32 = 3;
+export const PARSE_LINE_TOO_LONG: u32 = 4;
+export const PARSE_SYNTAX: u32 = 5;
+
+/** Bytes before '\n'. Far above any record line; leaves room for long valgrind header lines while
+ *  guaranteeing a host chunk of TEXT_SIZE always holds at least one whole line. */
+export const MAX_LINE_LENGTH: u32 = 65536;
+
+/** Lines the sniffer classifies before deciding. */
+const SNIFF_LINES: u32 = 16;
+
+/** Line parser result for a line that carries no record (blank, valgrind message). */
+const LINE_SKIPPED: u32 = 255;
+
+const CHAR_TAB: u32 = 9;
+const CHAR_NEWLINE: u32 = 10;
+const CHAR_CARRIAGE_RETURN: u32 = 13;
+const CHAR_SPACE: u32 = 32;
+const CHAR_COMMA: u32 = 44;
+const CHAR_ZERO: u32 = 48;
+const CHAR_EQUALS: u32 = 61;
+const CHAR_I: u32 = 73;
+const CHAR_L: u32 = 76;
+const CHAR_M: u32 = 77;
+const CHAR_S: u32 = 83;
+const CHAR_LOWER_X: u32 = 120;
+
+/** Bytes of the text region consumed by the last parseText call. */
+export let parsedBytes: u32 = 0;
+/** Lines consumed by the last parseText call, skipped lines included. */
+export let parsedLines: u32 = 0;
+/** Error code of the last parseText call, PARSE_OK when none. */
+export let parseError: u32 = 0;
+/** Absolute 1-based line number of the error, 0 when none. */
+export let parseErrorLine: u32 = 0;
+
+// Getters for hosts that would rather call functions than read exported WebAssembly.Global objects;
+// the names are the ones src/core/wasm.ts expects from the module.
+export function textParsedBytes(): u32 {
+  return parsedBytes;
+}
+
+export function textParsedLines(): u32 {
+  return parsedLines;
+}
+
+export function textParseError(): u32 {
+  return parseError;
+}
+
+export function textParseErrorLine(): u32 {
+  return parseErrorLine;
+}
+
+// The sniffer runs the real line parsers, which write a record on success; this keeps that write
+// away from RECORDS_BASE, where the host may hold records not yet simulated.
+const sniffScratchRecord: usize = memory.data(16);
+
+// @ts-ignore: decorator
+@inline
+function isBlank(character: u32): bool {
+  return character == CHAR_SPACE || character == CHAR_TAB || character == CHAR_CARRIAGE_RETURN;
+}
+
+/** Digit value, or 16 and above for a byte that is not a hex digit. */
+// @ts-ignore: decorator
+@inline
+function hexDigitValue(character: u32): u32 {
+  const decimal = character - CHAR_ZERO;
+  if (decimal < 10) return decimal;
+  // Folding to lower case maps 'A'..'F' onto 'a'..'f'; unsigned wrap-around rejects everything else.
+  const letter = (character | 0x20) - 0x61;
+  return letter < 6 ? letter + 10 : 16;
+}
+
+/** Address of the first '\n' in [start, end), or `end`. Eight bytes at a time (SIMD is not enabled in
+ *  the project's build): a record line is about 15 bytes, so the scalar loop would branch twice as
+ *  often. Never reads at or past `end`. */
+// @ts-ignore: decorator
+@inline
+function findNewline(start: usize, end: usize): usize {
+  let position = start;
+  while (position + 8 <= end) {
+    const word = load<u64>(position) ^ 0x0a0a0a0a0a0a0a0a;
+    // Classic zero-byte test: the lowest flagged byte is exact (false positives only sit above a
+    // true zero), which is the one little-endian order needs.
+    const zeroBytes = (word - 0x0101010101010101) & ~word & 0x8080808080808080;
+    if (zeroBytes != 0) return position + usize(ctz<u64>(zeroBytes) >> 3);
+    position += 8;
+  }
+  while (position < end && u32(load<u8>(position)) != CHAR_NEWLINE) position++;
+  return position;
+}
+
+// @ts-ignore: decorator
+@inline
+function storeRecord(record: usize, address: u64, kind: u32, size: u32, line: u32): void {
+  store<u64>(record + REC_ADDR, address);
+  // kind, size and cpu (always 0 for text traces) share one little-endian word.
+  store<u32>(record + REC_KIND, kind | (size << 8));
+  store<u32>(record + REC_LINE, line);
+}
+
+/** Parses the lackey line [start, end); writes a record on success. */
+// @ts-ignore: decorator
+@inline
+function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u32 {
+  let position = start;
+  if (end - position >= 2 && load<u8>(position) == CHAR_EQUALS && load<u8>(position + 1) == CHAR_EQUALS) {
+    return LINE_SKIPPED;
+  }
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return LINE_SKIPPED;
+
+  const type: u32 = load<u8>(position);
+  let kind: u32;
+  if (type == CHAR_I) kind = KIND_FETCH;
+  else if (type == CHAR_L) kind = KIND_READ;
+  else if (type == CHAR_S || type == CHAR_M) kind = KIND_WRITE;
+  else return PARSE_BAD_TYPE;
+  position++;
+  if (position == end) return PARSE_SYNTAX;
+  if (!isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return PARSE_SYNTAX;
+
+  let address: u64 = 0;
+  let digits: u32 = 0;
+  let significantDigits: u32 = 0;
+  while (position < end) {
+    const value = hexDigitValue(load<u8>(position));
+    if (value >= 16) break;
+    address = (address << 4) | value;
+    // Counted with a flag, not `address != 0`, because a 17th digit can shift the value back to 0.
+    significantDigits += u32(significantDigits != 0 || value != 0);
+    digits++;
+    position++;
+  }
+  if (digits == 0 || significantDigits > 16) return PARSE_BAD_ADDRESS;
+  if (position == end) return PARSE_SYNTAX;
+  if (load<u8>(position) != CHAR_COMMA) return PARSE_BAD_ADDRESS;
+  position++;
+
+  let size: u32 = 0;
+  let sizeDigits: u32 = 0;
+  while (position < end) {
+    const value = u32(load<u8>(position)) - CHAR_ZERO;
+    if (value >= 10) break;
+    // Saturating keeps the accumulator bounded however many digits follow.
+    size = min(size * 10 + value, 256);
+    sizeDigits++;
+    position++;
+  }
+  if (sizeDigits == 0) return PARSE_BAD_SIZE;
+  if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position != end) return PARSE_SYNTAX;
+
+  storeRecord(record, address, kind, min(size, 255), line);
+  return PARSE_OK;
+}
+
+/** Parses the din line [start, end); writes a record on success. */
+// @ts-ignore: decorator
+@inline
+function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
+  let position = start;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return LINE_SKIPPED;
+
+  let label: u32 = 0;
+  let labelDigits: u32 = 0;
+  while (position < end) {
+    const value = u32(load<u8>(position)) - CHAR_ZERO;
+    if (value >= 10) break;
+    label = min(label * 10 + value, 10);
+    labelDigits++;
+    position++;
+  }
+  if (labelDigits == 0) return PARSE_BAD_TYPE;
+  if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
+  // Din labels equal the record kinds for read (0), write (1) and fetch (2).
+  if (label > 2) return PARSE_BAD_TYPE;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return PARSE_SYNTAX;
+
+  if (
+    end - position >= 2 &&
+    load<u8>(position) == CHAR_ZERO &&
+    (u32(load<u8>(position + 1)) | 0x20) == CHAR_LOWER_X
+  ) {
+    position += 2;
+  }
+  let address: u64 = 0;
+  let digits: u32 = 0;
+  let significantDigits: u32 = 0;
+  while (position < end) {
+    const value = hexDigitValue(load<u8>(position));
+    if (value >= 16) break;
+    address = (address << 4) | value;
+    significantDigits += u32(significantDigits != 0 || value != 0);
+    digits++;
+    position++;
+  }
+  if (digits == 0 || significantDigits > 16) return PARSE_BAD_ADDRESS;
+  if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
+
+  storeRecord(record, address, label, 0, line);
+  return PARSE_OK;
+}
+
+/**
+ * Parses whole lines of TEXT_BASE[0, len) into records at RECORDS_BASE and returns how many it wrote.
+ * Consumes only lines ending in '\n', plus an unterminated last line when `isFinal`. Stops at the
+ * first error (records before it stay) or after `maxRecords` records; parsedBytes then ends right
+ * after the last line consumed, so the host resumes at TEXT_BASE + parsedBytes.
+ * An unknown `format` is reported as PARSE_SYNTAX on `firstLine`.
+ */
+export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, maxRecords: u32): u32 {
+  const length = min(len, TEXT_SIZE);
+  const recordLimit = min(maxRecords, RECORD_CAPACITY);
+  const end: usize = TEXT_BASE + length;
+  let position: usize = TEXT_BASE;
+  let record: usize = RECORDS_BASE;
+  let records: u32 = 0;
+  let lines: u32 = 0;
+  let error: u32 = PARSE_OK;
+
+  if (format != FORMAT_LACKEY && format != FORMAT_DIN) {
+    error = PARSE_SYNTAX;
+  } else {
+    while (records < recordLimit && position < end) {
+      const lineEnd = findNewline(position, end);
+      if (lineEnd - position > MAX_LINE_LENGTH) {
+        error = PARSE_LINE_TOO_LONG;
+        break;
+      }
+      if (lineEnd == end && !isFinal) break;
+
+      const status =
+        format == FORMAT_LACKEY
+          ? parseLackeyLine(position, lineEnd, record, firstLine + lines)
+          : parseDinLine(position, lineEnd, record, firstLine + lines);
+      if (status == PARSE_OK) {
+        records++;
+        record += RECORD_SIZE;
+      } else if (status != LINE_SKIPPED) {
+        error = status;
+        break;
+      }
+      lines++;
+      position = lineEnd < end ? lineEnd + 1 : end;
+    }
+  }
+
+  parsedBytes = u32(position - TEXT_BASE);
+  parsedLines = lines;
+  parseError = error;
+  parseErrorLine = error != PARSE_OK ? firstLine + lines : 0;
+  return records;
+}
+
+/**
+ * Guesses the format of TEXT_BASE[0, len), usually the first few KiB of a file: FORMAT_LACKEY,
+ * FORMAT_DIN, or 0 when unsure. Looks at up to SNIFF_LINES lines that are neither blank nor valgrind
+ * messages; every one must parse in the chosen format. An unterminated last line is only looked at
+ * when nothing else was, since a prefix of a file usually cuts its last line short.
+ */
+export function sniffText(len: u32): u32 {
+  const end: usize = TEXT_BASE + min(len, TEXT_SIZE);
+  let position: usize = TEXT_BASE;
+  let examined: u32 = 0;
+  let allLackey = true;
+  let allDin = true;
+  while (position < end && examined < SNIFF_LINES) {
+    const lineEnd = findNewline(position, end);
+    if (lineEnd - position > MAX_LINE_LENGTH) break;
+    if (lineEnd == end && examined != 0) break;
+    const lackeyStatus = parseLackeyLine(position, lineEnd, sniffScratchRecord, 0);
+    if (lackeyStatus != LINE_SKIPPED) {
+      const dinStatus = parseDinLine(position, lineEnd, sniffScratchRecord, 0);
+      allLackey = allLackey && lackeyStatus == PARSE_OK;
+      allDin = allDin && dinStatus == PARSE_OK;
+      examined++;
+    }
+    position = lineEnd + 1;
+  }
+  if (examined == 0) return 0;
+  if (allLackey) return FORMAT_LACKEY;
+  if (allDin) return FORMAT_DIN;
+  return 0;
+}

@@ -1,0 +1,134 @@
+// The guest kernel's physical-frame allocator. Memory is split into 1 GiB zones, each serving one
+// page size, so 2M and 1G frames stay naturally aligned without compaction. Within a zone the order
+// is sequential or a seeded permutation (a full-period LCG), which spreads pages the way a long-running
+// kernel's free lists do and lets a user see what physical scattering does to the page-walk caches.
+import { MemvirtError } from "../core/machine.js";
+import type { PageSize } from "../core/types.js";
+import { Rng } from "../util/random.js";
+import type { FramePolicy } from "../config/config.js";
+
+const ZONE_SHIFT = 30n;
+const ZONE_BYTES = 1n << ZONE_SHIFT;
+const SLOT_SHIFT: Record<PageSize, bigint> = { "4K": 12n, "2M": 21n, "1G": 30n };
+/** The first 2 MiB stay unused, like the low memory firmware keeps. */
+const RESERVED_LOW = 2n << 20n;
+
+interface Zone {
+  size: PageSize;
+  index: number;
+  /** Slots handed out so far in permutation order. */
+  issued: number;
+  slots: number;
+  multiplier: number;
+  increment: number;
+  position: number;
+}
+
+export interface FrameAllocatorState {
+  zoneOrder: number[];
+  nextZone: number;
+  zones: Zone[];
+  free: Record<PageSize, string[]>;
+  allocated: Record<PageSize, number>;
+  rng: number;
+}
+
+export class FrameAllocator {
+  private readonly zoneOrder: number[];
+  private nextZone = 0;
+  private readonly open: Partial<Record<PageSize, Zone>> = {};
+  private readonly zones: Zone[] = [];
+  private readonly free: Record<PageSize, bigint[]> = { "4K": [], "2M": [], "1G": [] };
+  readonly allocated: Record<PageSize, number> = { "4K": 0, "2M": 0, "1G": 0 };
+  private readonly rng: Rng;
+
+  constructor(
+    readonly memoryBytes: number,
+    readonly policy: FramePolicy,
+    seed: number,
+  ) {
+    const zoneCount = Math.max(1, Math.floor(memoryBytes / 2 ** 30));
+    this.rng = new Rng(seed ^ 0x5f3759df);
+    this.zoneOrder = Array.from({ length: zoneCount }, (_, i) => i);
+    if (policy === "random") {
+      for (let i = zoneCount - 1; i > 0; i--) {
+        const j = this.rng.below(i + 1);
+        [this.zoneOrder[i], this.zoneOrder[j]] = [this.zoneOrder[j], this.zoneOrder[i]];
+      }
+    }
+  }
+
+  private openZone(size: PageSize): Zone {
+    while (this.nextZone < this.zoneOrder.length) {
+      const index = this.zoneOrder[this.nextZone++];
+      // Zone 0 holds the reserved low memory, so it cannot be one whole 1 GiB frame.
+      if (size === "1G" && index === 0) {
+        this.zoneOrder.push(index);
+        if (this.zoneOrder.length > 2 * this.zones.length + 64) break;
+        continue;
+      }
+      const slots = Number(ZONE_BYTES >> SLOT_SHIFT[size]);
+      const random = this.policy === "random" && slots > 1;
+      const zone: Zone = {
+        size,
+        index,
+        issued: 0,
+        slots,
+        // a = 4k+1 and odd c give an LCG of full period over a power-of-two slot count.
+        multiplier: random ? (this.rng.below(slots / 4 || 1) * 4 + 1) % slots || 1 : 1,
+        increment: random ? (this.rng.below(slots / 2 || 1) * 2 + 1) % slots : 1,
+        position: random ? this.rng.below(slots) : 0,
+      };
+      if (!random) zone.position = -1;
+      this.zones.push(zone);
+      this.open[size] = zone;
+      return zone;
+    }
+    throw new MemvirtError(
+      `guest physical memory exhausted: no free ${size} frame in ${this.memoryBytes} bytes (raise guest.memory)`,
+    );
+  }
+
+  /** Physical base of a free frame of `size`. */
+  alloc(size: PageSize): bigint {
+    const reused = this.free[size].pop();
+    if (reused !== undefined) {
+      this.allocated[size]++;
+      return reused;
+    }
+    while (true) {
+      let zone = this.open[size];
+      if (!zone || zone.issued >= zone.slots) zone = this.openZone(size);
+      zone.issued++;
+      zone.position =
+        zone.multiplier === 1 && zone.increment === 1 && this.policy === "sequential"
+          ? zone.position + 1
+          : (zone.multiplier * zone.position + zone.increment) % zone.slots;
+      const base = (BigInt(zone.index) << ZONE_SHIFT) + (BigInt(zone.position) << SLOT_SHIFT[size]);
+      if (base < RESERVED_LOW) continue;
+      this.allocated[size]++;
+      return base;
+    }
+  }
+
+  release(base: bigint, size: PageSize): void {
+    this.free[size].push(base);
+    this.allocated[size]--;
+  }
+
+  /** Plain data for checkpoints. */
+  snapshot(): FrameAllocatorState {
+    return {
+      zoneOrder: [...this.zoneOrder],
+      nextZone: this.nextZone,
+      zones: this.zones.map((z) => ({ ...z })),
+      free: {
+        "4K": this.free["4K"].map(String),
+        "2M": this.free["2M"].map(String),
+        "1G": this.free["1G"].map(String),
+      },
+      allocated: { ...this.allocated },
+      rng: this.rng.state,
+    };
+  }
+}

@@ -1,0 +1,16 @@
+export {
+  defaultRegs,
+  FAULT_GENERAL_PROTECTION,
+  FAULT_NONE,
+  FAULT_PAGE,
+  histogramBucket,
+  isCanonical,
+  KIND_FETCH,
+  KIND_READ,
+  KIND_SHADOW_STACK_READ,
+  KIND_SHADOW_STACK_WRITE,
+  KIND_WRITE,
+  RefMachine,
+  splitmix64,
+  XorShift64,
+} from "./machine.js";

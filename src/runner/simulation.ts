@@ -1,0 +1,130 @@
+// A simulation: one machine, the guest OS booted on it, and the loop that feeds records to the core
+// and services its exits the way a kernel services traps. Sources of records (synthetic workloads,
+// trace files) only fill the record buffer; everything else happens here.
+import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
+import * as L from "../core/layout.js";
+import { CR0_PG, CR0_WP, CR4_LA57, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_NXE, type Stats } from "../core/types.js";
+import type { ResolvedConfig } from "../config/config.js";
+import { GuestOS, type Process } from "../guest/os.js";
+import { NativeCpu } from "../guest/paging-cpu.js";
+import type { BuildName } from "../core/wasm.js";
+
+const CR0_PE = 1n;
+const CR4_PAE = 1n << 5n;
+const EFER_LME = 1n << 8n;
+const PFEC_BITS = ["P", "W", "U", "RSVD", "ID", "PK", "SS"] as const;
+
+export interface SimulationOptions {
+  build?: BuildName;
+}
+
+export interface ExitCounts {
+  pageFault: number;
+  generalProtection: number;
+  /** #PF exits by error-code bit. */
+  pageFaultsByBit: Record<(typeof PFEC_BITS)[number], number>;
+}
+
+export class Simulation {
+  readonly machine: Machine;
+  readonly os: GuestOS;
+  readonly processes: Process[] = [];
+  readonly exits: ExitCounts = {
+    pageFault: 0,
+    generalProtection: 0,
+    pageFaultsByBit: { P: 0, W: 0, U: 0, RSVD: 0, ID: 0, PK: 0, SS: 0 },
+  };
+
+  constructor(
+    readonly config: ResolvedConfig,
+    options: SimulationOptions = {},
+  ) {
+    this.machine = new Machine(config.machine, {
+      build: options.build,
+      backedFramesLog2: config.memory.backedFramesLog2,
+      memoryLimitMiB: config.memory.limitMiB,
+    });
+    this.os = new GuestOS(new NativeCpu(this.machine), config.guest, config.machine.cpus, config.seed);
+    this.boot();
+  }
+
+  /** Firmware and early kernel: long mode with paging, NX, global pages and PCIDs as configured. */
+  private boot(): void {
+    const guest = this.config.guest;
+    let cr4 = CR4_PAE;
+    if (guest.globalPages) cr4 |= CR4_PGE;
+    if (guest.pcid) cr4 |= CR4_PCIDE;
+    if (guest.levels === 5) cr4 |= CR4_LA57;
+    for (let cpu = 0; cpu < this.config.machine.cpus; cpu++) {
+      this.machine.setRegs(cpu, {
+        cr0: CR0_PG | CR0_WP | CR0_PE,
+        cr4,
+        efer: EFER_LME | EFER_LMA | EFER_NXE,
+        cpl: 3,
+      });
+    }
+  }
+
+  /** A process whose whole user half pages in on demand with the configured page size. */
+  spawnDemandPagedProcess(): Process {
+    const process = this.os.createProcess();
+    this.os.addVma(
+      process,
+      0n,
+      this.os.userTop,
+      { writable: true, user: true, executable: true },
+      this.config.guest.pageSize,
+    );
+    this.processes.push(process);
+    return process;
+  }
+
+  /** Runs records [0, count) of the record buffer, servicing every exit. */
+  replayBuffer(count: number): void {
+    let index = 0;
+    while (index < count) {
+      const stop = this.machine.replay(index, count);
+      if (stop >= count) return;
+      index = this.handleExit(this.machine.exit());
+    }
+  }
+
+  /** Services one exit; returns the record index to resume at. */
+  private handleExit(exit: ExitRecord): number {
+    switch (exit.reason) {
+      case "pageFault": {
+        this.exits.pageFault++;
+        PFEC_BITS.forEach((bit, i) => {
+          if ((exit.qualification >> BigInt(i)) & 1n) this.exits.pageFaultsByBit[bit]++;
+        });
+        if (this.os.pageFault(exit.cpu, exit.linear, exit.qualification) === "retry") return exit.index;
+        this.machine.completePending();
+        return exit.index + 1;
+      }
+      case "generalProtection":
+        this.exits.generalProtection++;
+        this.machine.completePending();
+        return exit.index + 1;
+      case "budget":
+        return exit.index;
+      case "badRecord":
+        throw new MemvirtError(
+          `record ${exit.index}: cpu ${exit.cpu} or kind ${exit.kind} is out of range (cpus: ${this.config.machine.cpus})`,
+        );
+      default:
+        throw new MemvirtError(`the core stopped at record ${exit.index} without an exit`, 1);
+    }
+  }
+
+  stats(): Stats {
+    return this.machine.stats();
+  }
+
+  recordView(): DataView {
+    return this.machine.recordView();
+  }
+
+  get recordCapacity(): number {
+    return L.RECORD_CAPACITY;
+  }
+}

@@ -1,0 +1,14 @@
+import { defineConfig } from "vitest/config";
+
+// Every test runs against both WebAssembly builds: release (what users run and bench measures) and
+// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD.
+export default defineConfig({
+  test: {
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    projects: [
+      { extends: true, test: { name: "release", include: ["test/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } } },
+      { extends: true, test: { name: "debug", include: ["test/**/*.test.ts"], env: { MEMVIRT_BUILD: "debug" } } },
+    ],
+  },
+});
