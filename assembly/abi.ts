@@ -60,7 +60,14 @@ import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
 
 export { replay, setBudget } from "./replay";
-// export { parseText, sniffText, parsedBytes, parsedLines, parseError, parseErrorLine } from "./trace/text";
+export {
+  parseText,
+  sniffText,
+  textParseError,
+  textParseErrorLine,
+  textParsedBytes,
+  textParsedLines,
+} from "./trace/text";
 
 /** Errors of the set-up calls. */
 const ERR_GEOMETRY: i32 = -1;

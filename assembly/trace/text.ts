@@ -121,9 +121,9 @@ function hexDigitValue(character: u32): u32 {
   return letter < 6 ? letter + 10 : 16;
 }
 
-/** Address of the first '\n' in [start, end), or `end`. Eight bytes at a time (SIMD is not enabled in
- *  the project's build): a record line is about 15 bytes, so the scalar loop would branch twice as
- *  often. Never reads at or past `end`. */
+/** Address of the first '\n' in [start, end), or `end`. Eight bytes per test instead of one (SIMD is
+ *  not enabled in the project's build); worth about a fifth of the parse time on ls.lk. Never reads
+ *  at or past `end`. */
 // @ts-ignore: decorator
 @inline
 function findNewline(start: usize, end: usize): usize {

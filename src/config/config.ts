@@ -128,7 +128,10 @@ function integer(value: Json, key: string, min: number, max: number): number {
 
 function oneOf<T extends string | number>(value: Json, key: string, options: readonly T[]): T {
   if (!options.includes(value as T)) {
-    fail(key, `must be one of ${options.map((o) => JSON.stringify(o)).join(", ")}, got ${JSON.stringify(value)}`);
+    fail(
+      key,
+      `must be one of ${options.map((o) => JSON.stringify(o)).join(", ")}, got ${JSON.stringify(value)}`,
+    );
   }
   return value as T;
 }
@@ -153,13 +156,20 @@ function geometry(object: JsonObject, key: string, fallback?: SetAssocConfig): S
   if (ways > entries) fail(`${key}.ways`, `${ways} ways is more than the ${entries} entries`);
   const sets = entries / ways;
   if (!Number.isInteger(sets) || (sets & (sets - 1)) !== 0) {
-    fail(key, `${entries} entries / ${ways} ways = ${+sets.toFixed(2)} sets; the set count must be a power of two`);
+    fail(
+      key,
+      `${entries} entries / ${ways} ways = ${+sets.toFixed(2)} sets; the set count must be a power of two`,
+    );
   }
   const policy = oneOf(object.policy ?? fallback?.policy ?? "lru", `${key}.policy`, POLICIES);
   return { entries, ways, policy };
 }
 
-function tlbLevel(value: Json | undefined, key: string, fallback: TlbLevelConfig | null): TlbLevelConfig | null {
+function tlbLevel(
+  value: Json | undefined,
+  key: string,
+  fallback: TlbLevelConfig | null,
+): TlbLevelConfig | null {
   if (value === undefined) return fallback;
   if (value === null || value === false) return null;
   if (!isObject(value)) fail(key, "must be an object, or null to switch the level off");
@@ -177,7 +187,8 @@ function tlbLevel(value: Json | undefined, key: string, fallback: TlbLevelConfig
         const arrayKey = `${key}.arrays[${index}]`;
         if (!isObject(array)) fail(arrayKey, "must be an object {sizes, entries, ways, policy}");
         const { sizes, ...rest } = array;
-        if (!Array.isArray(sizes) || sizes.length === 0) fail(`${arrayKey}.sizes`, 'must list page sizes, e.g. ["4K","2M"]');
+        if (!Array.isArray(sizes) || sizes.length === 0)
+          fail(`${arrayKey}.sizes`, 'must list page sizes, e.g. ["4K","2M"]');
         const list = sizes.map((size, i) => oneOf(size, `${arrayKey}.sizes[${i}]`, PAGE_SIZES));
         for (const size of list) {
           if (seen.has(size)) fail(`${arrayKey}.sizes`, `${size} is already held by an earlier array`);
@@ -203,7 +214,10 @@ function tlbLevel(value: Json | undefined, key: string, fallback: TlbLevelConfig
   if (value.entries === undefined && value.ways === undefined && value.policy === undefined) {
     return fallback ? { ...fallback, latency } : null;
   }
-  const shape = geometry({ entries: value.entries, ways: value.ways, policy: value.policy } as JsonObject, key);
+  const shape = geometry(
+    { entries: value.entries, ways: value.ways, policy: value.policy } as JsonObject,
+    key,
+  );
   // One geometry for the level means an array of that geometry for each page size.
   return { latency, arrays: PAGE_SIZES.map((size) => ({ sizes: [size], ...shape })) };
 }
@@ -229,7 +243,11 @@ function psc(value: Json | undefined, fallback: MachineConfig["psc"]): MachineCo
   return result;
 }
 
-function cacheLevel(value: Json | undefined, key: string, fallback: CacheLevelConfig | null): CacheLevelConfig | null {
+function cacheLevel(
+  value: Json | undefined,
+  key: string,
+  fallback: CacheLevelConfig | null,
+): CacheLevelConfig | null {
   if (value === undefined) return fallback;
   if (value === null || value === false) return null;
   if (!isObject(value)) fail(key, "must be an object {size, ways, latency} or null");
@@ -239,14 +257,18 @@ function cacheLevel(value: Json | undefined, key: string, fallback: CacheLevelCo
   const latency = integer(value.latency ?? fallback?.latency ?? 4, `${key}.latency`, 0, 100000);
   const sets = size / 64 / ways;
   if (!Number.isInteger(sets) || (sets & (sets - 1)) !== 0) {
-    fail(key, `${size} bytes / 64-byte lines / ${ways} ways = ${+sets.toFixed(2)} sets; must be a power of two`);
+    fail(
+      key,
+      `${size} bytes / 64-byte lines / ${ways} ways = ${+sets.toFixed(2)} sets; must be a power of two`,
+    );
   }
   return { size, ways, latency };
 }
 
 function cache(value: Json | undefined, fallback: MachineConfig["cache"]): MachineConfig["cache"] {
   if (value === undefined) return fallback;
-  if (value === null || value === false) return { l1: null, l2: null, llc: null, dramLatency: fallback.dramLatency };
+  if (value === null || value === false)
+    return { l1: null, l2: null, llc: null, dramLatency: fallback.dramLatency };
   if (!isObject(value)) fail("cache", "must be an object or false");
   onlyKeys(value, "cache", ["l1", "l2", "llc", "dram"]);
   return {
@@ -262,7 +284,19 @@ export function resolveConfig(input: Json): ResolvedConfig {
   const base = defaultConfig();
   if (input === null || input === undefined) return base;
   if (!isObject(input)) fail("(top level)", "the config must be a JSON object");
-  onlyKeys(input, "", ["mode", "seed", "cpus", "guest", "tlb", "psc", "cache", "machine", "memory", "$schema", "comment"]);
+  onlyKeys(input, "", [
+    "mode",
+    "seed",
+    "cpus",
+    "guest",
+    "tlb",
+    "psc",
+    "cache",
+    "machine",
+    "memory",
+    "$schema",
+    "comment",
+  ]);
   const mode = oneOf(input.mode ?? "native", "mode", ["native"] as const);
   const seed = integer(input.seed ?? base.seed, "seed", 0, 2 ** 32 - 1);
   const machine = { ...base.machine, seed };
@@ -270,7 +304,12 @@ export function resolveConfig(input: Json): ResolvedConfig {
   if (input.machine !== undefined) {
     if (!isObject(input.machine)) fail("machine", "must be an object");
     onlyKeys(input.machine, "machine", ["maxPhyAddr", "gbPages"]);
-    machine.maxPhyAddr = integer(input.machine.maxPhyAddr ?? machine.maxPhyAddr, "machine.maxPhyAddr", 36, 52);
+    machine.maxPhyAddr = integer(
+      input.machine.maxPhyAddr ?? machine.maxPhyAddr,
+      "machine.maxPhyAddr",
+      36,
+      52,
+    );
     if (input.machine.gbPages !== undefined) {
       if (typeof input.machine.gbPages !== "boolean") fail("machine.gbPages", "must be true or false");
       machine.gbPages = input.machine.gbPages;
@@ -292,9 +331,13 @@ export function resolveConfig(input: Json): ResolvedConfig {
       guest[flag] = g[flag] as boolean;
     }
   }
-  if (guest.pageSize === "1G" && !machine.gbPages) fail("guest.pageSize", '"1G" needs machine.gbPages = true');
+  if (guest.pageSize === "1G" && !machine.gbPages)
+    fail("guest.pageSize", '"1G" needs machine.gbPages = true');
   if (guest.memory > 2 ** machine.maxPhyAddr) {
-    fail("guest.memory", `${guest.memory} bytes do not fit a ${machine.maxPhyAddr}-bit physical address space`);
+    fail(
+      "guest.memory",
+      `${guest.memory} bytes do not fit a ${machine.maxPhyAddr}-bit physical address space`,
+    );
   }
   if (guest.memory < 2 ** 30) fail("guest.memory", "must be at least 1G");
   if (input.tlb !== undefined) {
@@ -316,7 +359,12 @@ export function resolveConfig(input: Json): ResolvedConfig {
   if (input.memory !== undefined) {
     if (!isObject(input.memory)) fail("memory", "must be an object");
     onlyKeys(input.memory, "memory", ["backedFramesLog2", "limitMiB"]);
-    memory.backedFramesLog2 = integer(input.memory.backedFramesLog2 ?? memory.backedFramesLog2, "memory.backedFramesLog2", 8, 26);
+    memory.backedFramesLog2 = integer(
+      input.memory.backedFramesLog2 ?? memory.backedFramesLog2,
+      "memory.backedFramesLog2",
+      8,
+      26,
+    );
     memory.limitMiB = integer(input.memory.limitMiB ?? memory.limitMiB, "memory.limitMiB", 0, 65536);
   }
   return { mode, seed, guest, machine, memory };

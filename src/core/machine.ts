@@ -1,5 +1,8 @@
 // The typed host-side view of one WebAssembly core: a machine with CPUs, TLBs, paging-structure
 // caches, a data-cache model and sparse physical memory. Addresses are bigint at this boundary.
+
+import * as L from "./layout.js";
+import * as S from "./stats-layout.js";
 import {
   type AccessResult,
   type MachineConfig,
@@ -9,8 +12,6 @@ import {
   type Regs,
   type Stats,
 } from "./types.js";
-import * as L from "./layout.js";
-import * as S from "./stats-layout.js";
 import { type BuildName, type CoreExports, defaultBuild, instantiateCore } from "./wasm.js";
 
 export class MemvirtError extends Error {
@@ -82,7 +83,6 @@ export class Machine {
   private u8!: Uint8Array;
   private u32!: Uint32Array;
   private u64!: BigUint64Array;
-  private dataView!: DataView;
 
   constructor(
     readonly config: MachineConfig,
@@ -118,7 +118,10 @@ export class Machine {
       for (const [name, level] of PSC_LEVELS) {
         const spec = config.psc[name];
         if (!spec) continue;
-        this.check(this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy]), `psc.${name}`);
+        this.check(
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy]),
+          `psc.${name}`,
+        );
       }
     }
     this.core.setPscLatency(config.psc.latency);
@@ -149,7 +152,6 @@ export class Machine {
     this.u8 = new Uint8Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.u64 = new BigUint64Array(buffer);
-    this.dataView = new DataView(buffer);
   }
 
   get memory(): Uint8Array {
@@ -174,7 +176,10 @@ export class Machine {
   writePhys64(pa: bigint, value: bigint): void {
     const code = this.core.writePhys64(pa, BigInt.asUintN(64, value));
     if (code !== 0) {
-      throw new MemvirtError(`write of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[code] ?? `error ${code}`}`, 1);
+      throw new MemvirtError(
+        `write of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[code] ?? `error ${code}`}`,
+        1,
+      );
     }
   }
 

@@ -10,9 +10,23 @@ export type BuildName = "release" | "debug";
 /** The raw exports of the core, as assembly/abi.ts defines them. */
 export interface CoreExports {
   memory: WebAssembly.Memory;
-  machineInit(cpus: number, maxPhyAddr: number, gbPages: number, dirLog2: number, memLimitPages: number, seed: bigint): number;
+  machineInit(
+    cpus: number,
+    maxPhyAddr: number,
+    gbPages: number,
+    dirLog2: number,
+    memLimitPages: number,
+    seed: bigint,
+  ): number;
   tlbLevel(cpu: number, level: number, latency: number): number;
-  tlbArray(cpu: number, level: number, sizeMask: number, entries: number, ways: number, policy: number): number;
+  tlbArray(
+    cpu: number,
+    level: number,
+    sizeMask: number,
+    entries: number,
+    ways: number,
+    policy: number,
+  ): number;
   pscCache(cpu: number, level: number, entries: number, ways: number, policy: number): number;
   setPscLatency(cycles: number): void;
   cacheLevel(level: number, size: number, ways: number, latency: number): number;
@@ -51,7 +65,8 @@ function findPackageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, "package.json"))) {
     const parent = dirname(dir);
-    if (parent === dir) throw new Error("memvirt: cannot find the package root (package.json) above the core loader");
+    if (parent === dir)
+      throw new Error("memvirt: cannot find the package root (package.json) above the core loader");
     dir = parent;
   }
   packageRoot = dir;

@@ -1,9 +1,10 @@
 // The guest OS model: a kernel that builds real x86-64 page tables in physical memory, runs
 // processes in their own address spaces (tagged by PCID), and pages memory in on demand. It changes
 // translation only through its PagingCpu, so it runs unchanged on bare metal or in a VM.
+
+import type { GuestConfig } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
-import type { GuestConfig } from "../config/config.js";
 import { FrameAllocator } from "./frames.js";
 import type { PagingCpu } from "./paging-cpu.js";
 
@@ -108,7 +109,8 @@ export class GuestOS {
 
   createProcess(): Process {
     const pid = this.processes.length + 1;
-    if (pid > 4095) throw new MemvirtError("the guest OS model supports at most 4095 processes (one PCID each)");
+    if (pid > 4095)
+      throw new MemvirtError("the guest OS model supports at most 4095 processes (one PCID each)");
     const root = this.newTable();
     // The kernel half (top-level slots 256..511) is shared by every address space.
     for (let slot = 256n; slot < 512n; slot++) {
@@ -123,7 +125,12 @@ export class GuestOS {
   /** A region the kernel will page in on demand. */
   addVma(process: Process, start: bigint, end: bigint, protection: Protection, pageSize: PageSize): Vma {
     const align = 1n << BigInt(PAGE_SHIFT[pageSize]);
-    const vma = { start: start & ~(align - 1n), end: (end + align - 1n) & ~(align - 1n), protection, pageSize };
+    const vma = {
+      start: start & ~(align - 1n),
+      end: (end + align - 1n) & ~(align - 1n),
+      protection,
+      pageSize,
+    };
     process.vmas.push(vma);
     process.vmas.sort((a, b) => (a.start < b.start ? -1 : 1));
     return vma;
@@ -169,7 +176,13 @@ export class GuestOS {
   }
 
   /** Maps [start, start+length) eagerly with fresh frames. */
-  mapRange(process: Process, start: bigint, length: bigint, pageSize: PageSize, protection: Protection): void {
+  mapRange(
+    process: Process,
+    start: bigint,
+    length: bigint,
+    pageSize: PageSize,
+    protection: Protection,
+  ): void {
     const step = 1n << BigInt(PAGE_SHIFT[pageSize]);
     const flags = this.leafFlags(protection, pageSize, false);
     for (let la = start & ~(step - 1n); la < start + length; la += step) {
@@ -281,7 +294,13 @@ export class GuestOS {
     }
     const size = vma.pageSize;
     const base = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
-    this.installLeaf(process.root, base, this.frames.alloc(size), size, this.leafFlags(vma.protection, size, false));
+    this.installLeaf(
+      process.root,
+      base,
+      this.frames.alloc(size),
+      size,
+      this.leafFlags(vma.protection, size, false),
+    );
     this.stats.minorFaults++;
     this.cpu.charge(this.config.faultCycles);
     return "retry";

@@ -1,13 +1,23 @@
 // A simulation: one machine, the guest OS booted on it, and the loop that feeds records to the core
 // and services its exits the way a kernel services traps. Sources of records (synthetic workloads,
 // trace files) only fill the record buffer; everything else happens here.
-import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
-import * as L from "../core/layout.js";
-import { CR0_PG, CR0_WP, CR4_LA57, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_NXE, type Stats } from "../core/types.js";
+
 import type { ResolvedConfig } from "../config/config.js";
+import * as L from "../core/layout.js";
+import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
+import {
+  CR0_PG,
+  CR0_WP,
+  CR4_LA57,
+  CR4_PCIDE,
+  CR4_PGE,
+  EFER_LMA,
+  EFER_NXE,
+  type Stats,
+} from "../core/types.js";
+import type { BuildName } from "../core/wasm.js";
 import { GuestOS, type Process } from "../guest/os.js";
 import { NativeCpu } from "../guest/paging-cpu.js";
-import type { BuildName } from "../core/wasm.js";
 
 const CR0_PE = 1n;
 const CR4_PAE = 1n << 5n;

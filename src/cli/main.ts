@@ -1,0 +1,165 @@
+// The memvirt command line. `run` replays a trace or a synthetic workload on a configured machine;
+// `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
+import { readFileSync } from "node:fs";
+import { Command, CommanderError, Option } from "commander";
+import { defaultConfig, parseBytes, parseConfigText, type ResolvedConfig } from "../config/config.js";
+import { MemvirtError } from "../core/machine.js";
+import type { PageSize } from "../core/types.js";
+import type { BuildName } from "../core/wasm.js";
+import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
+import { Simulation } from "../runner/simulation.js";
+import { replayTextTrace, type TraceFormatOption } from "../trace/replay.js";
+import { runWorkload } from "../workload/run.js";
+import { WORKLOAD_NAMES, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
+import { formatDemo, runDemo } from "./demo.js";
+
+interface RunOptions {
+  config?: string;
+  trace?: string;
+  format: TraceFormatOption;
+  workload?: WorkloadName;
+  records: string;
+  footprint: string;
+  stride?: string;
+  zipf?: string;
+  writeFraction?: string;
+  seed?: string;
+  json?: boolean;
+  quiet?: boolean;
+  build: BuildName;
+}
+
+function loadConfig(path: string | undefined): ResolvedConfig {
+  if (!path) return defaultConfig();
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new MemvirtError(`${path}: cannot read the config: ${(error as Error).message}`);
+  }
+  return parseConfigText(text, path);
+}
+
+function numberOption(value: string | undefined, name: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < min || n > max) {
+    throw new MemvirtError(`--${name}: must be a number from ${min} to ${max}, got "${value}"`);
+  }
+  return n;
+}
+
+export function workloadSpec(options: RunOptions, seed: number): WorkloadSpec {
+  const records = numberOption(options.records, "records", 1, 2 ** 40) ?? 0;
+  return {
+    name: options.workload as WorkloadName,
+    records: Math.floor(records),
+    footprint: parseBytes(options.footprint, "--footprint"),
+    stride: numberOption(options.stride, "stride", 8, 2 ** 40),
+    zipfS: numberOption(options.zipf, "zipf", 0, 10),
+    writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
+    seed,
+  };
+}
+
+async function run(options: RunOptions, print: (text: string) => void): Promise<number> {
+  if (!options.trace === !options.workload) {
+    throw new MemvirtError("memvirt run needs exactly one of --trace FILE and --workload NAME");
+  }
+  const config = loadConfig(options.config);
+  const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+  const simulation = new Simulation(config, { build: options.build });
+  simulation.spawnDemandPagedProcess();
+  const startSimulation = () => {
+    for (let cpu = 0; cpu < config.machine.cpus; cpu++) simulation.os.switchTo(cpu, simulation.processes[0]);
+  };
+  startSimulation();
+  let source: RunReport["source"];
+  let failure: MemvirtError | undefined;
+  if (options.trace) {
+    source = { kind: "trace", file: options.trace, format: options.format };
+    try {
+      const result = await replayTextTrace(simulation, options.trace, options.format);
+      source.format = result.format;
+      source.lines = result.lines;
+    } catch (error) {
+      if (!(error instanceof MemvirtError)) throw error;
+      failure = error;
+    }
+  } else {
+    const spec = workloadSpec(options, seed);
+    source = { kind: "workload", ...spec };
+    runWorkload(simulation, spec);
+  }
+  const report = buildReport(simulation, source, failure?.message);
+  print(options.json ? JSON.stringify(report, null, 2) : formatTable(report));
+  if (failure) {
+    process.stderr.write(`memvirt: ${failure.message}\n`);
+    return failure.exitCode;
+  }
+  return 0;
+}
+
+export async function main(
+  argv: string[],
+  print: (text: string) => void = (t) => console.log(t),
+): Promise<number> {
+  const program = new Command();
+  program
+    .name("memvirt")
+    .description("Cycle-level emulator of address translation and memory virtualization")
+    .version(VERSION)
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+
+  let exitCode = 0;
+  const buildOption = new Option("--build <build>", "WebAssembly build")
+    .choices(["release", "debug"])
+    .default("release");
+
+  program
+    .command("run")
+    .description("replay a trace file or a synthetic workload and report translation costs")
+    .option("-c, --config <file>", "machine and guest configuration (JSON)")
+    .option("-t, --trace <file>", "trace file to replay")
+    .addOption(
+      new Option("-f, --format <format>", "trace format").choices(["auto", "lackey", "din"]).default("auto"),
+    )
+    .addOption(new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]))
+    .option("--records <n>", "workload: records to generate", "1000000")
+    .option("--footprint <bytes>", "workload: bytes of address space touched (e.g. 256M)", "256M")
+    .option("--stride <bytes>", "workload: stride of sequential/strided")
+    .option("--zipf <s>", "workload: Zipf exponent")
+    .option("--write-fraction <f>", "workload: share of writes")
+    .option("--seed <n>", "seed of the workload (default: the config's seed)")
+    .option("--json", "print one JSON object")
+    .option("-q, --quiet", "no progress output")
+    .addOption(buildOption)
+    .action(async (options: RunOptions) => {
+      exitCode = await run(options, print);
+    });
+
+  program
+    .command("demo")
+    .description("run the embedded default workload with 4K and with 2M pages and compare them")
+    .option("--json", "print one JSON object")
+    .addOption(buildOption)
+    .action((options: { json?: boolean; build: BuildName }) => {
+      const result = runDemo(options.build);
+      print(options.json ? JSON.stringify(result, null, 2) : formatDemo(result));
+    });
+
+  try {
+    await program.parseAsync(argv);
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
+    if (error instanceof MemvirtError) {
+      process.stderr.write(`memvirt: ${error.message}\n`);
+      return error.exitCode;
+    }
+    throw error;
+  }
+}
+
+export type { PageSize };

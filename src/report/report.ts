@@ -1,0 +1,133 @@
+// What a run reports: one JSON object (the outside contract: keep key names stable, add rather than
+// rename) and a table for people built from the same object.
+import type { Stats } from "../core/types.js";
+import type { Simulation } from "../runner/simulation.js";
+
+export interface RunSource {
+  kind: "trace" | "workload";
+  [key: string]: unknown;
+}
+
+export interface RunReport extends Stats {
+  memvirt: string;
+  mode: string;
+  source: RunSource;
+  guest: { levels: number; pageSize: string; frames: string };
+  cyclesPerAccess: number;
+  refsPerWalk: number;
+  exits: { pageFault: number; generalProtection: number; total: number };
+  /** #PF exits by error-code bit (P, W, U, RSVD, ID, PK, SS). */
+  pageFaultErrorBits: Record<string, number>;
+  guestOs: {
+    minorFaults: number;
+    segvs: number;
+    tablesAllocated: number;
+    contextSwitches: number;
+    shootdowns: number;
+    pagesMapped: Record<string, number>;
+  };
+  physicalMemory: { backedFrames: number };
+  /** Set when the run stopped early on bad input; the statistics cover the records before it. */
+  error?: string;
+}
+
+export const VERSION = "0.1.0";
+
+const round = (value: number, digits = 3) => (Number.isFinite(value) ? +value.toFixed(digits) : 0);
+
+export function buildReport(simulation: Simulation, source: RunSource, error?: string): RunReport {
+  const stats = simulation.stats();
+  const guestStats = simulation.os.stats;
+  const report: RunReport = {
+    memvirt: VERSION,
+    mode: simulation.config.mode,
+    source,
+    guest: {
+      levels: simulation.config.guest.levels,
+      pageSize: simulation.config.guest.pageSize,
+      frames: simulation.config.guest.frames,
+    },
+    ...stats,
+    cyclesPerAccess: round(stats.cycles / Math.max(1, stats.accesses)),
+    refsPerWalk: round(stats.walkRefs / Math.max(1, stats.walks)),
+    exits: {
+      pageFault: simulation.exits.pageFault,
+      generalProtection: simulation.exits.generalProtection,
+      total: simulation.exits.pageFault + simulation.exits.generalProtection,
+    },
+    pageFaultErrorBits: { ...simulation.exits.pageFaultsByBit },
+    guestOs: {
+      minorFaults: guestStats.minorFaults,
+      segvs: guestStats.segvs,
+      tablesAllocated: guestStats.tablesAllocated,
+      contextSwitches: guestStats.contextSwitches,
+      shootdowns: guestStats.shootdowns,
+      pagesMapped: { ...guestStats.pagesMapped },
+    },
+    physicalMemory: { backedFrames: simulation.machine.backedFrames() },
+  };
+  if (error) report.error = error;
+  return report;
+}
+
+const percent = (part: number, whole: number) =>
+  whole === 0 ? "-" : `${((100 * part) / whole).toFixed(2)}%`;
+const count = (n: number) => n.toLocaleString("en-US");
+
+/** Two-column table with aligned values. */
+export function formatRows(rows: [string, string][]): string {
+  const width = Math.max(...rows.map(([label]) => label.length));
+  return rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join("\n");
+}
+
+export function formatTable(report: RunReport): string {
+  const tlbRow = (name: "l1d" | "l1i" | "l2"): [string, string] => {
+    const { hits, misses } = report.tlb[name];
+    return [
+      `TLB ${name}`,
+      `${count(hits)} hits, ${count(misses)} misses (miss rate ${percent(misses, hits + misses)})`,
+    ];
+  };
+  const pscRow = (name: "pml5" | "pml4" | "pdpte" | "pde"): [string, string] => {
+    const { hits, misses } = report.psc[name];
+    return [`PSC ${name}`, `${count(hits)} hits, ${count(misses)} misses`];
+  };
+  const sourceText =
+    report.source.kind === "trace"
+      ? `trace ${report.source.file} (${report.source.format})`
+      : `workload ${report.source.name}`;
+  const rows: [string, string][] = [
+    ["source", sourceText],
+    ["mode", `${report.mode}, guest ${report.guest.levels}-level paging with ${report.guest.pageSize} pages`],
+    ["accesses", count(report.accesses)],
+    ["cycles", `${count(report.cycles)} (${report.cyclesPerAccess} per access)`],
+    tlbRow("l1d"),
+    tlbRow("l1i"),
+    tlbRow("l2"),
+    [
+      "page walks",
+      `${count(report.walks)} (${count(report.walkRefs)} references, ${report.refsPerWalk} per walk)`,
+    ],
+    ["faulted walks", `${count(report.faultedWalks)} (${count(report.faultedWalkRefs)} references)`],
+    pscRow("pml4"),
+    pscRow("pdpte"),
+    pscRow("pde"),
+    [
+      "walk refs served by",
+      `L1 ${count(report.cache.l1.hits)}, L2 ${count(report.cache.l2.hits)}, LLC ${count(report.cache.llc.hits)}, DRAM ${count(report.cache.dram)}`,
+    ],
+    ["A/D updates", count(report.adUpdates)],
+    [
+      "faults",
+      `${count(report.exits.pageFault)} #PF (not present ${count(report.faults.notPresent)}, protection ${count(report.faults.protection)}, reserved ${count(report.faults.reserved)}), ${count(report.faults.gp)} #GP`,
+    ],
+    [
+      "guest kernel",
+      `${count(report.guestOs.minorFaults)} demand faults, ${count(report.guestOs.tablesAllocated)} page tables, ${count(report.guestOs.segvs)} SIGSEGV`,
+    ],
+  ];
+  if (report.guest.levels === 5) rows.splice(9, 0, pscRow("pml5"));
+  let text = formatRows(rows);
+  if (report.error) text += `\n  stopped early: ${report.error}`;
+  return text;
+}

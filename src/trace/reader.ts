@@ -1,0 +1,78 @@
+// Streaming trace file reader. Traces run to gigabytes, so they are never read whole; the async
+// variant keeps the next read in flight while the caller parses the current chunk.
+
+import { closeSync, openSync, readSync } from "node:fs";
+import { open } from "node:fs/promises";
+
+export const DEFAULT_CHUNK_SIZE = 4 << 20;
+
+function checkChunkSize(chunkSize: number): void {
+  if (!Number.isSafeInteger(chunkSize) || chunkSize <= 0) {
+    throw new RangeError(`chunk size must be a positive integer, got ${chunkSize}`);
+  }
+}
+
+/**
+ * Yields the file as consecutive chunks of at most `chunkSize` bytes (the last may be shorter; an
+ * empty file yields nothing).
+ *
+ * Two buffers alternate: while the caller holds one chunk, the next read fills the other. A chunk
+ * therefore stays valid only until the caller asks for the next one, when its buffer is handed back
+ * to the kernel; copy it (or finish with it, e.g. copy it into the core's TEXT region) first.
+ */
+export async function* readChunks(path: string, chunkSize = DEFAULT_CHUNK_SIZE): AsyncGenerator<Uint8Array> {
+  checkChunkSize(chunkSize);
+  const file = await open(path, "r");
+  const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
+  let position = 0;
+  let current = 0;
+  let pending: Promise<number> | null = null;
+
+  const startRead = (buffer: Uint8Array): Promise<number> => {
+    const read = file.read(buffer, 0, chunkSize, position).then((result) => result.bytesRead);
+    // The read may fail while the caller is busy with the previous chunk, before anyone awaits it;
+    // this handler keeps Node from treating that as an unhandled rejection. The error still surfaces
+    // through the `await` below.
+    read.catch(() => {});
+    return read;
+  };
+
+  try {
+    pending = startRead(buffers[current]);
+    for (;;) {
+      const bytesRead = await pending;
+      pending = null;
+      if (bytesRead === 0) return;
+      const chunk = buffers[current].subarray(0, bytesRead);
+      position += bytesRead;
+      current ^= 1;
+      pending = startRead(buffers[current]);
+      yield chunk;
+    }
+  } finally {
+    // Closing under an unfinished read would make it fail or read a recycled descriptor.
+    if (pending !== null) await pending.catch(() => {});
+    await file.close();
+  }
+}
+
+/**
+ * Synchronous variant of readChunks, with one buffer, as nothing can overlap: each chunk is
+ * overwritten by the next, so again copy it before asking for the next one.
+ */
+export function* readChunksSync(path: string, chunkSize = DEFAULT_CHUNK_SIZE): Generator<Uint8Array> {
+  checkChunkSize(chunkSize);
+  const descriptor = openSync(path, "r");
+  try {
+    const buffer = new Uint8Array(chunkSize);
+    let position = 0;
+    for (;;) {
+      const bytesRead = readSync(descriptor, buffer, 0, chunkSize, position);
+      if (bytesRead === 0) return;
+      position += bytesRead;
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    closeSync(descriptor);
+  }
+}
