@@ -26,7 +26,11 @@ import {
   CFG_PSC_LATENCY,
   CTRL_BASE,
   CTRL_SIZE,
+  LINE_MEMO_BASE,
+  LINE_MEMO_SLOTS,
   MAX_CPUS,
+  MEMO_BASE,
+  MEMO_REGION_SIZE,
   MAX_TLB_ARRAYS,
   PD_PRESENT,
   PSC_BASE,
@@ -55,6 +59,7 @@ import { pscDesc } from "./mmu/psc";
 import { resetClock, splitmix64 } from "./mmu/setassoc";
 import { levelDesc, validEntries } from "./mmu/tlb";
 import { RESULT_OK, access, accessCycles, accessError, accessPa, accessRefs, accessSizeCode } from "./mmu/translate";
+import { walkFault, walkX86 } from "./mmu/walk";
 import * as phys from "./phys";
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
@@ -90,6 +95,8 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   memory.fill(TLB_BASE, 0, TLB_SIZE);
   memory.fill(PSC_BASE, 0, PSC_SIZE);
   memory.fill(CACHE_BASE, 0, CACHE_SIZE);
+  memory.fill(MEMO_BASE, 0, MEMO_REGION_SIZE);
+  memory.fill(LINE_MEMO_BASE, 0, MAX_CPUS * LINE_MEMO_SLOTS * 4);
   store<u32>(CTRL_BASE + CFG_CPUS, cpus);
   store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
   store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
@@ -278,4 +285,10 @@ export function resetStats(): void {
 
 export function tlbValidEntries(cpu: u32, level: u32): u32 {
   return validEntries(levelDesc(cpu, level));
+}
+
+/** One page walk with no TLB lookup and no fill, for measuring the walker alone. Returns the fault kind. */
+export function walkOnly(cpu: u32, la: u64, kind: u32): u32 {
+  walkX86(cpu, la, kind, false);
+  return walkFault;
 }

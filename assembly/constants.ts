@@ -63,6 +63,22 @@ export const M_LA57: u32 = 1 << 8;
 export const M_PCIDE: u32 = 1 << 9;
 export const M_PGE: u32 = 1 << 10;
 export const M_LMA: u32 = 1 << 11;
+/**
+ * Memo of recent L1 hits, per CPU and L1 level (l1d, l1i), direct-mapped by 4 KiB page: a simulator
+ * shortcut, not hardware. While no TLB entry or register changed (the translation generation), another
+ * access to a remembered page finds the same entry, so the replay loop skips the set scan and produces
+ * identical results.
+ */
+export const MEMO_BASE: u32 = 0x1e30000;
+export const MEMO_REGION_SIZE: u32 = 0x40000;
+export const MEMO_SLOTS: u32 = 256;
+export const MEMO_SIZE: u32 = 32;
+export const MEMO_PAGE: u32 = 0; // u64 la >> 12
+export const MEMO_GENERATION: u32 = 8;
+/** Bit k set: kind k (READ 0, WRITE 1, FETCH 2, not implicit) is allowed by the cached entry. */
+export const MEMO_ALLOWED: u32 = 12;
+export const MEMO_ENTRY: u32 = 16;
+export const MEMO_LRU: u32 = 20;
 // TLB levels: 3 level descriptors (l1d, l1i, l2)
 export const CPU_TLB_LEVELS: u32 = 0x80;
 export const TLB_LEVEL_SIZE: u32 = 0x80;
@@ -147,7 +163,15 @@ export const CACHE_SIZE: u32 = 0x1000000;
 export const CACHE_LINE_SIZE: u32 = 16;
 
 // --- frame directory (hash: u64 frame number + u32 slot) and frame pool ---------------------------
-export const DIR_BASE: u32 = 0x1e30000;
+/**
+ * Direct-mapped memos, like MEMO_BASE simulator shortcuts: per CPU, page-table line -> the L1 way
+ * holding it (valid while that way still holds the line), and frame number -> pool address.
+ */
+export const LINE_MEMO_BASE: u32 = 0x1e70000;
+export const LINE_MEMO_SLOTS: u32 = 1024;
+export const FRAME_MEMO_BASE: u32 = 0x1e80000;
+export const FRAME_MEMO_SLOTS: u32 = 1024;
+export const DIR_BASE: u32 = 0x1e90000;
 export const DIR_ENTRY_SIZE: u32 = 16;
 
 export const FRAME_SIZE: u32 = 4096;

@@ -25,6 +25,7 @@ import {
   R_PCID,
   R_RFLAGS,
 } from "./constants";
+import { translationsChanged } from "./mmu/setassoc";
 
 export const CR0_WP: u64 = 1 << 16;
 export const CR4_PAE: u64 = 1 << 5;
@@ -76,6 +77,7 @@ export function recomputeMode(cpu: u32): void {
   if ((cr4 & CR4_PCIDE) != 0) m |= M_PCIDE;
   if ((cr4 & CR4_PGE) != 0) m |= M_PGE;
   store<u32>(block + R_MODE, m);
+  translationsChanged();
   const cr3 = load<u64>(block + R_CR3);
   store<u32>(block + R_PCID, (m & M_PCIDE) != 0 ? <u32>(cr3 & 0xfff) : 0);
 }

@@ -11,6 +11,8 @@ import {
   CTRL_BASE,
   DIR_BASE,
   DIR_ENTRY_SIZE,
+  FRAME_MEMO_BASE,
+  FRAME_MEMO_SLOTS,
   FRAME_SIZE,
 } from "./constants";
 
@@ -46,6 +48,7 @@ export function physInit(log2Capacity: u32, memLimitPages: u32): void {
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
   ensureMemory(poolBase);
   memory.fill(DIR_BASE, 0, dirBytes);
+  memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
 }
 
 /** Grows linear memory to cover `end`; false when the configured limit or the engine refuses. */
@@ -70,14 +73,30 @@ function ensureMemory(end: usize): bool {
   return DIR_BASE + (<usize>i << 4);
 }
 
+@inline function frameMemo(frame: u64): usize {
+  return FRAME_MEMO_BASE + ((<u32>frame & (FRAME_MEMO_SLOTS - 1)) << 4);
+}
+
 /** Pool address of a frame's bytes, or 0 when the frame is unbacked. */
 @inline export function frameAddress(frame: u64): usize {
+  const key = frame + 1;
+  const memo = frameMemo(frame);
+  if (load<u64>(memo) == key) return <usize>load<u32>(memo, 8);
+  return frameAddressSlow(frame, memo);
+}
+
+function frameAddressSlow(frame: u64, memo: usize): usize {
   const key = frame + 1;
   let i = hashFrame(frame);
   while (true) {
     const e = dirEntry(i);
     const k = load<u64>(e);
-    if (k == key) return poolBase + (<usize>load<u32>(e, 8) << 12);
+    if (k == key) {
+      const address = poolBase + (<usize>load<u32>(e, 8) << 12);
+      store<u64>(memo, key);
+      store<u32>(memo, <u32>address, 8);
+      return address;
+    }
     if (k == EMPTY) return 0;
     i = (i + 1) & dirMask;
   }
@@ -152,6 +171,7 @@ export function releaseFrame(frame: u64): void {
     i = (i + 1) & dirMask;
   }
   const slot = load<u32>(dirEntry(i), 8);
+  if (load<u64>(frameMemo(frame)) == key) store<u64>(frameMemo(frame), EMPTY);
   store<u32>(poolBase + (<usize>slot << 12), freeHead);
   freeHead = slot;
   dirCount--;

@@ -18,16 +18,25 @@ import {
   EXIT_GP,
   EXIT_NONE,
   EXIT_PAGE_FAULT,
+  KIND_FETCH,
   KIND_MASK,
+  MEMO_ALLOWED,
+  MEMO_ENTRY,
+  MEMO_GENERATION,
+  MEMO_LRU,
+  MEMO_PAGE,
   KIND_SS_WRITE,
   REC_CPU,
   REC_KIND,
   RECORD_SIZE,
   RECORDS_BASE,
   STATS_BASE,
+  TL_LATENCY,
 } from "./constants";
-import { RESULT_OK, RESULT_PF, access, accessCycles, accessError, accessRefs } from "./mmu/translate";
-import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXITS, S_HISTOGRAM, bump } from "./stats";
+import { RESULT_OK, RESULT_PF, access, accessCycles, accessError, accessRefs, memoSlot } from "./mmu/translate";
+import { tick, translationGeneration } from "./mmu/setassoc";
+import { E_STAMP, levelDesc } from "./mmu/tlb";
+import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
 
 const STATS_CYCLES_ADDRESS: usize = STATS_BASE + (<usize>S_CYCLES << 3);
 
@@ -85,13 +94,40 @@ export function replay(start: u32, end: u32): u32 {
     const kindByte = <u32>load<u8>(record, REC_KIND);
     const cpu = <u32>load<u16>(record, REC_CPU);
     if (cpu >= cpus || (kindByte & KIND_MASK) > KIND_SS_WRITE) {
+      flushMemoHits(cpu);
       raiseExit(EXIT_BAD_RECORD, i, cpu, kindByte, la, 0, 0);
       return i;
     }
     const retry = <i32>i == pendingIndex;
+    // Fast path: a plain access to the page of this CPU's last L1 hit, with nothing changed since,
+    // finds the same entry; only its LRU stamp moves. Statistics are added in bulk at the end.
+    if (kindByte <= KIND_FETCH && !retry) {
+      const level: u32 = kindByte == KIND_FETCH ? 1 : 0;
+      const memo = memoSlot(cpu, level, la);
+      if (
+        load<u64>(memo + MEMO_PAGE) == la >> 12 &&
+        load<u32>(memo + MEMO_GENERATION) == translationGeneration &&
+        ((load<u32>(memo + MEMO_ALLOWED) >> kindByte) & 1) != 0 &&
+        memoCpu == cpu
+      ) {
+        if (load<u32>(memo + MEMO_LRU) != 0) store<u64>(<usize>load<u32>(memo + MEMO_ENTRY), tick(), E_STAMP);
+        if (level == 0) memoHitsData++;
+        else memoHitsFetch++;
+        if (budget != 0 && budgetReached(cyclesAtStart, cpu)) {
+          raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
+          return i + 1;
+        }
+        continue;
+      }
+    }
+    if (cpu != memoCpu) {
+      flushMemoHits(memoCpu);
+      memoCpu = cpu;
+    }
     const result = access(cpu, la, kindByte, !retry);
     const spent = (retry ? pendingCycles : 0) + <u64>accessCycles;
     if (result != RESULT_OK) {
+      flushMemoHits(cpu);
       pendingIndex = <i32>i;
       pendingCycles = spent;
       raiseExit(result == RESULT_PF ? EXIT_PAGE_FAULT : EXIT_GP, i, cpu, kindByte, la, accessError, accessRefs);
@@ -99,12 +135,40 @@ export function replay(start: u32, end: u32): u32 {
     }
     pendingIndex = -1;
     completeRecord(spent);
-    if (budget != 0 && load<u64>(STATS_CYCLES_ADDRESS) - cyclesAtStart >= budget) {
+    if (budget != 0 && budgetReached(cyclesAtStart, cpu)) {
       raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
       return i + 1;
     }
   }
+  flushMemoHits(memoCpu);
   return end;
+}
+
+/** Memo hits not yet added to the statistics, for l1d and l1i of `memoCpu`. */
+let memoHitsData: u64 = 0;
+let memoHitsFetch: u64 = 0;
+let memoCpu: u32 = 0;
+
+function addMemoHits(level: u32, hits: u64): void {
+  const latency = <u64>load<u32>(levelDesc(memoCpu, level) + TL_LATENCY);
+  add(S_ACCESSES, hits);
+  add(S_TLB + (level << 1), hits);
+  add(S_CYCLES, hits * latency);
+  add(S_HISTOGRAM + histogramBucket(latency), hits);
+}
+
+/** Adds deferred memo hits: each is a completed record that hit the L1 TLB at its probe latency. */
+function flushMemoHits(cpu: u32): void {
+  if (memoHitsData != 0) addMemoHits(0, memoHitsData);
+  if (memoHitsFetch != 0) addMemoHits(1, memoHitsFetch);
+  memoHitsData = 0;
+  memoHitsFetch = 0;
+  memoCpu = cpu;
+}
+
+@inline function budgetReached(cyclesAtStart: u64, cpu: u32): bool {
+  flushMemoHits(cpu);
+  return load<u64>(STATS_CYCLES_ADDRESS) - cyclesAtStart >= budget;
 }
 
 /** The software gave up on the pending record (a fault delivered to the guest): it counts as done. */

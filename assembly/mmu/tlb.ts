@@ -10,6 +10,7 @@ import {
   AD_WAYS,
   ARRAY_DESC_SIZE,
   CPU_TLB_LEVELS,
+  POLICY_LRU,
   TL_ARRAYS,
   TL_COUNT,
   TL_PRESENT,
@@ -19,7 +20,7 @@ import {
   TLB_LEVEL_SIZE,
 } from "../constants";
 import { cpuBlock } from "../cpu";
-import { tick, victimWay } from "./setassoc";
+import { tick, translationsChanged, victimWay } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;
@@ -70,6 +71,9 @@ export const LA_MASK: u64 = 0x01ffffffffffffff;
   );
 }
 
+/** Whether the array of the last hit uses LRU (its hits refresh stamps). */
+export let lookupLru: bool = false;
+
 /** Address of the matching entry in a level, or 0. The LRU stamp is refreshed on a hit. */
 export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
   const count = load<u32>(desc + TL_COUNT);
@@ -86,7 +90,8 @@ export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
       for (let w: u32 = 0; w < ways; w++) {
         const e = set + <usize>(w * TLB_ENTRY_SIZE);
         if (matches(e, tag, pcid, vmTag)) {
-          if (<u32>load<u16>(array + AD_POLICY) == 0) store<u64>(e, tick(), E_STAMP);
+          lookupLru = <u32>load<u16>(array + AD_POLICY) == POLICY_LRU;
+          if (lookupLru) store<u64>(e, tick(), E_STAMP);
           return e;
         }
       }
@@ -108,6 +113,7 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   let size = <i32>sizeCode;
   while (size >= 0 && (held & (1 << size)) == 0) size--;
   if (size < 0) return;
+  translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
   let array: usize = 0;
   for (let a: u32 = 0; a < count; a++) {
@@ -160,6 +166,7 @@ export const MATCH_ANY_PCID: u32 = 0xffffffff;
  */
 export function invalidatePage(desc: usize, la: u64, pcid: u32, vmTag: u32, globals: bool): void {
   if (!levelPresent(desc)) return;
+  translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
   const masked = la & LA_MASK;
   for (let a: u32 = 0; a < count; a++) {
@@ -189,6 +196,7 @@ export function invalidatePage(desc: usize, la: u64, pcid: u32, vmTag: u32, glob
  */
 export function invalidateContext(desc: usize, pcid: u32, vmTag: u32, globals: bool, anyVm: bool): void {
   if (!levelPresent(desc)) return;
+  translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;

@@ -1,6 +1,14 @@
 // One memory access through the MMU (docs/MODEL.md §4): canonical check, L1 then L2 TLB, and a walk
 // when they miss, when a write meets a clean entry, or when a cached entry denies the access.
 import {
+  MEMO_BASE,
+  MEMO_SLOTS,
+  MEMO_ALLOWED,
+  MEMO_ENTRY,
+  MEMO_GENERATION,
+  MEMO_LRU,
+  MEMO_PAGE,
+  MEMO_SIZE,
   KIND_FETCH,
   KIND_MASK,
   KIND_IMPLICIT,
@@ -42,7 +50,9 @@ import {
   levelDesc,
   levelPresent,
   lookup,
+  lookupLru,
 } from "./tlb";
+import { translationGeneration } from "./setassoc";
 import {
   WALK_OK,
   WALK_NOT_PRESENT,
@@ -67,6 +77,25 @@ export let accessError: u32 = 0;
 export let accessSizeCode: u32 = 0;
 export let accessRefs: u32 = 0;
 export let accessCycles: u32 = 0;
+
+@inline export function memoSlot(cpu: u32, l1Level: u32, la: u64): usize {
+  return (
+    MEMO_BASE + ((((cpu << 1) | l1Level) * MEMO_SLOTS + (<u32>(la >> 12) & (MEMO_SLOTS - 1))) << 5)
+  );
+}
+
+/**
+ * Records an L1 hit in the CPU's memo (CPU_MEMO). Only the kind just allowed is marked, plus READ
+ * after a WRITE: every rule that lets a write through (U/S, SMAP, keys' AD) lets a read through too.
+ */
+@inline function remember(cpu: u32, l1Level: u32, la: u64, entry: usize, kind: u32): void {
+  const memo = memoSlot(cpu, l1Level, la);
+  store<u64>(memo + MEMO_PAGE, la >> 12);
+  store<u32>(memo + MEMO_GENERATION, translationGeneration);
+  store<u32>(memo + MEMO_ALLOWED, kind == KIND_WRITE ? 3 : <u32>1 << kind);
+  store<u32>(memo + MEMO_ENTRY, <u32>entry);
+  store<u32>(memo + MEMO_LRU, lookupLru ? 1 : 0);
+}
 
 /**
  * Translates one access. `countLookups` is false for the retry of a record whose fault the software
@@ -111,6 +140,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0)) {
       const sizeCode = entrySizeCode(entry);
       const frame = word & ~ATTR_MASK;
+      if (!fromL2 && kindByte <= KIND_FETCH) remember(cpu, l1Level, la, entry, kind);
       if (fromL2 && levelPresent(l1)) fill(l1, la, sizeCode, frame, attrs, currentPcid, vmTag);
       accessPa = frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1));
       accessSizeCode = sizeCode;

@@ -14,6 +14,8 @@ import {
   CFG_CACHE_DESC,
   CFG_DRAM_LATENCY,
   CTRL_BASE,
+  LINE_MEMO_BASE,
+  LINE_MEMO_SLOTS,
   POLICY_LRU,
 } from "../constants";
 import { tick, victimWay } from "../mmu/setassoc";
@@ -34,18 +36,31 @@ import { S_CACHE, S_DRAM, bump } from "../stats";
   );
 }
 
-function fill(desc: usize, cpu: u32, line: u64): void {
+function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
   const setBase = setAddress(desc, cpu, line);
   const way = victimWay(setBase, load<u32>(desc + CD_WAYS), CACHE_LINE_SIZE, 8, POLICY_LRU, 0);
   const p = setBase + <usize>(way * CACHE_LINE_SIZE);
   store<u64>(p, line + 1);
   store<u64>(p, tick(), 8);
+  if (level == 0) store<u32>(lineMemo(cpu, line), <u32>p);
+}
+
+@inline function lineMemo(cpu: u32, line: u64): usize {
+  return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
 }
 
 /** Cycles to read (or locked-update) the page-table line holding `pa`, updating the hierarchy. */
 export function priceReference(cpu: u32, pa: u64): u32 {
   const line = pa >> 6;
   const key = line + 1;
+  // A way that still holds the line is where the L1 scan would find it: lines are unique in a set.
+  const memo = lineMemo(cpu, line);
+  const remembered = <usize>load<u32>(memo);
+  if (remembered != 0 && load<u64>(remembered) == key) {
+    store<u64>(remembered, tick(), 8);
+    bump(S_CACHE);
+    return load<u32>(levelDesc(0) + CD_LATENCY);
+  }
   for (let level: u32 = 0; level < 3; level++) {
     const desc = levelDesc(level);
     if (load<u32>(desc + CD_PRESENT) == 0) continue;
@@ -56,9 +71,10 @@ export function priceReference(cpu: u32, pa: u64): u32 {
       if (load<u64>(p) == key) {
         store<u64>(p, tick(), 8);
         bump(S_CACHE + level);
+        if (level == 0) store<u32>(memo, <u32>p);
         for (let upper: u32 = 0; upper < level; upper++) {
           const u = levelDesc(upper);
-          if (load<u32>(u + CD_PRESENT) != 0) fill(u, cpu, line);
+          if (load<u32>(u + CD_PRESENT) != 0) fill(u, cpu, line, upper);
         }
         return load<u32>(desc + CD_LATENCY);
       }
@@ -67,7 +83,7 @@ export function priceReference(cpu: u32, pa: u64): u32 {
   bump(S_DRAM);
   for (let level: u32 = 0; level < 3; level++) {
     const desc = levelDesc(level);
-    if (load<u32>(desc + CD_PRESENT) != 0) fill(desc, cpu, line);
+    if (load<u32>(desc + CD_PRESENT) != 0) fill(desc, cpu, line, level);
   }
   return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
 }

@@ -246,6 +246,9 @@ export class Machine {
   /** false: #GP (bad type, PCID or address) and nothing changed. */
   invpcid(cpu: number, type: number, pcid: number, la = 0n): boolean {
     this.cpuBlock(cpu);
+    // The type register and descriptor are 64-bit: anything that does not fit the core's u32 is #GP too.
+    if (!Number.isInteger(type) || type < 0 || type > 3) return false;
+    if (!Number.isInteger(pcid) || pcid < 0 || pcid > 0xfff) return false;
     return this.core.invpcid(cpu, type, pcid, BigInt.asUintN(64, la)) !== 0;
   }
 
