@@ -257,6 +257,77 @@ function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   return PARSE_OK;
 }
 
+/** Hex digit value of every byte, 16 for the rest: one load per digit on the fast paths. */
+const HEX_TABLE: usize = memory.data<u8>([
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 0, 1, 2, 3, 4,
+  5, 6, 7, 8, 9, 16, 16, 16, 16, 16, 16, 16, 10, 11, 12, 13, 14, 15, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 10, 11, 12, 13, 14, 15, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+  16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+]);
+
+/** Bytes a fast-path line may span: every fast line is shorter, so its loops need no bounds checks. */
+const FAST_WINDOW: usize = 48;
+
+/**
+ * The common shape of a line in one pass, with no bounds checks (the caller guarantees FAST_WINDOW
+ * readable bytes): din `L HEX\n` with L in 0..2, lackey `I  HEX,DEC\n` or ` X HEX,DEC\n`, at most 16 hex
+ * digits. Returns the position after the '\n', or 0 when the line needs the general parser, which
+ * then decides exactly what it is (a valgrind message, CRLF, extra blanks, or an error).
+ */
+// @ts-ignore: decorator
+@inline
+function parseFastLine(format: u32, start: usize, record: usize, line: u32): usize {
+  let position = start;
+  let kind: u32;
+  const first = <u32>load<u8>(position);
+  const second = <u32>load<u8>(position, 1);
+  if (format == FORMAT_DIN) {
+    kind = first - CHAR_ZERO;
+    if (kind > 2 || second != CHAR_SPACE) return 0;
+    position += 2;
+  } else {
+    if (<u32>load<u8>(position, 2) != CHAR_SPACE) return 0;
+    if (first == CHAR_I && second == CHAR_SPACE) kind = KIND_FETCH;
+    else if (first != CHAR_SPACE) return 0;
+    else if (second == CHAR_L) kind = KIND_READ;
+    else if (second == CHAR_S || second == CHAR_M) kind = KIND_WRITE;
+    else return 0;
+    position += 3;
+  }
+  let address: u64 = 0;
+  const digitsStart = position;
+  let value = <u32>load<u8>(HEX_TABLE + <usize>load<u8>(position));
+  while (value < 16) {
+    address = (address << 4) | value;
+    position++;
+    value = <u32>load<u8>(HEX_TABLE + <usize>load<u8>(position));
+  }
+  const digits = position - digitsStart;
+  if (digits == 0 || digits > 16) return 0;
+  let size: u32 = 0;
+  if (format == FORMAT_LACKEY) {
+    if (<u32>load<u8>(position) != CHAR_COMMA) return 0;
+    position++;
+    const sizeStart = position;
+    let decimal = <u32>load<u8>(position) - CHAR_ZERO;
+    while (decimal < 10 && position - sizeStart < 3) {
+      size = size * 10 + decimal;
+      position++;
+      decimal = <u32>load<u8>(position) - CHAR_ZERO;
+    }
+    if (position == sizeStart || decimal < 10) return 0;
+  }
+  if (<u32>load<u8>(position) != CHAR_NEWLINE) return 0;
+  storeRecord(record, address, kind, min(size, 255), line);
+  return position + 1;
+}
+
 /**
  * Parses whole lines of TEXT_BASE[0, len) into records at RECORDS_BASE and returns how many it wrote.
  * Consumes only lines ending in '\n', plus an unterminated last line when `isFinal`. Stops at the
@@ -278,6 +349,16 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
     error = PARSE_SYNTAX;
   } else {
     while (records < recordLimit && position < end) {
+      if (end - position >= FAST_WINDOW) {
+        const next = parseFastLine(format, position, record, firstLine + lines);
+        if (next != 0) {
+          records++;
+          record += RECORD_SIZE;
+          lines++;
+          position = next;
+          continue;
+        }
+      }
       const lineEnd = findNewline(position, end);
       if (lineEnd - position > MAX_LINE_LENGTH) {
         error = PARSE_LINE_TOO_LONG;

@@ -1,0 +1,185 @@
+// memvirt benchmarks: operations per second of the release core, with ratios against the TypeScript
+// reference model. Work is done in batches of calls (65,536 records a call), because V8 optimises a
+// Wasm function only between calls. Run with `npm run bench`; `--quick` shortens every case.
+import { execFileSync } from "node:child_process";
+import { createWriteStream, existsSync, statSync } from "node:fs";
+import { cpus, tmpdir } from "node:os";
+import { join } from "node:path";
+import Benchmark from "benchmark";
+import { defaultConfig } from "../src/config/config.js";
+import { Machine } from "../src/core/machine.js";
+import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
+import type { MachineConfig } from "../src/core/types.js";
+import { RefMachine } from "../src/reference/machine.js";
+
+const quick = process.argv.includes("--quick");
+const BATCH = RECORD_CAPACITY;
+const PAGES = 16384;
+const DATA_BASE = 0x4000_0000n;
+const VA_BASE = 0x1000_0000n;
+
+interface Mmu {
+  writePhys64(pa: bigint, value: bigint): void;
+  setRegs(cpu: number, regs: Record<string, bigint | number>): void;
+}
+
+/** 64 MiB of 4K pages at VA_BASE: PML4, PDPT, PD and 32 page tables. */
+function mapPages(mmu: Mmu): void {
+  let next = 0x10_0000n;
+  const table = () => {
+    const address = next;
+    next += 0x1000n;
+    return address;
+  };
+  const pml4 = table();
+  const pdpt = table();
+  const pd = table();
+  mmu.writePhys64(pml4, pdpt | 7n);
+  mmu.writePhys64(pdpt, pd | 7n);
+  for (let d = 0; d < PAGES / 512; d++) {
+    const pt = table();
+    mmu.writePhys64(pd + BigInt(128 + d) * 8n, pt | 7n);
+    for (let i = 0; i < 512; i++) {
+      mmu.writePhys64(pt + BigInt(i) * 8n, (DATA_BASE + BigInt(d * 512 + i) * 0x1000n) | 0x67n);
+    }
+  }
+  mmu.setRegs(0, { cr0: 0x8001_0001n, cr3: pml4, cr4: 0x20n, efer: 0xd00n, cpl: 3 });
+}
+
+function walkOnlyConfig(): MachineConfig {
+  const machine = defaultConfig().machine;
+  machine.tlb = { l1d: null, l1i: null, l2: null };
+  machine.psc = { ...machine.psc, pml5: null, pml4: null, pdpte: null, pde: null };
+  return machine;
+}
+
+/** Addresses of a batch: `pageOf(i)` picks the page of record i. */
+function addresses(pageOf: (i: number) => number): bigint[] {
+  return Array.from({ length: BATCH }, (_, i) => VA_BASE + BigInt(pageOf(i) * 4096 + ((i * 8) % 4096)));
+}
+
+function loadRecords(machine: Machine, list: bigint[]): void {
+  const view = machine.recordView();
+  list.forEach((la, i) => {
+    view.setBigUint64(i * RECORD_SIZE, la, true);
+    view.setUint8(i * RECORD_SIZE + 8, i % 4 === 0 ? 1 : 0);
+  });
+}
+
+interface Row {
+  name: string;
+  unit: string;
+  perSecond: number;
+  reference?: number;
+  target?: number;
+}
+
+function measure(name: string, perOp: number, fn: () => void): Promise<number> {
+  return new Promise((resolve) => {
+    const bench = new Benchmark(name, fn, { minSamples: quick ? 5 : 20, maxTime: quick ? 1 : 4 });
+    bench.on("complete", () => resolve(bench.hz * perOp));
+    bench.run();
+  });
+}
+
+async function coreVersusReference(
+  name: string,
+  config: MachineConfig,
+  pageOf: (i: number) => number,
+  target: number,
+): Promise<Row> {
+  const machine = new Machine(config, { build: "release" });
+  mapPages(machine);
+  const list = addresses(pageOf);
+  loadRecords(machine, list);
+  machine.replay(0, BATCH);
+  const core = await measure(`${name} (core)`, BATCH, () => machine.replay(0, BATCH));
+  const reference = new RefMachine(config);
+  mapPages(reference);
+  const slice = list.slice(0, 4096);
+  for (const la of slice) reference.access(0, la, 0);
+  const model = await measure(`${name} (reference)`, slice.length, () => {
+    for (const la of slice) reference.access(0, la, 0);
+  });
+  return { name, unit: "accesses/s", perSecond: core, reference: model, target };
+}
+
+/** A din trace of `records` lines (ls.din-like: stack, heap and library data), written once. */
+function dinTrace(records: number): string {
+  const path = join(tmpdir(), `memvirt-bench-${records}.din`);
+  if (existsSync(path) && statSync(path).size > records * 10) return path;
+  const out = createWriteStream(path);
+  const chunk: string[] = [];
+  let state = 12345;
+  const random = () => {
+    state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+    return state;
+  };
+  const regions = [0x1fff000000, 0x4020000, 0x4830000, 0x55555555c000];
+  return ((): string => {
+    for (let i = 0; i < records; i++) {
+      const r = random();
+      const region = regions[r & 3];
+      const offset = (r >>> 8) % (region === 0x1fff000000 ? 0x4000 : 0x40000);
+      chunk.push(`${(r >>> 30) & 1} ${(region + (offset & ~7)).toString(16)}`);
+      if (chunk.length === 65536) {
+        out.write(`${chunk.join("\n")}\n`);
+        chunk.length = 0;
+      }
+    }
+    out.end(`${chunk.join("\n")}\n`);
+    return path;
+  })();
+}
+
+async function endToEnd(records: number): Promise<Row> {
+  const path = dinTrace(records);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const cli = new URL("../../bin/memvirt.js", import.meta.url).pathname;
+  const runs: number[] = [];
+  for (let i = 0; i < (quick ? 1 : 3); i++) {
+    const start = process.hrtime.bigint();
+    const output = execFileSync(process.execPath, [cli, "run", "--trace", path, "--format", "din", "--json"], {
+      maxBuffer: 1 << 26,
+    }).toString();
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    const accesses = JSON.parse(output).accesses as number;
+    runs.push(accesses / seconds);
+  }
+  return {
+    name: `memvirt run on a ${(records / 1e6).toFixed(0)} M-record din trace, process start to JSON`,
+    unit: "records/s",
+    perSecond: Math.max(...runs),
+    target: 35e6,
+  };
+}
+
+function format(rows: Row[]): string {
+  const m = (n: number) => `${(n / 1e6).toFixed(2)} M`;
+  const lines = ["| what | core | reference model | core / reference | target |", "|---|---|---|---|---|"];
+  for (const row of rows) {
+    lines.push(
+      `| ${row.name} | ${m(row.perSecond)} ${row.unit} | ${row.reference ? `${m(row.reference)} ${row.unit}` : "-"} | ${
+        row.reference ? `${(row.perSecond / row.reference).toFixed(1)}x` : "-"
+      } | ${row.target ? `${row.target >= 1e6 ? m(row.target) : `${row.target}x`} ${row.target >= 1e6 ? row.unit : ""}` : "-"} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+async function main(): Promise<void> {
+  console.log(`memvirt bench, ${new Date().toISOString().slice(0, 10)}, ${cpus()[0].model}, Node ${process.version}`);
+  const rows: Row[] = [];
+  // Accesses that hit the L1 DTLB: 16 pages, one after another, 8 bytes apart (a quarter are writes).
+  rows.push(await coreVersusReference("L1 DTLB hits (16 hot pages)", defaultConfig().machine, (i) => (i >> 9) % 16, 100e6));
+  // The same, but every access on another page (16 pages round robin): the set scan every time.
+  rows.push(await coreVersusReference("L1 DTLB hits, page changes every access", defaultConfig().machine, (i) => i % 16, 0));
+  // Native 4-level walks, TLBs and paging-structure caches off: every access walks 4 levels.
+  rows.push(await coreVersusReference("native 4-level walks, TLBs and PSCs off", walkOnlyConfig(), (i) => i % PAGES, 30e6));
+  rows.push(await endToEnd(quick ? 3_000_000 : 30_000_000));
+  console.log(format(rows));
+  const walkRow = rows[2];
+  console.log(`\ncore vs reference on the same walk: ${(walkRow.perSecond / (walkRow.reference ?? 1)).toFixed(1)}x (target 20x)`);
+}
+
+await main();
