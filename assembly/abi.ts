@@ -78,6 +78,7 @@ export {
 const ERR_GEOMETRY: i32 = -1;
 const ERR_REGION_FULL: i32 = -2;
 const ERR_BAD_ARGUMENT: i32 = -3;
+const ERR_OUT_OF_MEMORY: i32 = -4;
 
 let tlbUsed: u32 = 0;
 let pscUsed: u32 = 0;
@@ -108,7 +109,7 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   resetClock();
   resetReplay();
   clearStats();
-  phys.physInit(dirLog2, memLimitPages);
+  if (!phys.physInit(dirLog2, memLimitPages)) return ERR_OUT_OF_MEMORY;
   for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
   return 0;
 }

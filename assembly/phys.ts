@@ -34,7 +34,8 @@ export const PHYS_DIRECTORY_FULL: i32 = 2;
 export const PHYS_OUT_OF_MEMORY: i32 = 3;
 export const PHYS_MISALIGNED: i32 = 4;
 
-export function physInit(log2Capacity: u32, memLimitPages: u32): void {
+/** Lays out the directory and pool; false when linear memory cannot hold the directory. */
+export function physInit(log2Capacity: u32, memLimitPages: u32): bool {
   dirLog2 = log2Capacity;
   dirMask = (1 << log2Capacity) - 1;
   dirCount = 0;
@@ -46,9 +47,10 @@ export function physInit(log2Capacity: u32, memLimitPages: u32): void {
   store<u32>(CTRL_BASE + CFG_DIR_LOG2, log2Capacity);
   store<u32>(CTRL_BASE + CFG_POOL_BASE, <u32>poolBase);
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
-  ensureMemory(poolBase);
-  memory.fill(DIR_BASE, 0, dirBytes);
   memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
+  if (!ensureMemory(poolBase)) return false;
+  memory.fill(DIR_BASE, 0, dirBytes);
+  return true;
 }
 
 /** Grows linear memory to cover `end`; false when the configured limit or the engine refuses. */

@@ -28,8 +28,7 @@ export function runDemo(build: BuildName = "release"): DemoResult {
     const config = defaultConfig();
     config.guest.pageSize = pageSize;
     const simulation = new Simulation(config, { build });
-    const process = simulation.spawnDemandPagedProcess();
-    simulation.os.switchTo(0, process);
+    simulation.start();
     runWorkload(simulation, DEMO_WORKLOAD);
     runs[pageSize] = buildReport(simulation, { kind: "workload", ...DEMO_WORKLOAD });
   }

@@ -69,11 +69,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   const config = loadConfig(options.config);
   const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
   const simulation = new Simulation(config, { build: options.build });
-  simulation.spawnDemandPagedProcess();
-  const startSimulation = () => {
-    for (let cpu = 0; cpu < config.machine.cpus; cpu++) simulation.os.switchTo(cpu, simulation.processes[0]);
-  };
-  startSimulation();
+  simulation.start();
   let source: RunReport["source"];
   let failure: MemvirtError | undefined;
   if (options.trace) {

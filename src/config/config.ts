@@ -28,6 +28,10 @@ export interface GuestConfig {
   pcid: boolean;
   /** Mark the kernel's pages global (CR4.PGE). */
   globalPages: boolean;
+  /** Processes sharing the CPUs: each has its own address space (and PCID) over the same addresses. */
+  processes: number;
+  /** Records each process runs before the scheduler switches to the next (0: never switch). */
+  quantum: number;
 }
 
 export interface ResolvedConfig {
@@ -87,6 +91,8 @@ export function defaultConfig(): ResolvedConfig {
       faultCycles: 1500,
       pcid: true,
       globalPages: true,
+      processes: 1,
+      quantum: 0,
     },
     machine: {
       cpus: 1,
@@ -319,7 +325,19 @@ export function resolveConfig(input: Json): ResolvedConfig {
   if (input.guest !== undefined) {
     if (!isObject(input.guest)) fail("guest", "must be an object");
     const g = input.guest;
-    onlyKeys(g, "guest", ["levels", "pageSize", "frames", "memory", "faultCycles", "pcid", "globalPages"]);
+    onlyKeys(g, "guest", [
+      "levels",
+      "pageSize",
+      "frames",
+      "memory",
+      "faultCycles",
+      "pcid",
+      "globalPages",
+      "processes",
+      "quantum",
+    ]);
+    guest.processes = integer(g.processes ?? guest.processes, "guest.processes", 1, 4095);
+    guest.quantum = integer(g.quantum ?? guest.quantum, "guest.quantum", 0, 2 ** 31);
     guest.levels = oneOf(g.levels ?? guest.levels, "guest.levels", [4, 5] as const);
     guest.pageSize = oneOf(g.pageSize ?? guest.pageSize, "guest.pageSize", PAGE_SIZES);
     guest.frames = oneOf(g.frames ?? guest.frames, "guest.frames", ["sequential", "random"] as const);

@@ -140,7 +140,9 @@ export class Machine {
         ? "entries/ways must give a power-of-two number of sets"
         : code === -2
           ? "does not fit the core's fixed region (too many entries or arrays)"
-          : "invalid argument";
+          : code === -4
+            ? "linear memory cannot hold the frame directory (raise memory.limitMiB or lower memory.backedFramesLog2)"
+            : "invalid argument";
     throw new MemvirtError(`${what}: ${why}`);
   }
 

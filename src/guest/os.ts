@@ -46,6 +46,8 @@ export interface Process {
   vmas: Vma[];
   /** CPUs whose TLBs may hold this address space's PCID-tagged entries. */
   cpusSeen: Set<number>;
+  /** Frames mapped into this address space (base -> size): what it may reach, and nothing else. */
+  frames: Map<bigint, PageSize>;
 }
 
 export type FaultOutcome = "retry" | "segv";
@@ -117,7 +119,7 @@ export class GuestOS {
       const entry = this.cpu.readEntry(this.kernelRoot + slot * 8n);
       if (entry !== 0n) this.cpu.writeEntry(root + slot * 8n, entry);
     }
-    const process: Process = { pid, pcid: pid, root, vmas: [], cpusSeen: new Set() };
+    const process: Process = { pid, pcid: pid, root, vmas: [], cpusSeen: new Set(), frames: new Map() };
     this.processes.push(process);
     return process;
   }
@@ -186,7 +188,9 @@ export class GuestOS {
     const step = 1n << BigInt(PAGE_SHIFT[pageSize]);
     const flags = this.leafFlags(protection, pageSize, false);
     for (let la = start & ~(step - 1n); la < start + length; la += step) {
-      this.installLeaf(process.root, la, this.frames.alloc(pageSize), pageSize, flags);
+      const frame = this.frames.alloc(pageSize);
+      this.installLeaf(process.root, la, frame, pageSize, flags);
+      process.frames.set(frame, pageSize);
     }
   }
 
@@ -224,8 +228,11 @@ export class GuestOS {
       const size: PageSize = leaf.level === 1 ? "4K" : leaf.level === 2 ? "2M" : "1G";
       const pageBase = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
       this.cpu.writeEntry(leaf.address, 0n);
-      this.frames.release(leaf.entry & ADDRESS_MASK & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n), size);
+      const frame = leaf.entry & ADDRESS_MASK & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
+      // Stale translations go before the frame can be handed to anyone else.
       this.shootdown(process, pageBase);
+      process.frames.delete(frame);
+      this.frames.release(frame, size);
       la = pageBase + (1n << BigInt(PAGE_SHIFT[size]));
     }
   }
@@ -294,13 +301,9 @@ export class GuestOS {
     }
     const size = vma.pageSize;
     const base = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
-    this.installLeaf(
-      process.root,
-      base,
-      this.frames.alloc(size),
-      size,
-      this.leafFlags(vma.protection, size, false),
-    );
+    const frame = this.frames.alloc(size);
+    this.installLeaf(process.root, base, frame, size, this.leafFlags(vma.protection, size, false));
+    process.frames.set(frame, size);
     this.stats.minorFaults++;
     this.cpu.charge(this.config.faultCycles);
     return "retry";

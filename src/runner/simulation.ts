@@ -89,12 +89,48 @@ export class Simulation {
     return process;
   }
 
-  /** Runs records [0, count) of the record buffer, servicing every exit. */
+  /**
+   * Boots the configured processes (guest.processes), each demand-paged over the whole user half, and
+   * schedules the first on every CPU.
+   */
+  start(): void {
+    while (this.processes.length < this.config.guest.processes) this.spawnDemandPagedProcess();
+    for (let cpu = 0; cpu < this.config.machine.cpus; cpu++) this.os.switchTo(cpu, this.processes[0]);
+  }
+
+  /** Records left in the current process's time slice (guest.quantum). */
+  private sliceLeft = -1;
+  private current = 0;
+
+  /** Runs records [0, count) of the record buffer, servicing every exit and the scheduler's switches. */
   replayBuffer(count: number): void {
+    const quantum = this.config.guest.quantum;
+    if (quantum === 0 || this.processes.length < 2) {
+      this.replayRange(0, count);
+      return;
+    }
     let index = 0;
     while (index < count) {
-      const stop = this.machine.replay(index, count);
-      if (stop >= count) return;
+      if (this.sliceLeft < 0) this.sliceLeft = quantum;
+      if (this.sliceLeft === 0) {
+        // Round-robin context switch on every CPU: a MOV to CR3 each, with PCIDs if configured.
+        this.current = (this.current + 1) % this.processes.length;
+        for (let cpu = 0; cpu < this.config.machine.cpus; cpu++)
+          this.os.switchTo(cpu, this.processes[this.current]);
+        this.sliceLeft = quantum;
+      }
+      const end = Math.min(count, index + this.sliceLeft);
+      this.replayRange(index, end);
+      this.sliceLeft -= end - index;
+      index = end;
+    }
+  }
+
+  private replayRange(start: number, end: number): void {
+    let index = start;
+    while (index < end) {
+      const stop = this.machine.replay(index, end);
+      if (stop >= end) return;
       index = this.handleExit(this.machine.exit());
     }
   }

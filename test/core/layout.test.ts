@@ -18,13 +18,15 @@ describe("the host's mirror of the linear-memory map", () => {
   it("src/core/layout.ts has every constant of assembly/constants.ts with the same value", () => {
     const core = constantsOf("../../assembly/constants.ts");
     expect(core.size).toBeGreaterThan(50);
-    for (const [name, value] of core) expect([name, (layout as Record<string, number>)[name]]).toEqual([name, value]);
+    for (const [name, value] of core)
+      expect([name, (layout as Record<string, number>)[name]]).toEqual([name, value]);
     expect(Object.keys(layout).length).toBe(core.size);
   });
 
   it("src/core/stats-layout.ts has every statistics index of assembly/stats.ts", () => {
     const core = constantsOf("../../assembly/stats.ts");
-    for (const [name, value] of core) expect([name, (statsLayout as Record<string, number>)[name]]).toEqual([name, value]);
+    for (const [name, value] of core)
+      expect([name, (statsLayout as Record<string, number>)[name]]).toEqual([name, value]);
     expect(Object.keys(statsLayout).length).toBe(core.size);
   });
 
