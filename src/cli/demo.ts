@@ -41,7 +41,7 @@ export function formatDemo(result: DemoResult): string {
   const change = (before: number, after: number) =>
     before === 0
       ? "-"
-      : `${after <= before ? "-" : "+"}${Math.abs((100 * (after - before)) / before).toFixed(1)}%`;
+      : `${after < before ? "-" : after > before ? "+" : ""}${Math.abs((100 * (after - before)) / before).toFixed(1)}%`;
   const n = (x: number) => x.toLocaleString("en-US");
   const stlbMisses = (r: RunReport) => r.tlb.l2.misses;
   const rows: [string, string][] = [

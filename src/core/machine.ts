@@ -186,6 +186,7 @@ export class Machine {
   }
 
   readPhys64(pa: bigint): bigint {
+    if ((pa & 7n) !== 0n) throw new MemvirtError(`read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[4]}`, 1);
     return BigInt.asUintN(64, this.core.readPhys64(pa));
   }
 

@@ -630,7 +630,10 @@ export class RefMachine {
     const target = this.cpu(cpu).regs;
     for (const [name, value] of Object.entries(regs) as [keyof Regs, Regs[keyof Regs] | undefined][]) {
       // An explicit `undefined` means "leave alone", as if the field were absent.
-      if (value !== undefined) Object.assign(target, { [name]: value });
+      if (value === undefined) continue;
+      // CR3 bit 63 is the MOV's no-flush hint, never part of the register.
+      const stored = name === "cr3" ? BigInt.asUintN(63, value as bigint) : value;
+      Object.assign(target, { [name]: stored });
     }
   }
 
@@ -797,7 +800,8 @@ export class RefMachine {
     if (hit) {
       const permission = this.checkPermission(state, context, hit);
       if (!permission.fault && !(context.isWrite && !hit.dirty)) {
-        if (hitInL2 && l1) l1.fill(address, hit.size, hit.frame, hit, state.clock);
+        // The L1 copy is tagged with the current PCID: PCID is a tag of the lookup, not an attribute.
+        if (hitInL2 && l1) l1.fill(address, hit.size, hit.frame, { ...hit, pcid: context.pcid }, state.clock);
         const pa = hit.frame | (address & (PAGE_BYTES[hit.size] - 1n));
         return this.finish({
           fault: FAULT_NONE,
