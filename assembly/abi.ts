@@ -36,6 +36,7 @@ import {
   PSC_BASE,
   PSC_ENTRY_SIZE,
   PSC_SIZE,
+  R_PSC_ANY,
   RESULT_BASE,
   RS_CYCLES,
   RS_ERROR,
@@ -53,7 +54,7 @@ import {
   TLB_ENTRY_SIZE,
   TLB_SIZE,
 } from "./constants";
-import { recomputeMode, setRegister } from "./cpu";
+import { cpuBlock, recomputeMode, setRegister } from "./cpu";
 import * as inv from "./mmu/invalidate";
 import { pscDesc } from "./mmu/psc";
 import { resetClock, splitmix64 } from "./mmu/setassoc";
@@ -171,6 +172,7 @@ export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: 
   const desc = pscDesc(cpu, level);
   initArray(desc, pscUsed, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + PD_PRESENT, 1);
+  store<u32>(cpuBlock(cpu) + R_PSC_ANY, 1);
   pscUsed += bytes;
   return 0;
 }

@@ -50,6 +50,8 @@ export const R_MODE: u32 = 0x40;
 export const R_PCID: u32 = 0x44;
 /** Tag of the virtual context (VPID/ASID and nested root) the CPU runs in; 0 natively. */
 export const R_VMTAG: u32 = 0x48;
+/** Nonzero when some paging-structure cache of the CPU is present, so walks without any skip them. */
+export const R_PSC_ANY: u32 = 0x4c;
 // mode bits
 export const M_USER: u32 = 1 << 0;
 export const M_WP: u32 = 1 << 1;

@@ -12,6 +12,7 @@ import {
   M_NXE,
   M_PGE,
   R_CR3,
+  R_PSC_ANY,
   R_PKRS,
   R_PKRU,
   R_VMTAG,
@@ -61,17 +62,13 @@ export let walkCycles: u32 = 0;
   return CTRL_BASE + WALK_SCRATCH + i * WALK_SLOT;
 }
 
-/** Rights accumulate as A_RW/A_US (AND over levels) and A_XD (OR), in TLB attribute form. */
-@inline function entryRights(e: u64, cpuMode: u32): u64 {
-  let rights = (e & PTE_RW) != 0 ? A_RW : 0;
-  if ((e & PTE_US) != 0) rights |= A_US;
-  if ((e & PTE_XD) != 0 && (cpuMode & M_NXE) != 0) rights |= A_XD;
-  return rights;
-}
-
-@inline function combine(sofar: u64, e: u64, cpuMode: u32): u64 {
-  const rights = entryRights(e, cpuMode);
-  return ((sofar & rights) & (A_RW | A_US)) | ((sofar | rights) & A_XD);
+/**
+ * Rights accumulate as A_RW/A_US (AND over levels) and A_XD (OR), in TLB attribute form. A_RW and A_US
+ * are bits 0 and 1, so R/W and U/S (entry bits 1 and 2) move into place with one shift; `xdMask` is
+ * A_XD when EFER.NXE is set, else 0.
+ */
+@inline function combine(sofar: u64, e: u64, xdMask: u64): u64 {
+  return (sofar & ((e >> 1) & (A_RW | A_US))) | ((sofar | (e >> 61)) & xdMask);
 }
 
 /** x86-64 4- or 5-level walk of `la` for CPU `cpu`. */
@@ -84,6 +81,7 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   const gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
 
+  const xdMask: u64 = (cpuMode & M_NXE) != 0 ? A_XD : 0;
   let cycles: u32 = 0;
   let refs: u32 = 0;
   let level = top;
@@ -91,7 +89,7 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   let rights: u64 = A_RW | A_US;
 
   // Deepest paging-structure cache first: a PDE-cache hit leaves one reference to make.
-  for (let cached: u32 = 2; cached <= top; cached++) {
+  for (let cached: u32 = 2; cached <= top && load<u32>(block + R_PSC_ANY) != 0; cached++) {
     const desc = pscDesc(cpu, cached);
     if (!pscPresent(desc)) continue;
     const e = pscLookup(desc, la, cached, currentPcid, vmTag);
@@ -109,6 +107,7 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
 
   let used: u32 = 0;
   let e: u64 = 0;
+  let accessedAll: u64 = PTE_A;
   let nonLeafWritable = (rights & A_RW) != 0;
   while (true) {
     const entryAddress = base | (((la >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
@@ -126,7 +125,8 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
       finishFault(WALK_RESERVED, x86ErrorCode(kind, implicit, cpuMode, true, true), refs, cycles);
       return;
     }
-    rights = combine(rights, e, cpuMode);
+    rights = combine(rights, e, xdMask);
+    accessedAll &= e;
     store<u64>(s, rights, 16);
     if (x86IsLeaf(e, level)) break;
     if ((e & PTE_RW) == 0) nonLeafWritable = false;
@@ -152,7 +152,8 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
 
   // A in every entry this walk read, D in the leaf on a write; each update is a locked RMW of the line.
   const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
-  for (let i: u32 = 0; i < used; i++) {
+  const needsUpdate = (accessedAll & PTE_A) == 0 || (isWrite && (e & PTE_D) == 0);
+  for (let i: u32 = 0; needsUpdate && i < used; i++) {
     const s = slot(i);
     const old = load<u64>(s, 8);
     let updated = old | PTE_A;
@@ -168,7 +169,8 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   if ((load<u64>(slot(used - 1), 8) & PTE_D) != 0) attrs |= A_DIRTY;
 
   // Cache every non-leaf entry read, with the rights accumulated down to it (SDM 4.10.3.1).
-  for (let i: u32 = 0; i + 1 < used; i++) {
+  const anyPsc = load<u32>(block + R_PSC_ANY) != 0;
+  for (let i: u32 = 0; anyPsc && i + 1 < used; i++) {
     const entryLevel = level + (used - 1 - i);
     const desc = pscDesc(cpu, entryLevel);
     if (!pscPresent(desc)) continue;

@@ -34,6 +34,7 @@ export const R_CPL = 0x38;
 export const R_MODE = 0x40;
 export const R_PCID = 0x44;
 export const R_VMTAG = 0x48;
+export const R_PSC_ANY = 0x4c;
 export const M_USER = 1 << 0;
 export const M_WP = 1 << 1;
 export const M_SMEP = 1 << 2;
