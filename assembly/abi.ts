@@ -35,12 +35,25 @@ import {
   PD_PRESENT,
   PSC_BASE,
   PSC_ENTRY_SIZE,
+  NESTED_NONE,
+  NESTED_NPT,
   PSC_SIZE,
+  R_IN_GUEST,
+  R_NESTED_AD,
+  R_NESTED_LEVELS,
+  R_NESTED_MODE,
+  R_NESTED_ROOT,
+  R_NPSC_ANY,
   R_PSC_ANY,
+  R_ROOT_TAG,
+  R_VMTAG,
+  R_VPID,
   RESULT_BASE,
   RS_CYCLES,
   RS_ERROR,
   RS_FAULT,
+  RS_GPA,
+  RS_NESTED_REFS,
   RS_PA,
   RS_PAGE_SHIFT,
   RS_REFS,
@@ -54,13 +67,25 @@ import {
   TLB_ENTRY_SIZE,
   TLB_SIZE,
 } from "./constants";
-import { cpuBlock, recomputeMode, setRegister } from "./cpu";
+import { ADDRESS_MASK, cpuBlock, recomputeMode, setRegister } from "./cpu";
+import { vmTransition } from "./mmu/invalidate";
 import * as inv from "./mmu/invalidate";
-import { pscDesc } from "./mmu/psc";
+import { contextFor, resetContexts, rootTagFor } from "./mmu/context";
+import { npscDesc, pscDesc } from "./mmu/psc";
 import { resetClock, splitmix64 } from "./mmu/setassoc";
 import { levelDesc, validEntries } from "./mmu/tlb";
-import { RESULT_OK, access, accessCycles, accessError, accessPa, accessRefs, accessSizeCode } from "./mmu/translate";
-import { walkFault, walkX86 } from "./mmu/walk";
+import {
+  RESULT_EPT_VIOLATION,
+  RESULT_OK,
+  access,
+  accessCycles,
+  accessError,
+  accessGpa,
+  accessPa,
+  accessRefs,
+  accessSizeCode,
+} from "./mmu/translate";
+import { nestedProbe, walkError, walkFault, walkNestedRefs, walkX86 } from "./mmu/walk";
 import * as phys from "./phys";
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
@@ -109,6 +134,7 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   rngIndex = 0;
   resetClock();
   resetReplay();
+  resetContexts();
   clearStats();
   if (!phys.physInit(dirLog2, memLimitPages)) return ERR_OUT_OF_MEMORY;
   for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
@@ -134,9 +160,9 @@ function initArray(desc: usize, base: u32, setsLog2: u32, ways: u32, sizeMask: u
   store<u64>(desc + AD_RNG, nextRngState());
 }
 
-/** Enables TLB level `level` (0 l1d, 1 l1i, 2 l2) of a CPU with a probe latency. */
+/** Enables TLB level `level` (0 l1d, 1 l1i, 2 l2, 3 nested) of a CPU with a probe latency. */
 export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
-  if (level > 2) return ERR_BAD_ARGUMENT;
+  if (level > 3) return ERR_BAD_ARGUMENT;
   const desc = levelDesc(cpu, level);
   store<u32>(desc + TL_PRESENT, 1);
   store<u32>(desc + TL_LATENCY, latency);
@@ -145,7 +171,7 @@ export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
 
 /** Appends an array holding the page sizes in `sizeMask` (bit 0 4K, 1 2M, 2 1G) to a TLB level. */
 export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways: u32, policy: u32): i32 {
-  if (level > 2 || sizeMask == 0 || sizeMask > 7 || policy > 2) return ERR_BAD_ARGUMENT;
+  if (level > 3 || sizeMask == 0 || sizeMask > 7 || policy > 2) return ERR_BAD_ARGUMENT;
   const desc = levelDesc(cpu, level);
   const count = load<u32>(desc + TL_COUNT);
   if (count >= MAX_TLB_ARRAYS) return ERR_REGION_FULL;
@@ -161,18 +187,18 @@ export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways
   return 0;
 }
 
-/** Enables the paging-structure cache for paging level `level` (5..2). */
-export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: u32): i32 {
+/** Enables the paging-structure cache for paging level `level` (5..2), of the nested dimension if `nested`. */
+export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: u32, nested: bool): i32 {
   if (level < 2 || level > 5 || policy > 2) return ERR_BAD_ARGUMENT;
   if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
   const setsLog2 = log2Exact(entries / ways);
   if (setsLog2 < 0) return ERR_GEOMETRY;
   const bytes = entries * PSC_ENTRY_SIZE;
   if (pscUsed + bytes > PSC_SIZE) return ERR_REGION_FULL;
-  const desc = pscDesc(cpu, level);
+  const desc = nested ? npscDesc(cpu, level) : pscDesc(cpu, level);
   initArray(desc, pscUsed, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + PD_PRESENT, 1);
-  store<u32>(cpuBlock(cpu) + R_PSC_ANY, 1);
+  store<u32>(cpuBlock(cpu) + (nested ? R_NPSC_ANY : R_PSC_ANY), 1);
   pscUsed += bytes;
   return 0;
 }
@@ -260,7 +286,9 @@ export function backedFrames(): u32 {
 export function translate(cpu: u32, la: u64, kindByte: u32, retry: bool): u32 {
   const result = access(cpu, la, kindByte, !retry);
   store<u32>(RESULT_BASE + RS_FAULT, result);
-  store<u32>(RESULT_BASE + RS_ERROR, accessError);
+  store<u64>(RESULT_BASE + RS_ERROR, accessError);
+  store<u64>(RESULT_BASE + RS_GPA, result >= RESULT_EPT_VIOLATION ? accessGpa : 0);
+  store<u32>(RESULT_BASE + RS_NESTED_REFS, walkNestedRefsOf(result));
   store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == RESULT_OK ? 12 + 9 * accessSizeCode : 0);
   store<u32>(RESULT_BASE + RS_REFS, accessRefs);
   store<u64>(RESULT_BASE + RS_PA, result == RESULT_OK ? accessPa : 0);
@@ -294,4 +322,84 @@ export function tlbValidEntries(cpu: u32, level: u32): u32 {
 export function walkOnly(cpu: u32, la: u64, kind: u32): u32 {
   walkX86(cpu, la, kind, false);
   return walkFault;
+}
+
+/** Nested references of the last access (0 on a TLB hit, which leaves walkNestedRefs stale). */
+function walkNestedRefsOf(result: u32): u32 {
+  return accessRefs == 0 ? 0 : walkNestedRefs;
+}
+
+// --- virtualization ------------------------------------------------------------------------------------
+
+/**
+ * Enters guest mode on a CPU: `nestedMode` NESTED_NONE (shadow or paravirtual paging: the hardware walks
+ * the tables CR3 names), NESTED_EPT with `root` the EPTP, or NESTED_NPT with `root` nCR3; `vpid` is the
+ * VPID or ASID (0: VPIDs off). Returns the context id, or a negative error.
+ */
+export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nestedLevels: u32, vpid: u32, nestedAd: bool): i32 {
+  if (nestedMode > NESTED_NPT || vpid > 0xffff) return ERR_BAD_ARGUMENT;
+  const block = cpuBlock(cpu);
+  let rootTag: i32 = 0;
+  if (nestedMode != NESTED_NONE) {
+    if (nestedLevels != 4 && nestedLevels != 5) return ERR_BAD_ARGUMENT;
+    rootTag = rootTagFor(root & ADDRESS_MASK);
+    if (rootTag < 0) return ERR_REGION_FULL;
+  }
+  const context = contextFor(vpid, <u32>rootTag);
+  if (context < 0) return ERR_REGION_FULL;
+  store<u32>(block + R_NESTED_MODE, nestedMode);
+  store<u32>(block + R_NESTED_LEVELS, nestedLevels);
+  store<u64>(block + R_NESTED_ROOT, root);
+  store<u32>(block + R_ROOT_TAG, <u32>rootTag);
+  store<u32>(block + R_VPID, vpid);
+  // NPT keeps A/D in nested entries always; EPT only when EPTP bit 6 enables it.
+  store<u32>(block + R_NESTED_AD, nestedAd || nestedMode == NESTED_NPT ? 1 : 0);
+  store<u32>(block + R_VMTAG, <u32>context);
+  store<u32>(block + R_IN_GUEST, 1);
+  recomputeMode(cpu);
+  vmTransition(cpu);
+  return context;
+}
+
+/** Back to the host context (VPID 0, no nested dimension). */
+export function vmLeave(cpu: u32): void {
+  const block = cpuBlock(cpu);
+  vmTransition(cpu);
+  store<u32>(block + R_NESTED_MODE, NESTED_NONE);
+  store<u32>(block + R_ROOT_TAG, 0);
+  store<u32>(block + R_VPID, 0);
+  store<u32>(block + R_VMTAG, 0);
+  store<u32>(block + R_IN_GUEST, 0);
+  recomputeMode(cpu);
+}
+
+/** A VM exit and entry around host work: flushes VPID 0 when VPIDs are off. */
+export function vmExitEntry(cpu: u32): void {
+  vmTransition(cpu);
+}
+
+export function invept(cpu: u32, type: u32, eptp: u64): bool {
+  return inv.invept(cpu, type, eptp);
+}
+
+export function invvpid(cpu: u32, type: u32, vpid: u32, la: u64): bool {
+  return inv.invvpid(cpu, type, vpid, la);
+}
+
+export function tlbControl(cpu: u32, value: u32): bool {
+  return inv.tlbControl(cpu, value);
+}
+
+/** Guest-physical -> host-physical through the CPU's nested dimension, or ~0 on a nested fault. */
+export function translateGuestPhysical(cpu: u32, gpa: u64, need: u32): u64 {
+  return nestedProbe(cpu, gpa, need);
+}
+
+/** The last nested probe's fault (WALK_*), and its qualification or EXITINFO1. */
+export function lastWalkFault(): u32 {
+  return walkFault;
+}
+
+export function lastWalkError(): u64 {
+  return walkError;
 }

@@ -52,6 +52,25 @@ export const R_PCID: u32 = 0x44;
 export const R_VMTAG: u32 = 0x48;
 /** Nonzero when some paging-structure cache of the CPU is present, so walks without any skip them. */
 export const R_PSC_ANY: u32 = 0x4c;
+/** The nested dimension: NESTED_NONE, NESTED_EPT or NESTED_NPT. */
+export const R_NESTED_MODE: u32 = 0x50;
+/** Nested paging levels (4 or 5). */
+export const R_NESTED_LEVELS: u32 = 0x54;
+/** EPTP, or nCR3 for NPT (u64). */
+export const R_NESTED_ROOT: u32 = 0x58;
+/** Tag of the nested root (EP4TA / nCR3) for guest-physical TLB and PSC entries. */
+export const R_ROOT_TAG: u32 = 0x60;
+/** VPID (EPT) or ASID (NPT); 0 is the host. */
+export const R_VPID: u32 = 0x64;
+/** Nonzero when the nested dimension keeps accessed/dirty flags (EPTP bit 6; always for NPT). */
+export const R_NESTED_AD: u32 = 0x68;
+/** Nonzero when some nested paging-structure cache is present. */
+export const R_NPSC_ANY: u32 = 0x6c;
+/** Nonzero while the CPU runs a guest (set by vmEnter), so VM transitions know to flush VPID 0. */
+export const R_IN_GUEST: u32 = 0x70;
+export const NESTED_NONE: u32 = 0;
+export const NESTED_EPT: u32 = 1;
+export const NESTED_NPT: u32 = 2;
 // mode bits
 export const M_USER: u32 = 1 << 0;
 export const M_WP: u32 = 1 << 1;
@@ -81,7 +100,7 @@ export const MEMO_GENERATION: u32 = 8;
 export const MEMO_ALLOWED: u32 = 12;
 export const MEMO_ENTRY: u32 = 16;
 export const MEMO_LRU: u32 = 20;
-// TLB levels: 3 level descriptors (l1d, l1i, l2)
+// TLB levels: 4 level descriptors (l1d, l1i, l2, and the nested GPA->HPA TLB)
 export const CPU_TLB_LEVELS: u32 = 0x80;
 export const TLB_LEVEL_SIZE: u32 = 0x80;
 // level descriptor: u32 present, u32 latency, u32 arrayCount, then up to 4 array descriptors
@@ -101,9 +120,23 @@ export const AD_SIZEMASK: u32 = 12;
 export const AD_POLICY: u32 = 14;
 export const AD_RNG: u32 = 16;
 // PSC descriptors for levels 5, 4, 3, 2 (index = 5 - level): each an array descriptor + present flag
-export const CPU_PSC: u32 = 0x200;
+export const CPU_PSC: u32 = 0x280;
+/** Nested-dimension PSC descriptors, same layout, for nested levels 5..2. */
+export const CPU_NPSC: u32 = 0x300;
 export const PSC_DESC_SIZE: u32 = 32;
 export const PD_PRESENT: u32 = 24;
+
+/**
+ * Virtual contexts: id -> (u32 VPID/ASID, u32 root tag), CONTEXT_CAPACITY of them; id 0 is the host
+ * (VPID 0, no nested root). Root tags: tag -> u64 EP4TA or nCR3; tag 0 is "no nested dimension".
+ * TLB and PSC entries carry a context id (linear and combined mappings) or a root tag (guest-physical
+ * mappings), so invalidations can select by VPID, by root, or both, as INVVPID and INVEPT do.
+ */
+export const CONTEXT_TABLE: u32 = 0x9000;
+export const ROOT_TABLE: u32 = 0xb000;
+export const CONTEXT_CAPACITY: u32 = 1024;
+export const CFG_CONTEXTS: u32 = 0x20;
+export const CFG_ROOTS: u32 = 0x24;
 
 /** The exit record. */
 export const EXIT_BASE: u32 = 0x8000;
@@ -117,18 +150,29 @@ export const EX_GUEST_PHYS: u32 = 0x18;
 export const EX_QUAL: u32 = 0x20;
 export const EX_REFS: u32 = 0x28;
 
-/** Scratch of the walk in progress: per level read, u64 entry address, u64 entry, u64 rights so far. */
+/**
+ * Scratch of the walk in progress, per guest level read: u64 entry host address, u64 entry, u64 rights so
+ * far, u64 entry guest-physical address, u32 nested rights of the table page. Then the nested walk's
+ * scratch (u64 address, u64 entry per level).
+ */
 export const WALK_SCRATCH: u32 = 0x8200;
-export const WALK_SLOT: u32 = 24;
+export const WALK_SLOT: u32 = 48;
+export const NESTED_SCRATCH: u32 = 0x8400;
+export const NESTED_SLOT: u32 = 16;
 
 /** Result block of `translate` (the single-address API). */
 export const RESULT_BASE: u32 = 0x8100;
 export const RS_FAULT: u32 = 0x00;
-export const RS_ERROR: u32 = 0x04;
+/** References of the nested dimension, included in RS_REFS. */
+export const RS_NESTED_REFS: u32 = 0x04;
 export const RS_PAGE_SHIFT: u32 = 0x08;
 export const RS_REFS: u32 = 0x0c;
 export const RS_PA: u32 = 0x10;
 export const RS_CYCLES: u32 = 0x18;
+/** #PF error code, EPT exit qualification or #NPF EXITINFO1 (u64). */
+export const RS_ERROR: u32 = 0x20;
+/** Guest-physical address of a nested fault (u64). */
+export const RS_GPA: u32 = 0x28;
 
 // --- statistics: u64 counters ---------------------------------------------------------------------
 export const STATS_BASE: u32 = 0x20000;
@@ -184,6 +228,10 @@ export const EXIT_PAGE_FAULT: u32 = 1;
 export const EXIT_GP: u32 = 2;
 export const EXIT_BUDGET: u32 = 3;
 export const EXIT_BAD_RECORD: u32 = 4;
+export const EXIT_EPT_VIOLATION: u32 = 5;
+export const EXIT_EPT_MISCONFIG: u32 = 6;
+export const EXIT_NPF: u32 = 7;
+export const EXIT_REASONS: u32 = 16;
 
 // --- access kinds ---------------------------------------------------------------------------------
 export const KIND_READ: u32 = 0;

@@ -15,6 +15,9 @@ import {
   EXIT_BAD_RECORD,
   EXIT_BASE,
   EXIT_BUDGET,
+  EXIT_EPT_MISCONFIG,
+  EXIT_EPT_VIOLATION,
+  EXIT_NPF,
   EXIT_GP,
   EXIT_NONE,
   EXIT_PAGE_FAULT,
@@ -33,10 +36,24 @@ import {
   STATS_BASE,
   TL_LATENCY,
 } from "./constants";
-import { RESULT_OK, RESULT_PF, access, accessCycles, accessError, accessRefs, memoSlot } from "./mmu/translate";
+import { vmTransition } from "./mmu/invalidate";
+import {
+  RESULT_EPT_MISCONFIG,
+  RESULT_EPT_VIOLATION,
+  RESULT_GP,
+  RESULT_NPF,
+  RESULT_OK,
+  RESULT_PF,
+  access,
+  accessCycles,
+  accessError,
+  accessGpa,
+  accessRefs,
+  memoSlot,
+} from "./mmu/translate";
 import { tick, translationGeneration } from "./mmu/setassoc";
 import { E_STAMP, levelDesc } from "./mmu/tlb";
-import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
+import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXIT_REASONS, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
 
 const STATS_CYCLES_ADDRESS: usize = STATS_BASE + (<usize>S_CYCLES << 3);
 
@@ -67,17 +84,36 @@ export function resetReplay(): void {
   bump(S_HISTOGRAM + histogramBucket(cycles));
 }
 
-function raiseExit(reason: u32, index: u32, cpu: u32, kind: u32, la: u64, qualification: u64, refs: u32): void {
+/** The exit reason for an access result. */
+@inline function exitReasonOf(result: u32): u32 {
+  if (result == RESULT_PF) return EXIT_PAGE_FAULT;
+  if (result == RESULT_GP) return EXIT_GP;
+  if (result == RESULT_EPT_VIOLATION) return EXIT_EPT_VIOLATION;
+  if (result == RESULT_EPT_MISCONFIG) return EXIT_EPT_MISCONFIG;
+  return EXIT_NPF;
+}
+
+function raiseExit(
+  reason: u32,
+  index: u32,
+  cpu: u32,
+  kind: u32,
+  la: u64,
+  qualification: u64,
+  refs: u32,
+  gpa: u64 = 0,
+): void {
   const p = EXIT_BASE;
   store<u32>(p + EX_REASON, reason);
   store<u32>(p + EX_CPU, cpu);
   store<u32>(p + EX_INDEX, index);
   store<u32>(p + EX_KIND, kind);
   store<u64>(p + EX_LINEAR, la);
-  store<u64>(p + EX_GUEST_PHYS, 0);
+  store<u64>(p + EX_GUEST_PHYS, gpa);
   store<u64>(p + EX_QUAL, qualification);
   store<u32>(p + EX_REFS, refs);
   if (reason != EXIT_BUDGET) bump(S_EXITS);
+  bump(S_EXIT_REASONS + reason);
 }
 
 /**
@@ -130,7 +166,10 @@ export function replay(start: u32, end: u32): u32 {
       flushMemoHits(cpu);
       pendingIndex = <i32>i;
       pendingCycles = spent;
-      raiseExit(result == RESULT_PF ? EXIT_PAGE_FAULT : EXIT_GP, i, cpu, kindByte, la, accessError, accessRefs);
+      const reason = exitReasonOf(result);
+      // Nested faults are VM exits: without VPIDs the exit and the next entry flush the guest's TLB.
+      if (reason >= EXIT_EPT_VIOLATION) vmTransition(cpu);
+      raiseExit(reason, i, cpu, kindByte, la, accessError, accessRefs, accessGpa);
       return i;
     }
     pendingIndex = -1;

@@ -27,9 +27,20 @@ export const S_EXITS: u32 = 33;
 /** Cycles charged by software handlers, by category (S_HANDLER_CYCLES + category, 8 categories). */
 export const S_HANDLER_CYCLES: u32 = 34;
 export const HANDLER_CATEGORIES: u32 = 8;
+/** References of the nested dimension, included in walkRefs (and faultedWalkRefs). */
+export const S_NESTED_REFS: u32 = 42;
+export const S_FAULTED_NESTED_REFS: u32 = 43;
+/** Nested (GPA -> HPA) TLB hits and misses. */
+export const S_NTLB: u32 = 44;
+/** Nested PSC for level L (5..2): hits at S_NPSC + 2(5-L), misses at +1. */
+export const S_NPSC: u32 = 46;
+/** Nested walks made (each a GPA translated by walking the nested tables). */
+export const S_NESTED_WALKS: u32 = 54;
 export const S_HISTOGRAM: u32 = 64;
 export const HISTOGRAM_BUCKETS: u32 = 32;
-export const S_COUNT: u32 = 96;
+/** Exits by reason (EXIT_* codes). */
+export const S_EXIT_REASONS: u32 = 96;
+export const S_COUNT: u32 = 112;
 
 @inline export function bump(index: u32): void {
   const p = STATS_BASE + (index << 3);

@@ -7,6 +7,7 @@ import {
   AD_RNG,
   AD_SETS_LOG2,
   AD_WAYS,
+  CPU_NPSC,
   CPU_PSC,
   PD_PRESENT,
   PSC_BASE,
@@ -14,12 +15,18 @@ import {
   PSC_ENTRY_SIZE,
 } from "../constants";
 import { cpuBlock } from "../cpu";
+import { contextMatches } from "./context";
 import { tick, victimWay } from "./setassoc";
 import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } from "./tlb";
 
 /** Descriptor of the cache for paging level `level` (5..2). */
 @inline export function pscDesc(cpu: u32, level: u32): usize {
   return cpuBlock(cpu) + CPU_PSC + (5 - level) * PSC_DESC_SIZE;
+}
+
+/** Descriptor of the nested dimension's cache for nested level `level` (5..2). */
+@inline export function npscDesc(cpu: u32, level: u32): usize {
+  return cpuBlock(cpu) + CPU_NPSC + (5 - level) * PSC_DESC_SIZE;
 }
 
 @inline export function pscPresent(desc: usize): bool {
@@ -77,8 +84,19 @@ export function pscFill(desc: usize, la: u64, level: u32, value: u64, pcid: u32,
   store<u64>(e, tick(), E_STAMP);
 }
 
-/** Removes every entry with `pcid` (or any) of the context; or only those tagging `la` when `onlyLa`. */
-export function pscInvalidate(desc: usize, level: u32, pcid: u32, vmTag: u32, onlyLa: bool, la: u64): void {
+/**
+ * Removes every entry with `pcid` (or any) in the contexts the filter selects; or only those tagging
+ * `la` when `onlyLa`.
+ */
+export function pscInvalidate(
+  desc: usize,
+  level: u32,
+  pcid: u32,
+  filter: u32,
+  value: u32,
+  onlyLa: bool,
+  la: u64,
+): void {
   if (!pscPresent(desc)) return;
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
   const base = PSC_BASE + load<u32>(desc + AD_BASE);
@@ -86,7 +104,7 @@ export function pscInvalidate(desc: usize, level: u32, pcid: u32, vmTag: u32, on
   for (let i: u32 = 0; i < n; i++) {
     const e = base + <usize>(i * PSC_ENTRY_SIZE);
     const tag = load<u64>(e, E_TAG);
-    if (tag == 0 || load<u32>(e, E_VMTAG) != vmTag) continue;
+    if (tag == 0 || !contextMatches(load<u32>(e, E_VMTAG), filter, value)) continue;
     if (pcid != MATCH_ANY_PCID && load<u32>(e, E_PCID) != pcid) continue;
     if (onlyLa && tag != key) continue;
     store<u64>(e, 0, E_TAG);

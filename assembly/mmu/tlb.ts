@@ -20,6 +20,7 @@ import {
   TLB_LEVEL_SIZE,
 } from "../constants";
 import { cpuBlock } from "../cpu";
+import { contextMatches } from "./context";
 import { tick, translationsChanged, victimWay } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
@@ -42,6 +43,20 @@ export const ATTR_MASK: u64 = 0xfff;
 export const LEVEL_L1D: u32 = 0;
 export const LEVEL_L1I: u32 = 1;
 export const LEVEL_L2: u32 = 2;
+/** The nested (guest-physical -> host-physical) TLB, tagged by root instead of context. */
+export const LEVEL_NESTED: u32 = 3;
+
+/**
+ * The pcid word holds the PCID in bits 11:0 and, in bits 19:16, what the nested dimension denies the
+ * translation (read, write, execute, or "clean": its nested dirty flag is not set yet), so a TLB hit
+ * knows whether the cached combined mapping allows the access.
+ */
+export const PCID_MASK: u32 = 0xfff;
+export const DENY_SHIFT: u32 = 16;
+export const DENY_R: u32 = 1 << 16;
+export const DENY_W: u32 = 1 << 17;
+export const DENY_X: u32 = 1 << 18;
+export const DENY_CLEAN: u32 = 1 << 19;
 
 /** Linear addresses keep 57 significant bits; dropping the sign extension keeps tags small. */
 export const LA_MASK: u64 = 0x01ffffffffffffff;
@@ -67,7 +82,7 @@ export const LA_MASK: u64 = 0x01ffffffffffffff;
   return (
     load<u64>(e, E_TAG) == tag &&
     load<u32>(e, E_VMTAG) == vmTag &&
-    (load<u32>(e, E_PCID) == pcid || (load<u64>(e, E_FRAME) & A_GLOBAL) != 0)
+    ((load<u32>(e, E_PCID) & PCID_MASK) == pcid || (load<u64>(e, E_FRAME) & A_GLOBAL) != 0)
   );
 }
 
@@ -106,9 +121,11 @@ export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
 
 /**
  * Inserts a translation of page size `sizeCode` into a level, fracturing it to the largest size the
- * level holds. `frame` is the page frame of the full page and `attrs` the attribute bits.
+ * level holds. `frame` is the page frame of the full page, `attrs` the attribute bits, and
+ * `pcidWord` the PCID with the nested deny bits.
  */
-export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64, pcid: u32, vmTag: u32): void {
+export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64, pcidWord: u32, vmTag: u32): void {
+  const pcid = pcidWord & PCID_MASK;
   const held = load<u32>(desc + TL_SIZEMASK);
   let size = <i32>sizeCode;
   while (size >= 0 && (held & (1 << size)) == 0) size--;
@@ -137,7 +154,7 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
     const e = set + <usize>(w * TLB_ENTRY_SIZE);
     if (
       load<u64>(e, E_TAG) == tag &&
-      load<u32>(e, E_PCID) == pcid &&
+      (load<u32>(e, E_PCID) & PCID_MASK) == pcid &&
       load<u32>(e, E_VMTAG) == vmTag &&
       (load<u64>(e, E_FRAME) & A_GLOBAL) == global
     ) {
@@ -151,7 +168,7 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   const e = set + <usize>(way * TLB_ENTRY_SIZE);
   store<u64>(e, tag, E_TAG);
   store<u64>(e, subFrame | attrs, E_FRAME);
-  store<u32>(e, pcid, E_PCID);
+  store<u32>(e, pcidWord, E_PCID);
   store<u32>(e, vmTag, E_VMTAG);
   store<u64>(e, tick(), E_STAMP);
 }
@@ -161,10 +178,10 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
 export const MATCH_ANY_PCID: u32 = 0xffffffff;
 
 /**
- * Removes the entries of a level whose page contains `la`, with the given pcid (or any pcid) and,
- * when `globals` is set, global entries of any pcid too.
+ * Removes the entries of a level whose page contains `la`, in the contexts the filter selects, with the
+ * given pcid (or any pcid) and, when `globals` is set, global entries of any pcid too.
  */
-export function invalidatePage(desc: usize, la: u64, pcid: u32, vmTag: u32, globals: bool): void {
+export function invalidatePage(desc: usize, la: u64, pcid: u32, globals: bool, filter: u32, value: u32): void {
   if (!levelPresent(desc)) return;
   translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
@@ -180,9 +197,9 @@ export function invalidatePage(desc: usize, la: u64, pcid: u32, vmTag: u32, glob
       const set = setBaseOf(array, vpn);
       for (let w: u32 = 0; w < ways; w++) {
         const e = set + <usize>(w * TLB_ENTRY_SIZE);
-        if (load<u64>(e, E_TAG) != tag || load<u32>(e, E_VMTAG) != vmTag) continue;
+        if (load<u64>(e, E_TAG) != tag || !contextMatches(load<u32>(e, E_VMTAG), filter, value)) continue;
         const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
-        if (isGlobal ? globals : pcid == MATCH_ANY_PCID || load<u32>(e, E_PCID) == pcid) {
+        if (isGlobal ? globals : pcid == MATCH_ANY_PCID || (load<u32>(e, E_PCID) & PCID_MASK) == pcid) {
           store<u64>(e, 0, E_TAG);
         }
       }
@@ -191,10 +208,10 @@ export function invalidatePage(desc: usize, la: u64, pcid: u32, vmTag: u32, glob
 }
 
 /**
- * Removes every entry of a level that belongs to `pcid` (or any pcid), keeping global entries
- * unless `globals` is set.
+ * Removes every entry of a level, in the contexts the filter selects, that belongs to `pcid` (or any
+ * pcid), keeping global entries unless `globals` is set.
  */
-export function invalidateContext(desc: usize, pcid: u32, vmTag: u32, globals: bool, anyVm: bool): void {
+export function invalidateContext(desc: usize, pcid: u32, globals: bool, filter: u32, value: u32): void {
   if (!levelPresent(desc)) return;
   translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
@@ -205,9 +222,9 @@ export function invalidateContext(desc: usize, pcid: u32, vmTag: u32, globals: b
     for (let i: u32 = 0; i < n; i++) {
       const e = base + <usize>(i * TLB_ENTRY_SIZE);
       if (load<u64>(e, E_TAG) == 0) continue;
-      if (!anyVm && load<u32>(e, E_VMTAG) != vmTag) continue;
+      if (!contextMatches(load<u32>(e, E_VMTAG), filter, value)) continue;
       const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
-      if (isGlobal ? globals : pcid == MATCH_ANY_PCID || load<u32>(e, E_PCID) == pcid) {
+      if (isGlobal ? globals : pcid == MATCH_ANY_PCID || (load<u32>(e, E_PCID) & PCID_MASK) == pcid) {
         store<u64>(e, 0, E_TAG);
       }
     }

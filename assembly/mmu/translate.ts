@@ -28,8 +28,10 @@ import {
   S_FAULT_PKEY,
   S_FAULT_PROTECTION,
   S_FAULT_RESERVED,
+  S_FAULTED_NESTED_REFS,
   S_FAULTED_WALK_REFS,
   S_FAULTED_WALKS,
+  S_NESTED_REFS,
   S_PAGES,
   S_TLB,
   S_WALK_REFS,
@@ -37,11 +39,17 @@ import {
   add,
   bump,
 } from "../stats";
-import { pageFaultInvalidate } from "./invalidate";
+import { nestedFaultInvalidate, pageFaultInvalidate } from "./invalidate";
 import {
   A_DIRTY,
   ATTR_MASK,
+  DENY_CLEAN,
+  DENY_R,
+  DENY_W,
+  DENY_X,
   E_FRAME,
+  E_PCID,
+  PCID_MASK,
   LEVEL_L1D,
   LEVEL_L1I,
   LEVEL_L2,
@@ -54,14 +62,20 @@ import {
 } from "./tlb";
 import { translationGeneration } from "./setassoc";
 import {
-  WALK_OK,
+  WALK_EPT_MISCONFIG,
+  WALK_EPT_VIOLATION,
   WALK_NOT_PRESENT,
+  WALK_NPF,
+  WALK_OK,
   WALK_RESERVED,
   walkAttrs,
   walkCycles,
+  walkDeny,
   walkError,
   walkFault,
   walkFrame,
+  walkGpa,
+  walkNestedRefs,
   walkRefs,
   walkSizeCode,
   walkX86,
@@ -70,10 +84,17 @@ import {
 export const RESULT_OK: u32 = 0;
 export const RESULT_GP: u32 = 13;
 export const RESULT_PF: u32 = 14;
+/** VM exit reasons 48 and 49 (SDM Appendix C) and the #NPF exit code 0x400 (APM 15.25.6). */
+export const RESULT_EPT_VIOLATION: u32 = 48;
+export const RESULT_EPT_MISCONFIG: u32 = 49;
+export const RESULT_NPF: u32 = 0x400;
 
 // Outputs of the last access.
 export let accessPa: u64 = 0;
-export let accessError: u32 = 0;
+/** #PF error code, EPT exit qualification or #NPF EXITINFO1. */
+export let accessError: u64 = 0;
+/** Guest-physical address of a nested fault. */
+export let accessGpa: u64 = 0;
 export let accessSizeCode: u32 = 0;
 export let accessRefs: u32 = 0;
 export let accessCycles: u32 = 0;
@@ -136,12 +157,15 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
   if (entry != 0) {
     const word = load<u64>(entry, E_FRAME);
     const attrs = word & ATTR_MASK;
+    const deny = load<u32>(entry, E_PCID) & ~PCID_MASK;
+    // What the nested dimension denies this kind of access (a write also needs the nested D flag).
+    const deniedByNested = kind == KIND_FETCH ? DENY_X : isWrite ? DENY_W | DENY_CLEAN : DENY_R;
     const denied = x86AccessCheck(kind, implicit, cpuMode, attrs, <u32>reg(cpu, R_PKRU), <u32>reg(cpu, R_PKRS));
-    if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0)) {
+    if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0) && (deny & deniedByNested) == 0) {
       const sizeCode = entrySizeCode(entry);
       const frame = word & ~ATTR_MASK;
       if (!fromL2 && kindByte <= KIND_FETCH) remember(cpu, l1Level, la, entry, kind);
-      if (fromL2 && levelPresent(l1)) fill(l1, la, sizeCode, frame, attrs, currentPcid, vmTag);
+      if (fromL2 && levelPresent(l1)) fill(l1, la, sizeCode, frame, attrs, currentPcid | deny, vmTag);
       accessPa = frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1));
       accessSizeCode = sizeCode;
       accessError = 0;
@@ -154,12 +178,24 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
 
   walkX86(cpu, la, kind, implicit);
   cycles += walkCycles;
-  accessRefs = walkRefs;
+  const refs = walkRefs + walkNestedRefs;
+  accessRefs = refs;
   accessCycles = cycles;
   add(S_CYCLES, cycles);
   if (walkFault != WALK_OK) {
     bump(S_FAULTED_WALKS);
-    add(S_FAULTED_WALK_REFS, walkRefs);
+    add(S_FAULTED_WALK_REFS, refs);
+    add(S_FAULTED_NESTED_REFS, walkNestedRefs);
+    accessError = walkError;
+    accessGpa = walkGpa;
+    if (walkFault >= WALK_EPT_VIOLATION) {
+      nestedFaultInvalidate(cpu, la, walkGpa);
+      return walkFault == WALK_EPT_VIOLATION
+        ? RESULT_EPT_VIOLATION
+        : walkFault == WALK_EPT_MISCONFIG
+          ? RESULT_EPT_MISCONFIG
+          : RESULT_NPF;
+    }
     if (walkFault == WALK_NOT_PRESENT) bump(S_FAULT_NOT_PRESENT);
     else if (walkFault == WALK_RESERVED) bump(S_FAULT_RESERVED);
     else {
@@ -167,14 +203,15 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
       if ((walkError & (1 << 5)) != 0) bump(S_FAULT_PKEY);
     }
     pageFaultInvalidate(cpu, la);
-    accessError = walkError;
     return RESULT_PF;
   }
   bump(S_WALKS);
-  add(S_WALK_REFS, walkRefs);
+  add(S_WALK_REFS, refs);
+  add(S_NESTED_REFS, walkNestedRefs);
   bump(S_PAGES + walkSizeCode);
-  if (levelPresent(l2)) fill(l2, la, walkSizeCode, walkFrame, walkAttrs, currentPcid, vmTag);
-  if (levelPresent(l1)) fill(l1, la, walkSizeCode, walkFrame, walkAttrs, currentPcid, vmTag);
+  const pcidWord = currentPcid | walkDeny;
+  if (levelPresent(l2)) fill(l2, la, walkSizeCode, walkFrame, walkAttrs, pcidWord, vmTag);
+  if (levelPresent(l1)) fill(l1, la, walkSizeCode, walkFrame, walkAttrs, pcidWord, vmTag);
   accessPa = walkFrame | (la & ((<u64>1 << (12 + 9 * <u64>walkSizeCode)) - 1));
   accessSizeCode = walkSizeCode;
   accessError = 0;

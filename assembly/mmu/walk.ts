@@ -1,25 +1,51 @@
-// The radix page walk (SDM 4.5): from CR3, or from the deepest paging-structure-cache hit, down to
-// the leaf, checking each entry, then the access rights, then setting A/D bits. Faults are results:
-// the walk leaves them in `walkFault`/`walkError` for the caller to turn into an exit.
+// The radix page walk (SDM 4.5, 29.3; APM 15.25), in both dimensions. The guest dimension walks x86-64
+// tables from CR3, or from the deepest paging-structure-cache hit; under EPT or NPT every guest table
+// address, and the final guest-physical address, is translated through the nested dimension, which
+// is the same radix walk over EPT or NPT entries with its own TLB and paging-structure caches. Faults
+// are results: `walkFault`, `walkError` and `walkGpa` tell the caller which exit to raise.
 import {
   CFG_GBPAGES,
   CFG_MAXPHYADDR,
   CFG_PSC_LATENCY,
   CTRL_BASE,
+  KIND_FETCH,
   KIND_SS_WRITE,
   KIND_WRITE,
   M_LA57,
   M_NXE,
   M_PGE,
+  NESTED_EPT,
+  NESTED_NONE,
+  NESTED_SCRATCH,
+  NESTED_SLOT,
   R_CR3,
-  R_PSC_ANY,
+  R_NESTED_AD,
+  R_NESTED_LEVELS,
+  R_NESTED_MODE,
+  R_NESTED_ROOT,
+  R_NPSC_ANY,
   R_PKRS,
   R_PKRU,
+  R_PSC_ANY,
+  R_ROOT_TAG,
   R_VMTAG,
   WALK_SCRATCH,
   WALK_SLOT,
 } from "../constants";
 import { ADDRESS_MASK, cpuBlock, mode, pcid, reg } from "../cpu";
+import {
+  EPT_A,
+  EPT_D,
+  N_ALL,
+  N_R,
+  N_W,
+  N_X,
+  eptIsLeaf,
+  eptMisconfigured,
+  eptPresent,
+  eptRights,
+  nptRights,
+} from "../formats/ept";
 import {
   PF_PK,
   PTE_A,
@@ -28,7 +54,6 @@ import {
   PTE_P,
   PTE_RW,
   PTE_US,
-  PTE_XD,
   physReservedMask,
   x86AccessCheck,
   x86ErrorCode,
@@ -36,31 +61,289 @@ import {
   x86Reserved,
 } from "../formats/x86";
 import { readPhys64, writeBacked64 } from "../phys";
-import { S_AD_UPDATES, S_PSC, bump } from "../stats";
+import { S_AD_UPDATES, S_NESTED_WALKS, S_NPSC, S_NTLB, S_PSC, bump } from "../stats";
 import { priceReference } from "../timing/cache";
-import { pscDesc, pscFill, pscLookup, pscPresent } from "./psc";
-import { A_DIRTY, A_GLOBAL, A_PKEY_SHIFT, A_RW, A_SS, A_US, A_XD, E_FRAME } from "./tlb";
+import { npscDesc, pscDesc, pscFill, pscLookup, pscPresent } from "./psc";
+import {
+  A_DIRTY,
+  A_GLOBAL,
+  A_PKEY_SHIFT,
+  A_RW,
+  A_SS,
+  A_US,
+  A_XD,
+  ATTR_MASK,
+  DENY_CLEAN,
+  DENY_R,
+  DENY_SHIFT,
+  E_FRAME,
+  E_PCID,
+  LEVEL_NESTED,
+  entrySizeCode,
+  fill,
+  levelDesc,
+  levelPresent,
+  lookup,
+} from "./tlb";
 
 export const WALK_OK: u32 = 0;
 export const WALK_NOT_PRESENT: u32 = 1;
 export const WALK_RESERVED: u32 = 2;
 export const WALK_PROTECTION: u32 = 3;
+export const WALK_EPT_VIOLATION: u32 = 4;
+export const WALK_EPT_MISCONFIG: u32 = 5;
+export const WALK_NPF: u32 = 6;
 
 // Outputs of the last walk.
 export let walkFault: u32 = 0;
-export let walkError: u32 = 0;
-/** Frame of the whole page (aligned to its size). */
+/** #PF error code, EPT exit qualification, or #NPF EXITINFO1. */
+export let walkError: u64 = 0;
+/** Guest-physical address of a nested fault. */
+export let walkGpa: u64 = 0;
+/** Host frame of the translation, aligned to its size. */
 export let walkFrame: u64 = 0;
-/** 0 = 4K, 1 = 2M, 2 = 1G. */
+/** 0 = 4K, 1 = 2M, 2 = 1G: the smaller of the guest and nested page sizes. */
 export let walkSizeCode: u32 = 0;
 /** TLB attribute bits for the translation (A_* and the pkey). */
 export let walkAttrs: u64 = 0;
+/** Nested-rights deny bits for the TLB entry (DENY_*, already shifted). */
+export let walkDeny: u32 = 0;
 export let walkRefs: u32 = 0;
+export let walkNestedRefs: u32 = 0;
 export let walkCycles: u32 = 0;
 
+// --- the nested dimension ---------------------------------------------------------------------------
+
+/** Why the nested dimension is translating: a guest paging-structure access or the final address. */
+const FOR_TABLE: bool = false;
+const FOR_FINAL: bool = true;
+
+// Outputs of the last nested translation.
+let nestedHpa: u64 = 0;
+let nestedRights: u32 = 0;
+let nestedSizeCode: u32 = 0;
+let nestedDirty: bool = false;
+let nestedFault: u32 = 0;
+let nestedError: u64 = 0;
+
+@inline function nestedSlot(i: u32): usize {
+  return CTRL_BASE + NESTED_SCRATCH + i * NESTED_SLOT;
+}
+
+/**
+ * EPT violation exit qualification (SDM 28.2.1, Table 28-7): the access in bits 2:0, the AND of the EPT
+ * entries' R/W/X in bits 5:3, bit 7 (the linear address is valid: always, walks start from one), bit 8
+ * (final translation rather than a guest paging-structure access) and, for final translations, the
+ * guest's U/S, R/W and XD in bits 9-11.
+ */
+@inline function eptQualification(accessBits: u32, rights: u32, final: bool, guestAttrs: u64): u64 {
+  let q = <u64>(accessBits | ((rights & N_ALL) << 3) | (1 << 7));
+  if (final) {
+    q |= 1 << 8;
+    if ((guestAttrs & A_US) != 0) q |= 1 << 9;
+    if ((guestAttrs & A_RW) != 0) q |= 1 << 10;
+    if ((guestAttrs & A_XD) != 0) q |= 1 << 11;
+  }
+  return q;
+}
+
+/** #NPF EXITINFO1 (APM 15.25.6): P, W, U (always), RSVD, ID, then bit 32 final or bit 33 table access. */
+@inline function npfInfo(present: bool, write: bool, reserved: bool, fetch: bool, final: bool): u64 {
+  let info: u64 = 1 << 2;
+  if (present) info |= 1;
+  if (write) info |= 2;
+  if (reserved) info |= 8;
+  if (fetch) info |= 16;
+  info |= final ? <u64>1 << 32 : <u64>1 << 33;
+  return info;
+}
+
+/**
+ * Translates guest-physical `gpa` through the nested dimension. `need` holds the N_* rights the access
+ * requires and `accessBits` its EPT qualification bits 2:0. Returns false on a nested fault (then
+ * nestedFault/nestedError say which). Adds its references to `walkNestedRefs` and cycles to `walkCycles`.
+ */
+function translateNested(
+  cpu: u32,
+  nestedMode: u32,
+  gpa: u64,
+  need: u32,
+  accessBits: u32,
+  final: bool,
+  guestAttrs: u64,
+): bool {
+  const block = cpuBlock(cpu);
+  const rootTag = load<u32>(block + R_ROOT_TAG);
+  const trackDirty = load<u32>(block + R_NESTED_AD) != 0;
+  const isWrite = (need & N_W) != 0;
+  const ntlb = levelDesc(cpu, LEVEL_NESTED);
+  if (levelPresent(ntlb)) {
+    const hit = lookup(ntlb, gpa, 0, rootTag);
+    bump(S_NTLB + (hit != 0 ? 0 : 1));
+    if (hit != 0) {
+      const deny = (load<u32>(hit, E_PCID) >> DENY_SHIFT) & 0xf;
+      const rights = ~deny & N_ALL;
+      const dirty = (deny & (DENY_CLEAN >> DENY_SHIFT)) == 0;
+      if ((rights & need) == need && !(isWrite && trackDirty && !dirty)) {
+        const sizeCode = entrySizeCode(hit);
+        nestedSizeCode = sizeCode;
+        nestedRights = rights;
+        nestedDirty = dirty;
+        nestedHpa = (load<u64>(hit, E_FRAME) & ~ATTR_MASK) | (gpa & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1));
+        return true;
+      }
+    }
+  }
+  bump(S_NESTED_WALKS);
+  const isEpt = nestedMode == NESTED_EPT;
+  const top = load<u32>(block + R_NESTED_LEVELS);
+  const addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  const gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+  const rootValue = load<u64>(block + R_NESTED_ROOT);
+  let base = rootValue & ADDRESS_MASK;
+  let level = top;
+  let rights: u32 = N_ALL;
+  let user = true;
+  let cycles: u32 = 0;
+
+  if (load<u32>(block + R_NPSC_ANY) != 0) {
+    for (let cached: u32 = 2; cached <= top; cached++) {
+      const desc = npscDesc(cpu, cached);
+      if (!pscPresent(desc)) continue;
+      const e = pscLookup(desc, gpa, cached, 0, rootTag);
+      if (e != 0) {
+        bump(S_NPSC + ((5 - cached) << 1));
+        const value = load<u64>(e, E_FRAME);
+        base = value & ADDRESS_MASK;
+        rights = <u32>value & N_ALL;
+        level = cached - 1;
+        cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
+        break;
+      }
+      bump(S_NPSC + ((5 - cached) << 1) + 1);
+    }
+  }
+
+  let used: u32 = 0;
+  let e: u64 = 0;
+  let refs: u32 = 0;
+  let fault: u32 = 0;
+  let error: u64 = 0;
+  while (true) {
+    const entryAddress = base | (((gpa >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
+    e = readPhys64(entryAddress);
+    refs++;
+    cycles += priceReference(cpu, entryAddress);
+    const s = nestedSlot(used++);
+    store<u64>(s, entryAddress);
+    store<u64>(s, e, 8);
+    if (isEpt) {
+      if (!eptPresent(e)) {
+        fault = WALK_EPT_VIOLATION;
+        error = eptQualification(accessBits, 0, final, guestAttrs);
+        break;
+      }
+      if (eptMisconfigured(e, level, addressReserved, true, gbPages)) {
+        fault = WALK_EPT_MISCONFIG;
+        break;
+      }
+      rights &= eptRights(e);
+      if (eptIsLeaf(e, level)) break;
+    } else {
+      if ((e & PTE_P) == 0) {
+        fault = WALK_NPF;
+        error = npfInfo(false, isWrite, false, (need & N_X) != 0, final);
+        break;
+      }
+      // The host runs long mode with EFER.NXE set, so XD is never reserved in nested entries.
+      if (x86Reserved(e, level, M_NXE, addressReserved, gbPages)) {
+        fault = WALK_NPF;
+        error = npfInfo(true, isWrite, true, (need & N_X) != 0, final);
+        break;
+      }
+      rights &= nptRights(e);
+      user = user && (e & PTE_US) != 0;
+      if (x86IsLeaf(e, level)) break;
+    }
+    base = e & ADDRESS_MASK;
+    level--;
+  }
+  walkNestedRefs += refs;
+  walkCycles += cycles;
+  if (fault == 0 && (!user || (rights & need) != need)) {
+    if (isEpt) {
+      fault = WALK_EPT_VIOLATION;
+      error = eptQualification(accessBits, rights, final, guestAttrs);
+    } else {
+      // Every nested access is a user access, so U=1 is needed at every level (APM 15.25.5).
+      fault = WALK_NPF;
+      error = npfInfo(true, isWrite, false, (need & N_X) != 0, final);
+    }
+  }
+  if (fault != 0) {
+    nestedFault = fault;
+    nestedError = error;
+    return false;
+  }
+
+  // Accessed in every entry used, dirty in the leaf on a write: EPT bits 8/9 when EPTP enables them,
+  // the x86 A/D bits for NPT.
+  let dirty = !trackDirty;
+  if (trackDirty) {
+    const accessedBit = isEpt ? EPT_A : PTE_A;
+    const dirtyBit = isEpt ? EPT_D : PTE_D;
+    for (let i: u32 = 0; i < used; i++) {
+      const s = nestedSlot(i);
+      const old = load<u64>(s, 8);
+      let updated = old | accessedBit;
+      if (i == used - 1 && isWrite) updated |= dirtyBit;
+      if (updated != old) {
+        const address = load<u64>(s);
+        writeBacked64(address, updated);
+        store<u64>(s, updated, 8);
+        bump(S_AD_UPDATES);
+        walkCycles += priceReference(cpu, address);
+      }
+    }
+    dirty = (load<u64>(nestedSlot(used - 1), 8) & dirtyBit) != 0;
+  }
+
+  const sizeCode = level - 1;
+  const pageMask = (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
+  const frame = e & ADDRESS_MASK & ~pageMask;
+  if (load<u32>(block + R_NPSC_ANY) != 0) {
+    // Nested PSC entries carry the rights accumulated down to them in their low bits.
+    let sofar: u32 = N_ALL;
+    for (let i: u32 = 0; i + 1 < used; i++) {
+      const entry = load<u64>(nestedSlot(i), 8);
+      sofar &= isEpt ? eptRights(entry) : nptRights(entry);
+      const entryLevel = level + (used - 1 - i);
+      const desc = npscDesc(cpu, entryLevel);
+      if (pscPresent(desc)) pscFill(desc, gpa, entryLevel, (entry & ADDRESS_MASK) | <u64>sofar, 0, rootTag);
+    }
+  }
+  if (levelPresent(ntlb)) {
+    const deny = ((~rights & N_ALL) | (dirty ? 0 : DENY_CLEAN >> DENY_SHIFT)) << DENY_SHIFT;
+    fill(ntlb, gpa, sizeCode, frame, 0, deny, rootTag);
+  }
+  nestedSizeCode = sizeCode;
+  nestedRights = rights;
+  nestedDirty = dirty;
+  nestedHpa = frame | (gpa & pageMask);
+  return true;
+}
+
+// --- the guest dimension ----------------------------------------------------------------------------
+
+/** Guest walk scratch: per level read, the entry's host and guest-physical addresses, value, rights. */
 @inline function slot(i: u32): usize {
   return CTRL_BASE + WALK_SCRATCH + i * WALK_SLOT;
 }
+const SLOT_HPA: u32 = 0;
+const SLOT_ENTRY: u32 = 8;
+const SLOT_RIGHTS: u32 = 16;
+const SLOT_GPA: u32 = 24;
+const SLOT_TABLE_RIGHTS: u32 = 32;
 
 /**
  * Rights accumulate as A_RW/A_US (AND over levels) and A_XD (OR), in TLB attribute form. A_RW and A_US
@@ -71,38 +354,71 @@ export let walkCycles: u32 = 0;
   return (sofar & ((e >> 1) & (A_RW | A_US))) | ((sofar | (e >> 61)) & xdMask);
 }
 
-/** x86-64 4- or 5-level walk of `la` for CPU `cpu`. */
+function finishFault(fault: u32, error: u64, gpa: u64, refs: u32, cycles: u32): void {
+  walkFault = fault;
+  walkError = error;
+  walkGpa = gpa;
+  walkRefs = refs;
+  walkCycles += cycles;
+  walkFrame = 0;
+  walkAttrs = 0;
+}
+
+/** The nested fault of the last translateNested, as the walk's outcome. */
+function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
+  finishFault(nestedFault, nestedError, gpa, refs, cycles);
+}
+
+/** x86-64 4- or 5-level walk of `la` for CPU `cpu`, two-dimensional when the CPU runs a guest. */
 export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const cpuMode = mode(cpu);
   const block = cpuBlock(cpu);
   const currentPcid = pcid(cpu);
   const vmTag = load<u32>(block + R_VMTAG);
+  const nestedMode = load<u32>(block + R_NESTED_MODE);
+  const virtualized = nestedMode != NESTED_NONE;
+  const isEpt = nestedMode == NESTED_EPT;
+  const nestedAd = load<u32>(block + R_NESTED_AD) != 0;
   const top: u32 = (cpuMode & M_LA57) != 0 ? 5 : 4;
   const addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   const gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
 
+  // Guest paging-structure reads need R; with EPT A/D on they count as writes (SDM 29.3.3.2), and NPT
+  // treats them as read-modify-writes (KVM's PFERR_NESTED_GUEST_PAGE).
+  const tableNeed: u32 = isEpt ? (nestedAd ? N_R | N_W : N_R) : N_R | N_W;
+  const tableAccessBits: u32 = isEpt && nestedAd ? 3 : isEpt ? 1 : 3;
+
   const xdMask: u64 = (cpuMode & M_NXE) != 0 ? A_XD : 0;
+  walkNestedRefs = 0;
+  walkCycles = 0;
   let cycles: u32 = 0;
   let refs: u32 = 0;
   let level = top;
   let base = reg(cpu, R_CR3) & ADDRESS_MASK;
+  let baseIsHost = !virtualized;
+  let tableRights: u32 = N_ALL;
   let rights: u64 = A_RW | A_US;
 
-  // Deepest paging-structure cache first: a PDE-cache hit leaves one reference to make.
-  for (let cached: u32 = 2; cached <= top && load<u32>(block + R_PSC_ANY) != 0; cached++) {
-    const desc = pscDesc(cpu, cached);
-    if (!pscPresent(desc)) continue;
-    const e = pscLookup(desc, la, cached, currentPcid, vmTag);
-    if (e != 0) {
-      bump(S_PSC + ((5 - cached) << 1));
-      const value = load<u64>(e, E_FRAME);
-      base = value & ADDRESS_MASK;
-      rights = value & (A_RW | A_US | A_XD);
-      level = cached - 1;
-      cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
-      break;
+  // Deepest paging-structure cache first: a PDE-cache hit leaves one reference to make. Under a
+  // nested dimension the entries are combined ones: they hold the next table's host address.
+  if (load<u32>(block + R_PSC_ANY) != 0) {
+    for (let cached: u32 = 2; cached <= top; cached++) {
+      const desc = pscDesc(cpu, cached);
+      if (!pscPresent(desc)) continue;
+      const e = pscLookup(desc, la, cached, currentPcid, vmTag);
+      if (e != 0) {
+        bump(S_PSC + ((5 - cached) << 1));
+        const value = load<u64>(e, E_FRAME);
+        base = value & ADDRESS_MASK;
+        rights = value & (A_RW | A_US | A_XD);
+        tableRights = <u32>(value >> 3) & N_ALL;
+        baseIsHost = true;
+        level = cached - 1;
+        cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
+        break;
+      }
+      bump(S_PSC + ((5 - cached) << 1) + 1);
     }
-    bump(S_PSC + ((5 - cached) << 1) + 1);
   }
 
   let used: u32 = 0;
@@ -110,88 +426,146 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   let accessedAll: u64 = PTE_A;
   let nonLeafWritable = (rights & A_RW) != 0;
   while (true) {
-    const entryAddress = base | (((la >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
+    const entryGpa = base | (((la >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
+    let entryAddress = entryGpa;
+    if (!baseIsHost) {
+      if (!translateNested(cpu, nestedMode, entryGpa, tableNeed, tableAccessBits, FOR_TABLE, 0)) {
+        finishNestedFault(entryGpa, refs, cycles);
+        return;
+      }
+      entryAddress = nestedHpa;
+      tableRights = nestedRights;
+    }
+    baseIsHost = !virtualized;
     e = readPhys64(entryAddress);
     refs++;
     cycles += priceReference(cpu, entryAddress);
     const s = slot(used++);
-    store<u64>(s, entryAddress);
-    store<u64>(s, e, 8);
+    store<u64>(s, entryAddress, SLOT_HPA);
+    store<u64>(s, e, SLOT_ENTRY);
+    store<u64>(s, entryGpa, SLOT_GPA);
+    store<u32>(s, tableRights, SLOT_TABLE_RIGHTS);
     if ((e & PTE_P) == 0) {
-      finishFault(WALK_NOT_PRESENT, x86ErrorCode(kind, implicit, cpuMode, false, false), refs, cycles);
+      finishFault(WALK_NOT_PRESENT, x86ErrorCode(kind, implicit, cpuMode, false, false), 0, refs, cycles);
       return;
     }
     if (x86Reserved(e, level, cpuMode, addressReserved, gbPages)) {
-      finishFault(WALK_RESERVED, x86ErrorCode(kind, implicit, cpuMode, true, true), refs, cycles);
+      finishFault(WALK_RESERVED, x86ErrorCode(kind, implicit, cpuMode, true, true), 0, refs, cycles);
       return;
     }
     rights = combine(rights, e, xdMask);
     accessedAll &= e;
-    store<u64>(s, rights, 16);
+    store<u64>(s, rights, SLOT_RIGHTS);
     if (x86IsLeaf(e, level)) break;
     if ((e & PTE_RW) == 0) nonLeafWritable = false;
     base = e & ADDRESS_MASK;
     level--;
   }
 
-  const sizeCode = level - 1;
+  const guestSizeCode = level - 1;
   let attrs = rights;
   if ((e & PTE_G) != 0 && (cpuMode & M_PGE) != 0) attrs |= A_GLOBAL;
   if (nonLeafWritable && (e & PTE_RW) == 0 && (e & PTE_D) != 0) attrs |= A_SS;
   attrs |= ((e >> 59) & 0xf) << A_PKEY_SHIFT;
   const check = x86AccessCheck(kind, implicit, cpuMode, attrs, <u32>reg(cpu, R_PKRU), <u32>reg(cpu, R_PKRS));
   if (check != 0) {
-    finishFault(
-      WALK_PROTECTION,
-      x86ErrorCode(kind, implicit, cpuMode, true, false) | (check & PF_PK),
-      refs,
-      cycles,
-    );
+    const code = x86ErrorCode(kind, implicit, cpuMode, true, false) | (check & PF_PK);
+    finishFault(WALK_PROTECTION, code, 0, refs, cycles);
     return;
   }
 
   // A in every entry this walk read, D in the leaf on a write; each update is a locked RMW of the line.
+  // Without EPT A/D, writing a guest entry needs EPT write permission for its page (SDM 29.3.3.2).
   const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
   const needsUpdate = (accessedAll & PTE_A) == 0 || (isWrite && (e & PTE_D) == 0);
+  if (needsUpdate && isEpt && !nestedAd) {
+    for (let i: u32 = 0; i < used; i++) {
+      const s = slot(i);
+      const old = load<u64>(s, SLOT_ENTRY);
+      const wants = (old & PTE_A) == 0 || (i == used - 1 && isWrite && (old & PTE_D) == 0);
+      if (wants && (load<u32>(s, SLOT_TABLE_RIGHTS) & N_W) == 0) {
+        const gpa = load<u64>(s, SLOT_GPA);
+        finishFault(WALK_EPT_VIOLATION, eptQualification(2, load<u32>(s, SLOT_TABLE_RIGHTS), false, 0), gpa, refs, cycles);
+        return;
+      }
+    }
+  }
   for (let i: u32 = 0; needsUpdate && i < used; i++) {
     const s = slot(i);
-    const old = load<u64>(s, 8);
+    const old = load<u64>(s, SLOT_ENTRY);
     let updated = old | PTE_A;
     if (i == used - 1 && isWrite) updated |= PTE_D;
     if (updated != old) {
-      const address = load<u64>(s);
+      const address = load<u64>(s, SLOT_HPA);
       writeBacked64(address, updated);
-      store<u64>(s, updated, 8);
+      store<u64>(s, updated, SLOT_ENTRY);
       bump(S_AD_UPDATES);
       cycles += priceReference(cpu, address);
     }
   }
-  if ((load<u64>(slot(used - 1), 8) & PTE_D) != 0) attrs |= A_DIRTY;
+  if ((load<u64>(slot(used - 1), SLOT_ENTRY) & PTE_D) != 0) attrs |= A_DIRTY;
 
-  // Cache every non-leaf entry read, with the rights accumulated down to it (SDM 4.10.3.1).
-  const anyPsc = load<u32>(block + R_PSC_ANY) != 0;
-  for (let i: u32 = 0; anyPsc && i + 1 < used; i++) {
-    const entryLevel = level + (used - 1 - i);
-    const desc = pscDesc(cpu, entryLevel);
-    if (!pscPresent(desc)) continue;
-    const s = slot(i);
-    pscFill(desc, la, entryLevel, (load<u64>(s, 8) & ADDRESS_MASK) | load<u64>(s, 16), currentPcid, vmTag);
+  // The final guest-physical address goes through the nested dimension last (Bochs order: the guest
+  // walk, with its A/D updates, completes first).
+  const guestMask = (<u64>1 << (12 + 9 * <u64>guestSizeCode)) - 1;
+  const guestFrame = e & ADDRESS_MASK & ~guestMask;
+  let sizeCode = guestSizeCode;
+  let frame = guestFrame;
+  let deny: u32 = 0;
+  if (virtualized) {
+    const finalGpa = guestFrame | (la & guestMask);
+    const need: u32 = kind == KIND_FETCH ? N_X : isWrite ? N_W : N_R;
+    const accessBits: u32 = kind == KIND_FETCH ? 4 : isWrite ? 2 : 1;
+    if (!translateNested(cpu, nestedMode, finalGpa, need, accessBits, FOR_FINAL, attrs)) {
+      finishNestedFault(finalGpa, refs, cycles);
+      return;
+    }
+    // The combined entry maps the smaller of the two pages (a 2M guest page on 4K host pages is 4K).
+    if (nestedSizeCode < sizeCode) sizeCode = nestedSizeCode;
+    frame = nestedHpa & ~((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1);
+    deny = ((~nestedRights & N_ALL) | (nestedDirty ? 0 : DENY_CLEAN >> DENY_SHIFT)) << DENY_SHIFT;
+  }
+
+  // Cache every non-leaf entry read, with the rights accumulated down to it (SDM 4.10.3.1). Under a
+  // nested dimension the value is the next table's host address and that page's nested rights.
+  if (load<u32>(block + R_PSC_ANY) != 0) {
+    for (let i: u32 = 0; i + 1 < used; i++) {
+      const entryLevel = level + (used - 1 - i);
+      const desc = pscDesc(cpu, entryLevel);
+      if (!pscPresent(desc)) continue;
+      const s = slot(i);
+      const next = slot(i + 1);
+      const nextTable = virtualized ? load<u64>(next, SLOT_HPA) & ADDRESS_MASK : load<u64>(s, SLOT_ENTRY) & ADDRESS_MASK;
+      const value = nextTable | load<u64>(s, SLOT_RIGHTS) | (<u64>(virtualized ? load<u32>(next, SLOT_TABLE_RIGHTS) : 0) << 3);
+      pscFill(desc, la, entryLevel, value, currentPcid, vmTag);
+    }
   }
 
   walkFault = WALK_OK;
   walkError = 0;
+  walkGpa = 0;
   walkSizeCode = sizeCode;
-  walkFrame = e & ADDRESS_MASK & ~((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1);
+  walkFrame = frame;
   walkAttrs = attrs;
+  walkDeny = deny;
   walkRefs = refs;
-  walkCycles = cycles;
+  walkCycles += cycles;
 }
 
-function finishFault(fault: u32, error: u32, refs: u32, cycles: u32): void {
-  walkFault = fault;
-  walkError = error;
-  walkRefs = refs;
-  walkCycles = cycles;
-  walkFrame = 0;
-  walkAttrs = 0;
+/** Guest-physical to host-physical for the host's own use (tests, the hypervisor's emulation). */
+export function nestedProbe(cpu: u32, gpa: u64, need: u32): u64 {
+  walkNestedRefs = 0;
+  walkCycles = 0;
+  const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
+  if (nestedMode == NESTED_NONE) return gpa;
+  const accessBits: u32 = (need & N_X) != 0 ? 4 : (need & N_W) != 0 ? 2 : 1;
+  if (!translateNested(cpu, nestedMode, gpa, need, accessBits, FOR_FINAL, 0)) {
+    walkFault = nestedFault;
+    walkError = nestedError;
+    return ~(<u64>0);
+  }
+  walkFault = WALK_OK;
+  return nestedHpa;
 }
+
+export { DENY_R };

@@ -28,6 +28,7 @@ export class MemvirtError extends Error {
 const POLICY_CODE: Record<Policy, number> = { lru: 0, fifo: 1, random: 2 };
 const SIZE_BIT: Record<PageSize, number> = { "4K": 1, "2M": 2, "1G": 4 };
 const TLB_LEVELS = ["l1d", "l1i", "l2"] as const;
+const NESTED_TLB_LEVEL = 3;
 const PSC_LEVELS = [
   ["pml5", 5],
   ["pml4", 4],
@@ -51,7 +52,36 @@ const REGISTER_OFFSETS: Record<keyof Regs, number> = {
   cpl: L.R_CPL,
 };
 
-export const EXIT_REASONS = ["none", "pageFault", "generalProtection", "budget", "badRecord"] as const;
+export const EXIT_REASONS = [
+  "none",
+  "pageFault",
+  "generalProtection",
+  "budget",
+  "badRecord",
+  "eptViolation",
+  "eptMisconfig",
+  "npf",
+] as const;
+
+/** The nested dimension a CPU runs under. */
+export type NestedMode = "none" | "ept" | "npt";
+const NESTED_CODE: Record<NestedMode, number> = { none: 0, ept: 1, npt: 2 };
+
+/** Rights a nested translation needs (N_R, N_W, N_X). */
+export const NESTED_READ = 1;
+export const NESTED_WRITE = 2;
+export const NESTED_EXECUTE = 4;
+
+export interface VmEntry {
+  nested: NestedMode;
+  /** EPTP (EPT) or nCR3 (NPT). */
+  root?: bigint;
+  nestedLevels?: 4 | 5;
+  /** VPID (EPT) or ASID (NPT); 0 means VPIDs are off. */
+  vpid?: number;
+  /** EPTP bit 6 (EPT A/D); NPT always keeps A/D in its entries. */
+  nestedAccessedDirty?: boolean;
+}
 export type ExitReason = (typeof EXIT_REASONS)[number];
 
 export interface ExitRecord {
@@ -119,8 +149,34 @@ export class Machine {
         const spec = config.psc[name];
         if (!spec) continue;
         this.check(
-          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy]),
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy], 0),
           `psc.${name}`,
+        );
+      }
+      const nestedTlb = config.nestedTlb;
+      if (nestedTlb) {
+        this.check(this.core.tlbLevel(cpu, NESTED_TLB_LEVEL, nestedTlb.latency), "nestedTlb");
+        nestedTlb.arrays.forEach((array, index) => {
+          const mask = array.sizes.reduce((m, s) => m | SIZE_BIT[s], 0);
+          this.check(
+            this.core.tlbArray(
+              cpu,
+              NESTED_TLB_LEVEL,
+              mask,
+              array.entries,
+              array.ways,
+              POLICY_CODE[array.policy],
+            ),
+            `nestedTlb.arrays[${index}]`,
+          );
+        });
+      }
+      for (const [name, level] of PSC_LEVELS) {
+        const spec = config.nestedPsc?.[name];
+        if (!spec) continue;
+        this.check(
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy], 1),
+          `nestedPsc.${name}`,
         );
       }
     }
@@ -186,7 +242,8 @@ export class Machine {
   }
 
   readPhys64(pa: bigint): bigint {
-    if ((pa & 7n) !== 0n) throw new MemvirtError(`read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[4]}`, 1);
+    if ((pa & 7n) !== 0n)
+      throw new MemvirtError(`read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[4]}`, 1);
     return BigInt.asUintN(64, this.core.readPhys64(pa));
   }
 
@@ -272,14 +329,90 @@ export class Machine {
     this.refreshViews();
     const base = L.RESULT_BASE;
     const shift = this.u32[(base + L.RS_PAGE_SHIFT) / 4];
-    return {
+    const result: AccessResult = {
       fault,
       pa: this.u64[(base + L.RS_PA) / 8],
-      errorCode: this.u32[(base + L.RS_ERROR) / 4],
+      errorCode: Number(this.u64[(base + L.RS_ERROR) / 8]),
       pageSize: shift === 0 ? 0 : 2 ** shift,
       refs: this.u32[(base + L.RS_REFS) / 4],
       cycles: Number(this.u64[(base + L.RS_CYCLES) / 8]),
     };
+    if (this.inGuest[cpu]) {
+      result.gpa = this.u64[(base + L.RS_GPA) / 8];
+      result.nestedRefs = this.u32[(base + L.RS_NESTED_REFS) / 4];
+    }
+    return result;
+  }
+
+  private readonly inGuest: boolean[] = [];
+
+  /**
+   * VM entry: the CPU now runs a guest whose paging is translated through `entry.nested` (or not, for
+   * shadow and paravirtual paging), with its TLB entries tagged by the VPID/ASID and the nested root.
+   */
+  vmEnter(cpu: number, entry: VmEntry): void {
+    this.cpuBlock(cpu);
+    const code = this.core.vmEnter(
+      cpu,
+      NESTED_CODE[entry.nested],
+      BigInt.asUintN(64, entry.root ?? 0n),
+      entry.nestedLevels ?? 4,
+      entry.vpid ?? 0,
+      entry.nestedAccessedDirty ? 1 : 0,
+    );
+    if (code < 0) this.check(code, "vmEnter");
+    this.inGuest[cpu] = true;
+  }
+
+  vmLeave(cpu: number): void {
+    this.cpuBlock(cpu);
+    this.core.vmLeave(cpu);
+    this.inGuest[cpu] = false;
+  }
+
+  /** A VM exit and re-entry around host work (flushes VPID 0 when VPIDs are off). */
+  vmExitEntry(cpu: number): void {
+    this.core.vmExitEntry(cpu);
+  }
+
+  /** INVEPT: type 1 single-context (the EP4TA in `eptp`), 2 all-context. false: VMfail. */
+  invept(cpu: number, type: number, eptp = 0n): boolean {
+    this.cpuBlock(cpu);
+    if (!Number.isInteger(type) || type < 0 || type > 0xffffffff) return false;
+    return this.core.invept(cpu, type, BigInt.asUintN(64, eptp)) !== 0;
+  }
+
+  /** INVVPID types 0 (address), 1 (context), 2 (all but VPID 0), 3 (context but globals). false: VMfail. */
+  invvpid(cpu: number, type: number, vpid: number, la = 0n): boolean {
+    this.cpuBlock(cpu);
+    if (
+      !Number.isInteger(type) ||
+      type < 0 ||
+      type > 3 ||
+      !Number.isInteger(vpid) ||
+      vpid < 0 ||
+      vpid > 0xffff
+    ) {
+      return false;
+    }
+    return this.core.invvpid(cpu, type, vpid, BigInt.asUintN(64, la)) !== 0;
+  }
+
+  /** The VMCB TLB_CONTROL value applied at VMRUN: 0, 1 (all ASIDs), 3 (this ASID), 7 (its non-globals). */
+  tlbControl(cpu: number, value: number): boolean {
+    this.cpuBlock(cpu);
+    if (![0, 1, 3, 7].includes(value)) return false;
+    return this.core.tlbControl(cpu, value) !== 0;
+  }
+
+  /**
+   * Guest-physical -> host-physical through the CPU's nested dimension (as the hardware would for an
+   * access needing `need` rights), or undefined on a nested fault.
+   */
+  translateGuestPhysical(cpu: number, gpa: bigint, need = NESTED_READ): bigint | undefined {
+    this.cpuBlock(cpu);
+    const hpa = BigInt.asUintN(64, this.core.translateGuestPhysical(cpu, gpa, need));
+    return hpa === 0xffff_ffff_ffff_ffffn ? undefined : hpa;
   }
 
   /** For embedders that drive `translate` themselves: count completed accesses. */
@@ -335,6 +468,27 @@ export class Machine {
   counter(index: number): number {
     this.refreshViews();
     return Number(this.u64[L.STATS_BASE / 8 + index]);
+  }
+
+  /** Virtualization counters beyond MODEL.md §11. */
+  nestedStats() {
+    const c = (i: number) => this.counter(i);
+    const hm = (i: number) => ({ hits: c(i), misses: c(i + 1) });
+    return {
+      nestedRefs: c(S.S_NESTED_REFS),
+      faultedNestedRefs: c(S.S_FAULTED_NESTED_REFS),
+      nestedWalks: c(S.S_NESTED_WALKS),
+      nestedTlb: hm(S.S_NTLB),
+      nestedPsc: {
+        pml5: hm(S.S_NPSC),
+        pml4: hm(S.S_NPSC + 2),
+        pdpte: hm(S.S_NPSC + 4),
+        pde: hm(S.S_NPSC + 6),
+      },
+      exitsByReason: Object.fromEntries(
+        EXIT_REASONS.map((name, i) => [name, c(S.S_EXIT_REASONS + i)]).filter(([name]) => name !== "none"),
+      ) as Record<string, number>,
+    };
   }
 
   stats(): Stats {

@@ -60,6 +60,10 @@ export interface MachineConfig {
   tlb: { l1d: TlbLevelConfig | null; l1i: TlbLevelConfig | null; l2: TlbLevelConfig | null };
   psc: PscConfig;
   cache: CacheConfig;
+  /** The nested (guest-physical -> host-physical) TLB used under EPT/NPT; absent or null: none. */
+  nestedTlb?: TlbLevelConfig | null;
+  /** Paging-structure caches of the nested dimension; absent or null: none. */
+  nestedPsc?: PscConfig | null;
 }
 
 // Plain objects rather than const enums, so per-file transpilers (vitest, esbuild) can import them.
@@ -68,7 +72,14 @@ export const AccessKind = { Read: 0, Write: 1, Fetch: 2, ShadowStackRead: 3, Sha
 /** Record kind byte flag: implicit supervisor-mode access. */
 export const IMPLICIT = 0x80;
 
-export const FaultType = { None: 0, PageFault: 14, GeneralProtection: 13 } as const;
+export const FaultType = {
+  None: 0,
+  PageFault: 14,
+  GeneralProtection: 13,
+  EptViolation: 48,
+  EptMisconfig: 49,
+  NestedPageFault: 0x400,
+} as const;
 
 export const PFEC = {
   P: 1 << 0,
@@ -106,12 +117,17 @@ export const EFER_NXE = 1n << 11n;
 export const RFLAGS_AC = 1n << 18n;
 
 export interface AccessResult {
-  /** FaultType: 0 translated, 14 #PF, 13 #GP. */
+  /** FaultType: 0 translated, 14 #PF, 13 #GP; under a nested dimension 48 EPT violation, 49 EPT
+   * misconfiguration, 0x400 #NPF. */
   fault: number;
   /** Physical address when translated. */
   pa: bigint;
-  /** #PF error code (0 for #GP and success). */
+  /** #PF error code, EPT exit qualification or #NPF EXITINFO1 (0 for #GP and success). */
   errorCode: number;
+  /** Guest-physical address of a nested fault. */
+  gpa?: bigint;
+  /** References made in the nested dimension (included in refs). */
+  nestedRefs?: number;
   /** Page size of the translation that was used (bytes), 0 on fault. */
   pageSize: number;
   /** Page-walk references made (0 on a TLB hit). */

@@ -27,7 +27,7 @@ export interface CoreExports {
     ways: number,
     policy: number,
   ): number;
-  pscCache(cpu: number, level: number, entries: number, ways: number, policy: number): number;
+  pscCache(cpu: number, level: number, entries: number, ways: number, policy: number, nested: number): number;
   setPscLatency(cycles: number): void;
   cacheLevel(level: number, size: number, ways: number, latency: number): number;
   setDramLatency(cycles: number): void;
@@ -49,6 +49,22 @@ export interface CoreExports {
   chargeCycles(cycles: bigint, category: number): void;
   resetStats(): void;
   tlbValidEntries(cpu: number, level: number): number;
+  vmEnter(
+    cpu: number,
+    nestedMode: number,
+    root: bigint,
+    nestedLevels: number,
+    vpid: number,
+    nestedAd: number,
+  ): number;
+  vmLeave(cpu: number): void;
+  vmExitEntry(cpu: number): void;
+  invept(cpu: number, type: number, eptp: bigint): number;
+  invvpid(cpu: number, type: number, vpid: number, la: bigint): number;
+  tlbControl(cpu: number, value: number): number;
+  translateGuestPhysical(cpu: number, gpa: bigint, need: number): bigint;
+  lastWalkFault(): number;
+  lastWalkError(): bigint;
   parseText(format: number, len: number, isFinal: number, firstLine: number, maxRecords: number): number;
   sniffText(len: number): number;
   textParsedBytes(): number;
