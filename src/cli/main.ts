@@ -2,7 +2,14 @@
 // `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
 import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
-import { defaultConfig, parseBytes, parseConfigText, type ResolvedConfig } from "../config/config.js";
+import {
+  defaultConfig,
+  MODES,
+  type Mode,
+  parseBytes,
+  parseConfigText,
+  type ResolvedConfig,
+} from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
@@ -11,6 +18,7 @@ import { Simulation } from "../runner/simulation.js";
 import { replayTextTrace, type TraceFormatOption } from "../trace/replay.js";
 import { runWorkload } from "../workload/run.js";
 import { WORKLOAD_NAMES, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
+import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
 
 interface RunOptions {
@@ -133,6 +141,34 @@ export async function main(
     .addOption(buildOption)
     .action(async (options: RunOptions) => {
       exitCode = await run(options, print);
+    });
+
+  program
+    .command("compare")
+    .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
+    .option("-c, --config <file>", "base configuration (JSON); mode and page sizes are varied")
+    .addOption(
+      new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]).default("zipf"),
+    )
+    .option("--records <n>", "records to generate", "500000")
+    .option("--footprint <bytes>", "bytes of address space touched", "256M")
+    .option("--stride <bytes>", "stride of sequential/strided")
+    .option("--zipf <s>", "Zipf exponent")
+    .option("--write-fraction <f>", "share of writes")
+    .option("--seed <n>", "seed")
+    .option("--modes <list>", "comma-separated modes to include", MODES.join(","))
+    .option("--json", "print one JSON object")
+    .addOption(buildOption)
+    .action((options: RunOptions & { modes: string }) => {
+      const config = loadConfig(options.config);
+      const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+      const modes = options.modes.split(",").map((m) => m.trim());
+      for (const mode of modes) {
+        if (!(MODES as readonly string[]).includes(mode))
+          throw new MemvirtError(`--modes: unknown mode "${mode}"`);
+      }
+      const result = runCompare(config, workloadSpec(options, seed), options.build, modes as Mode[]);
+      print(options.json ? JSON.stringify(result, null, 2) : formatCompare(result));
     });
 
   program

@@ -4,6 +4,7 @@ import { MemvirtError } from "../core/machine.js";
 import {
   type CacheLevelConfig,
   type MachineConfig,
+  PAGE_SHIFT,
   PAGE_SIZES,
   type PageSize,
   type Policy,
@@ -11,8 +12,11 @@ import {
   type TlbArrayConfig,
   type TlbLevelConfig,
 } from "../core/types.js";
+import type { DirtyLogMode } from "../hypervisor/tdp.js";
+import { DEFAULT_COSTS, type HypervisorCosts } from "../hypervisor/technique.js";
 
-export type Mode = "native";
+export type Mode = "native" | "ept" | "npt" | "shadow" | "pv";
+export const MODES: readonly Mode[] = ["native", "ept", "npt", "shadow", "pv"];
 export type FramePolicy = "sequential" | "random";
 
 export interface GuestConfig {
@@ -34,12 +38,35 @@ export interface GuestConfig {
   quantum: number;
 }
 
+/** The host under a virtualized guest: its paging depth (EPT/NPT levels), backing pages and memory. */
+export interface HostConfig {
+  levels: 4 | 5;
+  /** Backing page size of guest memory: "4K", "2M" (THP) or "1G" (hugetlbfs). */
+  pageSize: PageSize;
+  memory: number;
+}
+
+export interface HypervisorConfig {
+  costs: HypervisorCosts;
+  /** Tag guest TLB entries with a VPID/ASID; off, every VM exit and entry flushes them. */
+  vpid: boolean;
+  /** EPTP bit 6: the hardware keeps A/D flags in EPT entries. */
+  eptAccessedDirty: boolean;
+  dirtyLog: DirtyLogMode;
+  /** Shadow MMU: pages before the oldest are zapped (KVM's n_max_mmu_pages; 0: 20 per mille of guest pages, min 64). */
+  maxShadowPages: number;
+  /** Shadow MMU: keep leaf shadow pages unsync instead of write-protecting their guest tables. */
+  unsync: boolean;
+}
+
 export interface ResolvedConfig {
   mode: Mode;
   seed: number;
   guest: GuestConfig;
   machine: MachineConfig;
   memory: { backedFramesLog2: number; limitMiB: number };
+  host: HostConfig;
+  hypervisor: HypervisorConfig;
 }
 
 export class ConfigError extends MemvirtError {}
@@ -102,9 +129,25 @@ export function defaultConfig(): ResolvedConfig {
       tlb: skylakeTlb(),
       psc: defaultPsc(),
       cache: defaultCache(),
+      nestedTlb: defaultNestedTlb(),
+      nestedPsc: defaultPsc(),
     },
     memory: { backedFramesLog2: 20, limitMiB: 0 },
+    host: { levels: 4, pageSize: "4K", memory: 256 * 2 ** 30 },
+    hypervisor: {
+      costs: { ...DEFAULT_COSTS },
+      vpid: true,
+      eptAccessedDirty: true,
+      dirtyLog: "off",
+      maxShadowPages: 0,
+      unsync: true,
+    },
   };
+}
+
+/** The nested TLB used under EPT/NPT by default: one 64-entry 4-way array for every page size. */
+export function defaultNestedTlb(): TlbLevelConfig {
+  return { latency: 1, arrays: [{ sizes: ["4K", "2M", "1G"], entries: 64, ways: 4, policy: "lru" }] };
 }
 
 // --- validation helpers -------------------------------------------------------------------------
@@ -300,10 +343,14 @@ export function resolveConfig(input: Json): ResolvedConfig {
     "cache",
     "machine",
     "memory",
+    "host",
+    "hypervisor",
+    "nestedTlb",
+    "nestedPsc",
     "$schema",
     "comment",
   ]);
-  const mode = oneOf(input.mode ?? "native", "mode", ["native"] as const);
+  const mode = oneOf(input.mode ?? "native", "mode", MODES);
   const seed = integer(input.seed ?? base.seed, "seed", 0, 2 ** 32 - 1);
   const machine = { ...base.machine, seed };
   machine.cpus = integer(input.cpus ?? 1, "cpus", 1, 16);
@@ -372,6 +419,65 @@ export function resolveConfig(input: Json): ResolvedConfig {
     }
   }
   machine.psc = psc(input.psc, base.machine.psc);
+  // The nested dimension's caches: the nested TLB (null switches it off) and PSCs like the guest's
+  // unless given; "psc": false switches both dimensions' PSCs off.
+  machine.nestedTlb = tlbLevel(input.nestedTlb, "nestedTlb", defaultNestedTlb());
+  machine.nestedPsc =
+    input.nestedPsc === undefined ? { ...machine.psc } : psc(input.nestedPsc, base.machine.psc);
+  const host = { ...base.host };
+  if (input.host !== undefined) {
+    if (!isObject(input.host)) fail("host", "must be an object");
+    onlyKeys(input.host, "host", ["levels", "pageSize", "memory"]);
+    host.levels = oneOf(input.host.levels ?? host.levels, "host.levels", [4, 5] as const);
+    host.pageSize = oneOf(input.host.pageSize ?? host.pageSize, "host.pageSize", PAGE_SIZES);
+    if (input.host.memory !== undefined) host.memory = parseBytes(input.host.memory, "host.memory");
+  }
+  const hypervisor = { ...base.hypervisor, costs: { ...base.hypervisor.costs } };
+  if (input.hypervisor !== undefined) {
+    if (!isObject(input.hypervisor)) fail("hypervisor", "must be an object");
+    const h = input.hypervisor;
+    const costKeys = Object.keys(DEFAULT_COSTS).map((key) => `${key}Cycles`);
+    onlyKeys(h, "hypervisor", [
+      ...costKeys,
+      "vpid",
+      "eptAccessedDirty",
+      "dirtyLog",
+      "maxShadowPages",
+      "unsync",
+    ]);
+    for (const key of Object.keys(DEFAULT_COSTS) as (keyof HypervisorCosts)[]) {
+      const value = h[`${key}Cycles`];
+      if (value !== undefined) hypervisor.costs[key] = integer(value, `hypervisor.${key}Cycles`, 0, 1e9);
+    }
+    for (const flag of ["vpid", "eptAccessedDirty", "unsync"] as const) {
+      if (h[flag] === undefined) continue;
+      if (typeof h[flag] !== "boolean") fail(`hypervisor.${flag}`, "must be true or false");
+      hypervisor[flag] = h[flag] as boolean;
+    }
+    hypervisor.dirtyLog = oneOf(h.dirtyLog ?? hypervisor.dirtyLog, "hypervisor.dirtyLog", [
+      "off",
+      "wp",
+      "dbit",
+    ] as const);
+    hypervisor.maxShadowPages = integer(
+      h.maxShadowPages ?? hypervisor.maxShadowPages,
+      "hypervisor.maxShadowPages",
+      0,
+      1 << 24,
+    );
+  }
+  if (mode !== "native") {
+    if (host.pageSize === "1G" && !machine.gbPages)
+      fail("host.pageSize", '"1G" needs machine.gbPages = true');
+    if (host.memory > 2 ** machine.maxPhyAddr)
+      fail("host.memory", `does not fit a ${machine.maxPhyAddr}-bit physical address space`);
+    if (mode === "pv" && PAGE_SHIFT[guest.pageSize] > PAGE_SHIFT[host.pageSize]) {
+      fail(
+        "guest.pageSize",
+        `paravirtual paging maps guest pages on machine frames: a ${guest.pageSize} guest page needs host.pageSize of at least ${guest.pageSize}`,
+      );
+    }
+  }
   machine.cache = cache(input.cache, base.machine.cache);
   const memory = { ...base.memory };
   if (input.memory !== undefined) {
@@ -385,7 +491,7 @@ export function resolveConfig(input: Json): ResolvedConfig {
     );
     memory.limitMiB = integer(input.memory.limitMiB ?? memory.limitMiB, "memory.limitMiB", 0, 65536);
   }
-  return { mode, seed, guest, machine, memory };
+  return { mode, seed, guest, machine, memory, host, hypervisor };
 }
 
 /** Parses config text; JSON syntax errors name the file. */

@@ -117,7 +117,7 @@ export class GuestOS {
     // The kernel half (top-level slots 256..511) is shared by every address space.
     for (let slot = 256n; slot < 512n; slot++) {
       const entry = this.cpu.readEntry(this.kernelRoot + slot * 8n);
-      if (entry !== 0n) this.cpu.writeEntry(root + slot * 8n, entry);
+      if (entry !== 0n) this.cpu.writeEntry(root + slot * 8n, entry, this.levels);
     }
     const process: Process = { pid, pcid: pid, root, vmas: [], cpusSeen: new Set(), frames: new Map() };
     this.processes.push(process);
@@ -165,7 +165,7 @@ export class GuestOS {
       const entry = this.cpu.readEntry(address);
       if ((entry & PTE_P) === 0n) {
         const child = this.newTable();
-        this.cpu.writeEntry(address, child | PTE_P | PTE_RW | PTE_US);
+        this.cpu.writeEntry(address, child | PTE_P | PTE_RW | PTE_US, level);
         table = child;
       } else if ((entry & PTE_PS) !== 0n) {
         throw new MemvirtError(`0x${la.toString(16)} is already mapped by a larger page`);
@@ -173,7 +173,7 @@ export class GuestOS {
         table = entry & ADDRESS_MASK;
       }
     }
-    this.cpu.writeEntry(this.entryAddress(table, la, leafLevel), frame | flags);
+    this.cpu.writeEntry(this.entryAddress(table, la, leafLevel), frame | flags, leafLevel);
     this.stats.pagesMapped[pageSize]++;
   }
 
@@ -227,7 +227,7 @@ export class GuestOS {
       }
       const size: PageSize = leaf.level === 1 ? "4K" : leaf.level === 2 ? "2M" : "1G";
       const pageBase = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
-      this.cpu.writeEntry(leaf.address, 0n);
+      this.cpu.writeEntry(leaf.address, 0n, leaf.level);
       const frame = leaf.entry & ADDRESS_MASK & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
       // Stale translations go before the frame can be handed to anyone else.
       this.shootdown(process, pageBase);
@@ -249,7 +249,7 @@ export class GuestOS {
       const size: PageSize = leaf.level === 1 ? "4K" : leaf.level === 2 ? "2M" : "1G";
       const keep = leaf.entry & (ADDRESS_MASK | PTE_A | PTE_D);
       const frameBits = size === "4K" ? keep : keep & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
-      this.cpu.writeEntry(leaf.address, frameBits | this.leafFlags(protection, size, false));
+      this.cpu.writeEntry(leaf.address, frameBits | this.leafFlags(protection, size, false), leaf.level);
       const pageBase = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
       this.shootdown(process, pageBase);
       la = pageBase + (1n << BigInt(PAGE_SHIFT[size]));

@@ -5,8 +5,11 @@
 import type { Machine } from "../core/machine.js";
 
 export interface PagingCpu {
-  /** Store of one 8-byte paging-structure entry at (guest-)physical address `pa`. */
-  writeEntry(pa: bigint, value: bigint): void;
+  /**
+   * Store of one 8-byte paging-structure entry at (guest-)physical address `pa`, in a table of paging
+   * level `level` (5..1; a paravirtual kernel tells the hypervisor, as Xen's pinned table types do).
+   */
+  writeEntry(pa: bigint, value: bigint, level: number): void;
   readEntry(pa: bigint): bigint;
   /** MOV to CR3 (bit 63 is the no-flush hint when PCIDs are on). */
   loadCr3(cpu: number, value: bigint): void;

@@ -27,6 +27,31 @@ export interface RunReport extends Stats {
     pagesMapped: Record<string, number>;
   };
   physicalMemory: { backedFrames: number };
+  /** Present when the guest runs in a VM (mode ept, npt, shadow or pv). */
+  virtualization?: {
+    technique: string;
+    host: { levels: number; pageSize: string };
+    /** walkRefs split by dimension: the guest's own reads and the nested dimension's. */
+    walkRefsByDimension: { guest: number; nested: number };
+    faultedWalkRefsByDimension: { guest: number; nested: number };
+    nestedWalks: number;
+    nestedTlb: { hits: number; misses: number };
+    nestedPsc: Record<string, { hits: number; misses: number }>;
+    /** VM exits by reason, as the hypervisor took them. */
+    exits: Record<string, number>;
+    exitsTotal: number;
+    /** The technique's own counters (KVM's names where KVM has them). */
+    hypervisor: Record<string, number>;
+    /** Cycles by who spent them. */
+    cycles: {
+      guestKernel: number;
+      vmExits: number;
+      tdp: number;
+      shadow: number;
+      hypercalls: number;
+      emulation: number;
+    };
+  };
   /** Set when the run stopped early on bad input; the statistics cover the records before it. */
   error?: string;
 }
@@ -66,6 +91,35 @@ export function buildReport(simulation: Simulation, source: RunSource, error?: s
     },
     physicalMemory: { backedFrames: simulation.machine.backedFrames() },
   };
+  const technique = simulation.technique;
+  if (technique) {
+    const nested = simulation.machine.nestedStats();
+    const machine = simulation.machine;
+    const exits = technique.exits();
+    report.virtualization = {
+      technique: technique.name,
+      host: { levels: simulation.config.host.levels, pageSize: simulation.config.host.pageSize },
+      walkRefsByDimension: { guest: stats.walkRefs - nested.nestedRefs, nested: nested.nestedRefs },
+      faultedWalkRefsByDimension: {
+        guest: stats.faultedWalkRefs - nested.faultedNestedRefs,
+        nested: nested.faultedNestedRefs,
+      },
+      nestedWalks: nested.nestedWalks,
+      nestedTlb: nested.nestedTlb,
+      nestedPsc: nested.nestedPsc,
+      exits,
+      exitsTotal: Object.values(exits).reduce((sum, n) => sum + n, 0),
+      hypervisor: technique.stats(),
+      cycles: {
+        guestKernel: machine.handlerCycles(0),
+        vmExits: machine.handlerCycles(1),
+        tdp: machine.handlerCycles(2),
+        shadow: machine.handlerCycles(3),
+        hypercalls: machine.handlerCycles(4),
+        emulation: machine.handlerCycles(5),
+      },
+    };
+  }
   if (error) report.error = error;
   return report;
 }
@@ -127,6 +181,44 @@ export function formatTable(report: RunReport): string {
     ],
   ];
   if (report.guest.levels === 5) rows.splice(9, 0, pscRow("pml5"));
+  const v = report.virtualization;
+  if (v) {
+    rows.splice(1, 1, [
+      "mode",
+      `${report.mode}: guest ${report.guest.levels}-level paging with ${report.guest.pageSize} pages on a ${v.host.levels}-level host with ${v.host.pageSize} backing`,
+    ]);
+    rows.push(
+      [
+        "walk refs by dimension",
+        `guest ${count(v.walkRefsByDimension.guest)}, nested ${count(v.walkRefsByDimension.nested)}`,
+      ],
+      [
+        "nested TLB",
+        `${count(v.nestedTlb.hits)} hits, ${count(v.nestedTlb.misses)} misses (${count(v.nestedWalks)} nested walks)`,
+      ],
+      [
+        "VM exits",
+        `${count(v.exitsTotal)}${
+          v.exitsTotal
+            ? ` (${Object.entries(v.exits)
+                .map(([reason, n]) => `${reason} ${count(n)}`)
+                .join(", ")})`
+            : ""
+        }`,
+      ],
+      [
+        "hypervisor",
+        Object.entries(v.hypervisor)
+          .filter(([, n]) => n !== 0)
+          .map(([name, n]) => `${name} ${count(n)}`)
+          .join(", ") || "-",
+      ],
+      [
+        "cycles by who",
+        `guest kernel ${count(v.cycles.guestKernel)}, exits ${count(v.cycles.vmExits)}, TDP ${count(v.cycles.tdp)}, shadow ${count(v.cycles.shadow)}, hypercalls ${count(v.cycles.hypercalls)}, emulation ${count(v.cycles.emulation)}`,
+      ],
+    );
+  }
   let text = formatRows(rows);
   if (report.error) text += `\n  stopped early: ${report.error}`;
   return text;

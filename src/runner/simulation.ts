@@ -18,6 +18,8 @@ import {
 import type { BuildName } from "../core/wasm.js";
 import { GuestOS, type Process } from "../guest/os.js";
 import { NativeCpu } from "../guest/paging-cpu.js";
+import { createVirtualMachine } from "../hypervisor/index.js";
+import type { VirtualizationTechnique } from "../hypervisor/technique.js";
 
 const CR0_PE = 1n;
 const CR4_PAE = 1n << 5n;
@@ -49,17 +51,28 @@ export class Simulation {
     readonly config: ResolvedConfig,
     options: SimulationOptions = {},
   ) {
-    this.machine = new Machine(config.machine, {
+    const machineConfig = { ...config.machine };
+    if (config.mode === "native") {
+      machineConfig.nestedTlb = null;
+      machineConfig.nestedPsc = null;
+    }
+    this.machine = new Machine(machineConfig, {
       build: options.build,
       backedFramesLog2: config.memory.backedFramesLog2,
       memoryLimitMiB: config.memory.limitMiB,
     });
-    this.os = new GuestOS(new NativeCpu(this.machine), config.guest, config.machine.cpus, config.seed);
+    this.technique = config.mode === "native" ? undefined : createVirtualMachine(this.machine, config);
+    const cpu = this.technique ? this.technique.cpu : new NativeCpu(this.machine);
+    this.os = new GuestOS(cpu, config.guest, config.machine.cpus, config.seed);
     this.boot();
   }
 
+  /** The hypervisor's technique, or undefined on bare metal. */
+  readonly technique: VirtualizationTechnique | undefined;
+
   /** Firmware and early kernel: long mode with paging, NX, global pages and PCIDs as configured. */
   private boot(): void {
+    this.technique?.boot(this.machine);
     const guest = this.config.guest;
     let cr4 = CR4_PAE;
     if (guest.globalPages) cr4 |= CR4_PGE;
@@ -143,7 +156,23 @@ export class Simulation {
         PFEC_BITS.forEach((bit, i) => {
           if ((exit.qualification >> BigInt(i)) & 1n) this.exits.pageFaultsByBit[bit]++;
         });
-        if (this.os.pageFault(exit.cpu, exit.linear, exit.qualification) === "retry") return exit.index;
+        // Under shadow or paravirtual paging the hypervisor sees the #PF first.
+        const action = this.technique ? this.technique.onPageFault(exit) : "deliver";
+        if (action === "retry") return exit.index;
+        if (
+          action === "deliver" &&
+          this.os.pageFault(exit.cpu, exit.linear, exit.qualification) === "retry"
+        ) {
+          return exit.index;
+        }
+        this.machine.completePending();
+        return exit.index + 1;
+      }
+      case "eptViolation":
+      case "eptMisconfig":
+      case "npf": {
+        if (!this.technique) throw new MemvirtError(`a ${exit.reason} exit on bare metal`, 1);
+        if (this.technique.onNestedFault(exit) === "retry") return exit.index;
         this.machine.completePending();
         return exit.index + 1;
       }

@@ -1,0 +1,142 @@
+// `memvirt compare`: one workload under every translation technique and page-size pairing, so the cost
+// of each technique shows side by side: cycles per access, slowdown against bare metal with the same
+// guest page size, TLB misses, walk references by dimension, and VM exits.
+import type { Mode, ResolvedConfig } from "../config/config.js";
+import type { PageSize } from "../core/types.js";
+import type { BuildName } from "../core/wasm.js";
+import { buildReport, type RunReport } from "../report/report.js";
+import { Simulation } from "../runner/simulation.js";
+import { runWorkload } from "../workload/run.js";
+import type { WorkloadSpec } from "../workload/synthetic.js";
+
+export interface CompareRow {
+  mode: Mode;
+  guestPageSize: PageSize;
+  hostPageSize: PageSize | null;
+  accesses: number;
+  cycles: number;
+  cyclesPerAccess: number;
+  /** Against native with the same guest page size. */
+  slowdown: number;
+  stlbMisses: number;
+  walks: number;
+  walkRefs: number;
+  refsPerWalk: number;
+  nestedRefs: number;
+  vmExits: number;
+  exitsPerMillionAccesses: number;
+  /** Share of cycles spent in exits and hypervisor handlers. */
+  hypervisorCycleShare: number;
+}
+
+export interface CompareResult {
+  workload: WorkloadSpec;
+  rows: CompareRow[];
+}
+
+const PAIRINGS: { mode: Mode; guest: PageSize; host: PageSize | null }[] = [
+  { mode: "native", guest: "4K", host: null },
+  { mode: "native", guest: "2M", host: null },
+  { mode: "pv", guest: "4K", host: "4K" },
+  { mode: "pv", guest: "2M", host: "2M" },
+  { mode: "shadow", guest: "4K", host: "4K" },
+  { mode: "shadow", guest: "2M", host: "2M" },
+  { mode: "ept", guest: "4K", host: "4K" },
+  { mode: "ept", guest: "4K", host: "2M" },
+  { mode: "ept", guest: "2M", host: "4K" },
+  { mode: "ept", guest: "2M", host: "2M" },
+  { mode: "npt", guest: "4K", host: "4K" },
+  { mode: "npt", guest: "4K", host: "2M" },
+  { mode: "npt", guest: "2M", host: "4K" },
+  { mode: "npt", guest: "2M", host: "2M" },
+];
+
+export function runCompare(
+  base: ResolvedConfig,
+  workload: WorkloadSpec,
+  build: BuildName,
+  modes: readonly Mode[],
+  onRow?: (row: CompareRow) => void,
+): CompareResult {
+  const rows: CompareRow[] = [];
+  const nativeCycles = new Map<PageSize, number>();
+  for (const pairing of PAIRINGS) {
+    if (!modes.includes(pairing.mode)) continue;
+    const config: ResolvedConfig = structuredClone(base);
+    config.mode = pairing.mode;
+    config.guest.pageSize = pairing.guest;
+    if (pairing.host) config.host.pageSize = pairing.host;
+    const simulation = new Simulation(config, { build });
+    simulation.start();
+    runWorkload(simulation, workload);
+    const report: RunReport = buildReport(simulation, { kind: "workload", ...workload });
+    const v = report.virtualization;
+    const hypervisorCycles = v
+      ? v.cycles.vmExits + v.cycles.tdp + v.cycles.shadow + v.cycles.hypercalls + v.cycles.emulation
+      : 0;
+    if (pairing.mode === "native") nativeCycles.set(pairing.guest, report.cyclesPerAccess);
+    const native = nativeCycles.get(pairing.guest);
+    const row: CompareRow = {
+      mode: pairing.mode,
+      guestPageSize: pairing.guest,
+      hostPageSize: pairing.host,
+      accesses: report.accesses,
+      cycles: report.cycles,
+      cyclesPerAccess: report.cyclesPerAccess,
+      slowdown: native ? +(report.cyclesPerAccess / native).toFixed(3) : 0,
+      stlbMisses: report.tlb.l2.misses,
+      walks: report.walks,
+      walkRefs: report.walkRefs,
+      refsPerWalk: report.refsPerWalk,
+      nestedRefs: v?.walkRefsByDimension.nested ?? 0,
+      vmExits: v?.exitsTotal ?? 0,
+      exitsPerMillionAccesses: +(((v?.exitsTotal ?? 0) * 1e6) / Math.max(1, report.accesses)).toFixed(1),
+      hypervisorCycleShare: +(hypervisorCycles / Math.max(1, report.cycles)).toFixed(4),
+    };
+    rows.push(row);
+    onRow?.(row);
+  }
+  return { workload, rows };
+}
+
+export function formatCompare(result: CompareResult): string {
+  const w = result.workload;
+  const header = [
+    "mode",
+    "guest/host",
+    "cycles/access",
+    "vs native",
+    "STLB misses",
+    "walks",
+    "refs/walk",
+    "nested refs",
+    "VM exits",
+    "exits/M",
+    "hv cycles",
+  ];
+  const lines = result.rows.map((r) => [
+    r.mode,
+    `${r.guestPageSize}/${r.hostPageSize ?? "-"}`,
+    r.cyclesPerAccess.toFixed(2),
+    r.mode === "native" ? "1.00x" : `${r.slowdown.toFixed(2)}x`,
+    r.stlbMisses.toLocaleString("en-US"),
+    r.walks.toLocaleString("en-US"),
+    r.refsPerWalk.toFixed(2),
+    r.nestedRefs.toLocaleString("en-US"),
+    r.vmExits.toLocaleString("en-US"),
+    r.exitsPerMillionAccesses.toLocaleString("en-US"),
+    `${(100 * r.hypervisorCycleShare).toFixed(1)}%`,
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
+  return [
+    `memvirt compare: ${w.records.toLocaleString("en-US")} ${w.name} accesses over ${w.footprint / 2 ** 20} MiB (seed ${w.seed})`,
+    "",
+    format(header),
+    ...lines.map(format),
+    "",
+    "vs native: cycles per access against bare metal with the same guest page size. exits/M: VM exits per",
+    "million accesses. hv cycles: share of all cycles spent in VM exits and hypervisor handlers.",
+  ].join("\n");
+}

@@ -1,0 +1,336 @@
+// KVM's TDP MMU for Intel EPT and AMD NPT: the hypervisor fills the nested tables lazily, on the EPT
+// violations (#NPFs) the hardware raises, mapping guest-physical pages onto the VM's host backing with
+// the largest page the backing and the memslot allow, and tracks dirty pages by write protection or by
+// the nested dirty flags.
+import type { ExitRecord, Machine } from "../core/machine.js";
+import { PAGE_SHIFT, type PageSize } from "../core/types.js";
+import type { PagingCpu } from "../guest/paging-cpu.js";
+import {
+  CYCLES_EMULATION,
+  CYCLES_GUEST_KERNEL,
+  CYCLES_TDP,
+  type ExitAction,
+  ExitCounter,
+  type HypervisorCosts,
+  type VirtualizationTechnique,
+} from "./technique.js";
+import type { HostMemory, Vm } from "./vm.js";
+
+const ADDRESS_MASK = 0x000f_ffff_ffff_f000n;
+const LEVEL_OF: Record<PageSize, number> = { "4K": 1, "2M": 2, "1G": 3 };
+const EPT_RWX = 7n;
+const EPT_WB = 6n << 3n;
+const EPT_LARGE = 1n << 7n;
+const X86_P = 1n;
+const X86_RW = 2n;
+const X86_US = 4n;
+const X86_PS = 1n << 7n;
+
+export type DirtyLogMode = "off" | "wp" | "dbit";
+
+export interface TdpOptions {
+  format: "ept" | "npt";
+  levels: 4 | 5;
+  /** EPTP bit 6: the hardware keeps A/D flags in EPT entries (NPT always does). */
+  accessedDirty: boolean;
+  costs: HypervisorCosts;
+  dirtyLog: DirtyLogMode;
+  cpus: number;
+}
+
+export interface TdpStats {
+  pf_taken: number;
+  pf_fixed: number;
+  pf_fast: number;
+  pf_mmio: number;
+  pages_4k: number;
+  pages_2m: number;
+  pages_1g: number;
+  remote_tlb_flush: number;
+  dirty_pages: number;
+  tables: number;
+}
+
+export class TdpMmu implements VirtualizationTechnique {
+  readonly name: "ept" | "npt";
+  readonly cpu: PagingCpu;
+  readonly root: bigint;
+  readonly counters: TdpStats = {
+    pf_taken: 0,
+    pf_fixed: 0,
+    pf_fast: 0,
+    pf_mmio: 0,
+    pages_4k: 0,
+    pages_2m: 0,
+    pages_1g: 0,
+    remote_tlb_flush: 0,
+    dirty_pages: 0,
+    tables: 1,
+  };
+  private readonly exitCounter: ExitCounter;
+
+  constructor(
+    readonly machine: Machine,
+    readonly vm: Vm,
+    readonly host: HostMemory,
+    readonly options: TdpOptions,
+  ) {
+    this.name = options.format;
+    this.root = host.table();
+    this.exitCounter = new ExitCounter(machine, options.costs);
+    this.cpu = new TdpGuestCpu(this);
+  }
+
+  /** EPTP: write-back structures, walk length, A/D enable; or nCR3 for NPT. */
+  get rootPointer(): bigint {
+    if (this.name === "npt") return this.root;
+    return (
+      this.root | 6n | (BigInt(this.options.levels - 1) << 3n) | (this.options.accessedDirty ? 1n << 6n : 0n)
+    );
+  }
+
+  boot(machine: Machine): void {
+    for (let cpu = 0; cpu < this.options.cpus; cpu++) {
+      machine.vmEnter(cpu, {
+        nested: this.name,
+        root: this.rootPointer,
+        nestedLevels: this.options.levels,
+        vpid: this.vm.vpid,
+        nestedAccessedDirty: this.options.accessedDirty,
+      });
+    }
+  }
+
+  /** With nested paging the guest's own #PFs go straight to the guest kernel: no VM exit. */
+  onPageFault(_exit: ExitRecord): ExitAction {
+    return "deliver";
+  }
+
+  private nonLeafBits(): bigint {
+    return this.name === "ept" ? EPT_RWX : X86_P | X86_RW | X86_US;
+  }
+
+  private leafBits(writable: boolean, size: PageSize): bigint {
+    if (this.name === "ept") return (writable ? EPT_RWX : 5n) | EPT_WB | (size === "4K" ? 0n : EPT_LARGE);
+    return X86_P | X86_US | (writable ? X86_RW : 0n) | (size === "4K" ? 0n : X86_PS);
+  }
+
+  private isPresent(entry: bigint): boolean {
+    return this.name === "ept" ? (entry & 7n) !== 0n : (entry & X86_P) !== 0n;
+  }
+
+  private isLarge(entry: bigint): boolean {
+    return (entry & (this.name === "ept" ? EPT_LARGE : X86_PS)) !== 0n;
+  }
+
+  private isWritable(entry: bigint): boolean {
+    return (entry & 2n) !== 0n;
+  }
+
+  /** The leaf mapping `gpa`: its host address, value and level; or undefined. */
+  leafOf(gpa: bigint): { address: bigint; entry: bigint; level: number } | undefined {
+    let table = this.root;
+    for (let level: number = this.options.levels; level >= 1; level--) {
+      const address = table + ((gpa >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8n;
+      const entry = this.machine.readPhys64(address);
+      if (!this.isPresent(entry)) return undefined;
+      if (level === 1 || this.isLarge(entry)) return { address, entry, level };
+      table = entry & ADDRESS_MASK;
+    }
+    return undefined;
+  }
+
+  /**
+   * The largest page that can map `gpa` (KVM's kvm_mmu_hugepage_adjust): no larger than the host
+   * backing page, 4K while the memslot logs dirty pages, and only when the whole page lies in the slot.
+   */
+  mappingSize(gpa: bigint): PageSize {
+    const slot = this.vm.memslotOf(gpa);
+    if (!slot || slot.logDirty || this.options.dirtyLog === "wp") return "4K";
+    let size = this.vm.backingPageSize;
+    while (size !== "4K") {
+      const bytes = 1n << BigInt(PAGE_SHIFT[size]);
+      const base = gpa & ~(bytes - 1n);
+      if (base >= slot.base && base + bytes <= slot.base + slot.size) break;
+      size = size === "1G" ? "2M" : "4K";
+    }
+    return size;
+  }
+
+  /** Installs the leaf for `gpa` at `size`, creating nested tables above it. */
+  private install(gpa: bigint, size: PageSize, writable: boolean): void {
+    const leafLevel = LEVEL_OF[size];
+    let table = this.root;
+    for (let level: number = this.options.levels; level > leafLevel; level--) {
+      const address = table + ((gpa >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8n;
+      const entry = this.machine.readPhys64(address);
+      if (!this.isPresent(entry)) {
+        const child = this.host.table();
+        this.counters.tables++;
+        this.machine.writePhys64(address, child | this.nonLeafBits());
+        table = child;
+      } else {
+        table = entry & ADDRESS_MASK;
+      }
+    }
+    const bytes = 1n << BigInt(PAGE_SHIFT[size]);
+    const base = gpa & ~(bytes - 1n);
+    const hpa = this.vm.hostAddress(base);
+    const address = table + ((gpa >> BigInt(12 + 9 * (leafLevel - 1))) & 0x1ffn) * 8n;
+    this.machine.writePhys64(address, hpa | this.leafBits(writable, size));
+    this.counters[size === "4K" ? "pages_4k" : size === "2M" ? "pages_2m" : "pages_1g"]++;
+  }
+
+  /** An EPT violation or #NPF: map the page (the fault path), or emulate MMIO outside every memslot. */
+  onNestedFault(exit: ExitRecord): ExitAction {
+    const reason =
+      exit.reason === "npf" ? "npf" : exit.reason === "eptMisconfig" ? "eptMisconfig" : "eptViolation";
+    this.exitCounter.counted(reason);
+    return this.fault(exit.guestPhysical, this.isWriteFault(exit));
+  }
+
+  private isWriteFault(exit: ExitRecord): boolean {
+    return (exit.qualification & 2n) !== 0n;
+  }
+
+  /** KVM's kvm_mmu_page_fault for a TDP fault at `gpa`. */
+  fault(gpa: bigint, write: boolean): ExitAction {
+    this.counters.pf_taken++;
+    const slot = this.vm.memslotOf(gpa);
+    if (!slot) {
+      // No memslot: MMIO. The access is emulated (a device read returns nothing we model).
+      this.counters.pf_mmio++;
+      this.machine.chargeCycles(this.options.costs.emulate, CYCLES_EMULATION);
+      return "complete";
+    }
+    const leaf = this.leafOf(gpa);
+    if (leaf && write && !this.isWritable(leaf.entry) && !slot.readonly) {
+      // Fast page fault: a write-protected page for dirty logging becomes writable again.
+      this.machine.writePhys64(leaf.address, leaf.entry | 2n);
+      this.markDirty(gpa);
+      this.counters.pf_fast++;
+      this.machine.chargeCycles(this.options.costs.tdpFault / 4, CYCLES_TDP);
+      return "retry";
+    }
+    if (!leaf) this.install(gpa, this.mappingSize(gpa), !slot.readonly && this.options.dirtyLog !== "wp");
+    if (write && this.options.dirtyLog !== "off") this.markDirty(gpa);
+    this.counters.pf_fixed++;
+    this.machine.chargeCycles(this.options.costs.tdpFault, CYCLES_TDP);
+    return "retry";
+  }
+
+  private markDirty(gpa: bigint): void {
+    const page = gpa & ~0xfffn;
+    if (!this.vm.dirty.has(page)) this.counters.dirty_pages++;
+    this.vm.dirty.add(page);
+  }
+
+  /** Invalidates every vCPU's cached nested translations (kvm_flush_remote_tlbs: INVEPT single-context). */
+  flushRemoteTlbs(): void {
+    this.counters.remote_tlb_flush++;
+    for (let cpu = 0; cpu < this.options.cpus; cpu++) {
+      if (this.name === "ept") this.machine.invept(cpu, 1, this.rootPointer);
+      else this.machine.tlbControl(cpu, 3);
+    }
+  }
+
+  /** Every leaf of the nested tables, with its address and the guest-physical base it maps. */
+  private *leaves(
+    table = this.root,
+    level: number = this.options.levels,
+    base = 0n,
+  ): Generator<{ address: bigint; entry: bigint; gpa: bigint; level: number }> {
+    for (let index = 0n; index < 512n; index++) {
+      const address = table + index * 8n;
+      const entry = this.machine.readPhys64(address);
+      if (!this.isPresent(entry)) continue;
+      const gpa = base + (index << BigInt(12 + 9 * (level - 1)));
+      if (level === 1 || this.isLarge(entry)) yield { address, entry, gpa, level };
+      else yield* this.leaves(entry & ADDRESS_MASK, level - 1, gpa);
+    }
+  }
+
+  /**
+   * Collects dirty pages (KVM_GET_DIRTY_LOG with KVM_CLEAR_DIRTY_LOG): with write protection, write-
+   * protects every leaf again; with dirty flags, harvests and clears D. Then flushes remote TLBs.
+   */
+  harvestDirty(): bigint[] {
+    const dirty = [...this.vm.dirty];
+    this.vm.dirty.clear();
+    const dirtyBit = this.name === "ept" ? 1n << 9n : 1n << 6n;
+    for (const leaf of this.leaves()) {
+      if (this.options.dirtyLog === "wp" && this.isWritable(leaf.entry)) {
+        this.machine.writePhys64(leaf.address, leaf.entry & ~2n);
+      } else if (this.options.dirtyLog === "dbit" && (leaf.entry & dirtyBit) !== 0n) {
+        dirty.push(leaf.gpa);
+        this.machine.writePhys64(leaf.address, leaf.entry & ~dirtyBit);
+      }
+    }
+    this.flushRemoteTlbs();
+    return dirty;
+  }
+
+  /** The host frames reachable through the nested tables (for isolation checks). */
+  mappedHostFrames(): bigint[] {
+    const frames: bigint[] = [];
+    for (const leaf of this.leaves())
+      frames.push(leaf.entry & ADDRESS_MASK & ~((1n << BigInt(12 + 9 * (leaf.level - 1))) - 1n));
+    return frames;
+  }
+
+  stats(): Record<string, number> {
+    return { ...this.counters };
+  }
+
+  exits(): Record<string, number> {
+    return { ...this.exitCounter.byReason };
+  }
+
+  /** The guest's store to its own memory goes through the nested tables like any other access. */
+  guestStore(gpa: bigint, value: bigint): void {
+    const leaf = this.leafOf(gpa);
+    if (!leaf || !this.isWritable(leaf.entry)) {
+      // The store takes an EPT violation (#NPF) first: a VM exit and the fault path.
+      this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", 0);
+      this.fault(gpa, true);
+    } else if (this.options.dirtyLog === "dbit") {
+      this.markDirty(gpa);
+    }
+    this.machine.writePhys64(this.vm.hostAddress(gpa), value);
+  }
+
+  guestLoad(gpa: bigint): bigint {
+    return this.machine.readPhys64(this.vm.hostAddress(gpa));
+  }
+}
+
+/** The guest kernel's CPU under nested paging: its page-table stores land in guest memory, no traps. */
+class TdpGuestCpu implements PagingCpu {
+  constructor(private readonly tdp: TdpMmu) {}
+
+  writeEntry(pa: bigint, value: bigint): void {
+    this.tdp.guestStore(pa, value);
+  }
+
+  readEntry(pa: bigint): bigint {
+    return this.tdp.guestLoad(pa);
+  }
+
+  loadCr3(cpu: number, value: bigint): void {
+    this.tdp.machine.movCr3(cpu, value);
+  }
+
+  invlpg(cpu: number, la: bigint): void {
+    this.tdp.machine.invlpg(cpu, la);
+  }
+
+  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
+    this.tdp.machine.invpcid(cpu, type, pcid, la);
+  }
+
+  charge(cycles: number): void {
+    this.tdp.machine.chargeCycles(cycles, CYCLES_GUEST_KERNEL);
+  }
+
+  releaseTable(_pa: bigint): void {}
+}

@@ -1,0 +1,93 @@
+// What every memory-virtualization technique provides to the simulation: the CPU interface its guest
+// kernel runs on, VM entry for each vCPU, and handlers for the exits the hardware raises. The handlers
+// charge their cycles to the machine clock, so each technique's cost comes out of the model.
+import type { ExitRecord, Machine } from "../core/machine.js";
+import type { PagingCpu } from "../guest/paging-cpu.js";
+import type { Vm } from "./vm.js";
+
+export type Technique = "ept" | "npt" | "shadow" | "pv";
+
+/** Cycles of the hypervisor's work, configurable (`hypervisor` config section). */
+export interface HypervisorCosts {
+  /** A VM exit and the VM entry after it (the hardware round trip and the exit dispatch). */
+  exit: number;
+  /** KVM's TDP fault path on top of the exit: fault-in, hugepage adjust, installing the entry. */
+  tdpFault: number;
+  /** Emulating a guest instruction (an MMIO access, a trapped page-table write). */
+  emulate: number;
+  /** A paravirtual hypercall's work (validating and applying one page-table update). */
+  hypercall: number;
+  /** Shadow MMU work on a shadow page fault (walking the guest tables, building the SPTE). */
+  shadowFault: number;
+  /** Resynchronising one unsync shadow page (comparing its 512 entries). */
+  shadowSync: number;
+  /** Injecting an exception into the guest. */
+  inject: number;
+}
+
+export const DEFAULT_COSTS: HypervisorCosts = {
+  exit: 1200,
+  tdpFault: 3000,
+  emulate: 2000,
+  hypercall: 600,
+  shadowFault: 2500,
+  shadowSync: 1500,
+  inject: 300,
+};
+
+/** Handler-cycle categories of the core's clock (Machine.chargeCycles). */
+export const CYCLES_GUEST_KERNEL = 0;
+export const CYCLES_VM_EXIT = 1;
+export const CYCLES_TDP = 2;
+export const CYCLES_SHADOW = 3;
+export const CYCLES_HYPERCALL = 4;
+export const CYCLES_EMULATION = 5;
+
+/** What the simulation does after a technique handled an exit. */
+export type ExitAction =
+  /** The fault is fixed: run the record again. */
+  | "retry"
+  /** It is the guest kernel's fault to handle (inject/deliver it). */
+  | "deliver"
+  /** The access was emulated or dropped: the record is complete. */
+  | "complete";
+
+export interface VirtualizationTechnique {
+  readonly name: Technique;
+  readonly vm: Vm;
+  /** The CPU interface the guest kernel uses. */
+  readonly cpu: PagingCpu;
+  /** VM entry on every vCPU. */
+  boot(machine: Machine): void;
+  /** A guest-mode #PF from the core. */
+  onPageFault(exit: ExitRecord): ExitAction;
+  /** An EPT violation or misconfiguration, or a #NPF. */
+  onNestedFault(exit: ExitRecord): ExitAction;
+  /** Counters for the report, named after KVM's where KVM has one. */
+  stats(): Record<string, number>;
+  /** Exits taken, by reason. */
+  exits(): Record<string, number>;
+}
+
+/** Counts exits by reason and charges the round trip. */
+export class ExitCounter {
+  readonly byReason: Record<string, number> = {};
+
+  constructor(
+    private readonly machine: Machine,
+    private readonly costs: HypervisorCosts,
+  ) {}
+
+  /** A VM exit for `reason` on `cpu`: the hardware round trip, and the VPID-0 flush if VPIDs are off. */
+  take(reason: string, cpu: number): void {
+    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
+    this.machine.chargeCycles(this.costs.exit, CYCLES_VM_EXIT);
+    this.machine.vmExitEntry(cpu);
+  }
+
+  /** An exit the core already flushed for (nested faults): count and charge only. */
+  counted(reason: string): void {
+    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
+    this.machine.chargeCycles(this.costs.exit, CYCLES_VM_EXIT);
+  }
+}

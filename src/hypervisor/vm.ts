@@ -1,0 +1,106 @@
+// The hypervisor's view of a virtual machine, shaped like KVM's: memslots mapping guest-physical
+// ranges onto host memory that is backed lazily (as a host process's anonymous memory is, with THP or
+// hugetlbfs deciding the backing page size), a VPID/ASID, and the host frames it owns.
+import { MemvirtError } from "../core/machine.js";
+import { PAGE_SHIFT, type PageSize } from "../core/types.js";
+import { FrameAllocator } from "../guest/frames.js";
+
+export interface Memslot {
+  id: number;
+  /** First guest-physical address (page aligned). */
+  base: bigint;
+  size: bigint;
+  readonly: boolean;
+  /** Dirty logging: writes are tracked per 4 KiB page, and mappings stay 4K. */
+  logDirty: boolean;
+}
+
+/** Host physical memory, shared by every VM and the hypervisor's own tables. */
+export class HostMemory {
+  readonly frames: FrameAllocator;
+  /** Host frames (4K granules) holding hypervisor page tables. */
+  readonly tableFrames = new Set<bigint>();
+
+  constructor(memoryBytes: number, seed: number) {
+    this.frames = new FrameAllocator(memoryBytes, "sequential", seed ^ 0x2545f491);
+  }
+
+  /** A zeroed 4 KiB host frame for a hypervisor page table (EPT, NPT or shadow). */
+  table(): bigint {
+    const frame = this.frames.alloc("4K");
+    this.tableFrames.add(frame);
+    return frame;
+  }
+
+  releaseTable(frame: bigint): void {
+    this.tableFrames.delete(frame);
+    this.frames.release(frame, "4K");
+  }
+}
+
+export class Vm {
+  readonly memslots: Memslot[] = [];
+  /** Backing: guest-physical base of each backed host page -> its host-physical base. */
+  private readonly backing = new Map<bigint, bigint>();
+  /** Dirty 4 KiB guest pages, while a slot logs dirty pages. */
+  readonly dirty = new Set<bigint>();
+  readonly backingSize: bigint;
+
+  constructor(
+    readonly id: number,
+    readonly host: HostMemory,
+    /** The host page size backing guest memory (THP/hugetlbfs: "2M"/"1G"; else "4K"). */
+    readonly backingPageSize: PageSize,
+    readonly vpid: number,
+  ) {
+    this.backingSize = 1n << BigInt(PAGE_SHIFT[backingPageSize]);
+  }
+
+  addMemslot(base: bigint, size: bigint, options: { readonly?: boolean; logDirty?: boolean } = {}): Memslot {
+    const slot = {
+      id: this.memslots.length,
+      base,
+      size,
+      readonly: options.readonly ?? false,
+      logDirty: options.logDirty ?? false,
+    };
+    this.memslots.push(slot);
+    return slot;
+  }
+
+  memslotOf(gpa: bigint): Memslot | undefined {
+    for (const slot of this.memslots) if (gpa >= slot.base && gpa < slot.base + slot.size) return slot;
+    return undefined;
+  }
+
+  /** Host page backing `gpa`'s region, allocated on first touch (like a host page fault). */
+  backingOf(gpa: bigint): { base: bigint; hpa: bigint; fresh: boolean } {
+    const base = gpa & ~(this.backingSize - 1n);
+    let hpa = this.backing.get(base);
+    let fresh = false;
+    if (hpa === undefined) {
+      if (!this.memslotOf(gpa))
+        throw new MemvirtError(`VM ${this.id}: 0x${gpa.toString(16)} is in no memslot`, 1);
+      hpa = this.host.frames.alloc(this.backingPageSize);
+      this.backing.set(base, hpa);
+      fresh = true;
+    }
+    return { base, hpa, fresh };
+  }
+
+  /** Host-physical address of guest-physical `gpa` (backing it if needed). */
+  hostAddress(gpa: bigint): bigint {
+    const { base, hpa } = this.backingOf(gpa);
+    return hpa + (gpa - base);
+  }
+
+  /** The host frames this VM owns: its backing pages (isolation checks use this). */
+  ownsHostAddress(hpa: bigint): boolean {
+    for (const [, base] of this.backing) if (hpa >= base && hpa < base + this.backingSize) return true;
+    return false;
+  }
+
+  get backedBytes(): bigint {
+    return BigInt(this.backing.size) * this.backingSize;
+  }
+}
