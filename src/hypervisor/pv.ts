@@ -96,6 +96,11 @@ export class ParavirtualPaging implements VirtualizationTechnique {
    */
   update(entryGpa: bigint, value: bigint, level: number): void {
     this.hypercall("mmu_update");
+    // The table itself must be the VM's own memory.
+    if (!this.vm.memslotOf(entryGpa)) {
+      this.counters.rejected_updates++;
+      return;
+    }
     let stored = 0n;
     if ((value & P) !== 0n) {
       const bytes = entryBytes(value, level);
@@ -112,6 +117,7 @@ export class ParavirtualPaging implements VirtualizationTechnique {
 
   /** Reads an entry back in the guest's pseudo-physical terms (through the m2p table). */
   read(entryGpa: bigint): bigint {
+    if (!this.vm.memslotOf(entryGpa)) return 0n;
     const value = this.machine.readPhys64(this.vm.hostAddress(entryGpa));
     if ((value & P) === 0n) return value;
     // Reads do not know the level; only the frame matters, and a large frame is also a 4K-aligned one.
@@ -126,6 +132,10 @@ export class ParavirtualPaging implements VirtualizationTechnique {
   loadBase(cpu: number, value: bigint): void {
     this.hypercall("mmuext_op", cpu);
     const root = value & ADDRESS_MASK;
+    if (!this.vm.memslotOf(root)) {
+      this.counters.rejected_updates++;
+      return;
+    }
     const machineRoot = this.vm.hostAddress(root);
     this.machine.movCr3(cpu, (value & ~ADDRESS_MASK) | machineRoot);
   }

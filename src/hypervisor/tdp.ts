@@ -288,6 +288,12 @@ export class TdpMmu implements VirtualizationTechnique {
 
   /** The guest's store to its own memory goes through the nested tables like any other access. */
   guestStore(gpa: bigint, value: bigint): void {
+    if (!this.vm.memslotOf(gpa)) {
+      // A store outside guest RAM is an MMIO write: it exits, is emulated, and changes no memory.
+      this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", 0);
+      this.fault(gpa, true);
+      return;
+    }
     const leaf = this.leafOf(gpa);
     if (!leaf || !this.isWritable(leaf.entry)) {
       // The store takes an EPT violation (#NPF) first: a VM exit and the fault path.
@@ -300,6 +306,8 @@ export class TdpMmu implements VirtualizationTechnique {
   }
 
   guestLoad(gpa: bigint): bigint {
+    // Outside guest RAM nothing answers: an MMIO read of nothing reads as zero here.
+    if (!this.vm.memslotOf(gpa)) return 0n;
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
   }
 }
