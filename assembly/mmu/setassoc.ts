@@ -52,20 +52,18 @@ export function victimWay(
   policy: u32,
   rngAddress: usize,
 ): u32 {
-  for (let w: u32 = 0; w < ways; w++) {
-    if (load<u64>(setBase + <usize>(w * entrySize)) == 0) return w;
-  }
-  if (policy == POLICY_RANDOM) {
-    return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
-  }
+  // One pass: the first invalid way wins; otherwise the smallest stamp (lowest way on ties).
   let best: u32 = 0;
-  let bestStamp = load<u64>(setBase + stampOffset);
-  for (let w: u32 = 1; w < ways; w++) {
-    const s = load<u64>(setBase + <usize>(w * entrySize) + stampOffset);
+  let bestStamp: u64 = U64.MAX_VALUE;
+  for (let w: u32 = 0; w < ways; w++) {
+    const entry = setBase + <usize>(w * entrySize);
+    if (load<u64>(entry) == 0) return w;
+    const s = load<u64>(entry + stampOffset);
     if (s < bestStamp) {
       bestStamp = s;
       best = w;
     }
   }
+  if (policy == POLICY_RANDOM) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return best;
 }

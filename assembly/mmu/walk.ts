@@ -126,6 +126,30 @@ let nestedDirty: bool = false;
 let nestedFault: u32 = 0;
 let nestedError: u64 = 0;
 
+// The nested context of the CPU whose walk is in progress, loaded once per walk, not per GPA.
+let nestedTop: u32 = 4;
+let nestedRootBase: u64 = 0;
+let nestedRootTag: u32 = 0;
+let nestedTrackDirty: bool = false;
+let nestedTlbDesc: usize = 0;
+let nestedTlbOn: bool = false;
+let nestedPscOn: bool = false;
+let addressReservedBits: u64 = 0;
+let gbPagesSupported: bool = true;
+
+function loadNestedContext(cpu: u32): void {
+  const block = cpuBlock(cpu);
+  nestedTop = load<u32>(block + R_NESTED_LEVELS);
+  nestedRootBase = load<u64>(block + R_NESTED_ROOT) & ADDRESS_MASK;
+  nestedRootTag = load<u32>(block + R_ROOT_TAG);
+  nestedTrackDirty = load<u32>(block + R_NESTED_AD) != 0;
+  nestedTlbDesc = levelDesc(cpu, LEVEL_NESTED);
+  nestedTlbOn = levelPresent(nestedTlbDesc);
+  nestedPscOn = load<u32>(block + R_NPSC_ANY) != 0;
+  addressReservedBits = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  gbPagesSupported = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+}
+
 @inline function nestedSlot(i: u32): usize {
   return CTRL_BASE + NESTED_SCRATCH + i * NESTED_SLOT;
 }
@@ -172,12 +196,11 @@ function translateNested(
   final: bool,
   guestAttrs: u64,
 ): bool {
-  const block = cpuBlock(cpu);
-  const rootTag = load<u32>(block + R_ROOT_TAG);
-  const trackDirty = load<u32>(block + R_NESTED_AD) != 0;
+  const rootTag = nestedRootTag;
+  const trackDirty = nestedTrackDirty;
   const isWrite = (need & N_W) != 0;
-  const ntlb = levelDesc(cpu, LEVEL_NESTED);
-  if (levelPresent(ntlb)) {
+  const ntlb = nestedTlbDesc;
+  if (nestedTlbOn) {
     const hit = lookup(ntlb, gpa, 0, rootTag);
     bump(S_NTLB + (hit != 0 ? 0 : 1));
     if (hit != 0) {
@@ -196,17 +219,16 @@ function translateNested(
   }
   bump(S_NESTED_WALKS);
   const isEpt = nestedMode == NESTED_EPT;
-  const top = load<u32>(block + R_NESTED_LEVELS);
-  const addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
-  const gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
-  const rootValue = load<u64>(block + R_NESTED_ROOT);
-  let base = rootValue & ADDRESS_MASK;
+  const top = nestedTop;
+  const addressReserved = addressReservedBits;
+  const gbPages = gbPagesSupported;
+  let base = nestedRootBase;
   let level = top;
   let rights: u32 = N_ALL;
   let user = true;
   let cycles: u32 = 0;
 
-  if (load<u32>(block + R_NPSC_ANY) != 0) {
+  if (nestedPscOn) {
     for (let cached: u32 = 2; cached <= top; cached++) {
       const desc = npscDesc(cpu, cached);
       if (!pscPresent(desc)) continue;
@@ -229,6 +251,8 @@ function translateNested(
   let refs: u32 = 0;
   let fault: u32 = 0;
   let error: u64 = 0;
+  const accessedBit = isEpt ? EPT_A : PTE_A;
+  let accessedAll = accessedBit;
   while (true) {
     const entryAddress = base | (((gpa >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
     e = readPhys64(entryAddress);
@@ -237,6 +261,7 @@ function translateNested(
     const s = nestedSlot(used++);
     store<u64>(s, entryAddress);
     store<u64>(s, e, 8);
+    accessedAll &= e;
     if (isEpt) {
       if (!eptPresent(e)) {
         fault = WALK_EPT_VIOLATION;
@@ -290,9 +315,10 @@ function translateNested(
   // the x86 A/D bits for NPT.
   let dirty = !trackDirty;
   if (trackDirty) {
-    const accessedBit = isEpt ? EPT_A : PTE_A;
     const dirtyBit = isEpt ? EPT_D : PTE_D;
-    for (let i: u32 = 0; i < used; i++) {
+    // Usually every entry is already accessed (and the leaf dirty): then there is nothing to write.
+    const settled = accessedAll != 0 && (!isWrite || (e & dirtyBit) != 0);
+    for (let i: u32 = 0; !settled && i < used; i++) {
       const s = nestedSlot(i);
       const old = load<u64>(s, 8);
       let updated = old | accessedBit;
@@ -311,7 +337,7 @@ function translateNested(
   const sizeCode = level - 1;
   const pageMask = (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
   const frame = e & ADDRESS_MASK & ~pageMask;
-  if (load<u32>(block + R_NPSC_ANY) != 0) {
+  if (nestedPscOn) {
     // Nested PSC entries carry the rights accumulated down to them in their low bits.
     let sofar: u32 = N_ALL;
     for (let i: u32 = 0; i + 1 < used; i++) {
@@ -322,7 +348,7 @@ function translateNested(
       if (pscPresent(desc)) pscFill(desc, gpa, entryLevel, (entry & ADDRESS_MASK) | <u64>sofar, 0, rootTag);
     }
   }
-  if (levelPresent(ntlb)) {
+  if (nestedTlbOn) {
     const deny = ((~rights & N_ALL) | (dirty ? 0 : DENY_CLEAN >> DENY_SHIFT)) << DENY_SHIFT;
     fill(ntlb, gpa, sizeCode, frame, 0, deny, rootTag);
   }
@@ -389,6 +415,7 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const tableAccessBits: u32 = isEpt && nestedAd ? 3 : isEpt ? 1 : 3;
 
   const xdMask: u64 = (cpuMode & M_NXE) != 0 ? A_XD : 0;
+  if (virtualized) loadNestedContext(cpu);
   walkNestedRefs = 0;
   walkCycles = 0;
   let cycles: u32 = 0;
@@ -558,6 +585,7 @@ export function nestedProbe(cpu: u32, gpa: u64, need: u32): u64 {
   walkCycles = 0;
   const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
   if (nestedMode == NESTED_NONE) return gpa;
+  loadNestedContext(cpu);
   const accessBits: u32 = (need & N_X) != 0 ? 4 : (need & N_W) != 0 ? 2 : 1;
   if (!translateNested(cpu, nestedMode, gpa, need, accessBits, FOR_FINAL, 0)) {
     walkFault = nestedFault;

@@ -49,18 +49,25 @@ function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
   return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
 }
 
-/** Cycles to read (or locked-update) the page-table line holding `pa`, updating the hierarchy. */
-export function priceReference(cpu: u32, pa: u64): u32 {
+/**
+ * Cycles to read (or locked-update) the page-table line holding `pa`, updating the hierarchy. Inlined
+ * for the common case, a line the CPU's L1 still holds: a way that holds the line is where the L1 scan
+ * would find it, since lines are unique in a set.
+ */
+@inline export function priceReference(cpu: u32, pa: u64): u32 {
   const line = pa >> 6;
-  const key = line + 1;
-  // A way that still holds the line is where the L1 scan would find it: lines are unique in a set.
   const memo = lineMemo(cpu, line);
   const remembered = <usize>load<u32>(memo);
-  if (remembered != 0 && load<u64>(remembered) == key) {
+  if (remembered != 0 && load<u64>(remembered) == line + 1) {
     store<u64>(remembered, tick(), 8);
     bump(S_CACHE);
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
+  return priceReferenceSlow(cpu, line, memo);
+}
+
+function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
+  const key = line + 1;
   for (let level: u32 = 0; level < 3; level++) {
     const desc = levelDesc(level);
     if (load<u32>(desc + CD_PRESENT) == 0) continue;
