@@ -107,3 +107,74 @@ describe("memvirt run", () => {
     expect(output).toMatch(/TLB l1d\s+47,\d{3} hits/);
   });
 });
+
+describe("memvirt run under virtualization, and memvirt compare", () => {
+  it("mode ept reports walks and walkRefs as totals, their split by dimension, exits by reason and every cache", async () => {
+    const path = join(temp, "ept.json");
+    writeFileSync(
+      path,
+      JSON.stringify({ mode: "ept", host: { levels: 4, pageSize: "2M" }, nestedTlb: null }),
+    );
+    const { code, output } = await run(["run", "--config", path, "--trace", fixture("ls.din"), "--json"]);
+    expect(code).toBe(0);
+    const report = JSON.parse(output);
+    const v = report.virtualization;
+    expect(v.technique).toBe("ept");
+    expect(v.walkRefsByDimension.guest + v.walkRefsByDimension.nested).toBe(report.walkRefs);
+    expect(v.exits.eptViolation).toBeGreaterThan(0);
+    expect(v.nestedTlb).toEqual({ hits: 0, misses: 0 });
+    expect(v.hypervisor.pages_2m).toBeGreaterThan(0);
+    expect(report.accesses).toBe(47234);
+  });
+
+  it('"psc": false switches off the paging-structure caches of both dimensions', async () => {
+    const path = join(temp, "nopsc.json");
+    writeFileSync(path, JSON.stringify({ mode: "npt", psc: false }));
+    const report = JSON.parse(
+      (await run(["run", "--config", path, "--trace", fixture("ls.din"), "--json"])).output,
+    );
+    expect(report.psc.pde).toEqual({ hits: 0, misses: 0 });
+    expect(Object.values(report.virtualization.nestedPsc)).toEqual(Array(4).fill({ hits: 0, misses: 0 }));
+  });
+
+  it("compare prints one row per technique and page-size pairing, with slowdown against native", async () => {
+    const { code, output } = await run([
+      "compare",
+      "--workload",
+      "uniform",
+      "--records",
+      "20000",
+      "--footprint",
+      "16M",
+      "--modes",
+      "native,pv,ept,npt",
+      "--json",
+    ]);
+    expect(code).toBe(0);
+    const result = JSON.parse(output);
+    const modes = result.rows.map(
+      (r: { mode: string; guestPageSize: string; hostPageSize: string }) =>
+        `${r.mode} ${r.guestPageSize}/${r.hostPageSize}`,
+    );
+    expect(modes).toEqual([
+      "native 4K/null",
+      "native 2M/null",
+      "pv 4K/4K",
+      "pv 2M/2M",
+      "ept 4K/4K",
+      "ept 4K/2M",
+      "ept 2M/4K",
+      "ept 2M/2M",
+      "npt 4K/4K",
+      "npt 4K/2M",
+      "npt 2M/4K",
+      "npt 2M/2M",
+    ]);
+    const ept44 = result.rows.find(
+      (r: { mode: string; guestPageSize: string; hostPageSize: string }) =>
+        r.mode === "ept" && r.hostPageSize === "4K" && r.guestPageSize === "4K",
+    );
+    expect(ept44.slowdown).toBeGreaterThan(1);
+    expect(ept44.nestedRefs).toBeGreaterThan(0);
+  });
+});
