@@ -397,12 +397,25 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
 
 /** x86-64 4- or 5-level walk of `la` for CPU `cpu`, two-dimensional when the CPU runs a guest. */
 export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
+  const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
+  // One body, compiled twice: the one-dimensional copy loses every nested branch and store.
+  if (nestedMode == NESTED_NONE) walkOneDimension(cpu, la, kind, implicit);
+  else walkTwoDimensions(cpu, la, kind, implicit, nestedMode);
+}
+
+function walkOneDimension(cpu: u32, la: u64, kind: u32, implicit: bool): void {
+  walkBody(cpu, la, kind, implicit, NESTED_NONE, false);
+}
+
+function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedMode: u32): void {
+  walkBody(cpu, la, kind, implicit, nestedMode, true);
+}
+
+@inline function walkBody(cpu: u32, la: u64, kind: u32, implicit: bool, nestedMode: u32, virtualized: bool): void {
   const cpuMode = mode(cpu);
   const block = cpuBlock(cpu);
   const currentPcid = pcid(cpu);
   const vmTag = load<u32>(block + R_VMTAG);
-  const nestedMode = load<u32>(block + R_NESTED_MODE);
-  const virtualized = nestedMode != NESTED_NONE;
   const isEpt = nestedMode == NESTED_EPT;
   const nestedAd = load<u32>(block + R_NESTED_AD) != 0;
   const top: u32 = (cpuMode & M_LA57) != 0 ? 5 : 4;
@@ -470,8 +483,10 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
     const s = slot(used++);
     store<u64>(s, entryAddress, SLOT_HPA);
     store<u64>(s, e, SLOT_ENTRY);
-    store<u64>(s, entryGpa, SLOT_GPA);
-    store<u32>(s, tableRights, SLOT_TABLE_RIGHTS);
+    if (virtualized) {
+      store<u64>(s, entryGpa, SLOT_GPA);
+      store<u32>(s, tableRights, SLOT_TABLE_RIGHTS);
+    }
     if ((e & PTE_P) == 0) {
       finishFault(WALK_NOT_PRESENT, x86ErrorCode(kind, implicit, cpuMode, false, false), 0, refs, cycles);
       return;
