@@ -112,6 +112,30 @@ export let walkRefs: u32 = 0;
 export let walkNestedRefs: u32 = 0;
 export let walkCycles: u32 = 0;
 
+/** Level of the entry the last successful probePsc found. */
+let pscHitLevel: u32 = 0;
+
+/**
+ * Probes one dimension's paging-structure caches deepest first (a PDE-cache hit leaves the fewest
+ * references), counting a miss for each cache passed and a hit for the one that answers. Returns the
+ * hit entry, or 0.
+ */
+@inline function probePsc(cpu: u32, nested: bool, address: u64, top: u32, pcidTag: u32, contextTag: u32): usize {
+  for (let cached: u32 = 2; cached <= top; cached++) {
+    const desc = nested ? npscDesc(cpu, cached) : pscDesc(cpu, cached);
+    if (!pscPresent(desc)) continue;
+    const e = pscLookup(desc, address, cached, pcidTag, contextTag);
+    const counter = (nested ? S_NPSC : S_PSC) + ((5 - cached) << 1);
+    if (e != 0) {
+      bump(counter);
+      pscHitLevel = cached;
+      return e;
+    }
+    bump(counter + 1);
+  }
+  return 0;
+}
+
 // --- the nested dimension ---------------------------------------------------------------------------
 
 /** Why the nested dimension is translating: a guest paging-structure access or the final address. */
@@ -229,20 +253,13 @@ function translateNested(
   let cycles: u32 = 0;
 
   if (nestedPscOn) {
-    for (let cached: u32 = 2; cached <= top; cached++) {
-      const desc = npscDesc(cpu, cached);
-      if (!pscPresent(desc)) continue;
-      const e = pscLookup(desc, gpa, cached, 0, rootTag);
-      if (e != 0) {
-        bump(S_NPSC + ((5 - cached) << 1));
-        const value = load<u64>(e, E_FRAME);
-        base = value & ADDRESS_MASK;
-        rights = <u32>value & N_ALL;
-        level = cached - 1;
-        cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
-        break;
-      }
-      bump(S_NPSC + ((5 - cached) << 1) + 1);
+    const hit = probePsc(cpu, true, gpa, top, 0, rootTag);
+    if (hit != 0) {
+      const value = load<u64>(hit, E_FRAME);
+      base = value & ADDRESS_MASK;
+      rights = <u32>value & N_ALL;
+      level = pscHitLevel - 1;
+      cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
     }
   }
 
@@ -442,22 +459,15 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
   // Deepest paging-structure cache first: a PDE-cache hit leaves one reference to make. Under a
   // nested dimension the entries are combined ones: they hold the next table's host address.
   if (load<u32>(block + R_PSC_ANY) != 0) {
-    for (let cached: u32 = 2; cached <= top; cached++) {
-      const desc = pscDesc(cpu, cached);
-      if (!pscPresent(desc)) continue;
-      const e = pscLookup(desc, la, cached, currentPcid, vmTag);
-      if (e != 0) {
-        bump(S_PSC + ((5 - cached) << 1));
-        const value = load<u64>(e, E_FRAME);
-        base = value & ADDRESS_MASK;
-        rights = value & (A_RW | A_US | A_XD);
-        tableRights = <u32>(value >> 3) & N_ALL;
-        baseIsHost = true;
-        level = cached - 1;
-        cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
-        break;
-      }
-      bump(S_PSC + ((5 - cached) << 1) + 1);
+    const hit = probePsc(cpu, false, la, top, currentPcid, vmTag);
+    if (hit != 0) {
+      const value = load<u64>(hit, E_FRAME);
+      base = value & ADDRESS_MASK;
+      rights = value & (A_RW | A_US | A_XD);
+      tableRights = <u32>(value >> 3) & N_ALL;
+      baseIsHost = true;
+      level = pscHitLevel - 1;
+      cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
     }
   }
 

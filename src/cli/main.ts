@@ -121,55 +121,57 @@ export async function main(
     .choices(["release", "debug"])
     .default("release");
 
-  program
-    .command("run")
-    .description("replay a trace file or a synthetic workload and report translation costs")
-    .option("-c, --config <file>", "machine and guest configuration (JSON)")
-    .option("-t, --trace <file>", "trace file to replay")
-    .addOption(
-      new Option("-f, --format <format>", "trace format").choices(["auto", "lackey", "din"]).default("auto"),
-    )
-    .addOption(new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]))
-    .option("--records <n>", "workload: records to generate", "1000000")
-    .option("--footprint <bytes>", "workload: bytes of address space touched (e.g. 256M)", "256M")
-    .option("--stride <bytes>", "workload: stride of sequential/strided")
-    .option("--zipf <s>", "workload: Zipf exponent")
-    .option("--write-fraction <f>", "workload: share of writes")
-    .option("--seed <n>", "seed of the workload (default: the config's seed)")
-    .option("--json", "print one JSON object")
-    .option("-q, --quiet", "no progress output")
-    .addOption(buildOption)
-    .action(async (options: RunOptions) => {
-      exitCode = await run(options, print);
-    });
+  /** The workload, seed, output and build options `run` and `compare` share. */
+  const workloadOptions = (command: Command, defaults: { workload?: string; records: string }) => {
+    const workload = new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]);
+    if (defaults.workload) workload.default(defaults.workload);
+    return command
+      .addOption(workload)
+      .option("--records <n>", "workload: records to generate", defaults.records)
+      .option("--footprint <bytes>", "workload: bytes of address space touched (e.g. 256M)", "256M")
+      .option("--stride <bytes>", "workload: stride of sequential/strided")
+      .option("--zipf <s>", "workload: Zipf exponent")
+      .option("--write-fraction <f>", "workload: share of writes")
+      .option("--seed <n>", "seed of the workload (default: the config's seed)")
+      .option("--json", "print one JSON object")
+      .addOption(buildOption);
+  };
 
-  program
-    .command("compare")
-    .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
-    .option("-c, --config <file>", "base configuration (JSON); mode and page sizes are varied")
-    .addOption(
-      new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]).default("zipf"),
-    )
-    .option("--records <n>", "records to generate", "500000")
-    .option("--footprint <bytes>", "bytes of address space touched", "256M")
-    .option("--stride <bytes>", "stride of sequential/strided")
-    .option("--zipf <s>", "Zipf exponent")
-    .option("--write-fraction <f>", "share of writes")
-    .option("--seed <n>", "seed")
-    .option("--modes <list>", "comma-separated modes to include", MODES.join(","))
-    .option("--json", "print one JSON object")
-    .addOption(buildOption)
-    .action((options: RunOptions & { modes: string }) => {
-      const config = loadConfig(options.config);
-      const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
-      const modes = options.modes.split(",").map((m) => m.trim());
-      for (const mode of modes) {
-        if (!(MODES as readonly string[]).includes(mode))
-          throw new MemvirtError(`--modes: unknown mode "${mode}"`);
-      }
-      const result = runCompare(config, workloadSpec(options, seed), options.build, modes as Mode[]);
-      print(options.json ? JSON.stringify(result, null, 2) : formatCompare(result));
-    });
+  workloadOptions(
+    program
+      .command("run")
+      .description("replay a trace file or a synthetic workload and report translation costs")
+      .option("-c, --config <file>", "machine and guest configuration (JSON)")
+      .option("-t, --trace <file>", "trace file to replay")
+      .addOption(
+        new Option("-f, --format <format>", "trace format")
+          .choices(["auto", "lackey", "din"])
+          .default("auto"),
+      )
+      .option("-q, --quiet", "no progress output"),
+    { records: "1000000" },
+  ).action(async (options: RunOptions) => {
+    exitCode = await run(options, print);
+  });
+
+  workloadOptions(
+    program
+      .command("compare")
+      .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
+      .option("-c, --config <file>", "base configuration (JSON); mode and page sizes are varied")
+      .option("--modes <list>", "comma-separated modes to include", MODES.join(",")),
+    { workload: "zipf", records: "500000" },
+  ).action((options: RunOptions & { modes: string }) => {
+    const config = loadConfig(options.config);
+    const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+    const modes = options.modes.split(",").map((m) => m.trim());
+    for (const mode of modes) {
+      if (!(MODES as readonly string[]).includes(mode))
+        throw new MemvirtError(`--modes: unknown mode "${mode}"`);
+    }
+    const result = runCompare(config, workloadSpec(options, seed), options.build, modes as Mode[]);
+    print(options.json ? JSON.stringify(result, null, 2) : formatCompare(result));
+  });
 
   program
     .command("demo")

@@ -216,8 +216,18 @@ export class GuestOS {
     return undefined;
   }
 
-  /** Unmaps the pages in [start, start+length), frees their frames, and shoots down stale TLB entries. */
-  unmapRange(process: Process, start: bigint, length: bigint): void {
+  /** Calls `visit` for each mapped page overlapping [start, start+length), with its leaf and size. */
+  private forEachMappedPage(
+    process: Process,
+    start: bigint,
+    length: bigint,
+    visit: (
+      leaf: { address: bigint; entry: bigint; level: number },
+      size: PageSize,
+      pageBase: bigint,
+      frame: bigint,
+    ) => void,
+  ): void {
     let la = start;
     while (la < start + length) {
       const leaf = this.lookup(process, la);
@@ -226,34 +236,31 @@ export class GuestOS {
         continue;
       }
       const size: PageSize = leaf.level === 1 ? "4K" : leaf.level === 2 ? "2M" : "1G";
-      const pageBase = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
+      const pageMask = (1n << BigInt(PAGE_SHIFT[size])) - 1n;
+      const pageBase = la & ~pageMask;
+      visit(leaf, size, pageBase, leaf.entry & ADDRESS_MASK & ~pageMask);
+      la = pageBase + pageMask + 1n;
+    }
+  }
+
+  /** Unmaps the pages in [start, start+length), frees their frames, and shoots down stale TLB entries. */
+  unmapRange(process: Process, start: bigint, length: bigint): void {
+    this.forEachMappedPage(process, start, length, (leaf, size, pageBase, frame) => {
       this.cpu.writeEntry(leaf.address, 0n, leaf.level);
-      const frame = leaf.entry & ADDRESS_MASK & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
       // Stale translations go before the frame can be handed to anyone else.
       this.shootdown(process, pageBase);
       process.frames.delete(frame);
       this.frames.release(frame, size);
-      la = pageBase + (1n << BigInt(PAGE_SHIFT[size]));
-    }
+    });
   }
 
   /** Changes the rights of the mapped pages in [start, start+length). */
   protectRange(process: Process, start: bigint, length: bigint, protection: Protection): void {
-    let la = start;
-    while (la < start + length) {
-      const leaf = this.lookup(process, la);
-      if (!leaf) {
-        la = (la & ~0xfffn) + 0x1000n;
-        continue;
-      }
-      const size: PageSize = leaf.level === 1 ? "4K" : leaf.level === 2 ? "2M" : "1G";
-      const keep = leaf.entry & (ADDRESS_MASK | PTE_A | PTE_D);
-      const frameBits = size === "4K" ? keep : keep & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
-      this.cpu.writeEntry(leaf.address, frameBits | this.leafFlags(protection, size, false), leaf.level);
-      const pageBase = la & ~((1n << BigInt(PAGE_SHIFT[size])) - 1n);
+    this.forEachMappedPage(process, start, length, (leaf, size, pageBase, frame) => {
+      const keep = leaf.entry & (PTE_A | PTE_D);
+      this.cpu.writeEntry(leaf.address, frame | keep | this.leafFlags(protection, size, false), leaf.level);
       this.shootdown(process, pageBase);
-      la = pageBase + (1n << BigInt(PAGE_SHIFT[size]));
-    }
+    });
     for (const vma of process.vmas) {
       if (vma.start >= start && vma.end <= start + length) vma.protection = protection;
     }
