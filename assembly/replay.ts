@@ -62,9 +62,12 @@ let pendingIndex: i32 = -1;
 /** Cycles the pending record has spent so far, so its histogram sample covers every attempt. */
 let pendingCycles: u64 = 0;
 let budget: u64 = 0;
+/** Simulated time at which the current slice ends (total cycles, handlers included). */
+let budgetDeadline: u64 = 0;
 
 export function setBudget(cycles: u64): void {
   budget = cycles;
+  budgetDeadline = cycles == 0 ? 0 : (load<u64>(STATS_CYCLES_ADDRESS) / cycles + 1) * cycles;
 }
 
 export function resetReplay(): void {
@@ -122,7 +125,6 @@ function raiseExit(
  */
 export function replay(start: u32, end: u32): u32 {
   const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
-  const cyclesAtStart = load<u64>(STATS_CYCLES_ADDRESS);
   store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
   for (let i = start; i < end; i++) {
     const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
@@ -149,7 +151,7 @@ export function replay(start: u32, end: u32): u32 {
         if (load<u32>(memo + MEMO_LRU) != 0) store<u64>(<usize>load<u32>(memo + MEMO_ENTRY), tick(), E_STAMP);
         if (level == 0) memoHitsData++;
         else memoHitsFetch++;
-        if (budget != 0 && budgetReached(cyclesAtStart, cpu)) {
+        if (budget != 0 && budgetReached(cpu)) {
           raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
           return i + 1;
         }
@@ -174,7 +176,7 @@ export function replay(start: u32, end: u32): u32 {
     }
     pendingIndex = -1;
     completeRecord(spent);
-    if (budget != 0 && budgetReached(cyclesAtStart, cpu)) {
+    if (budget != 0 && budgetReached(cpu)) {
       raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
       return i + 1;
     }
@@ -205,9 +207,17 @@ function flushMemoHits(cpu: u32): void {
   memoCpu = cpu;
 }
 
-@inline function budgetReached(cyclesAtStart: u64, cpu: u32): bool {
+/**
+ * Whether the slice's simulated time is up. Slices span calls (exits split them) and end on a deadline
+ * of total cycles, so host work runs every `budget` cycles however the records were batched.
+ */
+@inline function budgetReached(cpu: u32): bool {
   flushMemoHits(cpu);
-  return load<u64>(STATS_CYCLES_ADDRESS) - cyclesAtStart >= budget;
+  const now = load<u64>(STATS_CYCLES_ADDRESS);
+  if (now < budgetDeadline) return false;
+  // The next slice ends on the next multiple of the budget: host work keeps a fixed period.
+  budgetDeadline = (now / budget + 1) * budget;
+  return true;
 }
 
 /** The software gave up on the pending record (a fault delivered to the guest): it counts as done. */

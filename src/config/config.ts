@@ -53,6 +53,8 @@ export interface HypervisorConfig {
   /** EPTP bit 6: the hardware keeps A/D flags in EPT entries. */
   eptAccessedDirty: boolean;
   dirtyLog: DirtyLogMode;
+  /** Simulated cycles between dirty-log harvests (KVM_GET_DIRTY_LOG by the VMM), from budget exits. */
+  dirtyLogIntervalCycles: number;
   /** Shadow MMU: pages before the oldest are zapped (KVM's n_max_mmu_pages; 0: 20 per mille of guest pages, min 64). */
   maxShadowPages: number;
   /** Shadow MMU: keep leaf shadow pages unsync instead of write-protecting their guest tables. */
@@ -139,6 +141,7 @@ export function defaultConfig(): ResolvedConfig {
       vpid: true,
       eptAccessedDirty: true,
       dirtyLog: "off",
+      dirtyLogIntervalCycles: 10_000_000,
       maxShadowPages: 0,
       unsync: true,
     },
@@ -442,9 +445,16 @@ export function resolveConfig(input: Json): ResolvedConfig {
       "vpid",
       "eptAccessedDirty",
       "dirtyLog",
+      "dirtyLogIntervalCycles",
       "maxShadowPages",
       "unsync",
     ]);
+    hypervisor.dirtyLogIntervalCycles = integer(
+      h.dirtyLogIntervalCycles ?? hypervisor.dirtyLogIntervalCycles,
+      "hypervisor.dirtyLogIntervalCycles",
+      1000,
+      1e15,
+    );
     for (const key of Object.keys(DEFAULT_COSTS) as (keyof HypervisorCosts)[]) {
       const value = h[`${key}Cycles`];
       if (value !== undefined) hypervisor.costs[key] = integer(value, `hypervisor.${key}Cycles`, 0, 1e9);

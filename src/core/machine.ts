@@ -442,6 +442,12 @@ export class Machine {
     };
   }
 
+  /** Whether the last replay stopped with an exit of this reason (cheaper than reading the record). */
+  exitPending(reason: ExitReason): boolean {
+    this.refreshViews();
+    return EXIT_REASONS[this.u32[(L.EXIT_BASE + L.EX_REASON) / 4]] === reason;
+  }
+
   /** The pending faulted record is given up (its fault delivered): it counts as completed. */
   completePending(): void {
     this.core.completePendingRecord();

@@ -2,6 +2,7 @@
 import type { ResolvedConfig } from "../config/config.js";
 import { type Machine, MemvirtError } from "../core/machine.js";
 import { ParavirtualPaging } from "./pv.js";
+import { ShadowMmu } from "./shadow.js";
 import { TdpMmu } from "./tdp.js";
 import type { VirtualizationTechnique } from "./technique.js";
 import { HostMemory, Vm } from "./vm.js";
@@ -19,6 +20,14 @@ export const techniqueFactories: Partial<Record<string, TechniqueFactory>> = {
   npt: (machine, vm, host, config) => tdp("npt", machine, vm, host, config),
   pv: (machine, vm, _host, config) =>
     new ParavirtualPaging(machine, vm, config.hypervisor.costs, config.machine.cpus),
+  shadow: (machine, vm, host, config) =>
+    new ShadowMmu(machine, vm, host, {
+      costs: config.hypervisor.costs,
+      cpus: config.machine.cpus,
+      unsync: config.hypervisor.unsync,
+      maxShadowPages: config.hypervisor.maxShadowPages,
+      guestMemory: config.guest.memory,
+    }),
 };
 
 function tdp(
@@ -34,6 +43,7 @@ function tdp(
     accessedDirty: format === "npt" || config.hypervisor.eptAccessedDirty,
     costs: config.hypervisor.costs,
     dirtyLog: config.hypervisor.dirtyLog,
+    dirtyLogIntervalCycles: config.hypervisor.dirtyLogIntervalCycles,
     cpus: config.machine.cpus,
   });
 }

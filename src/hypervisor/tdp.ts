@@ -36,6 +36,8 @@ export interface TdpOptions {
   costs: HypervisorCosts;
   dirtyLog: DirtyLogMode;
   cpus: number;
+  /** Cycles between dirty-log harvests while dirty logging is on. */
+  dirtyLogIntervalCycles: number;
 }
 
 export interface TdpStats {
@@ -48,6 +50,7 @@ export interface TdpStats {
   pages_1g: number;
   remote_tlb_flush: number;
   dirty_pages: number;
+  dirty_log_harvests: number;
   tables: number;
 }
 
@@ -65,6 +68,7 @@ export class TdpMmu implements VirtualizationTechnique {
     pages_1g: 0,
     remote_tlb_flush: 0,
     dirty_pages: 0,
+    dirty_log_harvests: 0,
     tables: 1,
   };
   private readonly exitCounter: ExitCounter;
@@ -255,6 +259,7 @@ export class TdpMmu implements VirtualizationTechnique {
    * protects every leaf again; with dirty flags, harvests and clears D. Then flushes remote TLBs.
    */
   harvestDirty(): bigint[] {
+    this.counters.dirty_log_harvests++;
     const dirty = [...this.vm.dirty];
     this.vm.dirty.clear();
     const dirtyBit = this.name === "ept" ? 1n << 9n : 1n << 6n;
@@ -276,6 +281,15 @@ export class TdpMmu implements VirtualizationTechnique {
     for (const leaf of this.leaves())
       frames.push(leaf.entry & ADDRESS_MASK & ~((1n << BigInt(12 + 9 * (leaf.level - 1))) - 1n));
     return frames;
+  }
+
+  get periodCycles(): number {
+    return this.options.dirtyLog === "off" ? 0 : this.options.dirtyLogIntervalCycles;
+  }
+
+  /** The VMM's dirty-log harvest, every periodCycles of simulated time. */
+  periodic(): void {
+    this.harvestDirty();
   }
 
   stats(): Record<string, number> {

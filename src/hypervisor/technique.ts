@@ -67,6 +67,10 @@ export interface VirtualizationTechnique {
   stats(): Record<string, number>;
   /** Exits taken, by reason. */
   exits(): Record<string, number>;
+  /** Periodic host work on the simulated clock (dirty-log harvests), if the technique has any. */
+  periodic?(): void;
+  /** Cycles between periodic() calls, or 0 for none. */
+  readonly periodCycles?: number;
 }
 
 /** Counts exits by reason and charges the round trip. */

@@ -73,6 +73,9 @@ export class Simulation {
   /** Firmware and early kernel: long mode with paging, NX, global pages and PCIDs as configured. */
   private boot(): void {
     this.technique?.boot(this.machine);
+    // Host work on the simulated clock: the core stops with a budget exit every period.
+    const period = this.technique?.periodCycles ?? 0;
+    if (period > 0) this.machine.setBudget(period);
     const guest = this.config.guest;
     let cr4 = CR4_PAE;
     if (guest.globalPages) cr4 |= CR4_PGE;
@@ -143,7 +146,11 @@ export class Simulation {
     let index = start;
     while (index < end) {
       const stop = this.machine.replay(index, end);
-      if (stop >= end) return;
+      if (stop >= end) {
+        // A slice can end on the batch's last record: its budget exit still wants the host's work.
+        if (this.machine.exitPending("budget")) this.handleExit(this.machine.exit());
+        return;
+      }
       index = this.handleExit(this.machine.exit());
     }
   }
@@ -181,6 +188,7 @@ export class Simulation {
         this.machine.completePending();
         return exit.index + 1;
       case "budget":
+        this.technique?.periodic?.();
         return exit.index;
       case "badRecord":
         throw new MemvirtError(

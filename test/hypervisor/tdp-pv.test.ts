@@ -2,8 +2,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { type Mode, type ResolvedConfig, resolveConfig } from "../../src/config/config.js";
 import type { PageSize } from "../../src/core/types.js";
-import { ParavirtualPaging } from "../../src/hypervisor/pv.js";
-import { TdpMmu } from "../../src/hypervisor/tdp.js";
+import type { ParavirtualPaging } from "../../src/hypervisor/pv.js";
+import type { TdpMmu } from "../../src/hypervisor/tdp.js";
 import { Simulation } from "../../src/runner/simulation.js";
 
 const READ = 0;
@@ -95,6 +95,21 @@ describe("TDP MMU (EPT and NPT, SPEC.md B3)", () => {
     expect(tdp.harvestDirty()).not.toContain(page);
   });
 
+  it("dirty-log harvests run on the simulated clock: one per dirtyLogIntervalCycles, from budget exits", () => {
+    const sim = simulation("ept", (c) => {
+      c.hypervisor.dirtyLog = "dbit";
+      c.hypervisor.dirtyLogIntervalCycles = 1_000_000;
+    });
+    sim.start();
+    for (let i = 0n; i < 200n; i++) touch(sim, 0x1000_0000n + i * 0x1000n, WRITE);
+    const tdp = sim.technique as TdpMmu;
+    // One harvest per multiple of the interval the clock crossed (a record that crosses two counts once).
+    const periods = Math.floor(sim.stats().cycles / 1_000_000);
+    expect(periods).toBeGreaterThan(0);
+    expect(tdp.counters.dirty_log_harvests).toBeGreaterThanOrEqual(periods - 1);
+    expect(tdp.counters.dirty_log_harvests).toBeLessThanOrEqual(periods);
+  });
+
   it("a guest entry pointing outside every memslot is MMIO: the access is emulated, never mapped", () => {
     const sim = simulation("ept");
     const process = sim.os.createProcess();
@@ -155,7 +170,9 @@ describe("paravirtual direct paging", () => {
   });
 
   it("a 2M guest page needs 2M machine backing (config check)", () => {
-    expect(() => resolveConfig({ mode: "pv", guest: { pageSize: "2M" }, host: { pageSize: "4K" } })).toThrow(/guest.pageSize/);
+    expect(() => resolveConfig({ mode: "pv", guest: { pageSize: "2M" }, host: { pageSize: "4K" } })).toThrow(
+      /guest.pageSize/,
+    );
   });
 });
 
