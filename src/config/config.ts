@@ -13,7 +13,7 @@ import {
   type TlbLevelConfig,
 } from "../core/types.js";
 import type { DirtyLogMode } from "../hypervisor/tdp.js";
-import { DEFAULT_COSTS, type HypervisorCosts } from "../hypervisor/technique.js";
+import { DEFAULT_COSTS, EXIT_REASON_NAMES, type HypervisorCosts } from "../hypervisor/technique.js";
 
 export type Mode = "native" | "ept" | "npt" | "shadow" | "pv";
 export const MODES: readonly Mode[] = ["native", "ept", "npt", "shadow", "pv"];
@@ -446,16 +446,29 @@ export function resolveConfig(input: Json): ResolvedConfig {
       "eptAccessedDirty",
       "dirtyLog",
       "dirtyLogIntervalCycles",
+      "exitCyclesByReason",
       "maxShadowPages",
       "unsync",
     ]);
+    if (h.exitCyclesByReason !== undefined) {
+      const byReason = h.exitCyclesByReason;
+      if (!isObject(byReason))
+        fail("hypervisor.exitCyclesByReason", "must be an object of cycles by exit reason");
+      onlyKeys(byReason, "hypervisor.exitCyclesByReason", EXIT_REASON_NAMES);
+      hypervisor.costs.exitByReason = Object.fromEntries(
+        Object.entries(byReason).map(([reason, cycles]) => [
+          reason,
+          integer(cycles, `hypervisor.exitCyclesByReason.${reason}`, 0, 1e9),
+        ]),
+      );
+    }
     hypervisor.dirtyLogIntervalCycles = integer(
       h.dirtyLogIntervalCycles ?? hypervisor.dirtyLogIntervalCycles,
       "hypervisor.dirtyLogIntervalCycles",
       1000,
       1e15,
     );
-    for (const key of Object.keys(DEFAULT_COSTS) as (keyof HypervisorCosts)[]) {
+    for (const key of Object.keys(DEFAULT_COSTS) as Exclude<keyof HypervisorCosts, "exitByReason">[]) {
       const value = h[`${key}Cycles`];
       if (value !== undefined) hypervisor.costs[key] = integer(value, `hypervisor.${key}Cycles`, 0, 1e9);
     }

@@ -1197,7 +1197,7 @@ export class ShadowMmu implements VirtualizationTechnique {
     const user = (errorCode & PF_U) !== 0n;
     let access = walk.access;
     // protect_clean_gpte: a read of a clean page maps it read-only, so the first write faults and sets D.
-
+    if (!write && (walk.entries[walk.leafLevel] & D) === 0n) access &= ~ACC_WRITE;
     const directAccess = access;
     if ((regs.cr0 & CR0_WP) === 0n && !user && write && (access & ACC_WRITE) === 0) {
       // CR0.WP=0: a kernel write to a read-only page gets a kernel-only writable SPTE.

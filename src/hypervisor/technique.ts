@@ -23,6 +23,8 @@ export interface HypervisorCosts {
   shadowSync: number;
   /** Injecting an exception into the guest. */
   inject: number;
+  /** Per-reason overrides of `exit`, e.g. {"eptViolation": 1500}. */
+  exitByReason?: Partial<Record<string, number>>;
 }
 
 export const DEFAULT_COSTS: HypervisorCosts = {
@@ -73,7 +75,20 @@ export interface VirtualizationTechnique {
   readonly periodCycles?: number;
 }
 
-/** Counts exits by reason and charges the round trip. */
+/** Exit reasons the techniques raise (the keys of `exitCyclesByReason`). */
+export const EXIT_REASON_NAMES = [
+  "eptViolation",
+  "eptMisconfig",
+  "npf",
+  "pageFault",
+  "wpWrite",
+  "cr3Write",
+  "invlpg",
+  "invpcid",
+  "hypercall",
+] as const;
+
+/** Counts exits by reason and charges the round trip (per reason when configured, else `exit`). */
 export class ExitCounter {
   readonly byReason: Record<string, number> = {};
 
@@ -82,16 +97,19 @@ export class ExitCounter {
     private readonly costs: HypervisorCosts,
   ) {}
 
+  private charge(reason: string): void {
+    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
+    this.machine.chargeCycles(this.costs.exitByReason?.[reason] ?? this.costs.exit, CYCLES_VM_EXIT);
+  }
+
   /** A VM exit for `reason` on `cpu`: the hardware round trip, and the VPID-0 flush if VPIDs are off. */
   take(reason: string, cpu: number): void {
-    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
-    this.machine.chargeCycles(this.costs.exit, CYCLES_VM_EXIT);
+    this.charge(reason);
     this.machine.vmExitEntry(cpu);
   }
 
   /** An exit the core already flushed for (nested faults): count and charge only. */
   counted(reason: string): void {
-    this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
-    this.machine.chargeCycles(this.costs.exit, CYCLES_VM_EXIT);
+    this.charge(reason);
   }
 }

@@ -31,6 +31,20 @@ import {
   type TlbArrayConfig,
   type TlbLevelConfig,
 } from "../core/types.js";
+import {
+  decodeEpt,
+  decodeNpt,
+  NESTED_ALL,
+  NESTED_R,
+  NESTED_W,
+  NESTED_X,
+  type NestedAccess,
+  type NestedFaultCause,
+  type NestedMode,
+  nestedAccessedBit,
+  nestedDirtyBit,
+  nestedFault,
+} from "./nested.js";
 
 // Access kinds and fault types are spelled out locally rather than imported: types.ts declares them as
 // `const enum`, which per-file transpilers (vitest) cannot inline across modules.
@@ -176,6 +190,14 @@ interface TranslationAttributes {
   pkey: number;
   global: boolean;
   pcid: number;
+  /**
+   * Tag beyond the PCID (§12): the context id in the TLBs, the root tag in the nested TLB. 0 = host.
+   */
+  context: number;
+  /** Nested rights of the page (§12.2 deny bits; the cached rights in the nested TLB). All for native. */
+  nestedRights: number;
+  /** Nested dirty flag (§12.1, §12.2); true for native entries. */
+  nestedDirty: boolean;
 }
 
 interface TlbEntry extends Stamped, TranslationAttributes {
@@ -199,6 +221,9 @@ function emptyTlbEntry(): TlbEntry {
     pkey: 0,
     global: false,
     pcid: 0,
+    context: 0,
+    nestedRights: NESTED_ALL,
+    nestedDirty: true,
   };
 }
 
@@ -224,7 +249,7 @@ class TlbLevel {
   ) {}
 
   /** §6.2: the first matching entry over arrays in order, sizes 4K/2M/1G, ways in order. */
-  lookup(la: bigint, pcid: number, clock: Clock): TlbEntry | null {
+  lookup(la: bigint, pcid: number, context: number, clock: Clock): TlbEntry | null {
     for (const array of this.arrays) {
       for (const size of array.sizes) {
         const vpn = la >> BigInt(PAGE_SHIFT[size]);
@@ -235,6 +260,7 @@ class TlbLevel {
             entry.valid &&
             entry.size === size &&
             entry.vpn === vpn &&
+            entry.context === context &&
             (entry.global || entry.pcid === pcid)
           ) {
             array.storage.touch(entry, clock);
@@ -262,6 +288,7 @@ class TlbLevel {
         entry.size === cachedSize &&
         entry.vpn === vpn &&
         entry.pcid === attributes.pcid &&
+        entry.context === attributes.context &&
         entry.global === attributes.global,
     );
     const entry = array.storage.entryAt(set, way);
@@ -274,6 +301,9 @@ class TlbLevel {
     entry.pkey = attributes.pkey;
     entry.global = attributes.global;
     entry.pcid = attributes.pcid;
+    entry.context = attributes.context;
+    entry.nestedRights = attributes.nestedRights;
+    entry.nestedDirty = attributes.nestedDirty;
     entry.valid = true;
     entry.vpn = vpn;
     entry.size = cachedSize;
@@ -289,14 +319,33 @@ class TlbLevel {
 interface PscEntry extends Stamped {
   tag: bigint;
   pcid: number;
+  /** Context id (guest PSCs) or root tag (nested PSCs), §12. */
+  context: number;
+  /** Next table: physical (native), host-physical (guest PSC under a nested dimension, §12.2). */
   base: bigint;
   rw: boolean;
   us: boolean;
   xd: boolean;
+  /** Guest PSC: nested rights of the next table's page. Nested PSC: accumulated nested rights. */
+  nestedRights: number;
 }
 
+/** What a PSC fill stores besides the tag. */
+type PscValue = Pick<PscEntry, "pcid" | "context" | "base" | "rw" | "us" | "xd" | "nestedRights">;
+
 function emptyPscEntry(): PscEntry {
-  return { valid: false, stamp: 0, tag: 0n, pcid: 0, base: 0n, rw: false, us: false, xd: false };
+  return {
+    valid: false,
+    stamp: 0,
+    tag: 0n,
+    pcid: 0,
+    context: 0,
+    base: 0n,
+    rw: false,
+    us: false,
+    xd: false,
+    nestedRights: 0,
+  };
 }
 
 /** Paging-structure cache for one level (§7): keyed by the linear-address bits above that level. */
@@ -319,12 +368,12 @@ class PagingStructureCache {
     return Number(tag & BigInt(this.storage.sets - 1));
   }
 
-  lookup(la: bigint, pcid: number, clock: Clock): PscEntry | null {
+  lookup(la: bigint, pcid: number, context: number, clock: Clock): PscEntry | null {
     const tag = this.tagOf(la);
     const set = this.setOf(tag);
     for (let way = 0; way < this.storage.ways; way++) {
       const entry = this.storage.entryAt(set, way);
-      if (entry.valid && entry.tag === tag && entry.pcid === pcid) {
+      if (entry.valid && entry.tag === tag && entry.pcid === pcid && entry.context === context) {
         this.storage.touch(entry, clock);
         return entry;
       }
@@ -332,18 +381,23 @@ class PagingStructureCache {
     return null;
   }
 
-  fill(la: bigint, pcid: number, base: bigint, rw: boolean, us: boolean, xd: boolean, clock: Clock): void {
+  fill(la: bigint, value: PscValue, clock: Clock): void {
     const tag = this.tagOf(la);
     const set = this.setOf(tag);
-    const way = this.storage.chooseWay(set, (entry) => entry.tag === tag && entry.pcid === pcid);
+    const way = this.storage.chooseWay(
+      set,
+      (entry) => entry.tag === tag && entry.pcid === value.pcid && entry.context === value.context,
+    );
     Object.assign(this.storage.entryAt(set, way), {
       valid: true,
       tag,
-      pcid,
-      base,
-      rw,
-      us,
-      xd,
+      pcid: value.pcid,
+      context: value.context,
+      base: value.base,
+      rw: value.rw,
+      us: value.us,
+      xd: value.xd,
+      nestedRights: value.nestedRights,
       stamp: clock.tick(),
     });
   }
@@ -410,6 +464,53 @@ class DataCache {
   }
 }
 
+/** A CPU in guest mode (§12). */
+interface GuestState {
+  mode: NestedMode;
+  /** EPTP or nCR3 as given. */
+  root: bigint;
+  rootTag: number;
+  /** Nested walk length, 4 or 5. */
+  levels: number;
+  vpid: number;
+  /** EPT A/D (EPTP bit 6); always on for NPT. */
+  nestedAd: boolean;
+  context: number;
+}
+
+/** The arguments of VM entry, as the core's `Machine.vmEnter` takes them. */
+export interface RefVmEntry {
+  nested: NestedMode;
+  root?: bigint;
+  nestedLevels?: 4 | 5;
+  vpid?: number;
+  nestedAccessedDirty?: boolean;
+}
+
+/** Virtualization counters beyond §11, shaped as the core's `Machine.nestedStats()`. */
+export interface NestedStats {
+  nestedRefs: number;
+  faultedNestedRefs: number;
+  nestedWalks: number;
+  nestedTlb: { hits: number; misses: number };
+  nestedPsc: Record<"pml5" | "pml4" | "pdpte" | "pde", { hits: number; misses: number }>;
+}
+
+function emptyNestedStats(): NestedStats {
+  return {
+    nestedRefs: 0,
+    faultedNestedRefs: 0,
+    nestedWalks: 0,
+    nestedTlb: { hits: 0, misses: 0 },
+    nestedPsc: {
+      pml5: { hits: 0, misses: 0 },
+      pml4: { hits: 0, misses: 0 },
+      pdpte: { hits: 0, misses: 0 },
+      pde: { hits: 0, misses: 0 },
+    },
+  };
+}
+
 interface CpuState {
   regs: Regs;
   clock: Clock;
@@ -418,8 +519,14 @@ interface CpuState {
   l2: TlbLevel | null;
   /** Indexed by paging level: [2] = pde, [3] = pdpte, [4] = pml4, [5] = pml5. */
   psc: (PagingStructureCache | null)[];
+  /** The nested TLB (§12.1): tag = root tag in `context`, pcid 0. */
+  nestedTlb: TlbLevel | null;
+  /** Nested PSCs, indexed like `psc`. */
+  nestedPsc: (PagingStructureCache | null)[];
   l1Cache: DataCache | null;
   l2Cache: DataCache | null;
+  /** Guest mode (§12), or null on the host. */
+  guest: GuestState | null;
 }
 
 /** The access as the permission check and the error code see it (§1, §5.4, §5.5). */
@@ -432,6 +539,12 @@ interface AccessContext {
   isFetch: boolean;
   pcid: number;
   levels: number;
+  /** Context id of the CPU (§12): tags TLB and guest-PSC entries. */
+  context: number;
+  /** The nested dimension the walk goes through (EPT or NPT), null natively and for shadow/PV. */
+  nested: GuestState | null;
+  /** Rights the final GPA needs (§12.2): X for fetches, W for writes, else R. */
+  need: number;
 }
 
 interface PermissionOutcome {
@@ -441,23 +554,51 @@ interface PermissionOutcome {
 
 type FaultCause = "notPresent" | "reserved" | "protection";
 
+/** A nested fault (§12.3) as the access reports it. */
+interface NestedExit {
+  fault: number;
+  errorCode: number;
+  gpa: bigint;
+}
+
 interface WalkOutcome {
   cycles: number;
   refs: number;
+  nestedRefs: number;
   fault: FaultCause | null;
   pk: boolean;
+  exit: NestedExit | null;
   pa: bigint;
+  gpa: bigint;
   size: PageSize;
 }
 
 interface EntryRead {
   level: number;
+  /** Host-physical address the entry was read at. */
   address: bigint;
+  /** Its guest-physical address under a nested dimension (else = address). */
+  gpa: bigint;
   value: bigint;
   /** Accumulated permissions up to and including this entry, kept for the PSC fill (§7.3). */
   rw: boolean;
   us: boolean;
   xd: boolean;
+  /** Nested rights of the page holding the entry (§12.2), all rights natively. */
+  tableRights: number;
+}
+
+/** A guest-physical translation (§12.1). */
+type GpaTranslation =
+  | { ok: true; hpa: bigint; rights: number; dirty: boolean; size: PageSize; cycles: number; refs: number }
+  | { ok: false; cause: NestedFaultCause; rights: number; cycles: number; refs: number };
+
+interface NestedRead {
+  level: number;
+  address: bigint;
+  value: bigint;
+  /** Accumulated nested rights up to and including this entry. */
+  rights: number;
 }
 
 const PSC_NAMES: Record<number, "pde" | "pdpte" | "pml4" | "pml5"> = {
@@ -551,6 +692,12 @@ export class RefMachine {
   private readonly llc: DataCache | null;
   private readonly reservedAddressMask: bigint;
   private counters: Stats = emptyStats();
+  private nestedCounters: NestedStats = emptyNestedStats();
+  /** Context ids (§12): index = id, 0 = the host (vpid 0, no root). */
+  private readonly contexts: { vpid: number; rootTag: number }[] = [{ vpid: 0, rootTag: 0 }];
+  private readonly contextIds = new Map<string, number>([["0/0", 0]]);
+  /** Root tags by table base, in order of first use; 0 = none. */
+  private readonly rootTags = new Map<bigint, number>();
 
   constructor(cfg: MachineConfig) {
     if (!Number.isInteger(cfg.cpus) || cfg.cpus < 1) throw new Error(`invalid cpu count ${cfg.cpus}`);
@@ -579,6 +726,7 @@ export class RefMachine {
     const makePsc = (level: number, config: SetAssocConfig | null): PagingStructureCache | null =>
       config ? new PagingStructureCache(level, config, nextRandomState()) : null;
 
+    // Per CPU: l1d, l1i and l2 arrays, guest PSCs pml5..pde, nested TLB arrays, nested PSCs pml5..pde.
     for (let cpu = 0; cpu < cfg.cpus; cpu++) {
       const l1d = makeLevel(cfg.tlb.l1d);
       const l1i = makeLevel(cfg.tlb.l1i);
@@ -587,6 +735,11 @@ export class RefMachine {
       const pml4 = makePsc(4, cfg.psc.pml4);
       const pdpte = makePsc(3, cfg.psc.pdpte);
       const pde = makePsc(2, cfg.psc.pde);
+      const nestedTlb = makeLevel(cfg.nestedTlb ?? null);
+      const nestedPml5 = makePsc(5, cfg.nestedPsc?.pml5 ?? null);
+      const nestedPml4 = makePsc(4, cfg.nestedPsc?.pml4 ?? null);
+      const nestedPdpte = makePsc(3, cfg.nestedPsc?.pdpte ?? null);
+      const nestedPde = makePsc(2, cfg.nestedPsc?.pde ?? null);
       this.cpus.push({
         regs: defaultRegs(),
         clock: new Clock(),
@@ -594,8 +747,11 @@ export class RefMachine {
         l1i,
         l2,
         psc: [null, null, pde, pdpte, pml4, pml5],
+        nestedTlb,
+        nestedPsc: [null, null, nestedPde, nestedPdpte, nestedPml4, nestedPml5],
         l1Cache: cfg.cache.l1 ? new DataCache(cfg.cache.l1) : null,
         l2Cache: cfg.cache.l2 ? new DataCache(cfg.cache.l2) : null,
+        guest: null,
       });
     }
   }
@@ -647,13 +803,14 @@ export class RefMachine {
     const written = BigInt.asUintN(64, value);
     const noFlush = bit(written, CR3_NOFLUSH);
     state.regs.cr3 = written & ~CR3_NOFLUSH;
+    const mine = this.ofCurrentVpid(state);
     if (!bit(state.regs.cr4, CR4_PCIDE)) {
-      this.invalidateTlb(state, (entry) => !entry.global);
-      this.invalidatePsc(state, () => true);
+      this.invalidateTlb(state, (entry) => mine(entry) && !entry.global);
+      this.invalidatePsc(state, mine);
     } else if (!noFlush) {
       const pcid = Number(written & 0xfffn);
-      this.invalidateTlb(state, (entry) => !entry.global && entry.pcid === pcid);
-      this.invalidatePsc(state, (entry) => entry.pcid === pcid);
+      this.invalidateTlb(state, (entry) => mine(entry) && !entry.global && entry.pcid === pcid);
+      this.invalidatePsc(state, (entry) => mine(entry) && entry.pcid === pcid);
     }
   }
 
@@ -671,12 +828,15 @@ export class RefMachine {
     state.regs.cr4 = after;
     const changed = before ^ after;
     const clearingPcide = bit(before, CR4_PCIDE) && !bit(after, CR4_PCIDE);
+    // §12.4: in guest mode "everything" is every context of the CPU's VPID.
+    const mine = this.ofCurrentVpid(state);
     if (bit(changed, CR4_PGE) || clearingPcide) {
-      this.flushAll(cpu);
+      this.invalidateTlb(state, mine);
+      this.invalidatePsc(state, mine);
     } else if (!bit(before, CR4_SMEP) && bit(after, CR4_SMEP)) {
       // PCIDE did not go 1 -> 0 here, and setting it requires CR3[11:0] = 0, so the pcid is unchanged.
-      this.invalidateTlb(state, (entry) => entry.global || entry.pcid === pcidBefore);
-      this.invalidatePsc(state, (entry) => entry.pcid === pcidBefore);
+      this.invalidateTlb(state, (entry) => mine(entry) && (entry.global || entry.pcid === pcidBefore));
+      this.invalidatePsc(state, (entry) => mine(entry) && entry.pcid === pcidBefore);
     }
     return true;
   }
@@ -687,11 +847,12 @@ export class RefMachine {
     const address = BigInt.asUintN(64, la);
     if (!isCanonical(address, this.levelsOf(state))) return;
     const pcid = this.currentPcid(state);
+    const mine = this.ofCurrentVpid(state);
     this.invalidateTlb(
       state,
-      (entry) => coversAddress(entry, address) && (entry.global || entry.pcid === pcid),
+      (entry) => mine(entry) && coversAddress(entry, address) && (entry.global || entry.pcid === pcid),
     );
-    this.invalidatePsc(state, (entry) => entry.pcid === pcid);
+    this.invalidatePsc(state, (entry) => mine(entry) && entry.pcid === pcid);
   }
 
   /** §8.2: returns false for #GP, leaving everything unchanged. */
@@ -703,34 +864,196 @@ export class RefMachine {
     if (type === 0 && !isCanonical(address, this.levelsOf(state))) return false;
     // Without PCIDs only PCID 0 exists, so naming another in a single-context type is #GP.
     if (type <= 1 && pcid !== 0 && !bit(state.regs.cr4, CR4_PCIDE)) return false;
+    const mine = this.ofCurrentVpid(state);
     switch (type) {
       case 0:
         this.invalidateTlb(
           state,
-          (entry) => !entry.global && entry.pcid === pcid && coversAddress(entry, address),
+          (entry) => mine(entry) && !entry.global && entry.pcid === pcid && coversAddress(entry, address),
         );
-        this.invalidatePsc(state, (entry) => entry.pcid === pcid);
+        this.invalidatePsc(state, (entry) => mine(entry) && entry.pcid === pcid);
         break;
       case 1:
-        this.invalidateTlb(state, (entry) => !entry.global && entry.pcid === pcid);
-        this.invalidatePsc(state, (entry) => entry.pcid === pcid);
+        this.invalidateTlb(state, (entry) => mine(entry) && !entry.global && entry.pcid === pcid);
+        this.invalidatePsc(state, (entry) => mine(entry) && entry.pcid === pcid);
         break;
       case 2:
-        this.flushAll(cpu);
+        this.invalidateTlb(state, mine);
+        this.invalidatePsc(state, mine);
         break;
       default:
-        this.invalidateTlb(state, (entry) => !entry.global);
-        this.invalidatePsc(state, () => true);
+        this.invalidateTlb(state, (entry) => mine(entry) && !entry.global);
+        this.invalidatePsc(state, mine);
         break;
     }
     return true;
   }
 
-  /** §8.6. */
+  /** §8.6: every TLB and PSC entry of the CPU, of every context, and every nested entry. */
   flushAll(cpu: number): void {
     const state = this.cpu(cpu);
     this.invalidateTlb(state, () => true);
     this.invalidatePsc(state, () => true);
+    this.invalidateNested(state, () => true);
+  }
+
+  // ---- virtualization (§12) --------------------------------------------------------------------
+
+  /** VM entry: guest mode with a context id for (vpid, root tag). Nothing is flushed. */
+  vmEnter(cpu: number, entry: RefVmEntry): void {
+    const state = this.cpu(cpu);
+    const mode = entry.nested;
+    if (mode !== "none" && mode !== "ept" && mode !== "npt") throw new Error(`invalid nested mode ${mode}`);
+    const levels = entry.nestedLevels ?? 4;
+    if (levels !== 4 && levels !== 5) throw new Error(`invalid nested levels ${levels}`);
+    const vpid = entry.vpid ?? 0;
+    if (!Number.isInteger(vpid) || vpid < 0 || vpid > 0xffff) throw new Error(`invalid vpid ${vpid}`);
+    const root = BigInt.asUintN(64, entry.root ?? 0n);
+    const rootTag = mode === "none" ? 0 : this.rootTagOf(root & TABLE_ADDRESS_MASK);
+    state.guest = {
+      mode,
+      root,
+      rootTag,
+      levels,
+      vpid,
+      nestedAd: mode === "npt" || (mode === "ept" && entry.nestedAccessedDirty === true),
+      context: this.contextIdOf(vpid, rootTag),
+    };
+  }
+
+  vmLeave(cpu: number): void {
+    this.cpu(cpu).guest = null;
+  }
+
+  /** §12.4: an exit and re-entry; without VPIDs (vpid 0) it removes every entry of VPID-0 contexts. */
+  vmExitEntry(cpu: number): void {
+    const state = this.cpu(cpu);
+    if (state.guest?.vpid !== 0) return;
+    const vpidZero = (entry: { context: number }) => this.contexts[entry.context].vpid === 0;
+    this.invalidateTlb(state, vpidZero);
+    this.invalidatePsc(state, vpidZero);
+  }
+
+  /** §12.4 INVEPT: type 1 one EP4TA, type 2 all; false (VMfail) for other types. */
+  invept(cpu: number, type: number, eptp = 0n): boolean {
+    const state = this.cpu(cpu);
+    if (type === 1) {
+      const tag = this.rootTags.get(BigInt.asUintN(64, eptp) & TABLE_ADDRESS_MASK);
+      if (tag === undefined) return true;
+      const ofRoot = (entry: { context: number }) => this.contexts[entry.context].rootTag === tag;
+      this.invalidateNested(state, (entry) => entry.context === tag);
+      this.invalidateTlb(state, ofRoot);
+      this.invalidatePsc(state, ofRoot);
+      return true;
+    }
+    if (type === 2) {
+      const withRoot = (entry: { context: number }) => this.contexts[entry.context].rootTag !== 0;
+      this.invalidateNested(state, () => true);
+      this.invalidateTlb(state, withRoot);
+      this.invalidatePsc(state, withRoot);
+      return true;
+    }
+    return false;
+  }
+
+  /** §12.4 INVVPID types 0-3; false (VMfail) for others, VPID 0 in types 0/1/3, a non-canonical type-0 la. */
+  invvpid(cpu: number, type: number, vpid: number, la = 0n): boolean {
+    const state = this.cpu(cpu);
+    const address = BigInt.asUintN(64, la);
+    if (!Number.isInteger(type) || type < 0 || type > 3) return false;
+    if (!Number.isInteger(vpid) || vpid < 0 || vpid > 0xffff) return false;
+    if (type !== 2 && vpid === 0) return false;
+    if (type === 0 && !isCanonical(address, this.levelsOf(state))) return false;
+    const ofVpid = (entry: { context: number }) => this.contexts[entry.context].vpid === vpid;
+    switch (type) {
+      case 0:
+        this.invalidateTlb(state, (entry) => ofVpid(entry) && coversAddress(entry, address));
+        this.invalidatePsc(state, ofVpid);
+        break;
+      case 1:
+        this.invalidateTlb(state, ofVpid);
+        this.invalidatePsc(state, ofVpid);
+        break;
+      case 2: {
+        const notZero = (entry: { context: number }) => this.contexts[entry.context].vpid !== 0;
+        this.invalidateTlb(state, notZero);
+        this.invalidatePsc(state, notZero);
+        break;
+      }
+      default:
+        this.invalidateTlb(state, (entry) => ofVpid(entry) && !entry.global);
+        this.invalidatePsc(state, ofVpid);
+        break;
+    }
+    return true;
+  }
+
+  /** §12.4 VMCB TLB_CONTROL: 0 nothing, 1 everything, 3 the ASID and the current root, 7 as 3 but globals. */
+  tlbControl(cpu: number, value: number): boolean {
+    const state = this.cpu(cpu);
+    switch (value) {
+      case 0:
+        return true;
+      case 1:
+        this.invalidateTlb(state, () => true);
+        this.invalidatePsc(state, () => true);
+        this.invalidateNested(state, () => true);
+        return true;
+      case 3:
+      case 7: {
+        const mine = this.ofCurrentVpid(state);
+        const keepGlobals = value === 7;
+        this.invalidateTlb(state, (entry) => mine(entry) && !(keepGlobals && entry.global));
+        this.invalidatePsc(state, mine);
+        const rootTag = state.guest?.rootTag ?? 0;
+        if (rootTag !== 0) this.invalidateNested(state, (entry) => entry.context === rootTag);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  nestedStats(): NestedStats {
+    const c = this.nestedCounters;
+    return {
+      nestedRefs: c.nestedRefs,
+      faultedNestedRefs: c.faultedNestedRefs,
+      nestedWalks: c.nestedWalks,
+      nestedTlb: { ...c.nestedTlb },
+      nestedPsc: {
+        pml5: { ...c.nestedPsc.pml5 },
+        pml4: { ...c.nestedPsc.pml4 },
+        pdpte: { ...c.nestedPsc.pdpte },
+        pde: { ...c.nestedPsc.pde },
+      },
+    };
+  }
+
+  private rootTagOf(base: bigint): number {
+    let tag = this.rootTags.get(base);
+    if (tag === undefined) {
+      tag = this.rootTags.size + 1;
+      this.rootTags.set(base, tag);
+    }
+    return tag;
+  }
+
+  private contextIdOf(vpid: number, rootTag: number): number {
+    const key = `${vpid}/${rootTag}`;
+    let id = this.contextIds.get(key);
+    if (id === undefined) {
+      id = this.contexts.length;
+      this.contexts.push({ vpid, rootTag });
+      this.contextIds.set(key, id);
+    }
+    return id;
+  }
+
+  /** §12.4: the guest's flushes reach every context with the CPU's VPID (0 on the host). */
+  private ofCurrentVpid(state: CpuState): (entry: { context: number }) => boolean {
+    const vpid = state.guest?.vpid ?? 0;
+    return (entry) => this.contexts[entry.context].vpid === vpid;
   }
 
   // ---- statistics ------------------------------------------------------------------------------
@@ -741,6 +1064,7 @@ export class RefMachine {
 
   resetStats(): void {
     this.counters = emptyStats();
+    this.nestedCounters = emptyNestedStats();
   }
 
   chargeCycles(n: number): void {
@@ -756,22 +1080,23 @@ export class RefMachine {
   /**
    * Translates one access (§4). `retry` marks the re-execution of a record that faulted: its TLB
    * lookups are not counted again (§11), everything else is. `accesses` is left to countAccess().
+   * In guest mode the result also carries `gpa` and `nestedRefs` (§12).
    */
   access(cpu: number, la: bigint, kind: number, flags = 0, retry = false): AccessResult {
     const state = this.cpu(cpu);
     const address = BigInt.asUintN(64, la);
     const context = this.contextOf(state, kind, flags);
+    const guest = state.guest !== null;
+    const result = (base: AccessResult, gpa: bigint, nestedRefs: number): AccessResult =>
+      this.finish(guest ? { ...base, gpa, nestedRefs } : base);
 
     if (!isCanonical(address, context.levels)) {
       this.counters.faults.gp += 1;
-      return this.finish({
-        fault: FAULT_GENERAL_PROTECTION,
-        pa: 0n,
-        errorCode: 0,
-        pageSize: 0,
-        refs: 0,
-        cycles: 0,
-      });
+      return result(
+        { fault: FAULT_GENERAL_PROTECTION, pa: 0n, errorCode: 0, pageSize: 0, refs: 0, cycles: 0 },
+        0n,
+        0,
+      );
     }
 
     let cycles = 0;
@@ -781,7 +1106,7 @@ export class RefMachine {
     let hitInL2 = false;
     if (l1) {
       cycles += l1.latency;
-      hit = l1.lookup(address, context.pcid, state.clock);
+      hit = l1.lookup(address, context.pcid, context.context, state.clock);
       if (!retry) {
         if (hit) l1Stats.hits += 1;
         else l1Stats.misses += 1;
@@ -789,7 +1114,7 @@ export class RefMachine {
     }
     if (!hit && state.l2) {
       cycles += state.l2.latency;
-      hit = state.l2.lookup(address, context.pcid, state.clock);
+      hit = state.l2.lookup(address, context.pcid, context.context, state.clock);
       hitInL2 = hit !== null;
       if (!retry) {
         if (hit) this.counters.tlb.l2.hits += 1;
@@ -799,43 +1124,63 @@ export class RefMachine {
 
     if (hit) {
       const permission = this.checkPermission(state, context, hit);
-      if (!permission.fault && !(context.isWrite && !hit.dirty)) {
+      if (!permission.fault && !(context.isWrite && !hit.dirty) && this.nestedAllows(context, hit)) {
         // The L1 copy is tagged with the current PCID: PCID is a tag of the lookup, not an attribute.
         if (hitInL2 && l1) l1.fill(address, hit.size, hit.frame, { ...hit, pcid: context.pcid }, state.clock);
         const pa = hit.frame | (address & (PAGE_BYTES[hit.size] - 1n));
-        return this.finish({
-          fault: FAULT_NONE,
-          pa,
-          errorCode: 0,
-          pageSize: pageBytes(hit.size),
-          refs: 0,
-          cycles,
-        });
+        return result(
+          { fault: FAULT_NONE, pa, errorCode: 0, pageSize: pageBytes(hit.size), refs: 0, cycles },
+          0n,
+          0,
+        );
       }
     }
 
     const walk = this.walk(state, context, address);
     cycles += walk.cycles;
+    if (walk.exit) {
+      this.invalidateAfterNestedFault(state, context, address, walk.exit.gpa);
+      return result(
+        {
+          fault: walk.exit.fault,
+          pa: 0n,
+          errorCode: walk.exit.errorCode,
+          pageSize: 0,
+          refs: walk.refs,
+          cycles,
+        },
+        walk.exit.gpa,
+        walk.nestedRefs,
+      );
+    }
     if (walk.fault) {
       this.countFault(walk.fault, walk.pk);
       this.invalidateAfterFault(state, context, address);
-      return this.finish({
-        fault: FAULT_PAGE,
-        pa: 0n,
-        errorCode: this.errorCode(state, context, walk.fault, walk.pk),
-        pageSize: 0,
+      return result(
+        {
+          fault: FAULT_PAGE,
+          pa: 0n,
+          errorCode: this.errorCode(state, context, walk.fault, walk.pk),
+          pageSize: 0,
+          refs: walk.refs,
+          cycles,
+        },
+        0n,
+        walk.nestedRefs,
+      );
+    }
+    return result(
+      {
+        fault: FAULT_NONE,
+        pa: walk.pa,
+        errorCode: 0,
+        pageSize: pageBytes(walk.size),
         refs: walk.refs,
         cycles,
-      });
-    }
-    return this.finish({
-      fault: FAULT_NONE,
-      pa: walk.pa,
-      errorCode: 0,
-      pageSize: pageBytes(walk.size),
-      refs: walk.refs,
-      cycles,
-    });
+      },
+      walk.gpa,
+      walk.nestedRefs,
+    );
   }
 
   private finish(result: AccessResult): AccessResult {
@@ -851,25 +1196,49 @@ export class RefMachine {
     if (!Number.isInteger(baseKind) || baseKind < KIND_READ || baseKind > KIND_SHADOW_STACK_WRITE) {
       throw new Error(`invalid access kind ${kind}`);
     }
+    const isWrite = baseKind === KIND_WRITE || baseKind === KIND_SHADOW_STACK_WRITE;
+    const isFetch = baseKind === KIND_FETCH;
+    const guest = state.guest;
     return {
       kind: baseKind,
       implicit,
       user: state.regs.cpl === 3 && !implicit,
-      isWrite: baseKind === KIND_WRITE || baseKind === KIND_SHADOW_STACK_WRITE,
+      isWrite,
       isShadowStack: baseKind === KIND_SHADOW_STACK_READ || baseKind === KIND_SHADOW_STACK_WRITE,
-      isFetch: baseKind === KIND_FETCH,
+      isFetch,
       pcid: this.currentPcid(state),
       levels: this.levelsOf(state),
+      context: guest?.context ?? 0,
+      nested: guest && guest.mode !== "none" ? guest : null,
+      need: isFetch ? NESTED_X : isWrite ? NESTED_W : NESTED_R,
     };
   }
 
-  /** §5: PSC probe, radix walk, permission check, A/D update, TLB and PSC fills. */
+  /** §12.2: a combined entry's deny bits (nested rights, nested dirty flag) may refuse a TLB hit. */
+  private nestedAllows(context: AccessContext, entry: TlbEntry): boolean {
+    const nested = context.nested;
+    if (!nested) return true;
+    if ((entry.nestedRights & context.need) !== context.need) return false;
+    return !((context.need & NESTED_W) !== 0 && nested.nestedAd && !entry.nestedDirty);
+  }
+
+  /**
+   * §5 and §12.2: PSC probe, radix walk (each guest table entry's GPA translated through the nested
+   * dimension when there is one), permission check, A/D update, final GPA translation, TLB and PSC fills.
+   */
   private walk(state: CpuState, context: AccessContext, la: bigint): WalkOutcome {
     const regs = state.regs;
     const nxe = bit(regs.efer, EFER_NXE);
+    const nested = context.nested;
+    // §12.2: guest paging-structure accesses need R (EPT without A/D) or R+W (EPT A/D, NPT).
+    const tableNeed = nested && (nested.mode === "npt" || nested.nestedAd) ? NESTED_R | NESTED_W : NESTED_R;
     let cycles = 0;
+    let nestedRefs = 0;
     let level = context.levels;
     let base = regs.cr3 & TABLE_ADDRESS_MASK;
+    // Natively every table address is host-physical; under a nested dimension only a PSC hit's is.
+    let baseIsHost = nested === null;
+    let tableRights = NESTED_ALL;
     let rw = true;
     let us = true;
     let xd = false;
@@ -881,7 +1250,7 @@ export class RefMachine {
       const cache = state.psc[pscLevel];
       if (!cache) continue;
       const counter = this.counters.psc[PSC_NAMES[pscLevel]];
-      const entry = cache.lookup(la, context.pcid, state.clock);
+      const entry = cache.lookup(la, context.pcid, context.context, state.clock);
       if (!entry) {
         counter.misses += 1;
         continue;
@@ -890,6 +1259,8 @@ export class RefMachine {
       cycles += this.config.psc.latency;
       level = pscLevel - 1;
       base = entry.base;
+      baseIsHost = true;
+      tableRights = entry.nestedRights;
       rw = entry.rw;
       us = entry.us;
       xd = entry.xd;
@@ -898,22 +1269,71 @@ export class RefMachine {
     }
 
     const reads: EntryRead[] = [];
-    const fail = (fault: FaultCause, pk: boolean): WalkOutcome => {
+    const refs = () => reads.length + nestedRefs;
+    const faulted = () => {
       this.counters.faultedWalks += 1;
-      this.counters.faultedWalkRefs += reads.length;
-      return { cycles, refs: reads.length, fault, pk, pa: 0n, size: "4K" };
+      this.counters.faultedWalkRefs += refs();
+      this.nestedCounters.faultedNestedRefs += nestedRefs;
+    };
+    const fail = (fault: FaultCause, pk: boolean): WalkOutcome => {
+      faulted();
+      return { cycles, refs: refs(), nestedRefs, fault, pk, exit: null, pa: 0n, gpa: 0n, size: "4K" };
+    };
+    const exit = (
+      guest: GuestState,
+      cause: NestedFaultCause,
+      access: NestedAccess,
+      rights: number,
+      gpa: bigint,
+    ): WalkOutcome => {
+      faulted();
+      const reported = nestedFault(guest.mode, cause, access, rights, guest.nestedAd);
+      return {
+        cycles,
+        refs: refs(),
+        nestedRefs,
+        fault: null,
+        pk: false,
+        exit: { ...reported, gpa },
+        pa: 0n,
+        gpa: 0n,
+        size: "4K",
+      };
     };
 
     let leaf = 0n;
     let size: PageSize = "4K";
     for (;;) {
       const index = (la >> BigInt(12 + 9 * (level - 1))) & 0x1ffn;
-      const address = base | (index * 8n);
+      const entryGpa = base | (index * 8n);
+      let address = entryGpa;
+      let rights = tableRights;
+      if (nested && !baseIsHost) {
+        const translation = this.translateGpa(state, nested, entryGpa, tableNeed);
+        cycles += translation.cycles;
+        nestedRefs += translation.refs;
+        if (!translation.ok) {
+          return exit(nested, translation.cause, { stage: "table" }, translation.rights, entryGpa);
+        }
+        address = translation.hpa;
+        rights = translation.rights;
+      }
+      baseIsHost = nested === null;
       const entry = this.readPhys64(address);
       cycles += this.priceReference(state, address);
+      const read = (): EntryRead => ({
+        level,
+        address,
+        gpa: entryGpa,
+        value: entry,
+        rw,
+        us,
+        xd,
+        tableRights: rights,
+      });
 
       if (!bit(entry, ENTRY_PRESENT)) {
-        reads.push({ level, address, value: entry, rw, us, xd });
+        reads.push(read());
         return fail("notPresent", false);
       }
       const pageSizeBit = bit(entry, ENTRY_PS);
@@ -925,14 +1345,14 @@ export class RefMachine {
         (pageSizeBit && level === 3 && (entry & GIGABYTE_LEAF_RESERVED) !== 0n) ||
         (pageSizeBit && level === 2 && (entry & TWO_MEGABYTE_LEAF_RESERVED) !== 0n);
       if (reserved) {
-        reads.push({ level, address, value: entry, rw, us, xd });
+        reads.push(read());
         return fail("reserved", false);
       }
 
       rw &&= bit(entry, ENTRY_RW);
       us &&= bit(entry, ENTRY_US);
       xd ||= bit(entry, ENTRY_XD) && nxe;
-      reads.push({ level, address, value: entry, rw, us, xd });
+      reads.push(read());
 
       if (level === 1 || (pageSizeBit && (level === 2 || level === 3))) {
         leaf = entry;
@@ -957,16 +1377,23 @@ export class RefMachine {
       pkey: Number((leaf >> 59n) & 0xfn),
       global: bit(leaf, ENTRY_GLOBAL) && bit(regs.cr4, CR4_PGE),
       pcid: context.pcid,
+      context: context.context,
+      nestedRights: NESTED_ALL,
+      nestedDirty: true,
     };
     const permission = this.checkPermission(state, context, attributes);
     if (permission.fault) return fail("protection", permission.pk);
 
-    // A/D update only after every check passed (Bochs order), top-down, one write per entry.
+    // A/D update only after every check passed (Bochs order), top-down, one write per entry. Under EPT
+    // without A/D each write first needs nested W on the guest table page it lands in (§12.2).
     const leafRead = reads[reads.length - 1];
     for (const read of reads) {
       let updated = read.value | ENTRY_ACCESSED;
       if (read === leafRead && context.isWrite) updated |= ENTRY_DIRTY;
       if (updated === read.value) continue;
+      if (nested && !nested.nestedAd && nested.mode === "ept" && (read.tableRights & NESTED_W) === 0) {
+        return exit(nested, "protection", { stage: "adWrite" }, read.tableRights, read.gpa);
+      }
       this.writePhys64(read.address, updated);
       this.counters.adUpdates += 1;
       cycles += this.priceReference(state, read.address);
@@ -974,30 +1401,198 @@ export class RefMachine {
     }
     attributes.dirty = bit(leaf, ENTRY_DIRTY);
 
+    // §12.2: the final GPA, then the combined mapping of the smaller page.
+    let hpa = pa;
+    let mappedSize = size;
+    if (nested) {
+      const final: NestedAccess = { stage: "final", need: context.need, us, rw, xd };
+      const translation = this.translateGpa(state, nested, pa, context.need);
+      cycles += translation.cycles;
+      nestedRefs += translation.refs;
+      if (!translation.ok) return exit(nested, translation.cause, final, translation.rights, pa);
+      hpa = translation.hpa;
+      if (PAGE_SIZES.indexOf(translation.size) < PAGE_SIZES.indexOf(size)) mappedSize = translation.size;
+      attributes.nestedRights = translation.rights;
+      attributes.nestedDirty = translation.dirty;
+    }
+    const mappedFrame = hpa & ~(PAGE_BYTES[mappedSize] - 1n);
+
     // `walks` and `walkRefs` count only walks that ended in a translation (the CLI's JSON contract).
     this.counters.walks += 1;
-    this.counters.walkRefs += reads.length;
-    this.counters.pages[size] += 1;
+    this.counters.walkRefs += refs();
+    this.nestedCounters.nestedRefs += nestedRefs;
+    this.counters.pages[mappedSize] += 1;
 
     // §6.3: L2 first, then the L1 of the access kind.
-    state.l2?.fill(la, size, frame, attributes, state.clock);
-    (context.isFetch ? state.l1i : state.l1d)?.fill(la, size, frame, attributes, state.clock);
+    state.l2?.fill(la, mappedSize, mappedFrame, attributes, state.clock);
+    (context.isFetch ? state.l1i : state.l1d)?.fill(la, mappedSize, mappedFrame, attributes, state.clock);
 
-    // §7.3: every non-leaf entry this walk read, top-down.
-    for (const read of reads) {
-      if (read === leafRead) continue;
+    // §7.3: every non-leaf entry this walk read, top-down. Under a nested dimension the cached base is
+    // the host address of the next table, with the nested rights of its page (§12.2).
+    reads.forEach((read, i) => {
+      if (read === leafRead) return;
+      const next = reads[i + 1];
       state.psc[read.level]?.fill(
         la,
-        context.pcid,
-        read.value & TABLE_ADDRESS_MASK,
-        read.rw,
-        read.us,
-        read.xd,
+        {
+          pcid: context.pcid,
+          context: context.context,
+          base: nested ? next.address & ~0xfffn : read.value & TABLE_ADDRESS_MASK,
+          rw: read.rw,
+          us: read.us,
+          xd: read.xd,
+          nestedRights: nested ? next.tableRights : NESTED_ALL,
+        },
+        state.clock,
+      );
+    });
+
+    return {
+      cycles,
+      refs: refs(),
+      nestedRefs,
+      fault: null,
+      pk: false,
+      exit: null,
+      pa: hpa,
+      gpa: pa,
+      size: mappedSize,
+    };
+  }
+
+  /** §12.1: guest-physical to host-physical through the nested TLB, nested PSCs and nested tables. */
+  private translateGpa(state: CpuState, guest: GuestState, gpa: bigint, need: number): GpaTranslation {
+    let cycles = 0;
+    const tag = guest.rootTag;
+    const counters = this.nestedCounters;
+    const tlb = state.nestedTlb;
+    if (tlb) {
+      cycles += tlb.latency;
+      const hit = tlb.lookup(gpa, 0, tag, state.clock);
+      if (hit) counters.nestedTlb.hits += 1;
+      else counters.nestedTlb.misses += 1;
+      if (
+        hit &&
+        (hit.nestedRights & need) === need &&
+        !((need & NESTED_W) !== 0 && guest.nestedAd && !hit.nestedDirty)
+      ) {
+        const hpa = hit.frame | (gpa & (PAGE_BYTES[hit.size] - 1n));
+        return {
+          ok: true,
+          hpa,
+          rights: hit.nestedRights,
+          dirty: hit.nestedDirty,
+          size: hit.size,
+          cycles,
+          refs: 0,
+        };
+      }
+    }
+
+    counters.nestedWalks += 1;
+    let level = guest.levels;
+    let base = guest.root & TABLE_ADDRESS_MASK;
+    let rights = NESTED_ALL;
+    for (let pscLevel = 2; pscLevel <= 5; pscLevel++) {
+      if (pscLevel === 5 && guest.levels !== 5) break;
+      const cache = state.nestedPsc[pscLevel];
+      if (!cache) continue;
+      const counter = counters.nestedPsc[PSC_NAMES[pscLevel]];
+      const entry = cache.lookup(gpa, 0, tag, state.clock);
+      if (!entry) {
+        counter.misses += 1;
+        continue;
+      }
+      counter.hits += 1;
+      cycles += this.nestedPscLatency();
+      level = pscLevel - 1;
+      base = entry.base;
+      rights = entry.nestedRights;
+      break;
+    }
+
+    const decode = guest.mode === "ept" ? decodeEpt : decodeNpt;
+    const reads: NestedRead[] = [];
+    let user = true;
+    for (;;) {
+      const index = (gpa >> BigInt(12 + 9 * (level - 1))) & 0x1ffn;
+      const address = base | (index * 8n);
+      const value = this.readPhys64(address);
+      cycles += this.priceReference(state, address);
+      const entry = decode(value, level, this.reservedAddressMask, this.config.gbPages);
+      if (entry.kind !== "present") {
+        return { ok: false, cause: entry.kind, rights: 0, cycles, refs: reads.length + 1 };
+      }
+      rights &= entry.rights;
+      user &&= entry.user;
+      reads.push({ level, address, value, rights });
+      if (entry.leaf) break;
+      base = entry.next;
+      level -= 1;
+    }
+    const refs = reads.length;
+    if (!user || (need & ~rights) !== 0) return { ok: false, cause: "protection", rights, cycles, refs };
+
+    const leafRead = reads[reads.length - 1];
+    let leaf = leafRead.value;
+    const dirtyBit = nestedDirtyBit(guest.mode);
+    if (guest.nestedAd) {
+      const accessedBit = nestedAccessedBit(guest.mode);
+      for (const read of reads) {
+        let updated = read.value | accessedBit;
+        if (read === leafRead && (need & NESTED_W) !== 0) updated |= dirtyBit;
+        if (updated === read.value) continue;
+        this.writePhys64(read.address, updated);
+        this.counters.adUpdates += 1;
+        cycles += this.priceReference(state, read.address);
+        if (read === leafRead) leaf = updated;
+      }
+    }
+    const size: PageSize = leafRead.level === 1 ? "4K" : leafRead.level === 2 ? "2M" : "1G";
+    const frame = leaf & TABLE_ADDRESS_MASK & ~(PAGE_BYTES[size] - 1n);
+    const dirty = bit(leaf, dirtyBit);
+
+    for (const read of reads) {
+      if (read === leafRead) continue;
+      state.nestedPsc[read.level]?.fill(
+        gpa,
+        {
+          pcid: 0,
+          context: tag,
+          base: read.value & TABLE_ADDRESS_MASK,
+          rw: false,
+          us: false,
+          xd: false,
+          nestedRights: read.rights,
+        },
         state.clock,
       );
     }
+    tlb?.fill(
+      gpa,
+      size,
+      frame,
+      {
+        rw: false,
+        us: false,
+        xd: false,
+        dirty: false,
+        ssPage: false,
+        pkey: 0,
+        global: false,
+        pcid: 0,
+        context: tag,
+        nestedRights: rights,
+        nestedDirty: dirty,
+      },
+      state.clock,
+    );
+    return { ok: true, hpa: frame | (gpa & (PAGE_BYTES[size] - 1n)), rights, dirty, size, cycles, refs };
+  }
 
-    return { cycles, refs: reads.length, fault: null, pk: false, pa, size };
+  /** Cycles of a nested PSC hit: the nested PSC configuration's latency (§12.1 step 2 with §7.2). */
+  private nestedPscLatency(): number {
+    return this.config.nestedPsc?.latency ?? 0;
   }
 
   /** §5.4, shared by TLB hits and walks. */
@@ -1071,18 +1666,45 @@ export class RefMachine {
     if (pk) this.counters.faults.pkey += 1;
   }
 
-  /** §8.5: a #PF drops what could have produced it, so the retry walks afresh. */
+  /** §8.5: a #PF drops what could have produced it (in the CPU's context), so the retry walks afresh. */
   private invalidateAfterFault(state: CpuState, context: AccessContext, la: bigint): void {
     this.invalidateTlb(
       state,
-      (entry) => coversAddress(entry, la) && (entry.global || entry.pcid === context.pcid),
+      (entry) =>
+        entry.context === context.context &&
+        coversAddress(entry, la) &&
+        (entry.global || entry.pcid === context.pcid),
     );
     for (let level = 2; level <= 5; level++) {
       const cache = state.psc[level];
       if (!cache) continue;
       const tag = cache.tagOf(la);
-      cache.storage.invalidateWhere((entry) => entry.pcid === context.pcid && entry.tag === tag);
+      cache.storage.invalidateWhere(
+        (entry) => entry.context === context.context && entry.pcid === context.pcid && entry.tag === tag,
+      );
     }
+  }
+
+  /**
+   * §12.3: after a nested fault, the nested TLB and nested PSC entries for the GPA (current root) and
+   * the combined TLB entries for the linear address (current context and PCID) are removed.
+   */
+  private invalidateAfterNestedFault(state: CpuState, context: AccessContext, la: bigint, gpa: bigint): void {
+    const rootTag = state.guest?.rootTag ?? 0;
+    state.nestedTlb?.invalidateWhere((entry) => entry.context === rootTag && coversAddress(entry, gpa));
+    for (let level = 2; level <= 5; level++) {
+      const cache = state.nestedPsc[level];
+      if (!cache) continue;
+      const tag = cache.tagOf(gpa);
+      cache.storage.invalidateWhere((entry) => entry.context === rootTag && entry.tag === tag);
+    }
+    this.invalidateTlb(
+      state,
+      (entry) =>
+        entry.context === context.context &&
+        coversAddress(entry, la) &&
+        (entry.global || entry.pcid === context.pcid),
+    );
   }
 
   /** §9: the first level holding the line prices the reference; every level above it gets the line. */
@@ -1116,6 +1738,12 @@ export class RefMachine {
 
   private invalidatePsc(state: CpuState, predicate: (entry: PscEntry) => boolean): void {
     for (const cache of state.psc) cache?.storage.invalidateWhere(predicate);
+  }
+
+  /** Nested TLB and nested PSC entries; their `context` is the root tag. */
+  private invalidateNested(state: CpuState, predicate: (entry: { context: number }) => boolean): void {
+    state.nestedTlb?.invalidateWhere(predicate);
+    for (const cache of state.nestedPsc) cache?.storage.invalidateWhere(predicate);
   }
 
   private currentPcid(state: CpuState): number {

@@ -107,3 +107,26 @@ describe("configuration", () => {
     }
   });
 });
+
+describe("virtualization configuration", () => {
+  it("accepts the modes, host, nestedTlb and hypervisor keys, with per-reason exit costs", () => {
+    const config = resolveConfig({
+      mode: "npt",
+      host: { levels: 5, pageSize: "2M", memory: "512G" },
+      nestedTlb: null,
+      hypervisor: { exitCycles: 1000, exitCyclesByReason: { npf: 1500 }, vpid: false, dirtyLog: "wp" },
+    });
+    expect(config.mode).toBe("npt");
+    expect(config.host).toEqual({ levels: 5, pageSize: "2M", memory: 512 * 2 ** 30 });
+    expect(config.machine.nestedTlb).toBeNull();
+    expect(config.hypervisor.costs.exit).toBe(1000);
+    expect(config.hypervisor.costs.exitByReason).toEqual({ npf: 1500 });
+    expect(config.hypervisor.vpid).toBe(false);
+  });
+
+  it("an unknown exit reason or mode is rejected and named", () => {
+    rejects({ hypervisor: { exitCyclesByReason: { vmcall: 5 } } }, "hypervisor.exitCyclesByReason.vmcall");
+    rejects({ mode: "kvm" }, "mode");
+    rejects({ host: { pageSize: "4M" } }, "host.pageSize");
+  });
+});
