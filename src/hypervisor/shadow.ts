@@ -109,7 +109,10 @@ export interface ShadowOptions {
 }
 
 export interface ShadowStats {
-  /** Shadow faults fixed by building or upgrading SPTEs (KVM's pf_fixed). */
+  /**
+   * Shadow faults fixed by building or upgrading SPTEs (KVM's pf_fixed), including the write faults that
+   * let a leaf table go unsync.
+   */
   pf_fixed: number;
   /** #PFs that the guest's own tables explain, injected into the guest (pf_guest). */
   pf_guest: number;
@@ -123,7 +126,7 @@ export interface ShadowStats {
   mmu_pte_write: number;
   /** Leaf SPTEs refreshed from the new gpte after a trapped store. */
   mmu_pte_updated: number;
-  /** Non-leaf SPTEs zapped after a trapped store that wrote a present gpte. */
+  /** Trapped stores of a nonzero gpte into a non-leaf table: its SPTE is zapped, not refilled. */
   mmu_pde_zapped: number;
   /** Shadow pages zapped for write flooding (or misaligned writes). */
   mmu_flooded: number;
@@ -1208,7 +1211,8 @@ export class ShadowMmu implements VirtualizationTechnique {
     for (let level = walk.leafLevel; level > mapLevel; level--) {
       sp.writeFlooding = 0;
       const index = indexOf(la, level);
-      const bytes = levelBytes(level - 1);
+      // The direct page covers what the SPTE at `level` maps: it is named by that region's first gfn.
+      const bytes = levelBytes(level);
       const gfn = (walk.gpa & ~(bytes - 1n)) >> 12n;
       const spte = this.machine.readPhys64(this.sptep(sp, index));
       if ((spte & P) !== 0n) {
