@@ -61,7 +61,11 @@ export interface VirtualizationTechnique {
   readonly cpu: PagingCpu;
   /** VM entry on every vCPU. */
   boot(machine: Machine): void;
-  /** A guest-mode #PF from the core. */
+  /**
+   * A guest-mode #PF from the core. A technique that injects a fault with another error code than the
+   * hardware's (shadow paging reports the guest's own) rewrites `exit.qualification` before returning
+   * "deliver"; the guest kernel's handler then sees that code.
+   */
   onPageFault(exit: ExitRecord): ExitAction;
   /** An EPT violation or misconfiguration, or a #NPF. */
   onNestedFault(exit: ExitRecord): ExitAction;
