@@ -394,7 +394,9 @@ const SLOT_TABLE_RIGHTS: u32 = 32;
  * A_XD when EFER.NXE is set, else 0.
  */
 @inline function combine(sofar: u64, e: u64, xdMask: u64): u64 {
-  return (sofar & ((e >> 1) & (A_RW | A_US))) | ((sofar | (e >> 61)) & xdMask);
+  // XD already accumulated (say, from a PSC entry made while NXE was set) stays: only this entry's bit
+  // depends on NXE now.
+  return (sofar & ((e >> 1) & (A_RW | A_US))) | (sofar & A_XD) | ((e >> 61) & xdMask);
 }
 
 function finishFault(fault: u32, error: u64, gpa: u64, refs: u32, cycles: u32): void {

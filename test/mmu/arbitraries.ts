@@ -103,21 +103,22 @@ export function setAssocArb(maxSetsLog2 = 3, maxWays = 4): fc.Arbitrary<SetAssoc
     .map(({ setsLog2, ways, policy }) => ({ entries: ways << setsLog2, ways, policy }));
 }
 
-export function tlbArrayArb(): fc.Arbitrary<TlbArrayConfig> {
+export function tlbArrayArb(maxSetsLog2 = 4): fc.Arbitrary<TlbArrayConfig> {
   return fc
     .record({
       // Any non-empty subset in any order: overlapping arrays ("shared sizes") and missing large sizes
       // (fracturing, §6.3) both come out of this.
       sizes: fc.shuffledSubarray(PAGE_SIZES, { minLength: 1 }),
-      geometry: setAssocArb(4, 5),
+      geometry: setAssocArb(maxSetsLog2, 5),
     })
     .map(({ sizes, geometry }) => ({ sizes, ...geometry }));
 }
 
-export function tlbLevelArb(): fc.Arbitrary<TlbLevelConfig | null> {
+/** A TLB level or none; the L2 gets up to twice the sets, so L1 evictions often leave it a copy. */
+export function tlbLevelArb(maxSetsLog2 = 4): fc.Arbitrary<TlbLevelConfig | null> {
   return fc.option(
     fc.record({
-      arrays: fc.array(tlbArrayArb(), { minLength: 1, maxLength: 3 }),
+      arrays: fc.array(tlbArrayArb(maxSetsLog2), { minLength: 1, maxLength: 3 }),
       latency: fc.integer({ min: 0, max: 12 }),
     }),
     { nil: null, freq: 6 },
@@ -160,7 +161,7 @@ export function machineConfigArb(options: ConfigOptions = {}): fc.Arbitrary<Mach
     maxPhyAddr: fc.integer({ min: 36, max: 52 }),
     gbPages: fc.boolean(),
     seed: fc.oneof(fc.nat(1000), fc.maxSafeInteger()),
-    tlb: fc.record({ l1d: tlbLevelArb(), l1i: tlbLevelArb(), l2: tlbLevelArb() }),
+    tlb: fc.record({ l1d: tlbLevelArb(3), l1i: tlbLevelArb(3), l2: tlbLevelArb(5) }),
     psc: pscArb(),
     cache: fc.record({
       l1: cacheLevelArb(),
@@ -298,10 +299,17 @@ function entryValue(raw: EntrySpec, level: number, context: ForestContext): bigi
   const spec: EntrySpec = context.tame
     ? {
         ...raw,
-        target: raw.target.to === "large" ? { ...raw.target, misaligned: false } : { to: "next", index: 0 },
+        target:
+          raw.target.to === "large"
+            ? { ...raw.target, misaligned: false }
+            : { to: "next", index: "index" in raw.target ? raw.target.index : 0 },
         notPresent: false,
+        // Rights rarely restrict: a tame forest is about TLB, PSC and cache behaviour.
+        readOnly: raw.readOnly && raw.dirty && raw.accessed,
+        supervisor: raw.supervisor && raw.dirty && raw.accessed,
         pageSize: false,
         executeDisable: raw.executeDisable && raw.readOnly,
+        pkey: raw.dirty ? raw.pkey : 0,
         aboveMaxPhyAddr: null,
       }
     : raw;
@@ -392,7 +400,8 @@ function indexPoolArb(): fc.Arbitrary<number[]> {
 
 /**
  * A linear address as a path of table indexes, pool positions (mostly) or raw indexes; or, for
- * locality (TLB and PSC hits), another offset in the page of an address generated shortly before.
+ * locality (TLB and PSC hits), another offset in the page of an address generated shortly before, or
+ * of a page that recently translated (resolved when the operation runs, see `Operation.hot`).
  */
 interface AddressSpec {
   indexes: { pool: boolean; value: number }[];
@@ -401,6 +410,10 @@ interface AddressSpec {
   nonCanonical: boolean;
   /** Reuse the page of the (reuse+1)-th most recent address, if any. */
   reuse: number | null;
+  /** Use the (hot+1)-th most recently translated page when the operation runs. */
+  hot: number | null;
+  /** With `hot`, an access also repeats that translation's CPU, kind and flags. */
+  repeat: boolean;
 }
 
 function addressSpecArb(): fc.Arbitrary<AddressSpec> {
@@ -413,6 +426,11 @@ function addressSpecArb(): fc.Arbitrary<AddressSpec> {
     offset: fc.oneof(fc.constant(0), fc.nat(4095)),
     nonCanonical: rarely(30),
     reuse: fc.oneof({ weight: 3, arbitrary: fc.constant(null) }, { weight: 2, arbitrary: fc.nat(7) }),
+    hot: fc.oneof({ weight: 1, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.nat(7) }),
+    repeat: fc.oneof(
+      { weight: 1, arbitrary: fc.constant(false) },
+      { weight: 2, arbitrary: fc.constant(true) },
+    ),
   });
 }
 
@@ -439,6 +457,15 @@ function addressOf(spec: AddressSpec, context: AddressContext, levels: number): 
   }
   recent.push(la);
   return la;
+}
+
+function hotPageOf(spec: AddressSpec): { hot?: number } {
+  return spec.hot === null ? {} : { hot: spec.hot };
+}
+
+function hotOf(spec: AddressSpec): { hot?: number; repeat?: boolean } {
+  if (spec.hot === null) return {};
+  return spec.repeat ? { hot: spec.hot, repeat: true } : { hot: spec.hot };
 }
 
 // --- registers -----------------------------------------------------------------------------------------
@@ -516,7 +543,11 @@ function rootChoiceArb(): fc.Arbitrary<number> {
   );
 }
 
-function regsOf(spec: RegsSpec, tables: bigint[]): Regs {
+function regsOf(raw: RegsSpec, tables: bigint[], tame: boolean): Regs {
+  // Tame registers let most accesses through: no SMAP, keys rarely denied.
+  const spec = tame
+    ? { ...raw, smap: raw.smap && raw.ac, pkru: raw.pkru & 0x5555_5554, pkrs: raw.pkrs & 0x5555_5554 }
+    : raw;
   let cr4 = CR4_PAE;
   if (spec.pge) cr4 |= CR4_PGE;
   if (spec.la57) cr4 |= CR4_LA57;
@@ -542,28 +573,57 @@ function regsOf(spec: RegsSpec, tables: bigint[]): Regs {
 
 // --- operations ----------------------------------------------------------------------------------------
 
-/** One step of a scenario. `movCr4.toggle` and `flip.mask` apply to the value current when they run. */
+/**
+ * One step of a scenario. Some are relative to the state when they run: `toggleCr4` writes CR4 with
+ * `toggle` flipped, `switchPcid` is MOV to CR3 of the current root with another PCID, `flip` rewrites a
+ * physical word with `mask` flipped, and an address with `hot` set means the page of the (hot+1)-th
+ * most recent distinct successful translation (with `la`'s page offset; `la` itself when nothing
+ * translated yet), an access with `repeat` also takes that translation's CPU, kind and flags. A runner
+ * resolves them (see `absolute` in differential.test.ts) so both implementations get one operation.
+ */
 export type Operation =
-  | { op: "access"; cpu: number; la: bigint; kind: number; flags: number; retry: boolean }
+  | {
+      op: "access";
+      cpu: number;
+      la: bigint;
+      kind: number;
+      flags: number;
+      retry: boolean;
+      hot?: number;
+      repeat?: boolean;
+    }
   | { op: "movCr3"; cpu: number; value: bigint }
-  | { op: "movCr4"; cpu: number; toggle: bigint }
-  | { op: "invlpg"; cpu: number; la: bigint }
-  | { op: "invpcid"; cpu: number; type: number; pcid: number; la: bigint }
+  | { op: "movCr4"; cpu: number; value: bigint }
+  | { op: "toggleCr4"; cpu: number; toggle: bigint }
+  | { op: "switchPcid"; cpu: number; pcid: number; noFlush: boolean }
+  | { op: "invlpg"; cpu: number; la: bigint; hot?: number }
+  | { op: "invpcid"; cpu: number; type: number; pcid: number; la: bigint; hot?: number }
   | { op: "flushAll"; cpu: number }
   | { op: "write"; pa: bigint; value: bigint }
   | { op: "flip"; pa: bigint; mask: bigint }
   | { op: "setRegs"; cpu: number; regs: Partial<Regs> };
 
-type OperationSpec =
+/** An operation before it is placed in a scenario: tables, slots and addresses still symbolic. */
+export type OperationSpec =
   | { op: "access"; cpu: number; address: AddressSpec; kind: number; implicit: boolean; retry: boolean }
   | { op: "movCr3"; cpu: number; root: number; pcid: number; noFlush: boolean }
-  | { op: "movCr4"; cpu: number; toggle: bigint }
+  | { op: "toggleCr4"; cpu: number; toggle: bigint }
+  | { op: "switchPcid"; cpu: number; pcid: number; noFlush: boolean }
   | { op: "invlpg"; cpu: number; address: AddressSpec }
   | { op: "invpcid"; cpu: number; type: number; pcid: number; address: AddressSpec }
   | { op: "flushAll"; cpu: number }
   | { op: "write"; table: number; slot: number; entry: EntrySpec }
   | { op: "flip"; table: number; slot: number; mask: bigint }
-  | { op: "setRegs"; cpu: number; field: "cpl" | "ac" | "pkru" | "pkrs" | "wp" | "nxe"; value: number };
+  | { op: "setRegs"; cpu: number; field: RegisterField; value: number };
+
+/**
+ * Registers a raw load (setRegs: no flush) changes mid-sequence. `cr4` flips bits of the initial CR4
+ * other than LA57 (PCIDE, PGE, SMEP... without the flushes MOV to CR4 implies), `cr3` switches root
+ * and PCID without MOV to CR3's flushes, `lma` toggles EFER.LMA (which only MOV to CR4 checks).
+ */
+type RegisterField = "cpl" | "ac" | "pkru" | "pkrs" | "wp" | "nxe" | "lma" | "cr4" | "cr3";
+
+const RAW_CR4_BITS = [CR4_PGE, CR4_PCIDE, CR4_SMEP, CR4_SMAP, CR4_PKE, CR4_PKS, CR4_CET, CR4_PAE];
 
 const CR4_TOGGLES = [CR4_PGE, CR4_PCIDE, CR4_SMEP, CR4_SMAP, CR4_PKE, CR4_PKS, CR4_CET, CR4_LA57, CR4_PAE];
 const FLIP_BITS = [
@@ -580,7 +640,9 @@ const FLIP_BITS = [
   1n << 40n,
 ];
 
-function operationSpecArb(): fc.Arbitrary<OperationSpec> {
+const orAll = (bits: bigint[]) => bits.reduce((mask, bit) => mask | bit, 0n);
+
+export function operationSpecArb(): fc.Arbitrary<OperationSpec> {
   const cpu = fc.nat(1);
   // Shadow-stack accesses fault on all but shadow-stack pages: keep them a minority.
   const kind = fc.oneof(
@@ -591,7 +653,7 @@ function operationSpecArb(): fc.Arbitrary<OperationSpec> {
   );
   return fc.oneof(
     {
-      weight: 30,
+      weight: 45,
       arbitrary: fc.record({
         op: fc.constant("access" as const),
         cpu,
@@ -614,11 +676,20 @@ function operationSpecArb(): fc.Arbitrary<OperationSpec> {
     {
       weight: 2,
       arbitrary: fc.record({
-        op: fc.constant("movCr4" as const),
+        op: fc.constant("toggleCr4" as const),
         cpu,
-        toggle: fc
-          .subarray(CR4_TOGGLES, { minLength: 1, maxLength: 3 })
-          .map((bits) => bits.reduce((m, b) => m | b, 0n)),
+        toggle: fc.subarray(CR4_TOGGLES, { minLength: 1, maxLength: 3 }).map(orAll),
+      }),
+    },
+    {
+      // Same address space, another PCID (a context switch, KPTI's kernel/user pair): translations and
+      // global entries of the old PCID stay relevant.
+      weight: 3,
+      arbitrary: fc.record({
+        op: fc.constant("switchPcid" as const),
+        cpu,
+        pcid: fc.constantFrom(0, 1, 2),
+        noFlush: fc.boolean(),
       }),
     },
     {
@@ -654,9 +725,7 @@ function operationSpecArb(): fc.Arbitrary<OperationSpec> {
         op: fc.constant("flip" as const),
         table: fc.nat(15),
         slot: fc.nat(5),
-        mask: fc
-          .subarray(FLIP_BITS, { minLength: 1, maxLength: 2 })
-          .map((bits) => bits.reduce((m, b) => m | b, 0n)),
+        mask: fc.subarray(FLIP_BITS, { minLength: 1, maxLength: 2 }).map(orAll),
       }),
     },
     {
@@ -671,6 +740,9 @@ function operationSpecArb(): fc.Arbitrary<OperationSpec> {
           "pkrs" as const,
           "wp" as const,
           "nxe" as const,
+          "lma" as const,
+          "cr4" as const,
+          "cr3" as const,
         ),
         value: u32(),
       }),
@@ -678,9 +750,11 @@ function operationSpecArb(): fc.Arbitrary<OperationSpec> {
   );
 }
 
-function operationOf(spec: OperationSpec, scenario: ScenarioShape, addresses: AddressContext): Operation {
+/** Places symbolic operations in a scenario; `addresses.recent` carries locality across calls. */
+function operationOf(spec: OperationSpec, scenario: Scenario, addresses: AddressContext): Operation {
   const pool = addresses.pool;
   const cpuOf = (cpu: number) => cpu % scenario.config.cpus;
+  // LA57 never changes after set-up: MOV to CR4 cannot change it in long mode (MODEL.md §8.4).
   const levels = (cpu: number) => ((scenario.regs[cpuOf(cpu)].cr4 & CR4_LA57) !== 0n ? 5 : 4);
   const tables = scenario.tables;
   switch (spec.op) {
@@ -692,6 +766,7 @@ function operationOf(spec: OperationSpec, scenario: ScenarioShape, addresses: Ad
         kind: spec.kind,
         flags: spec.implicit ? IMPLICIT_FLAG : 0,
         retry: spec.retry,
+        ...hotOf(spec.address),
       };
     case "movCr3":
       return {
@@ -700,10 +775,17 @@ function operationOf(spec: OperationSpec, scenario: ScenarioShape, addresses: Ad
         value:
           rootOf(tables, spec.root, levels(spec.cpu)) | BigInt(spec.pcid) | (spec.noFlush ? CR3_NOFLUSH : 0n),
       };
-    case "movCr4":
-      return { op: "movCr4", cpu: cpuOf(spec.cpu), toggle: spec.toggle };
+    case "toggleCr4":
+      return { op: "toggleCr4", cpu: cpuOf(spec.cpu), toggle: spec.toggle };
+    case "switchPcid":
+      return { op: "switchPcid", cpu: cpuOf(spec.cpu), pcid: spec.pcid, noFlush: spec.noFlush };
     case "invlpg":
-      return { op: "invlpg", cpu: cpuOf(spec.cpu), la: addressOf(spec.address, addresses, levels(spec.cpu)) };
+      return {
+        op: "invlpg",
+        cpu: cpuOf(spec.cpu),
+        la: addressOf(spec.address, addresses, levels(spec.cpu)),
+        ...hotPageOf(spec.address),
+      };
     case "invpcid":
       return {
         op: "invpcid",
@@ -711,6 +793,7 @@ function operationOf(spec: OperationSpec, scenario: ScenarioShape, addresses: Ad
         type: spec.type,
         pcid: spec.pcid,
         la: addressOf(spec.address, addresses, levels(spec.cpu)),
+        ...hotPageOf(spec.address),
       };
     case "flushAll":
       return { op: "flushAll", cpu: cpuOf(spec.cpu) };
@@ -736,7 +819,6 @@ function operationOf(spec: OperationSpec, scenario: ScenarioShape, addresses: Ad
       };
     case "setRegs": {
       const cpu = cpuOf(spec.cpu);
-      const regs = scenario.regs[cpu];
       const value = spec.value;
       switch (spec.field) {
         case "cpl":
@@ -750,11 +832,23 @@ function operationOf(spec: OperationSpec, scenario: ScenarioShape, addresses: Ad
         case "wp":
           return { op: "setRegs", cpu, regs: { cr0: CR0_PG | CR0_PE | (value & 1 ? CR0_WP : 0n) } };
         case "nxe":
-          return {
-            op: "setRegs",
-            cpu,
-            regs: { efer: (regs.efer & ~EFER_NXE) | (value & 1 ? EFER_NXE : 0n) },
-          };
+          return { op: "setRegs", cpu, regs: { efer: EFER_LME | EFER_LMA | (value & 1 ? EFER_NXE : 0n) } };
+        case "lma":
+          return { op: "setRegs", cpu, regs: { efer: EFER_LME | EFER_NXE | (value & 1 ? EFER_LMA : 0n) } };
+        case "cr4": {
+          const toggle = orAll(
+            RAW_CR4_BITS.filter((_, i) => ((value >>> i) & (value >>> (i + 8)) & 1) === 1),
+          );
+          return { op: "setRegs", cpu, regs: { cr4: scenario.regs[cpu].cr4 ^ toggle } };
+        }
+        case "cr3": {
+          const root = rootOf(
+            tables,
+            (value & 0xff) === 0xff ? 16 + ((value >>> 20) & 0xf) : value & 0xf,
+            levels(cpu),
+          );
+          return { op: "setRegs", cpu, regs: { cr3: root | BigInt((value >>> 8) & 0xfff) } };
+        }
       }
     }
   }
@@ -769,6 +863,8 @@ export interface Scenario {
   tables: bigint[];
   /** Data frames the leaves point at (never written by the MMU). */
   data: bigint[];
+  /** The table indexes the forest populates and linear addresses mostly use. */
+  pool: number[];
   /** Initial physical memory: 8-byte words, in write order. */
   memory: [bigint, bigint][];
   /** Registers of each CPU, loaded with setRegs before the first operation. */
@@ -776,11 +872,11 @@ export interface Scenario {
   ops: Operation[];
 }
 
-type ScenarioShape = Omit<Scenario, "ops" | "memory">;
-
 export interface ScenarioOptions extends ConfigOptions {
   minOps?: number;
   maxOps?: number;
+  /** Force (true) or forbid (false) a tame forest; random when absent. */
+  tame?: boolean;
 }
 
 /**
@@ -791,16 +887,17 @@ export interface ScenarioOptions extends ConfigOptions {
  * invalidation, so TLBs and PSCs go stale) and register loads.
  */
 export function scenarioArb(options: ScenarioOptions = {}): fc.Arbitrary<Scenario> {
+  const tameArb =
+    options.tame === undefined
+      ? fc.oneof({ weight: 2, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) })
+      : fc.constant(options.tame);
   return fc
     .record({
       config: machineConfigArb(options),
       tables: framesArb(5, 12),
       data: framesArb(1, 6),
       pool: indexPoolArb(),
-      tame: fc.oneof(
-        { weight: 2, arbitrary: fc.constant(false) },
-        { weight: 1, arbitrary: fc.constant(true) },
-      ),
+      tame: tameArb,
       tableSpecs: fc.array(tableSpecArb(), { minLength: 12, maxLength: 12 }),
       regs: fc.array(regsSpecArb(), { minLength: 2, maxLength: 2 }),
       ops: fc.array(operationSpecArb(), {
@@ -825,12 +922,8 @@ export function scenarioArb(options: ScenarioOptions = {}): fc.Arbitrary<Scenari
           const template = entryValue(spec.dense, level, context);
           // Consecutive pages from the template's frame, as a table mapping a contiguous region does;
           // entries pointing at tables all point at the same one.
-          const stride =
-            level === 1
-              ? 1n << 12n
-              : (template & PTE_PS) !== 0n && level <= 3
-                ? 1n << BigInt(12 + 9 * (level - 1))
-                : 0n;
+          const large = (template & PTE_PS) !== 0n && level <= 3;
+          const stride = level === 1 ? 1n << 12n : large ? 1n << BigInt(12 + 9 * (level - 1)) : 0n;
           for (let i = 0; i < 512; i++) {
             const address = ((template & ADDRESS_MASK) + BigInt(i) * stride) & ADDRESS_MASK;
             memory.push([table + BigInt(i * 8), (template & ~ADDRESS_MASK) | address]);
@@ -841,15 +934,33 @@ export function scenarioArb(options: ScenarioOptions = {}): fc.Arbitrary<Scenari
           if (entry) memory.push([table + BigInt(index * 8), entryValue(entry, level, context)]);
         });
       });
-      const addresses: AddressContext = { pool, recent: [] };
-      const shape: ScenarioShape = {
+      const scenario: Scenario = {
         config,
         tables,
         data,
-        regs: regs.slice(0, config.cpus).map((spec) => regsOf(spec, tables)),
+        pool,
+        memory,
+        regs: regs.slice(0, config.cpus).map((spec) => regsOf(spec, tables, tame)),
+        ops: [],
       };
-      return { ...shape, memory, ops: ops.map((spec) => operationOf(spec, shape, addresses)) };
+      scenario.ops = placeOperations(scenario, [], ops);
+      return scenario;
     });
+}
+
+/**
+ * Places symbolic operations after `history` (operations already run on the scenario's machine), so a
+ * long-lived machine can keep receiving fresh operations with the same forest and locality.
+ */
+export function placeOperations(
+  scenario: Scenario,
+  history: Operation[],
+  specs: OperationSpec[],
+): Operation[] {
+  const recent: bigint[] = [];
+  for (const op of history.slice(-16)) if ("la" in op) recent.push(op.la);
+  const addresses: AddressContext = { pool: scenario.pool, recent };
+  return specs.map((spec) => operationOf(spec, scenario, addresses));
 }
 
 /**
@@ -906,7 +1017,7 @@ export function hostileScenarioArb(options: ScenarioOptions = {}): fc.Arbitrary<
     { weight: 1, arbitrary: fc.record({ op: fc.constant("movCr3" as const), cpu: fc.nat(1), value: u64() }) },
     {
       weight: 1,
-      arbitrary: fc.record({ op: fc.constant("movCr4" as const), cpu: fc.nat(1), toggle: u64() }),
+      arbitrary: fc.record({ op: fc.constant("movCr4" as const), cpu: fc.nat(1), value: u64() }),
     },
     { weight: 1, arbitrary: fc.record({ op: fc.constant("invlpg" as const), cpu: fc.nat(1), la: address }) },
     {
@@ -939,12 +1050,13 @@ export function hostileScenarioArb(options: ScenarioOptions = {}): fc.Arbitrary<
         else if (w.how === "fits") value = (value & ~(ADDRESS_MASK & ~fits)) | 1n;
         memory.push([frame + BigInt(index * 8), value]);
       };
-      words.forEach(([index, w], i) => place(i, index, w));
-      lowWords.forEach(([index, w], i) => place(i, index, w));
+      for (const [i, [index, w]] of words.entries()) place(i, index, w);
+      for (const [i, [index, w]] of lowWords.entries()) place(i, index, w);
       return {
         config,
         tables: frames,
         data: [],
+        pool: [],
         memory,
         regs: regSpecs.slice(0, config.cpus).map((r) => ({
           ...r,
