@@ -195,10 +195,21 @@ function mapPagesUnderEpt(machine: Machine): void {
   };
   mapPages(guest);
   for (let page = 0; page < PAGES; page++) mapNested(DATA_BASE + BigInt(page) * 0x1000n);
-  machine.vmEnter(0, { nested: "ept", root: eptRoot | 6n | (3n << 3n) | (1n << 6n), nestedLevels: 4, vpid: 1, nestedAccessedDirty: true });
+  machine.vmEnter(0, {
+    nested: "ept",
+    root: eptRoot | 6n | (3n << 3n) | (1n << 6n),
+    nestedLevels: 4,
+    vpid: 1,
+    nestedAccessedDirty: true,
+  });
 }
 
-async function virtualized(name: string, config: MachineConfig, pageOf: (i: number) => number, target: number): Promise<Row> {
+async function virtualized(
+  name: string,
+  config: MachineConfig,
+  pageOf: (i: number) => number,
+  target: number,
+): Promise<Row> {
   const machine = new Machine(config, { build: "release" });
   mapPagesUnderEpt(machine);
   loadRecords(machine, addresses(pageOf));

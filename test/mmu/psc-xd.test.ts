@@ -9,7 +9,13 @@ for (const implementation of IMPLEMENTATIONS) {
     it("XD cached in a PDPTE-cache entry still forbids fetches after EFER.NXE is cleared without a flush", () => {
       const config = defaultConfig().machine;
       config.tlb = { l1d: null, l1i: null, l2: null };
-      config.psc = { latency: 0, pml5: null, pml4: null, pdpte: { entries: 8, ways: 1, policy: "lru" }, pde: null };
+      config.psc = {
+        latency: 0,
+        pml5: null,
+        pml4: null,
+        pdpte: { entries: 8, ways: 1, policy: "lru" },
+        pde: null,
+      };
       const mmu = implementation.create(config);
       // PML4 at 0x1000 -> PDPT 0x2000 (XD) -> PD 0x3000 -> PT 0x4000 -> frame 0x9000, all user-writable.
       mmu.writePhys64(0x1000n, 0x2000n | 0x7n);
