@@ -174,6 +174,9 @@ function loadNestedContext(cpu: u32): void {
   gbPagesSupported = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
 }
 
+/** Bit 3 of a nested PSC entry's value: U/S held at every level above (NPT; always set for EPT). */
+const NPSC_USER: u64 = 8;
+
 @inline function nestedSlot(i: u32): usize {
   return CTRL_BASE + NESTED_SCRATCH + i * NESTED_SLOT;
 }
@@ -258,11 +261,15 @@ function translateNested(
       const value = load<u64>(hit, E_FRAME);
       base = value & ADDRESS_MASK;
       rights = <u32>value & N_ALL;
+      user = (value & NPSC_USER) != 0;
       level = pscHitLevel - 1;
       cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
     }
   }
 
+  // What the walk starts from (all, or a PSC hit's accumulation): its own PSC fills build on it.
+  const startRights = rights;
+  const startUser = user;
   let used: u32 = 0;
   let e: u64 = 0;
   let refs: u32 = 0;
@@ -355,14 +362,17 @@ function translateNested(
   const pageMask = (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
   const frame = e & ADDRESS_MASK & ~pageMask;
   if (nestedPscOn) {
-    // Nested PSC entries carry the rights accumulated down to them in their low bits.
-    let sofar: u32 = N_ALL;
+    // Nested PSC entries carry the rights (and, for NPT, U/S) accumulated down to them in their low bits.
+    let sofar: u32 = startRights;
+    let userSofar = startUser;
     for (let i: u32 = 0; i + 1 < used; i++) {
       const entry = load<u64>(nestedSlot(i), 8);
       sofar &= isEpt ? eptRights(entry) : nptRights(entry);
+      if (!isEpt && (entry & PTE_US) == 0) userSofar = false;
       const entryLevel = level + (used - 1 - i);
       const desc = npscDesc(cpu, entryLevel);
-      if (pscPresent(desc)) pscFill(desc, gpa, entryLevel, (entry & ADDRESS_MASK) | <u64>sofar, 0, rootTag);
+      const value = (entry & ADDRESS_MASK) | <u64>sofar | (userSofar ? NPSC_USER : 0);
+      if (pscPresent(desc)) pscFill(desc, gpa, entryLevel, value, 0, rootTag);
     }
   }
   if (nestedTlbOn) {
