@@ -1,3 +1,4 @@
+export type { NestedStats, RefVmEntry } from "./machine.js";
 export {
   defaultRegs,
   FAULT_GENERAL_PROTECTION,
@@ -14,3 +15,12 @@ export {
   splitmix64,
   XorShift64,
 } from "./machine.js";
+export {
+  FAULT_EPT_MISCONFIG,
+  FAULT_EPT_VIOLATION,
+  FAULT_NPF,
+  NESTED_R,
+  NESTED_W,
+  NESTED_X,
+  type NestedMode,
+} from "./nested.js";

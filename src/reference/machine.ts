@@ -3,6 +3,11 @@
 // This model is the oracle of the differential tests against the WebAssembly core, so it favours a
 // literal reading of MODEL.md over speed: every section number in the comments below points at the
 // rule the code implements. It shares nothing with assembly/ except src/core/types.ts.
+//
+// The nested dimension (§12) runs through the same walk: under EPT or NPT each guest table entry's
+// guest-physical address goes through translateGpa (nested TLB, nested PSCs, nested tables; the entry
+// formats and exit reports are in nested.ts), and TLB and PSC entries carry a context id (guest) or root
+// tag (nested). Where §12 leaves a choice open, the comments say which reading the model takes.
 
 import {
   type AccessResult,
@@ -569,7 +574,6 @@ interface WalkOutcome {
   pk: boolean;
   exit: NestedExit | null;
   pa: bigint;
-  gpa: bigint;
   size: PageSize;
 }
 
@@ -597,8 +601,10 @@ interface NestedRead {
   level: number;
   address: bigint;
   value: bigint;
-  /** Accumulated nested rights up to and including this entry. */
+  /** Nested rights accumulated from the walk's start (a PSC hit's included) up to this entry. */
   rights: number;
+  /** NPT: U/S set at every level so far (always true for EPT). */
+  user: boolean;
 }
 
 const PSC_NAMES: Record<number, "pde" | "pdpte" | "pml4" | "pml5"> = {
@@ -899,7 +905,11 @@ export class RefMachine {
 
   // ---- virtualization (§12) --------------------------------------------------------------------
 
-  /** VM entry: guest mode with a context id for (vpid, root tag). Nothing is flushed. */
+  /**
+   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a
+   * VM transition that removes every entry of VPID-0 contexts (§12.4; SPEC.md A.3: every VM entry and
+   * exit flushes VPID 0).
+   */
   vmEnter(cpu: number, entry: RefVmEntry): void {
     const state = this.cpu(cpu);
     const mode = entry.nested;
@@ -919,16 +929,24 @@ export class RefMachine {
       nestedAd: mode === "npt" || (mode === "ept" && entry.nestedAccessedDirty === true),
       context: this.contextIdOf(vpid, rootTag),
     };
+    if (vpid === 0) this.flushVpidZero(state);
   }
 
+  /** VM exit to the host; like every VM transition without VPIDs it flushes VPID 0 (§12.4). */
   vmLeave(cpu: number): void {
-    this.cpu(cpu).guest = null;
+    const state = this.cpu(cpu);
+    if (state.guest?.vpid === 0) this.flushVpidZero(state);
+    state.guest = null;
   }
 
   /** §12.4: an exit and re-entry; without VPIDs (vpid 0) it removes every entry of VPID-0 contexts. */
   vmExitEntry(cpu: number): void {
     const state = this.cpu(cpu);
     if (state.guest?.vpid !== 0) return;
+    this.flushVpidZero(state);
+  }
+
+  private flushVpidZero(state: CpuState): void {
     const vpidZero = (entry: { context: number }) => this.contexts[entry.context].vpid === 0;
     this.invalidateTlb(state, vpidZero);
     this.invalidatePsc(state, vpidZero);
@@ -1178,7 +1196,8 @@ export class RefMachine {
         refs: walk.refs,
         cycles,
       },
-      walk.gpa,
+      // `gpa` reports the guest-physical address of a nested fault only (AccessResult).
+      0n,
       walk.nestedRefs,
     );
   }
@@ -1214,12 +1233,15 @@ export class RefMachine {
     };
   }
 
-  /** §12.2: a combined entry's deny bits (nested rights, nested dirty flag) may refuse a TLB hit. */
+  /**
+   * §12.2: a combined entry's deny bits (nested rights, nested dirty flag) may refuse a TLB hit. Unlike
+   * the nested TLB (§12.1 step 1) the dirty deny bit does not depend on the current nestedAd: it was
+   * fixed when the entry was filled (always set when nested A/D was off).
+   */
   private nestedAllows(context: AccessContext, entry: TlbEntry): boolean {
-    const nested = context.nested;
-    if (!nested) return true;
+    if (!context.nested) return true;
     if ((entry.nestedRights & context.need) !== context.need) return false;
-    return !((context.need & NESTED_W) !== 0 && nested.nestedAd && !entry.nestedDirty);
+    return !((context.need & NESTED_W) !== 0 && !entry.nestedDirty);
   }
 
   /**
@@ -1277,7 +1299,7 @@ export class RefMachine {
     };
     const fail = (fault: FaultCause, pk: boolean): WalkOutcome => {
       faulted();
-      return { cycles, refs: refs(), nestedRefs, fault, pk, exit: null, pa: 0n, gpa: 0n, size: "4K" };
+      return { cycles, refs: refs(), nestedRefs, fault, pk, exit: null, pa: 0n, size: "4K" };
     };
     const exit = (
       guest: GuestState,
@@ -1296,7 +1318,6 @@ export class RefMachine {
         pk: false,
         exit: { ...reported, gpa },
         pa: 0n,
-        gpa: 0n,
         size: "4K",
       };
     };
@@ -1385,15 +1406,21 @@ export class RefMachine {
     if (permission.fault) return fail("protection", permission.pk);
 
     // A/D update only after every check passed (Bochs order), top-down, one write per entry. Under EPT
-    // without A/D each write first needs nested W on the guest table page it lands in (§12.2).
+    // without A/D each write first needs nested W on the guest table page it lands in (§12.2): all of
+    // them are checked before any is written, since a walk that faults sets no A/D bit (§5.3).
     const leafRead = reads[reads.length - 1];
-    for (const read of reads) {
-      let updated = read.value | ENTRY_ACCESSED;
-      if (read === leafRead && context.isWrite) updated |= ENTRY_DIRTY;
-      if (updated === read.value) continue;
-      if (nested && !nested.nestedAd && nested.mode === "ept" && (read.tableRights & NESTED_W) === 0) {
-        return exit(nested, "protection", { stage: "adWrite" }, read.tableRights, read.gpa);
+    const updatedValue = (read: EntryRead) =>
+      read.value | ENTRY_ACCESSED | (read === leafRead && context.isWrite ? ENTRY_DIRTY : 0n);
+    if (nested && !nested.nestedAd && nested.mode === "ept") {
+      for (const read of reads) {
+        if (updatedValue(read) !== read.value && (read.tableRights & NESTED_W) === 0) {
+          return exit(nested, "protection", { stage: "adWrite" }, read.tableRights, read.gpa);
+        }
       }
+    }
+    for (const read of reads) {
+      const updated = updatedValue(read);
+      if (updated === read.value) continue;
       this.writePhys64(read.address, updated);
       this.counters.adUpdates += 1;
       cycles += this.priceReference(state, read.address);
@@ -1455,7 +1482,6 @@ export class RefMachine {
       pk: false,
       exit: null,
       pa: hpa,
-      gpa: pa,
       size: mappedSize,
     };
   }
@@ -1467,7 +1493,8 @@ export class RefMachine {
     const counters = this.nestedCounters;
     const tlb = state.nestedTlb;
     if (tlb) {
-      cycles += tlb.latency;
+      // §10 prices only the L1/L2 TLB probes: a nested TLB probe costs nothing (nestedTlb.latency is
+      // not part of the formula).
       const hit = tlb.lookup(gpa, 0, tag, state.clock);
       if (hit) counters.nestedTlb.hits += 1;
       else counters.nestedTlb.misses += 1;
@@ -1493,6 +1520,7 @@ export class RefMachine {
     let level = guest.levels;
     let base = guest.root & TABLE_ADDRESS_MASK;
     let rights = NESTED_ALL;
+    let user = true;
     for (let pscLevel = 2; pscLevel <= 5; pscLevel++) {
       if (pscLevel === 5 && guest.levels !== 5) break;
       const cache = state.nestedPsc[pscLevel];
@@ -1507,13 +1535,14 @@ export class RefMachine {
       cycles += this.nestedPscLatency();
       level = pscLevel - 1;
       base = entry.base;
+      // §12.1 step 5: a nested-PSC hit starts the walk with its rights and U/S.
       rights = entry.nestedRights;
+      user = entry.us;
       break;
     }
 
     const decode = guest.mode === "ept" ? decodeEpt : decodeNpt;
     const reads: NestedRead[] = [];
-    let user = true;
     for (;;) {
       const index = (gpa >> BigInt(12 + 9 * (level - 1))) & 0x1ffn;
       const address = base | (index * 8n);
@@ -1525,7 +1554,7 @@ export class RefMachine {
       }
       rights &= entry.rights;
       user &&= entry.user;
-      reads.push({ level, address, value, rights });
+      reads.push({ level, address, value, rights, user });
       if (entry.leaf) break;
       base = entry.next;
       level -= 1;
@@ -1550,7 +1579,8 @@ export class RefMachine {
     }
     const size: PageSize = leafRead.level === 1 ? "4K" : leafRead.level === 2 ? "2M" : "1G";
     const frame = leaf & TABLE_ADDRESS_MASK & ~(PAGE_BYTES[size] - 1n);
-    const dirty = bit(leaf, dirtyBit);
+    // Without nested A/D nothing tracks dirtiness: the flag never denies (§12.1 leaves it open).
+    const dirty = !guest.nestedAd || bit(leaf, dirtyBit);
 
     for (const read of reads) {
       if (read === leafRead) continue;
@@ -1561,7 +1591,7 @@ export class RefMachine {
           context: tag,
           base: read.value & TABLE_ADDRESS_MASK,
           rw: false,
-          us: false,
+          us: read.user,
           xd: false,
           nestedRights: read.rights,
         },
@@ -1590,9 +1620,9 @@ export class RefMachine {
     return { ok: true, hpa: frame | (gpa & (PAGE_BYTES[size] - 1n)), rights, dirty, size, cycles, refs };
   }
 
-  /** Cycles of a nested PSC hit: the nested PSC configuration's latency (§12.1 step 2 with §7.2). */
+  /** Cycles of a nested PSC hit: §10 charges `psc.latency` for a PSC hit, nested ones included. */
   private nestedPscLatency(): number {
-    return this.config.nestedPsc?.latency ?? 0;
+    return this.config.psc.latency;
   }
 
   /** §5.4, shared by TLB hits and walks. */
@@ -1666,21 +1696,22 @@ export class RefMachine {
     if (pk) this.counters.faults.pkey += 1;
   }
 
-  /** §8.5: a #PF drops what could have produced it (in the CPU's context), so the retry walks afresh. */
+  /**
+   * §8.5: a #PF drops what could have produced it, so the retry walks afresh. Like the other §8
+   * flushes it reaches every context with the CPU's VPID (§12.4).
+   */
   private invalidateAfterFault(state: CpuState, context: AccessContext, la: bigint): void {
+    const mine = this.ofCurrentVpid(state);
     this.invalidateTlb(
       state,
-      (entry) =>
-        entry.context === context.context &&
-        coversAddress(entry, la) &&
-        (entry.global || entry.pcid === context.pcid),
+      (entry) => mine(entry) && coversAddress(entry, la) && (entry.global || entry.pcid === context.pcid),
     );
     for (let level = 2; level <= 5; level++) {
       const cache = state.psc[level];
       if (!cache) continue;
       const tag = cache.tagOf(la);
       cache.storage.invalidateWhere(
-        (entry) => entry.context === context.context && entry.pcid === context.pcid && entry.tag === tag,
+        (entry) => mine(entry) && entry.pcid === context.pcid && entry.tag === tag,
       );
     }
   }
