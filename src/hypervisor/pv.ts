@@ -6,10 +6,10 @@
 import { type ExitRecord, type Machine, MemvirtError } from "../core/machine.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
 import {
-  CYCLES_GUEST_KERNEL,
   CYCLES_HYPERCALL,
   type ExitAction,
   ExitCounter,
+  GuestCpu,
   type HypervisorCosts,
   type VirtualizationTechnique,
 } from "./technique.js";
@@ -54,7 +54,7 @@ export class ParavirtualPaging implements VirtualizationTechnique {
     readonly cpus: number,
   ) {
     this.exitCounter = new ExitCounter(machine, costs);
-    this.cpu = new PvGuestCpu(this);
+    this.cpu = new GuestCpu(this);
   }
 
   boot(machine: Machine): void {
@@ -94,7 +94,7 @@ export class ParavirtualPaging implements VirtualizationTechnique {
    * mmu_update: validates the new entry (its frame must be the VM's own, and contiguous in machine
    * memory when it maps a large page), rewrites its frame to the machine frame and stores it.
    */
-  update(entryGpa: bigint, value: bigint, level: number): void {
+  guestStore(entryGpa: bigint, value: bigint, level: number): void {
     this.hypercall("mmu_update");
     // The table itself must be the VM's own memory.
     if (!this.vm.memslotOf(entryGpa)) {
@@ -116,7 +116,7 @@ export class ParavirtualPaging implements VirtualizationTechnique {
   }
 
   /** Reads an entry back in the guest's pseudo-physical terms (through the m2p table). */
-  read(entryGpa: bigint): bigint {
+  guestLoad(entryGpa: bigint): bigint {
     if (!this.vm.memslotOf(entryGpa)) return 0n;
     const value = this.machine.readPhys64(this.vm.hostAddress(entryGpa));
     if ((value & P) === 0n) return value;
@@ -129,7 +129,7 @@ export class ParavirtualPaging implements VirtualizationTechnique {
   }
 
   /** mmuext_op NEW_BASEPTR: the hypervisor loads the machine address of the guest's root. */
-  loadBase(cpu: number, value: bigint): void {
+  guestLoadCr3(cpu: number, value: bigint): void {
     this.hypercall("mmuext_op", cpu);
     const root = value & ADDRESS_MASK;
     if (!this.vm.memslotOf(root)) {
@@ -140,12 +140,12 @@ export class ParavirtualPaging implements VirtualizationTechnique {
     this.machine.movCr3(cpu, (value & ~ADDRESS_MASK) | machineRoot);
   }
 
-  invlpg(cpu: number, la: bigint): void {
+  guestInvlpg(cpu: number, la: bigint): void {
     this.hypercall("mmuext_op", cpu);
     this.machine.invlpg(cpu, la);
   }
 
-  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
+  guestInvpcid(cpu: number, type: number, pcid: number, la: bigint): void {
     this.hypercall("mmuext_op", cpu);
     this.machine.invpcid(cpu, type, pcid, la);
   }
@@ -157,34 +157,4 @@ export class ParavirtualPaging implements VirtualizationTechnique {
   exits(): Record<string, number> {
     return { ...this.exitCounter.byReason };
   }
-}
-
-class PvGuestCpu implements PagingCpu {
-  constructor(private readonly pv: ParavirtualPaging) {}
-
-  writeEntry(pa: bigint, value: bigint, level: number): void {
-    this.pv.update(pa, value, level);
-  }
-
-  readEntry(pa: bigint): bigint {
-    return this.pv.read(pa);
-  }
-
-  loadCr3(cpu: number, value: bigint): void {
-    this.pv.loadBase(cpu, value);
-  }
-
-  invlpg(cpu: number, la: bigint): void {
-    this.pv.invlpg(cpu, la);
-  }
-
-  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
-    this.pv.invpcid(cpu, type, pcid, la);
-  }
-
-  charge(cycles: number): void {
-    this.pv.machine.chargeCycles(cycles, CYCLES_GUEST_KERNEL);
-  }
-
-  releaseTable(_pa: bigint): void {}
 }

@@ -27,10 +27,10 @@ import {
 import type { PagingCpu } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
-  CYCLES_GUEST_KERNEL,
   CYCLES_SHADOW,
   type ExitAction,
   ExitCounter,
+  GuestCpu,
   type HypervisorCosts,
   type VirtualizationTechnique,
 } from "./technique.js";
@@ -263,7 +263,7 @@ export class ShadowMmu implements VirtualizationTechnique {
     readonly options: ShadowOptions,
   ) {
     this.exitCounter = new ExitCounter(machine, options.costs);
-    this.cpu = new ShadowGuestCpu(this);
+    this.cpu = new GuestCpu(this);
     const guestPages = Math.floor(options.guestMemory / 4096);
     const configured = options.maxShadowPages || Math.floor((guestPages * 20) / 1000);
     this.maxPages = Math.max(MIN_ALLOC_PAGES, configured);
@@ -305,7 +305,7 @@ export class ShadowMmu implements VirtualizationTechnique {
 
   // --- guest memory ------------------------------------------------------------------------------
 
-  readGuest(gpa: bigint): bigint {
+  guestLoad(gpa: bigint): bigint {
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
   }
 
@@ -390,7 +390,7 @@ export class ShadowMmu implements VirtualizationTechnique {
       const address = table + BigInt(indexOf(la, level)) * 8n;
       // A table outside every memslot cannot be read: the walk fails as for a missing entry.
       if (!this.vm.memslotOf(address)) return fail(accessBits);
-      const entry = this.readGuest(address);
+      const entry = this.guestLoad(address);
       walk.entryAddresses[level] = address;
       walk.entries[level] = entry;
       if ((entry & P) === 0n) return fail(accessBits);
@@ -755,7 +755,7 @@ export class ShadowMmu implements VirtualizationTechnique {
     if ((spte & P) === 0n) return false;
     const regs = this.machine.getRegs(this.currentCpu);
     const nxe = (regs.efer & EFER_NXE) !== 0n;
-    const gpte = this.readGuest((sp.gfn << 12n) + BigInt(index) * 8n);
+    const gpte = this.guestLoad((sp.gfn << 12n) + BigInt(index) * 8n);
     const gfn = (gpte & ADDRESS_MASK) >> 12n;
     if (
       (gpte & P) === 0n ||
@@ -929,7 +929,7 @@ export class ShadowMmu implements VirtualizationTechnique {
    * the guest asked for no flush (PCID no-flush bit), unsync pages under the root are resynchronised.
    * Then the hardware loads the shadow root with the guest's PCID and flush hint.
    */
-  loadCr3(cpu: number, value: bigint): void {
+  guestLoadCr3(cpu: number, value: bigint): void {
     this.currentCpu = cpu;
     this.exitCounter.take("cr3Write", cpu);
     const regs = this.machine.getRegs(cpu);
@@ -957,7 +957,7 @@ export class ShadowMmu implements VirtualizationTechnique {
   }
 
   /** A trapped INVLPG: the address's SPTEs in unsync pages are resynchronised under every root, then the hardware INVLPG. */
-  invlpg(cpu: number, la: bigint): void {
+  guestInvlpg(cpu: number, la: bigint): void {
     this.currentCpu = cpu;
     this.exitCounter.take("invlpg", cpu);
     const roots = [this.roots[cpu], ...this.prevRoots[cpu]];
@@ -971,7 +971,7 @@ export class ShadowMmu implements VirtualizationTechnique {
    * resyncs the current root if it is that PCID's, else forgets cached roots of it; types 2 and 3 resync
    * every cached root. Then the hardware INVPCID.
    */
-  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
+  guestInvpcid(cpu: number, type: number, pcid: number, la: bigint): void {
     this.currentCpu = cpu;
     this.exitCounter.take("invpcid", cpu);
     const active = this.activePcid(cpu);
@@ -1007,7 +1007,7 @@ export class ShadowMmu implements VirtualizationTechnique {
    * the page is write-protected: then a leaf table may go unsync (the store faults once, the page becomes
    * writable), and otherwise the store traps and is emulated (kvm_mmu_pte_write).
    */
-  guestStore(gpa: bigint, value: bigint): void {
+  guestStore(gpa: bigint, value: bigint, _level?: number): void {
     const gfn = gpa >> 12n;
     if (!this.isWriteProtected(gfn)) {
       this.writeGuest(gpa, value);
@@ -1344,37 +1344,4 @@ export class ShadowMmu implements VirtualizationTechnique {
     for (const sp of this.active.values()) if (sp.unsync) count++;
     return count;
   }
-}
-
-/** The guest kernel's CPU under shadow paging: table stores may trap, CR3 loads and invalidations do. */
-class ShadowGuestCpu implements PagingCpu {
-  constructor(private readonly shadow: ShadowMmu) {}
-
-  /** The level the guest names is not trusted: the shadow pages of the frame say what it holds. */
-  writeEntry(pa: bigint, value: bigint, _level: number): void {
-    this.shadow.guestStore(pa, value);
-  }
-
-  readEntry(pa: bigint): bigint {
-    return this.shadow.readGuest(pa);
-  }
-
-  loadCr3(cpu: number, value: bigint): void {
-    this.shadow.loadCr3(cpu, value);
-  }
-
-  invlpg(cpu: number, la: bigint): void {
-    this.shadow.invlpg(cpu, la);
-  }
-
-  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
-    this.shadow.invpcid(cpu, type, pcid, la);
-  }
-
-  charge(cycles: number): void {
-    this.shadow.machine.chargeCycles(cycles, CYCLES_GUEST_KERNEL);
-  }
-
-  /** KVM is not told when a guest table is freed: its shadow lingers until flooding or recycling. */
-  releaseTable(_pa: bigint): void {}
 }

@@ -7,10 +7,10 @@ import { PAGE_SHIFT, type PageSize } from "../core/types.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
-  CYCLES_GUEST_KERNEL,
   CYCLES_TDP,
   type ExitAction,
   ExitCounter,
+  GuestCpu,
   type HypervisorCosts,
   type VirtualizationTechnique,
 } from "./technique.js";
@@ -82,7 +82,7 @@ export class TdpMmu implements VirtualizationTechnique {
     this.name = options.format;
     this.root = host.table();
     this.exitCounter = new ExitCounter(machine, options.costs);
-    this.cpu = new TdpGuestCpu(this);
+    this.cpu = new GuestCpu(this);
   }
 
   /** EPTP: write-back structures, walk length, A/D enable; or nCR3 for NPT. */
@@ -319,40 +319,22 @@ export class TdpMmu implements VirtualizationTechnique {
     this.machine.writePhys64(this.vm.hostAddress(gpa), value);
   }
 
+  /** With nested paging the guest's CR3 loads and invalidations run on the hardware, untrapped. */
+  guestLoadCr3(cpu: number, value: bigint): void {
+    this.machine.movCr3(cpu, value);
+  }
+
+  guestInvlpg(cpu: number, la: bigint): void {
+    this.machine.invlpg(cpu, la);
+  }
+
+  guestInvpcid(cpu: number, type: number, pcid: number, la: bigint): void {
+    this.machine.invpcid(cpu, type, pcid, la);
+  }
+
   guestLoad(gpa: bigint): bigint {
     // Outside guest RAM nothing answers: an MMIO read of nothing reads as zero here.
     if (!this.vm.memslotOf(gpa)) return 0n;
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
   }
-}
-
-/** The guest kernel's CPU under nested paging: its page-table stores land in guest memory, no traps. */
-class TdpGuestCpu implements PagingCpu {
-  constructor(private readonly tdp: TdpMmu) {}
-
-  writeEntry(pa: bigint, value: bigint): void {
-    this.tdp.guestStore(pa, value);
-  }
-
-  readEntry(pa: bigint): bigint {
-    return this.tdp.guestLoad(pa);
-  }
-
-  loadCr3(cpu: number, value: bigint): void {
-    this.tdp.machine.movCr3(cpu, value);
-  }
-
-  invlpg(cpu: number, la: bigint): void {
-    this.tdp.machine.invlpg(cpu, la);
-  }
-
-  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
-    this.tdp.machine.invpcid(cpu, type, pcid, la);
-  }
-
-  charge(cycles: number): void {
-    this.tdp.machine.chargeCycles(cycles, CYCLES_GUEST_KERNEL);
-  }
-
-  releaseTable(_pa: bigint): void {}
 }

@@ -117,3 +117,48 @@ export class ExitCounter {
     this.charge(reason);
   }
 }
+
+/**
+ * What a technique does with the guest kernel's paging operations: the stores and loads of its page
+ * tables, CR3 loads and invalidations. Each technique decides which of them trap.
+ */
+export interface GuestPagingHandlers {
+  readonly machine: Machine;
+  guestStore(gpa: bigint, value: bigint, level: number): void;
+  guestLoad(gpa: bigint): bigint;
+  guestLoadCr3(cpu: number, value: bigint): void;
+  guestInvlpg(cpu: number, la: bigint): void;
+  guestInvpcid(cpu: number, type: number, pcid: number, la: bigint): void;
+}
+
+/** The guest kernel's CPU inside a VM: every paging operation goes to the technique's handlers. */
+export class GuestCpu implements PagingCpu {
+  constructor(private readonly handlers: GuestPagingHandlers) {}
+
+  writeEntry(pa: bigint, value: bigint, level: number): void {
+    this.handlers.guestStore(pa, value, level);
+  }
+
+  readEntry(pa: bigint): bigint {
+    return this.handlers.guestLoad(pa);
+  }
+
+  loadCr3(cpu: number, value: bigint): void {
+    this.handlers.guestLoadCr3(cpu, value);
+  }
+
+  invlpg(cpu: number, la: bigint): void {
+    this.handlers.guestInvlpg(cpu, la);
+  }
+
+  invpcid(cpu: number, type: number, pcid: number, la: bigint): void {
+    this.handlers.guestInvpcid(cpu, type, pcid, la);
+  }
+
+  charge(cycles: number): void {
+    this.handlers.machine.chargeCycles(cycles, CYCLES_GUEST_KERNEL);
+  }
+
+  /** The hypervisor is not told when the guest frees a page-table page (KVM is not either). */
+  releaseTable(_pa: bigint): void {}
+}
