@@ -149,6 +149,31 @@ function storeRecord(record: usize, address: u64, kind: u32, size: u32, line: u3
   store<u32>(record + REC_LINE, line);
 }
 
+/** Where the last parseHexAddress stopped, or 0 when it found no valid address. */
+let hexEnd: usize = 0;
+
+/**
+ * Reads the hex digits at [position, end): at least one, at most 16 significant. Sets hexEnd to the
+ * first byte after them, or 0 when there is no valid address.
+ */
+// @ts-ignore: decorator
+@inline
+function parseHexAddress(start: usize, end: usize): u64 {
+  let position = start;
+  let address: u64 = 0;
+  let significantDigits: u32 = 0;
+  while (position < end) {
+    const value = hexDigitValue(load<u8>(position));
+    if (value >= 16) break;
+    address = (address << 4) | value;
+    // Counted with a flag, not `address != 0`, because a 17th digit can shift the value back to 0.
+    significantDigits += u32(significantDigits != 0 || value != 0);
+    position++;
+  }
+  hexEnd = position == start || significantDigits > 16 ? 0 : position;
+  return address;
+}
+
 /** Parses the lackey line [start, end); writes a record on success. */
 // @ts-ignore: decorator
 @inline
@@ -172,19 +197,9 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
   while (position < end && isBlank(load<u8>(position))) position++;
   if (position == end) return PARSE_SYNTAX;
 
-  let address: u64 = 0;
-  let digits: u32 = 0;
-  let significantDigits: u32 = 0;
-  while (position < end) {
-    const value = hexDigitValue(load<u8>(position));
-    if (value >= 16) break;
-    address = (address << 4) | value;
-    // Counted with a flag, not `address != 0`, because a 17th digit can shift the value back to 0.
-    significantDigits += u32(significantDigits != 0 || value != 0);
-    digits++;
-    position++;
-  }
-  if (digits == 0 || significantDigits > 16) return PARSE_BAD_ADDRESS;
+  const address = parseHexAddress(position, end);
+  if (hexEnd == 0) return PARSE_BAD_ADDRESS;
+  position = hexEnd;
   if (position == end) return PARSE_SYNTAX;
   if (load<u8>(position) != CHAR_COMMA) return PARSE_BAD_ADDRESS;
   position++;
@@ -239,18 +254,9 @@ function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   ) {
     position += 2;
   }
-  let address: u64 = 0;
-  let digits: u32 = 0;
-  let significantDigits: u32 = 0;
-  while (position < end) {
-    const value = hexDigitValue(load<u8>(position));
-    if (value >= 16) break;
-    address = (address << 4) | value;
-    significantDigits += u32(significantDigits != 0 || value != 0);
-    digits++;
-    position++;
-  }
-  if (digits == 0 || significantDigits > 16) return PARSE_BAD_ADDRESS;
+  const address = parseHexAddress(position, end);
+  if (hexEnd == 0) return PARSE_BAD_ADDRESS;
+  position = hexEnd;
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
 
   storeRecord(record, address, label, 0, line);
