@@ -67,7 +67,39 @@ import {
   TLB_ENTRY_SIZE,
   TLB_SIZE,
 } from "./constants";
+import {
+  IO_CC_DESC,
+  IO_CC_MAX_ENTRIES,
+  IO_DESC_PRESENT,
+  IO_EVENT_BASE,
+  IO_EVENT_ENTRIES,
+  IO_EVENT_HEAD,
+  IO_EVENT_TAIL,
+  IO_FAULT_RECORDS,
+  IO_FLAGS,
+  IO_FSTS,
+  IO_IOTLB_DESC,
+  IO_IOTLB_LATENCY,
+  IO_IOTLB_MAX_ENTRIES,
+  IO_KIND,
+  IO_MAX_FAULT_RECORDS,
+  IO_MEM_TOP,
+  IO_QUEUE_BASE,
+  IO_QUEUE_ENTRIES,
+  IO_QUEUE_HEAD,
+  IO_QUEUE_TAIL,
+  IO_ROOT,
+  IO_SAGAW,
+  IO_STATUS,
+  IOMMU_AMDVI,
+  IOMMU_BASE,
+  IOMMU_SIZE,
+} from "./constants";
 import { ADDRESS_MASK, cpuBlock, recomputeMode, setRegister } from "./cpu";
+import { clearFaultRecord } from "./iommu/faults";
+import { dmaAddress, dmaBatch, dmaCycles, dmaRefs, translateDma } from "./iommu/dma";
+import { ANY, ccInvalidate, iotlbInvalidate } from "./iommu/iotlb";
+import { processQueue } from "./iommu/queue";
 import { vmTransition } from "./mmu/invalidate";
 import * as inv from "./mmu/invalidate";
 import { contextFor, resetContexts, rootTagFor } from "./mmu/context";
@@ -124,6 +156,7 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   memory.fill(CACHE_BASE, 0, CACHE_SIZE);
   memory.fill(MEMO_BASE, 0, MEMO_REGION_SIZE);
   memory.fill(LINE_MEMO_BASE, 0, MAX_CPUS * LINE_MEMO_SLOTS * 4);
+  memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
   store<u32>(CTRL_BASE + CFG_CPUS, cpus);
   store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
   store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
@@ -402,4 +435,107 @@ export function lastWalkFault(): u32 {
 
 export function lastWalkError(): u64 {
   return walkError;
+}
+
+// --- the IOMMU ---------------------------------------------------------------------------------------
+
+/**
+ * Resets the IOMMU: `kind` IOMMU_NONE, IOMMU_VTD or IOMMU_AMDVI; `sagaw` the supported VT-d AW values
+ * (bit mask); `flags` IO_F_*; structure and data accesses at or above `memTop` fail; `faultRecords`
+ * VT-d fault-recording registers.
+ */
+export function iommuInit(kind: u32, sagaw: u32, flags: u32, memTop: u64, iotlbLatency: u32, faultRecords: u32): i32 {
+  if (kind > IOMMU_AMDVI || faultRecords > IO_MAX_FAULT_RECORDS) return ERR_BAD_ARGUMENT;
+  memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
+  store<u32>(IOMMU_BASE + IO_KIND, kind);
+  store<u32>(IOMMU_BASE + IO_SAGAW, sagaw);
+  store<u32>(IOMMU_BASE + IO_FLAGS, flags);
+  store<u64>(IOMMU_BASE + IO_MEM_TOP, memTop);
+  store<u32>(IOMMU_BASE + IO_IOTLB_LATENCY, iotlbLatency);
+  store<u32>(IOMMU_BASE + IO_FAULT_RECORDS, faultRecords);
+  return 0;
+}
+
+function ioArray(desc: usize, entries: u32, ways: u32, policy: u32, max: u32): i32 {
+  if (policy > 2) return ERR_BAD_ARGUMENT;
+  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  const setsLog2 = log2Exact(entries / ways);
+  if (setsLog2 < 0) return ERR_GEOMETRY;
+  if (entries > max) return ERR_REGION_FULL;
+  initArray(desc, 0, <u32>setsLog2, ways, 0, policy);
+  store<u32>(desc + IO_DESC_PRESENT, 1);
+  return 0;
+}
+
+/** Gives the IOMMU an IOTLB of `entries` entries in `ways` ways (every page size shares it). */
+export function iommuIotlb(entries: u32, ways: u32, policy: u32): i32 {
+  return ioArray(IOMMU_BASE + IO_IOTLB_DESC, entries, ways, policy, IO_IOTLB_MAX_ENTRIES);
+}
+
+/** Gives the IOMMU a context cache (VT-d context and PASID entries, AMD-Vi device-table entries). */
+export function iommuContextCache(entries: u32, ways: u32, policy: u32): i32 {
+  return ioArray(IOMMU_BASE + IO_CC_DESC, entries, ways, policy, IO_CC_MAX_ENTRIES);
+}
+
+/** VT-d: RTADDR (bit 10 selects scalable mode); AMD-Vi: the device-table base. */
+export function iommuSetRoot(value: u64): void {
+  store<u64>(IOMMU_BASE + IO_ROOT, value);
+}
+
+/** Sets up the invalidation queue (VT-d) or command buffer (AMD-Vi): empty, head = tail = 0. */
+export function iommuSetQueue(base: u64, entries: u32): void {
+  store<u64>(IOMMU_BASE + IO_QUEUE_BASE, base & ADDRESS_MASK);
+  store<u32>(IOMMU_BASE + IO_QUEUE_ENTRIES, entries);
+  store<u32>(IOMMU_BASE + IO_QUEUE_HEAD, 0);
+  store<u32>(IOMMU_BASE + IO_QUEUE_TAIL, 0);
+}
+
+/** Software moves the queue tail: the IOMMU consumes the new entries. False when one was rejected. */
+export function iommuQueueTail(tail: u32): bool {
+  return processQueue(tail);
+}
+
+/** Sets up the AMD-Vi event log: empty, head = tail = 0. */
+export function iommuSetEventLog(base: u64, entries: u32): void {
+  store<u64>(IOMMU_BASE + IO_EVENT_BASE, base & ADDRESS_MASK);
+  store<u32>(IOMMU_BASE + IO_EVENT_ENTRIES, entries);
+  store<u32>(IOMMU_BASE + IO_EVENT_HEAD, 0);
+  store<u32>(IOMMU_BASE + IO_EVENT_TAIL, 0);
+}
+
+/** Software consumed events up to `head`. */
+export function iommuSetEventHead(head: u32): void {
+  const entries = load<u32>(IOMMU_BASE + IO_EVENT_ENTRIES);
+  store<u32>(IOMMU_BASE + IO_EVENT_HEAD, entries == 0 ? 0 : head % entries);
+}
+
+/** Software clears VT-d fault record `index` (F is write-1-to-clear). */
+export function iommuClearFaultRecord(index: u32): void {
+  clearFaultRecord(index);
+}
+
+/** Write-1-to-clear of status bits: VT-d FSTS (PFO, IQE) or the AMD-Vi status register. */
+export function iommuClearStatus(bits: u32): void {
+  store<u32>(IOMMU_BASE + IO_FSTS, load<u32>(IOMMU_BASE + IO_FSTS) & ~bits);
+  store<u32>(IOMMU_BASE + IO_STATUS, load<u32>(IOMMU_BASE + IO_STATUS) & ~bits);
+}
+
+/** Drops every IOTLB and context-cache entry (a host helper, not a descriptor). */
+export function iommuFlushAll(): void {
+  ccInvalidate(ANY, ANY, 0, ANY);
+  iotlbInvalidate(ANY, ANY, 0, 0);
+}
+
+/** Runs DMA records [start, end) of the DMA buffer. */
+export function dmaRun(start: u32, end: u32): u32 {
+  return dmaBatch(start, end);
+}
+
+/** One DMA translation outside a batch: returns 0 or the fault cause; see iommuLast*. */
+export function iommuTranslate(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
+  const status = translateDma(sid, flags, pasid, iova);
+  store<u64>(RESULT_BASE + RS_PA, status == 0 ? dmaAddress : 0);
+  store<u64>(RESULT_BASE + RS_CYCLES, dmaCycles);
+  store<u32>(RESULT_BASE + RS_REFS, dmaRefs);
+  return status;
 }

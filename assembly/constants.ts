@@ -217,7 +217,131 @@ export const LINE_MEMO_BASE: u32 = 0x1e70000;
 export const LINE_MEMO_SLOTS: u32 = 1024;
 export const FRAME_MEMO_BASE: u32 = 0x1e80000;
 export const FRAME_MEMO_SLOTS: u32 = 1024;
-export const DIR_BASE: u32 = 0x1e90000;
+// --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
+/**
+ * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7): configuration and the registers the
+ * host programs (root/device-table address, invalidation queue, event log), the VT-d fault-recording
+ * registers, and the context cache and IOTLB arrays. Its tables live in host physical memory.
+ */
+export const IOMMU_BASE: u32 = 0x1e90000;
+export const IOMMU_SIZE: u32 = 0x40000;
+/** IOMMU_NONE, IOMMU_VTD or IOMMU_AMDVI. */
+export const IO_KIND: u32 = 0x00;
+/** VT-d: supported AW values as a bit mask (CAP.SAGAW: bit 1 = 3 levels, 2 = 4, 3 = 5). */
+export const IO_SAGAW: u32 = 0x04;
+/** VT-d RTADDR (bit 10 = SMT, scalable mode) or the AMD-Vi device-table base (u64). */
+export const IO_ROOT: u32 = 0x08;
+/** Structure and data accesses at or above this host-physical address fail (u64). */
+export const IO_MEM_TOP: u32 = 0x10;
+/** IO_F_* capability bits. */
+export const IO_FLAGS: u32 = 0x18;
+export const IO_IOTLB_LATENCY: u32 = 0x1c;
+/** IOTLB and context-cache descriptors: array descriptors (ARRAY_DESC_SIZE) plus a present word. */
+export const IO_IOTLB_DESC: u32 = 0x20;
+export const IO_CC_DESC: u32 = 0x40;
+export const IO_DESC_PRESENT: u32 = 0x18;
+/** VT-d fault recording: number of fault-recording registers (CAP.NFR + 1) and FSTS. */
+export const IO_FAULT_RECORDS: u32 = 0x60;
+export const IO_FSTS: u32 = 0x64;
+/** Invalidation queue (VT-d IQA/IQH/IQT) or command buffer (AMD-Vi): base (u64), entries, head, tail. */
+export const IO_QUEUE_BASE: u32 = 0x68;
+export const IO_QUEUE_ENTRIES: u32 = 0x70;
+export const IO_QUEUE_HEAD: u32 = 0x74;
+export const IO_QUEUE_TAIL: u32 = 0x78;
+/** AMD-Vi event log: base (u64), entries, head, tail, and the status register (EventOverflow ...). */
+export const IO_EVENT_BASE: u32 = 0x80;
+export const IO_EVENT_ENTRIES: u32 = 0x88;
+export const IO_EVENT_HEAD: u32 = 0x8c;
+export const IO_EVENT_TAIL: u32 = 0x90;
+export const IO_STATUS: u32 = 0x94;
+/** Scratch of the IO walk in progress: per level read, u64 entry address and u64 entry. */
+export const IO_WALK_SCRATCH: u32 = 0x100;
+export const IO_FAULT_RECORD_BASE: u32 = 0x1000;
+export const IO_MAX_FAULT_RECORDS: u32 = 256;
+export const IO_CC_BASE: u32 = 0x2000;
+export const IO_CC_ENTRY_SIZE: u32 = 64;
+export const IO_CC_MAX_ENTRIES: u32 = 512;
+export const IO_IOTLB_BASE: u32 = 0x10000;
+export const IO_IOTLB_ENTRY_SIZE: u32 = 32;
+export const IO_IOTLB_MAX_ENTRIES: u32 = 6144;
+export const IOMMU_NONE: u32 = 0;
+export const IOMMU_VTD: u32 = 1;
+export const IOMMU_AMDVI: u32 = 2;
+/** Capabilities: 2M and 1G second-level pages (CAP.SLLPS), snoop control (ECAP.SC). */
+export const IO_F_2M: u32 = 1;
+export const IO_F_1G: u32 = 2;
+export const IO_F_SNOOP: u32 = 4;
+
+/**
+ * Device DMA requests, one PCIe memory request each (at most 4 KiB, never crossing a 4 KiB boundary):
+ * u64 address, u64 data (written by a write with DMA_DATA; a read with DMA_DATA returns the first
+ * qword), u64 host-physical address (out), u16 requester id, u8 flags, u8 status (out: 0 or a fault
+ * cause IOF_*), u32 PASID (bits 19:0) | (length - 1) << 20.
+ */
+export const DMA_BASE: u32 = 0x1ed0000;
+export const DMA_RECORD_SIZE: u32 = 32;
+export const DMA_CAPACITY: u32 = 32768;
+export const DMA_ADDR: u32 = 0;
+export const DMA_DATA: u32 = 8;
+export const DMA_HPA: u32 = 16;
+export const DMA_SID: u32 = 24;
+export const DMA_FLAGS: u32 = 26;
+export const DMA_STATUS: u32 = 27;
+export const DMA_PASID_LENGTH: u32 = 28;
+export const DMA_F_WRITE: u32 = 1;
+export const DMA_F_PASID: u32 = 2;
+/** An ATS translated request: the address is already host-physical (from the device's ATC). */
+export const DMA_F_TRANSLATED: u32 = 4;
+export const DMA_F_DATA: u32 = 8;
+/** Status of a malformed record (length, or crossing a 4 KiB boundary): nothing translated or moved. */
+export const DMA_BAD: u32 = 0xff;
+/** Status of a request translated to an address with no memory behind it (at or above IO_MEM_TOP). */
+export const DMA_UNSUPPORTED: u32 = 0xfe;
+
+/**
+ * Fault causes. 1..0xD are the VT-d fault reasons (SPEC.md A.7) and are what a VT-d fault record holds;
+ * IOF_PASID_ENTRY is recorded as VT-d reason 0x58; AMD-Vi reports each cause as an event (MODEL.md §13).
+ */
+export const IOF_ROOT_NOT_PRESENT: u32 = 1;
+export const IOF_CONTEXT_NOT_PRESENT: u32 = 2;
+export const IOF_INVALID_CONTEXT: u32 = 3;
+export const IOF_ADDRESS_BEYOND: u32 = 4;
+export const IOF_NO_WRITE: u32 = 5;
+export const IOF_NO_READ: u32 = 6;
+export const IOF_ENTRY_ACCESS: u32 = 7;
+export const IOF_ROOT_ACCESS: u32 = 8;
+export const IOF_CONTEXT_ACCESS: u32 = 9;
+export const IOF_ROOT_RESERVED: u32 = 0xa;
+export const IOF_CONTEXT_RESERVED: u32 = 0xb;
+export const IOF_ENTRY_RESERVED: u32 = 0xc;
+export const IOF_TT_BLOCKED: u32 = 0xd;
+export const IOF_PASID_ENTRY: u32 = 0xe;
+export const IOF_ILLEGAL_DTE: u32 = 0xf;
+export const IOF_PAGE_NOT_PRESENT: u32 = 0x10;
+export const IOF_CAUSES: u32 = 0x11;
+
+/** Invalidation kinds, for statistics (S_IO_INVALIDATIONS + kind). */
+export const IOI_CONTEXT_GLOBAL: u32 = 0;
+export const IOI_CONTEXT_DOMAIN: u32 = 1;
+export const IOI_CONTEXT_DEVICE: u32 = 2;
+export const IOI_IOTLB_GLOBAL: u32 = 3;
+export const IOI_IOTLB_DOMAIN: u32 = 4;
+export const IOI_IOTLB_PAGE: u32 = 5;
+export const IOI_PASID_IOTLB: u32 = 6;
+export const IOI_PASID_CACHE: u32 = 7;
+export const IOI_WAIT: u32 = 8;
+export const IOI_DEVTAB_ENTRY: u32 = 9;
+export const IOI_IOMMU_PAGES: u32 = 10;
+export const IOI_ALL: u32 = 11;
+export const IOI_REJECTED: u32 = 12;
+/** VT-d FSTS bits, and AMD-Vi status bits. */
+export const FSTS_PFO: u32 = 1;
+export const FSTS_PPF: u32 = 2;
+export const FSTS_IQE: u32 = 16;
+export const AMD_EVENT_OVERFLOW: u32 = 1;
+export const AMD_COMWAIT_INT: u32 = 4;
+
+export const DIR_BASE: u32 = 0x1fd0000;
 export const DIR_ENTRY_SIZE: u32 = 16;
 
 export const FRAME_SIZE: u32 = 4096;

@@ -40,7 +40,26 @@ export const S_HISTOGRAM: u32 = 64;
 export const HISTOGRAM_BUCKETS: u32 = 32;
 /** Exits by reason (EXIT_* codes). */
 export const S_EXIT_REASONS: u32 = 96;
-export const S_COUNT: u32 = 112;
+/** IOMMU: DMA requests translated (completed or faulted), IOTLB hits and misses, walks and their refs. */
+export const S_IO_TRANSLATIONS: u32 = 112;
+export const S_IO_IOTLB: u32 = 113;
+export const S_IO_WALKS: u32 = 115;
+export const S_IO_WALK_REFS: u32 = 116;
+/** Context-cache hits and misses, and the root/context/PASID/device-table references of the misses. */
+export const S_IO_CC: u32 = 117;
+export const S_IO_CONTEXT_REFS: u32 = 119;
+export const S_IO_CYCLES: u32 = 120;
+/** Requests that needed no walk: pass-through contexts and ATS translated requests. */
+export const S_IO_UNTRANSLATED: u32 = 121;
+export const S_IO_BYTES: u32 = 122;
+/** Faults recorded (VT-d fault records or AMD-Vi events written) and faults lost to overflow. */
+export const S_IO_RECORDED: u32 = 123;
+export const S_IO_OVERFLOWS: u32 = 124;
+/** Faults by cause (IOF_*, 0x11 slots). */
+export const S_IO_FAULTS: u32 = 128;
+/** Invalidations by type (IOI_*, 16 slots). */
+export const S_IO_INVALIDATIONS: u32 = 160;
+export const S_COUNT: u32 = 176;
 
 @inline export function bump(index: u32): void {
   const p = STATS_BASE + (index << 3);

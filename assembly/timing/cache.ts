@@ -94,3 +94,28 @@ function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
   }
   return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
 }
+
+/**
+ * Cycles for the IOMMU to read (or update) the line holding `pa`. The IOMMU sits in the uncore: it has
+ * no private L1/L2, so its structure reads look up the shared LLC and otherwise go to DRAM, filling the
+ * LLC (where the CPUs' writes of those tables also land).
+ */
+export function priceUncoreReference(pa: u64): u32 {
+  const line = pa >> 6;
+  const desc = levelDesc(2);
+  if (load<u32>(desc + CD_PRESENT) != 0) {
+    const setBase = setAddress(desc, 0, line);
+    const ways = load<u32>(desc + CD_WAYS);
+    for (let w: u32 = 0; w < ways; w++) {
+      const p = setBase + <usize>(w * CACHE_LINE_SIZE);
+      if (load<u64>(p) == line + 1) {
+        store<u64>(p, tick(), 8);
+        bump(S_CACHE + 2);
+        return load<u32>(desc + CD_LATENCY);
+      }
+    }
+    fill(desc, 0, line, 2);
+  }
+  bump(S_DRAM);
+  return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
+}

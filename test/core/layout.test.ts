@@ -42,6 +42,8 @@ describe("the host's mirror of the linear-memory map", () => {
       ["memo", layout.MEMO_BASE, layout.MEMO_REGION_SIZE],
       ["line memo", layout.LINE_MEMO_BASE, layout.MAX_CPUS * layout.LINE_MEMO_SLOTS * 4],
       ["frame memo", layout.FRAME_MEMO_BASE, layout.FRAME_MEMO_SLOTS * 16],
+      ["iommu", layout.IOMMU_BASE, layout.IOMMU_SIZE],
+      ["dma records", layout.DMA_BASE, layout.DMA_CAPACITY * layout.DMA_RECORD_SIZE],
     ];
     regions.sort((a, b) => a[1] - b[1]);
     for (let i = 1; i < regions.length; i++) {
@@ -51,5 +53,13 @@ describe("the host's mirror of the linear-memory map", () => {
     const [, lastBase, lastSize] = regions[regions.length - 1];
     expect(lastBase + lastSize).toBeLessThanOrEqual(layout.DIR_BASE);
     expect(layout.CPU_BASE + layout.MAX_CPUS * layout.CPU_STRIDE).toBeLessThanOrEqual(layout.EXIT_BASE);
+    // The IOMMU's sub-regions stay inside its region.
+    expect(layout.IO_FAULT_RECORD_BASE + layout.IO_MAX_FAULT_RECORDS * 16).toBeLessThanOrEqual(layout.IO_CC_BASE);
+    expect(layout.IO_CC_BASE + layout.IO_CC_MAX_ENTRIES * layout.IO_CC_ENTRY_SIZE).toBeLessThanOrEqual(
+      layout.IO_IOTLB_BASE,
+    );
+    expect(layout.IO_IOTLB_BASE + layout.IO_IOTLB_MAX_ENTRIES * layout.IO_IOTLB_ENTRY_SIZE).toBeLessThanOrEqual(
+      layout.IOMMU_SIZE,
+    );
   });
 });

@@ -1,0 +1,44 @@
+// AMD-Vi structures (AMD IOMMU spec chapter 2; SPEC.md A.7): the 32-byte device-table entry and the
+// I/O page-table entry, whose Next Level field lets a table point past levels (level skipping) and
+// whose value 7 encodes a page size in the address bits.
+
+// --- device-table entry -------------------------------------------------------------------------------
+export const DTE_V: u64 = 1;
+export const DTE_TV: u64 = 2;
+export const DTE_IR: u64 = 1 << 61;
+export const DTE_IW: u64 = 1 << 62;
+/** q1 bit 32 (DTE bit 96): I, the device may send ATS translated requests. */
+export const DTE_I_HIGH: u64 = <u64>1 << 32;
+@inline export function dteMode(q0: u64): u32 {
+  return <u32>(q0 >> 9) & 7;
+}
+@inline export function dteDomain(q1: u64): u32 {
+  return <u32>q1 & 0xffff;
+}
+/** Reserved in this model (no guest translation, no dirty tracking): q0 bits 8:2 and 63, address bits. */
+@inline export function dteReserved(q0: u64, addressReserved: u64): bool {
+  return (q0 & 0x1fc) != 0 || (q0 >> 63) != 0 || (q0 & addressReserved) != 0;
+}
+
+// --- I/O page-table entry ------------------------------------------------------------------------------
+export const IOPTE_PR: u64 = 1;
+export const IOPTE_IR: u64 = 1 << 61;
+export const IOPTE_IW: u64 = 1 << 62;
+@inline export function iopteNextLevel(e: u64): u32 {
+  return <u32>(e >> 9) & 7;
+}
+/** Reserved: bits 58:52 and address bits beyond MAXPHYADDR. */
+@inline export function iopteReserved(e: u64, addressReserved: u64): bool {
+  return (e & 0x07f0000000000000) != 0 || (e & addressReserved) != 0;
+}
+/** Rights as bit 0 read, bit 1 write. */
+@inline export function iopteRights(e: u64): u32 {
+  return <u32>(e >> 61) & 3;
+}
+/**
+ * log2 of the page size a Next Level 7 entry encodes: the run of ones from address bit 12 ends at the
+ * first zero bit z, and the page is 2^(z+1) bytes.
+ */
+@inline export function iopteEncodedShift(e: u64): u32 {
+  return <u32>ctz(~(e | 0xfff)) + 1;
+}

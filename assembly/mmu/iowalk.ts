@@ -1,0 +1,208 @@
+// The IOMMU's radix walk (SPEC.md A.7; MODEL.md §13): one loop over three entry formats, the VT-d
+// second-level format, the VT-d first-level format (the CPU's x86-64 entries) and the AMD-Vi I/O page
+// table with level skipping. The formats differ only in the small functions of formats/vtd.ts,
+// formats/x86.ts and formats/amdvi.ts. VT-d nested translation (PASID entry PGTT=3) is the same loop
+// twice over: every first-level table address, and the final address, go through a second-level walk,
+// as the CPU's two-dimensional walk does with EPT.
+import {
+  CFG_MAXPHYADDR,
+  CTRL_BASE,
+  IO_F_1G,
+  IO_FLAGS,
+  IO_MEM_TOP,
+  IO_WALK_SCRATCH,
+  IOF_ENTRY_ACCESS,
+  IOF_ENTRY_RESERVED,
+  IOF_NO_READ,
+  IOF_NO_WRITE,
+  IOF_PAGE_NOT_PRESENT,
+  IOMMU_BASE,
+  M_NXE,
+} from "../constants";
+import { ADDRESS_MASK } from "../cpu";
+import { IOPTE_PR, iopteEncodedShift, iopteNextLevel, iopteReserved, iopteRights } from "../formats/amdvi";
+import { slIsLeaf, slPresent, slReserved } from "../formats/vtd";
+import { PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US, physReservedMask, x86IsLeaf, x86Reserved } from "../formats/x86";
+import { readPhys64, writeBacked64 } from "../phys";
+import { priceUncoreReference } from "../timing/cache";
+
+export const IOFMT_VTD_SL: u32 = 0;
+export const IOFMT_VTD_FL: u32 = 1;
+export const IOFMT_AMDVI: u32 = 2;
+
+/** Rights of a translation: bit 0 read, bit 1 write. */
+export const IO_R: u32 = 1;
+export const IO_W: u32 = 2;
+
+// Outputs of the last walk.
+/** 0, or the fault cause (IOF_*). */
+export let ioWalkCause: u32 = 0;
+/** Whether the entry the fault was found at was present (AMD-Vi's PR flag). */
+export let ioWalkPresent: bool = false;
+/** Host-physical frame of the page, aligned to its size, and log2 of the size. */
+export let ioWalkFrame: u64 = 0;
+export let ioWalkShift: u32 = 12;
+export let ioWalkRights: u32 = 0;
+export let ioWalkRefs: u32 = 0;
+export let ioWalkCycles: u32 = 0;
+/** Accessed/dirty write-backs of the last walk (first-level entries only). */
+export let ioWalkAdUpdates: u32 = 0;
+
+// Configuration read once per top-level walk.
+let memTop: u64 = 0;
+let addressReserved: u64 = 0;
+let capabilities: u32 = 0;
+
+@inline function scratch(i: u32): usize {
+  return IOMMU_BASE + IO_WALK_SCRATCH + (i << 4);
+}
+
+/**
+ * Walks `iova` from the table at `root` with `top` levels, for a read or a write. With `nestedLevels`
+ * nonzero (first-level format only), table addresses and the final address are guest-physical and go
+ * through a second-level walk from `nestedRoot`. Returns true on a translation.
+ */
+export function ioWalk(format: u32, root: u64, top: u32, iova: u64, write: bool, nestedRoot: u64, nestedLevels: u32): bool {
+  memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
+  addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  capabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
+  ioWalkAdUpdates = 0;
+  return walkLevels(format, root, top, iova, write, nestedRoot, nestedLevels);
+}
+
+function fault(cause: u32, present: bool, refs: u32, cycles: u32): bool {
+  ioWalkCause = cause;
+  ioWalkPresent = present;
+  ioWalkRefs = refs;
+  ioWalkCycles = cycles;
+  return false;
+}
+
+function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, nestedRoot: u64, nestedLevels: u32): bool {
+  const vtd = format != IOFMT_AMDVI;
+  // VT-d reports a missing entry as the permission the request lacked (R=W=0 is "not present").
+  const notPresent = vtd ? (write ? IOF_NO_WRITE : IOF_NO_READ) : IOF_PAGE_NOT_PRESENT;
+  let base = root & ADDRESS_MASK;
+  let level = top;
+  let rights: u32 = IO_R | IO_W;
+  let user = true;
+  let refs: u32 = 0;
+  let cycles: u32 = 0;
+  let used: u32 = 0;
+  let leafShift: u32 = 12;
+  let e: u64 = 0;
+  let accessedAll: u64 = PTE_A;
+  while (true) {
+    const shift = 12 + 9 * (level - 1);
+    let entryAddress = base | (((iova >> <u64>shift) & 0x1ff) << 3);
+    if (nestedLevels != 0) {
+      // The first-level table is in guest-physical space: its entry's address goes through the
+      // second level first (a read; the A/D write-back below needs no second walk, as in MODEL §13.4).
+      const ok = walkLevels(0, nestedRoot, nestedLevels, entryAddress, false, 0, 0);
+      refs += ioWalkRefs;
+      cycles += ioWalkCycles;
+      if (!ok) return fault(ioWalkCause, ioWalkPresent, refs, cycles);
+      entryAddress = ioWalkFrame | (entryAddress & ((<u64>1 << <u64>ioWalkShift) - 1));
+    }
+    if (entryAddress >= memTop) return fault(IOF_ENTRY_ACCESS, false, refs, cycles);
+    e = readPhys64(entryAddress);
+    refs++;
+    cycles += priceUncoreReference(entryAddress);
+    if (format == IOFMT_VTD_SL) {
+      if (!slPresent(e)) return fault(notPresent, false, refs, cycles);
+      if (slReserved(e, level, addressReserved, capabilities)) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+      rights &= <u32>e & 3;
+      if (slIsLeaf(e, level)) {
+        leafShift = shift;
+        break;
+      }
+    } else if (format == IOFMT_VTD_FL) {
+      store<u64>(scratch(used), entryAddress);
+      store<u64>(scratch(used), e, 8);
+      used++;
+      if ((e & PTE_P) == 0) return fault(notPresent, false, refs, cycles);
+      // Device requests run with the host's EFER.NXE set (XD is never reserved) and the 1G capability.
+      if (x86Reserved(e, level, M_NXE, addressReserved, (capabilities & IO_F_1G) != 0)) {
+        return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+      }
+      if ((e & PTE_RW) == 0) rights &= IO_R;
+      if ((e & PTE_US) == 0) user = false;
+      accessedAll &= e;
+      if (x86IsLeaf(e, level)) {
+        leafShift = shift;
+        break;
+      }
+    } else {
+      if ((e & IOPTE_PR) == 0) return fault(notPresent, false, refs, cycles);
+      if (iopteReserved(e, addressReserved)) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+      rights &= iopteRights(e);
+      const next = iopteNextLevel(e);
+      if (next == 0) {
+        leafShift = shift;
+        break;
+      }
+      if (next == 7) {
+        // The page is larger than this level's entries and smaller than the whole table.
+        const encoded = iopteEncodedShift(e);
+        if (encoded <= <u32>shift || encoded >= <u32>shift + 9) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+        leafShift = encoded;
+        break;
+      }
+      if (next >= level) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+      // Level skipping: the next table is at level `next`; the index bits of the levels skipped over
+      // must be zero, or no translation exists for the address.
+      const skippedLow = 12 + 9 * next;
+      if (((iova >> <u64>skippedLow) & ((<u64>1 << <u64>(shift - skippedLow)) - 1)) != 0) {
+        return fault(notPresent, false, refs, cycles);
+      }
+      base = e & ADDRESS_MASK;
+      level = next;
+      continue;
+    }
+    base = e & ADDRESS_MASK;
+    level--;
+  }
+
+  // First-level translations are user requests (requests without a privilege attribute): U/S must be set
+  // at every level, and read access comes with presence.
+  if (!user) rights = 0;
+  if ((rights & (write ? IO_W : IO_R)) == 0) return fault(write ? IOF_NO_WRITE : IOF_NO_READ, true, refs, cycles);
+
+  const pageMask = (<u64>1 << <u64>leafShift) - 1;
+  let frame = e & ADDRESS_MASK & ~pageMask;
+  if (format == IOFMT_VTD_FL) {
+    // A in every first-level entry used, D in the leaf on a write (VT-d first-level A/D, like the CPU's).
+    const settled = accessedAll != 0 && (!write || (e & PTE_D) != 0);
+    for (let i: u32 = 0; !settled && i < used; i++) {
+      const old = load<u64>(scratch(i), 8);
+      let updated = old | PTE_A;
+      if (i == used - 1 && write) updated |= PTE_D;
+      if (updated != old) {
+        const address = load<u64>(scratch(i));
+        writeBacked64(address, updated);
+        store<u64>(scratch(i), updated, 8);
+        ioWalkAdUpdates++;
+        cycles += priceUncoreReference(address);
+      }
+    }
+  }
+  if (nestedLevels != 0) {
+    const gpa = frame | (iova & pageMask);
+    const ok = walkLevels(0, nestedRoot, nestedLevels, gpa, write, 0, 0);
+    refs += ioWalkRefs;
+    cycles += ioWalkCycles;
+    if (!ok) return fault(ioWalkCause, ioWalkPresent, refs, cycles);
+    // The combined translation maps the smaller of the two pages, with the rights of both.
+    if (ioWalkShift < leafShift) leafShift = ioWalkShift;
+    rights &= ioWalkRights;
+    frame = (ioWalkFrame | (gpa & ((<u64>1 << <u64>ioWalkShift) - 1))) & ~((<u64>1 << <u64>leafShift) - 1);
+  }
+  ioWalkCause = 0;
+  ioWalkPresent = true;
+  ioWalkFrame = frame;
+  ioWalkShift = leafShift;
+  ioWalkRights = rights;
+  ioWalkRefs = refs;
+  ioWalkCycles = cycles;
+  return true;
+}
