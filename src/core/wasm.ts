@@ -65,6 +65,26 @@ export interface CoreExports {
   translateGuestPhysical(cpu: number, gpa: bigint, need: number): bigint;
   lastWalkFault(): number;
   lastWalkError(): bigint;
+  iommuInit(
+    kind: number,
+    sagaw: number,
+    flags: number,
+    memTop: bigint,
+    iotlbLatency: number,
+    faultRecords: number,
+  ): number;
+  iommuIotlb(entries: number, ways: number, policy: number): number;
+  iommuContextCache(entries: number, ways: number, policy: number): number;
+  iommuSetRoot(value: bigint): void;
+  iommuSetQueue(base: bigint, entries: number): void;
+  iommuQueueTail(tail: number): number;
+  iommuSetEventLog(base: bigint, entries: number): void;
+  iommuSetEventHead(head: number): void;
+  iommuClearFaultRecord(index: number): void;
+  iommuClearStatus(bits: number): void;
+  iommuFlushAll(): void;
+  dmaRun(start: number, end: number): number;
+  iommuTranslate(sid: number, flags: number, pasid: number, iova: bigint): number;
   parseText(format: number, len: number, isFinal: number, firstLine: number, maxRecords: number): number;
   sniffText(len: number): number;
   textParsedBytes(): number;
