@@ -343,7 +343,7 @@ export class Iommu {
     for (let start = 0; start < requests.length; start += L.DMA_CAPACITY) {
       const batch = requests.slice(start, start + L.DMA_CAPACITY);
       let view = this.recordView();
-      batch.forEach((request, i) => Iommu.writeRecord(view, i, request));
+      for (let i = 0; i < batch.length; i++) Iommu.writeRecord(view, i, batch[i]);
       this.runRecords(batch.length);
       view = this.recordView();
       for (let i = 0; i < batch.length; i++) results.push(Iommu.readResult(view, i));

@@ -21,10 +21,6 @@ export interface Permissions {
 const ADDRESS_MASK = 0x000f_ffff_ffff_f000n;
 
 /** Sparse memory reads zeros from a released frame, so a released frame comes back zeroed. */
-function freshFrame(machine: Machine, frames: HostFrames, size: PageSize = "4K"): bigint {
-  return frames.alloc(size);
-}
-
 function releaseFrames(machine: Machine, frames: HostFrames, base: bigint, size: PageSize): void {
   for (let offset = 0n; offset < 1n << BigInt(PAGE_SHIFT[size]); offset += 4096n)
     machine.releaseFrame((base + offset) >> 12n);
@@ -47,7 +43,7 @@ export class IoPageTable {
   }
 
   private newTable(): bigint {
-    const frame = freshFrame(this.machine, this.frames);
+    const frame = this.frames.alloc("4K");
     this.tables.push(frame);
     return frame;
   }
@@ -169,7 +165,7 @@ export class VtdRootTable {
     readonly frames: HostFrames,
     readonly scalable: boolean,
   ) {
-    this.root = freshFrame(machine, frames);
+    this.root = frames.alloc("4K");
   }
 
   /** The value for RTADDR. */
@@ -184,7 +180,7 @@ export class VtdRootTable {
     const key = bus * 2 + (upper ? 1 : 0);
     let table = this.contextTables.get(key);
     if (table === undefined) {
-      table = freshFrame(this.machine, this.frames);
+      table = this.frames.alloc("4K");
       this.contextTables.set(key, table);
       const at = this.root + BigInt(bus) * 16n + (upper ? 8n : 0n);
       this.machine.writePhys64(at, table | 1n);
@@ -238,7 +234,7 @@ export class VtdRootTable {
     if (directory === undefined) {
       // 2^(7 + 7) = 16384 directory entries (PDTS = 7) fill 128 KiB; one 4 KiB frame holds 512, so the
       // directory covers PASIDs below 512 * 64 with PDTS = 2 (2^9 entries).
-      directory = freshFrame(this.machine, this.frames);
+      directory = this.frames.alloc("4K");
       this.pasidDirectories.set(sid, directory);
     }
     const pdts = 2n;
@@ -250,7 +246,7 @@ export class VtdRootTable {
     const key = `${sid}:${directoryIndex}`;
     let table = this.pasidTables.get(key);
     if (table === undefined) {
-      table = freshFrame(this.machine, this.frames);
+      table = this.frames.alloc("4K");
       this.pasidTables.set(key, table);
       this.machine.writePhys64(directory + BigInt(directoryIndex) * 8n, table | 1n);
     }
