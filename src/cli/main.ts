@@ -13,6 +13,13 @@ import {
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
+import {
+  DMA_WORKLOADS,
+  type IommuReport,
+  isDmaWorkload,
+  platformOf,
+  runDmaWorkload,
+} from "../iommu/workload.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
 import { replayTextTrace, type TraceFormatOption } from "../trace/replay.js";
@@ -80,7 +87,13 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   simulation.start();
   let source: RunReport["source"];
   let failure: MemvirtError | undefined;
-  if (options.trace) {
+  let iommu: IommuReport | undefined;
+  if (isDmaWorkload(options.workload)) {
+    // Device DMA through the IOMMU: --records counts I/O operations (packets, commands, copies).
+    const operations = Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
+    source = { kind: "workload", name: options.workload, operations, seed };
+    iommu = runDmaWorkload(platformOf(simulation), { name: options.workload, operations, seed });
+  } else if (options.trace) {
     source = { kind: "trace", file: options.trace, format: options.format };
     try {
       const result = await replayTextTrace(simulation, options.trace, options.format);
@@ -96,6 +109,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
     runWorkload(simulation, spec);
   }
   const report = buildReport(simulation, source, failure?.message);
+  if (iommu) report.iommu = iommu;
   print(options.json ? JSON.stringify(report, null, 2) : formatTable(report));
   if (failure) {
     process.stderr.write(`memvirt: ${failure.message}\n`);
@@ -123,7 +137,10 @@ export async function main(
 
   /** The workload, seed, output and build options `run` and `compare` share. */
   const workloadOptions = (command: Command, defaults: { workload?: string; records: string }) => {
-    const workload = new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]);
+    const workload = new Option("-w, --workload <name>", "synthetic workload").choices([
+      ...WORKLOAD_NAMES,
+      ...DMA_WORKLOADS,
+    ]);
     if (defaults.workload) workload.default(defaults.workload);
     return command
       .addOption(workload)

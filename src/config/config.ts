@@ -14,6 +14,8 @@ import {
 } from "../core/types.js";
 import type { DirtyLogMode } from "../hypervisor/tdp.js";
 import { DEFAULT_COSTS, EXIT_REASON_NAMES, type HypervisorCosts } from "../hypervisor/technique.js";
+import { defaultIommuConfig, type IommuConfig, resolveDevices, resolveIommu } from "../iommu/config.js";
+import type { DeviceSpec } from "../iommu/devices.js";
 
 export type Mode = "native" | "ept" | "npt" | "shadow" | "pv";
 export const MODES: readonly Mode[] = ["native", "ept", "npt", "shadow", "pv"];
@@ -69,6 +71,9 @@ export interface ResolvedConfig {
   memory: { backedFramesLog2: number; limitMiB: number };
   host: HostConfig;
   hypervisor: HypervisorConfig;
+  /** The IOMMU and the DMA devices the dma-* workloads drive. */
+  iommu: IommuConfig;
+  devices: DeviceSpec[];
 }
 
 export class ConfigError extends MemvirtError {}
@@ -145,6 +150,8 @@ export function defaultConfig(): ResolvedConfig {
       maxShadowPages: 0,
       unsync: true,
     },
+    iommu: defaultIommuConfig(),
+    devices: [],
   };
 }
 
@@ -350,6 +357,8 @@ export function resolveConfig(input: Json): ResolvedConfig {
     "hypervisor",
     "nestedTlb",
     "nestedPsc",
+    "iommu",
+    "devices",
     "$schema",
     "comment",
   ]);
@@ -514,7 +523,9 @@ export function resolveConfig(input: Json): ResolvedConfig {
     );
     memory.limitMiB = integer(input.memory.limitMiB ?? memory.limitMiB, "memory.limitMiB", 0, 65536);
   }
-  return { mode, seed, guest, machine, memory, host, hypervisor };
+  const iommu = resolveIommu(input.iommu);
+  const devices = resolveDevices(input.devices);
+  return { mode, seed, guest, machine, memory, host, hypervisor, iommu, devices };
 }
 
 /** Parses config text; JSON syntax errors name the file. */

@@ -1,6 +1,7 @@
 // What a run reports: one JSON object (the outside contract: keep key names stable, add rather than
 // rename) and a table for people built from the same object.
 import type { Stats } from "../core/types.js";
+import { type IommuReport, iommuRows } from "../iommu/workload.js";
 import type { Simulation } from "../runner/simulation.js";
 
 export interface RunSource {
@@ -52,6 +53,8 @@ export interface RunReport extends Stats {
       emulation: number;
     };
   };
+  /** Present for the dma-* workloads: the IOMMU, its driver and the devices. */
+  iommu?: IommuReport;
   /** Set when the run stopped early on bad input; the statistics cover the records before it. */
   error?: string;
 }
@@ -219,6 +222,7 @@ export function formatTable(report: RunReport): string {
       ],
     );
   }
+  if (report.iommu) rows.push(...iommuRows(report.iommu));
   let text = formatRows(rows);
   if (report.error) text += `\n  stopped early: ${report.error}`;
   return text;

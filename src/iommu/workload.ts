@@ -1,0 +1,294 @@
+// The dma-nic, dma-nvme and dma-gpu workloads: the configured devices run I/O operations through the
+// configured IOMMU and driver mode. Each batch of operations maps its buffers, runs every DMA request
+// of the batch through the core in one call, then completes the operations (unmapping, which is where
+// strict and deferred invalidation differ).
+import type { ResolvedConfig } from "../config/config.js";
+import * as L from "../core/layout.js";
+import { type Machine, MemvirtError } from "../core/machine.js";
+import { PAGE_SHIFT, type PageSize } from "../core/types.js";
+import type { FrameAllocator } from "../guest/frames.js";
+import type { Vm } from "../hypervisor/vm.js";
+import { Rng } from "../util/random.js";
+import type { IommuConfig } from "./config.js";
+import {
+  createDevices,
+  type DeviceKind,
+  type DeviceSpec,
+  type DmaBuffers,
+  type DmaDevice,
+  type MappedBuffer,
+  type Operation,
+} from "./devices.js";
+import { type Domain, type DriverStats, IommuDriver } from "./driver.js";
+import { Iommu, type IommuHardwareConfig, type IommuStats } from "./hardware.js";
+import { formatBdf } from "./tables.js";
+
+export const DMA_WORKLOADS = ["dma-nic", "dma-nvme", "dma-gpu"] as const;
+export type DmaWorkloadName = (typeof DMA_WORKLOADS)[number];
+const KIND_OF: Record<DmaWorkloadName, DeviceKind> = {
+  "dma-nic": "nic",
+  "dma-nvme": "nvme",
+  "dma-gpu": "gpu",
+};
+
+export function isDmaWorkload(name: string | undefined): name is DmaWorkloadName {
+  return (DMA_WORKLOADS as readonly string[]).includes(name ?? "");
+}
+
+export interface DmaWorkloadSpec {
+  name: DmaWorkloadName;
+  /** I/O operations: packets, block commands or 64 KiB copies. */
+  operations: number;
+  seed: number;
+}
+
+/** The machine and memory a DMA workload runs on (a Simulation provides them). */
+export interface DmaPlatform {
+  machine: Machine;
+  config: ResolvedConfig;
+  /** Host frames for IOMMU tables and host DMA buffers. */
+  hostFrames: FrameAllocator;
+  /** Host-physical addresses at and above this have no memory. */
+  memoryTop: bigint;
+  /** The VM that pass-through assigns devices to, and its guest kernel's frame allocator. */
+  vm?: { vm: Vm; guestFrames: FrameAllocator };
+}
+
+export interface IommuReport extends IommuStats {
+  kind: string;
+  mode: string;
+  scalable: boolean;
+  workload: string;
+  devices: string[];
+  operations: number;
+  requests: number;
+  /** Requests that completed without a fault. */
+  completed: number;
+  iotlbHitRate: number;
+  refsPerMiss: number;
+  cyclesPerTranslation: number;
+  /** Translations per second of simulated time spent translating and in the driver (null when none). */
+  translationsPerSecond: number | null;
+  driver: DriverStats;
+}
+
+/** Operations per batch: a NAPI-like budget, small enough that one batch's requests fit the buffer. */
+const BATCH_OPERATIONS = 64;
+
+export function hardwareConfig(iommu: IommuConfig, memoryTop: bigint): IommuHardwareConfig {
+  return {
+    kind: iommu.kind,
+    supportedAw: [1, 2, 3],
+    largePages: { "2M": iommu.largePages, "1G": iommu.largePages },
+    snoopControl: false,
+    memoryTop,
+    iotlb: iommu.iotlb,
+    contextCache: iommu.contextCache,
+    faultRecords: iommu.faultRecords,
+  };
+}
+
+export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): IommuReport {
+  const { machine, config } = platform;
+  const iommu = config.iommu;
+  const kind = KIND_OF[spec.name];
+  const specs: DeviceSpec[] = config.devices.filter((d) => d.kind === kind);
+  if (config.devices.length > 0 && specs.length === 0)
+    throw new MemvirtError(`config key "devices": no "${kind}" device for workload ${spec.name}`);
+  if (specs.length === 0) specs.push({ kind, sid: 0x0100, virtualFunctions: 0 });
+  const devices: DmaDevice[] = specs.flatMap(createDevices);
+  if (iommu.mode === "passthrough" && !platform.vm)
+    throw new MemvirtError(
+      'config key "iommu.mode": "passthrough" assigns devices to a VM; set "mode" to "ept", "npt", "shadow" or "pv"',
+    );
+  if (iommu.mode === "passthrough") {
+    // VFIO maps all of guest memory at assignment, one IOMMU entry per backing page.
+    const entries = config.guest.memory / 2 ** PAGE_SHIFT[config.host.pageSize];
+    if (entries > 2 ** 20)
+      throw new MemvirtError(
+        `config key "host.pageSize": pass-through maps all ${config.guest.memory} bytes of guest memory into the IOMMU, ${entries} entries with ${config.host.pageSize} backing; use "2M" or "1G", or a smaller guest.memory`,
+      );
+  }
+  const driver = new IommuDriver(machine, platform.hostFrames, {
+    hardware: hardwareConfig(iommu, platform.memoryTop),
+    mode: iommu.mode,
+    scalable: iommu.scalable,
+    firstLevel: iommu.firstLevel,
+    levels: iommu.levels,
+    flushQueue: iommu.flushQueue,
+    costs: { pteCycles: iommu.pteCycles, invalidationCycles: iommu.invalidationCycles },
+  });
+  const buffers =
+    iommu.mode === "passthrough"
+      ? passthroughBuffers(driver, devices, platform)
+      : hostBuffers(driver, devices, platform);
+  const rng = new Rng(spec.seed ^ 0x10_3d_a7);
+  for (const device of devices) device.start(buffers);
+
+  let done = 0;
+  let requests = 0;
+  let completed = 0;
+  while (done < spec.operations) {
+    const batch: Operation[] = [];
+    while (done < spec.operations && batch.length < BATCH_OPERATIONS) {
+      batch.push(devices[done % devices.length].next(buffers, rng));
+      done++;
+    }
+    // Mapping may have grown linear memory: take the record view only now.
+    const view = driver.iommu.recordView();
+    let count = 0;
+    for (const operation of batch)
+      for (const request of operation.requests) Iommu.writeRecord(view, count++, request);
+    driver.iommu.runRecords(count);
+    const results = driver.iommu.recordView();
+    for (let i = 0; i < count; i++)
+      if (results.getUint8(i * L.DMA_RECORD_SIZE + L.DMA_STATUS) === 0) completed++;
+    requests += count;
+    for (const operation of batch) operation.complete();
+    // Software drains the fault log as its interrupt handler would.
+    for (const record of driver.iommu.faultRecords()) driver.iommu.clearFaultRecord(record.index);
+    driver.iommu.takeEvents();
+  }
+  driver.flush();
+  const stats = driver.iommu.stats();
+  const seconds = (stats.cycles + driver.stats.cycles) / (iommu.clockMHz * 1e6);
+  const round = (value: number) => (Number.isFinite(value) ? +value.toFixed(3) : 0);
+  return {
+    kind: driver.enabled ? iommu.kind : "off",
+    mode: iommu.mode,
+    scalable: iommu.scalable,
+    workload: spec.name,
+    devices: devices.map((d) => d.name),
+    operations: done,
+    requests,
+    completed,
+    ...stats,
+    iotlbHitRate: round(stats.iotlb.hits / Math.max(1, stats.iotlb.hits + stats.iotlb.misses)),
+    refsPerMiss: round(stats.walkRefs / Math.max(1, stats.iotlb.misses)),
+    cyclesPerTranslation: round(stats.cycles / Math.max(1, stats.translations)),
+    translationsPerSecond: seconds > 0 ? Math.round(stats.translations / seconds) : null,
+    driver: { ...driver.stats },
+  };
+}
+
+const bytesOf = (size: PageSize) => 1n << BigInt(PAGE_SHIFT[size]);
+
+function releaseBacking(machine: Machine, page: bigint, size: PageSize): void {
+  for (let offset = 0n; offset < bytesOf(size); offset += 4096n) machine.releaseFrame((page + offset) >> 12n);
+}
+
+/** The host's own DMA: every device in a domain of its own (an IOMMU group per function). */
+function hostBuffers(driver: IommuDriver, devices: DmaDevice[], platform: DmaPlatform): DmaBuffers {
+  const domains = new Map<number, Domain>();
+  for (const device of devices) {
+    const domain = driver.newDomain();
+    domains.set(device.sid, domain);
+    driver.attach(device.sid, domain);
+  }
+  const frames = platform.hostFrames;
+  return {
+    map(sid, count, write, size = "4K"): MappedBuffer {
+      const pages = Array.from({ length: count }, () => frames.alloc(size));
+      const domain = domains.get(sid) as Domain;
+      const start = driver.mapPages(domain, pages, write, size);
+      const bus = driver.enabled ? pages.map((_, i) => start + BigInt(i) * bytesOf(size)) : pages;
+      return { bus, pages, size };
+    },
+    unmap(sid, buffer): void {
+      driver.unmapPages(domains.get(sid) as Domain, buffer.bus[0], buffer.pages.length, buffer.size);
+      for (const page of buffer.pages) {
+        releaseBacking(platform.machine, page, buffer.size);
+        frames.release(page, buffer.size);
+      }
+    },
+  };
+}
+
+/** VFIO: the devices belong to the VM; its guest driver hands them guest-physical buffers. */
+function passthroughBuffers(driver: IommuDriver, devices: DmaDevice[], platform: DmaPlatform): DmaBuffers {
+  const { vm, guestFrames } = platform.vm as NonNullable<DmaPlatform["vm"]>;
+  driver.assignToVm(
+    devices.map((d) => d.sid),
+    vm,
+  );
+  return {
+    map(_sid, count, _write, size = "4K"): MappedBuffer {
+      const pages = Array.from({ length: count }, () => guestFrames.alloc(size));
+      return { bus: pages, pages, size };
+    },
+    unmap(_sid, buffer): void {
+      for (const page of buffer.pages) guestFrames.release(page, buffer.size);
+    },
+  };
+}
+
+/** A one-line description of the devices for the table. */
+export function describeDevices(devices: readonly DeviceSpec[]): string {
+  return devices
+    .map((d) => `${d.kind} ${formatBdf(d.sid)}${d.virtualFunctions ? ` +${d.virtualFunctions} VFs` : ""}`)
+    .join(", ");
+}
+
+/** The platform of a simulation: a VM's host memory when it runs one, else the native kernel's. */
+export function platformOf(simulation: {
+  machine: Machine;
+  config: ResolvedConfig;
+  os: { frames: FrameAllocator };
+  technique?: { vm: Vm };
+}): DmaPlatform {
+  const { config, technique } = simulation;
+  if (!technique) {
+    return {
+      machine: simulation.machine,
+      config,
+      hostFrames: simulation.os.frames,
+      memoryTop: BigInt(config.guest.memory),
+    };
+  }
+  return {
+    machine: simulation.machine,
+    config,
+    hostFrames: technique.vm.host.frames,
+    memoryTop: BigInt(config.host.memory),
+    vm: { vm: technique.vm, guestFrames: simulation.os.frames },
+  };
+}
+
+const count = (n: number) => n.toLocaleString("en-US");
+
+/** Rows of the run table for the IOMMU. */
+export function iommuRows(report: IommuReport): [string, string][] {
+  const list = (record: Record<string, number>) =>
+    Object.entries(record)
+      .map(([name, n]) => `${name} ${count(n)}`)
+      .join(", ") || "none";
+  return [
+    [
+      "iommu",
+      `${report.kind}${report.scalable ? " (scalable mode)" : ""}, ${report.mode}; ${report.devices.join(", ")}`,
+    ],
+    [
+      "DMA requests",
+      `${count(report.requests)} for ${count(report.operations)} operations, ${count(report.completed)} completed, ${count(report.bytes)} bytes`,
+    ],
+    [
+      "DMA translations",
+      `${count(report.translations)} (${count(report.untranslated)} without a walk or IOTLB: pass-through or none)`,
+    ],
+    [
+      "IOTLB",
+      `${count(report.iotlb.hits)} hits, ${count(report.iotlb.misses)} misses (hit rate ${(report.iotlbHitRate * 100).toFixed(1)}%)`,
+    ],
+    ["context cache", `${count(report.contextCache.hits)} hits, ${count(report.contextCache.misses)} misses`],
+    [
+      "IO walks",
+      `${count(report.walks)} (${count(report.walkRefs)} references, ${report.refsPerMiss} per IOTLB miss)`,
+    ],
+    ["invalidations", list(report.invalidations)],
+    ["DMA faults", `${list(report.faults)} (${count(report.faultsRecorded)} recorded)`],
+    [
+      "IOMMU cycles",
+      `${count(report.cycles)} (${report.cyclesPerTranslation} per translation); driver ${count(report.driver.cycles)}`,
+    ],
+  ];
+}
