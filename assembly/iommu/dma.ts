@@ -101,7 +101,6 @@ export let dmaRefs: u32 = 0;
  * Statistics count it as one translation.
  */
 export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
-  bump(S_IO_TRANSLATIONS);
   const write = (flags & DMA_F_WRITE) != 0;
   const hasPasid = (flags & DMA_F_PASID) != 0;
   const translated = (flags & DMA_F_TRANSLATED) != 0;
@@ -115,6 +114,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     dmaCycles = 0;
     return 0;
   }
+  bump(S_IO_TRANSLATIONS);
   // Only scalable-mode VT-d resolves per PASID; elsewhere the PASID of a request is not looked at.
   const perPasid = kind != IOMMU_AMDVI && (load<u64>(IOMMU_BASE + IO_ROOT) & RTADDR_SMT) != 0;
   const key: u64 = perPasid && hasPasid ? 1 | (<u64>sid << 1) | (<u64>1 << 17) | (<u64>(pasid & 0xfffff) << 18) : 1 | (<u64>sid << 1);

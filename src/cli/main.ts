@@ -13,6 +13,7 @@ import {
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
+import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
 import {
   DMA_WORKLOADS,
   type IommuReport,
@@ -181,6 +182,13 @@ export async function main(
   ).action((options: RunOptions & { modes: string }) => {
     const config = loadConfig(options.config);
     const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+    if (isDmaWorkload(options.workload)) {
+      // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
+      const operations = Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
+      const result = runIommuCompare(config, options.workload, operations, seed, options.build);
+      print(options.json ? JSON.stringify(result, null, 2) : formatIommuCompare(result));
+      return;
+    }
     const modes = options.modes.split(",").map((m) => m.trim());
     for (const mode of modes) {
       if (!(MODES as readonly string[]).includes(mode))
