@@ -11,6 +11,7 @@ import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
 import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
 import { RefMachine } from "../src/reference/machine.js";
+import { DMA_CAPACITY, dmaBatch } from "./iommu.js";
 
 const quick = process.argv.includes("--quick");
 /** `--only=TEXT` runs just the cases whose name contains TEXT (for profiling one case). */
@@ -243,6 +244,26 @@ async function main(): Promise<void> {
     // Virtualized replay with a warm TLB against native: the same L1-hit stream under EPT.
     [EPT_WARM, () => virtualized(EPT_WARM, defaultConfig().machine, (i) => (i >> 9) % 16, 0)],
     ["memvirt run", () => endToEnd(e2eRecords)],
+    // DMA translations that hit the IOTLB: 16 hot pages of one device, 64-byte requests.
+    [
+      IOMMU_WARM,
+      () =>
+        dmaCase(
+          IOMMU_WARM,
+          dmaBatch(true, (i) => (i >> 6) % 16),
+          20e6,
+        ),
+    ],
+    // Full 4-level IOMMU walks: no IOTLB, 16,384 pages round robin (the context cache stays on).
+    [
+      IOMMU_WALKS,
+      () =>
+        dmaCase(
+          IOMMU_WALKS,
+          dmaBatch(false, (i) => i % 16384),
+          5e6,
+        ),
+    ],
   ];
   const rows: Row[] = [];
   for (const [name, run] of cases) if (selected(name)) rows.push(await run());
@@ -263,6 +284,12 @@ async function main(): Promise<void> {
   }
 }
 
+async function dmaCase(name: string, run: () => void, target: number): Promise<Row> {
+  return { name, unit: "translations/s", perSecond: await measure(name, DMA_CAPACITY, run), target };
+}
+
+const IOMMU_WARM = "DMA translations, warm IOTLB (16 hot pages)";
+const IOMMU_WALKS = "full 4-level IOMMU walks, IOTLB off";
 const L1_HITS = "L1 DTLB hits (16 hot pages)";
 const L1_SCAN = "L1 DTLB hits, page changes every access";
 const NATIVE_WALKS = "native 4-level walks, TLBs and PSCs off";
