@@ -97,7 +97,7 @@ class Sets<T> {
   insert(set: number, key: string, value: T): void {
     const ways = this.sets[set];
     let index = ways.findIndex((w) => w?.key === key);
-    if (index < 0) index = ways.findIndex((w) => w === null);
+    if (index < 0) index = ways.indexOf(null);
     if (index < 0) {
       index = 0;
       for (let i = 1; i < ways.length; i++) if ((ways[i]?.stamp ?? 0) < (ways[index]?.stamp ?? 0)) index = i;

@@ -54,12 +54,14 @@ describe("the host's mirror of the linear-memory map", () => {
     expect(lastBase + lastSize).toBeLessThanOrEqual(layout.DIR_BASE);
     expect(layout.CPU_BASE + layout.MAX_CPUS * layout.CPU_STRIDE).toBeLessThanOrEqual(layout.EXIT_BASE);
     // The IOMMU's sub-regions stay inside its region.
-    expect(layout.IO_FAULT_RECORD_BASE + layout.IO_MAX_FAULT_RECORDS * 16).toBeLessThanOrEqual(layout.IO_CC_BASE);
+    expect(layout.IO_FAULT_RECORD_BASE + layout.IO_MAX_FAULT_RECORDS * 16).toBeLessThanOrEqual(
+      layout.IO_CC_BASE,
+    );
     expect(layout.IO_CC_BASE + layout.IO_CC_MAX_ENTRIES * layout.IO_CC_ENTRY_SIZE).toBeLessThanOrEqual(
       layout.IO_IOTLB_BASE,
     );
-    expect(layout.IO_IOTLB_BASE + layout.IO_IOTLB_MAX_ENTRIES * layout.IO_IOTLB_ENTRY_SIZE).toBeLessThanOrEqual(
-      layout.IOMMU_SIZE,
-    );
+    expect(
+      layout.IO_IOTLB_BASE + layout.IO_IOTLB_MAX_ENTRIES * layout.IO_IOTLB_ENTRY_SIZE,
+    ).toBeLessThanOrEqual(layout.IOMMU_SIZE);
   });
 });
