@@ -273,7 +273,7 @@ export function iommuRows(report: IommuReport): [string, string][] {
     ],
     [
       "DMA translations",
-      `${count(report.translations)} (${count(report.untranslated)} without a walk or IOTLB: pass-through or none)`,
+      `${count(report.translations)}; ${count(report.untranslated)} requests passed untranslated (pass-through context, ATS, or no IOMMU)`,
     ],
     [
       "IOTLB",
