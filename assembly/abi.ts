@@ -81,6 +81,8 @@ import {
   IO_IOTLB_DESC,
   IO_IOTLB_LATENCY,
   IO_IOTLB_MAX_ENTRIES,
+  IO_PSC_DESC,
+  IO_PSC_MAX_ENTRIES,
   IO_KIND,
   IO_MAX_FAULT_RECORDS,
   IO_MEM_TOP,
@@ -98,7 +100,7 @@ import {
 import { ADDRESS_MASK, cpuBlock, recomputeMode, setRegister } from "./cpu";
 import { clearFaultRecord } from "./iommu/faults";
 import { dmaAddress, dmaBatch, dmaCycles, dmaRefs, translateDma } from "./iommu/dma";
-import { ANY, ccInvalidate, iotlbInvalidate } from "./iommu/iotlb";
+import { ANY, ccInvalidate, iotlbInvalidate, ioPscInvalidate } from "./iommu/iotlb";
 import { processQueue } from "./iommu/queue";
 import { vmTransition } from "./mmu/invalidate";
 import * as inv from "./mmu/invalidate";
@@ -477,6 +479,11 @@ export function iommuContextCache(entries: u32, ways: u32, policy: u32): i32 {
   return ioArray(IOMMU_BASE + IO_CC_DESC, entries, ways, policy, IO_CC_MAX_ENTRIES);
 }
 
+/** Gives the IOMMU a paging-structure cache of non-leaf I/O page-table entries. */
+export function iommuPsc(entries: u32, ways: u32, policy: u32): i32 {
+  return ioArray(IOMMU_BASE + IO_PSC_DESC, entries, ways, policy, IO_PSC_MAX_ENTRIES);
+}
+
 /** VT-d: RTADDR (bit 10 selects scalable mode); AMD-Vi: the device-table base. */
 export function iommuSetRoot(value: u64): void {
   store<u64>(IOMMU_BASE + IO_ROOT, value);
@@ -524,6 +531,7 @@ export function iommuClearStatus(bits: u32): void {
 export function iommuFlushAll(): void {
   ccInvalidate(ANY, ANY, 0, ANY);
   iotlbInvalidate(ANY, ANY, 0, 0);
+  ioPscInvalidate(ANY, ANY);
 }
 
 /** Runs DMA records [start, end) of the DMA buffer. */

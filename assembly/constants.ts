@@ -283,7 +283,9 @@ export const IO_EVENT_ENTRIES: u32 = 0x88;
 export const IO_EVENT_HEAD: u32 = 0x8c;
 export const IO_EVENT_TAIL: u32 = 0x90;
 export const IO_STATUS: u32 = 0x94;
-/** Scratch of the IO walk in progress: per level read, u64 entry address and u64 entry. */
+/** Paging-structure cache descriptor (array descriptor plus a present word at IO_DESC_PRESENT). */
+export const IO_PSC_DESC: u32 = 0xc0;
+/** Scratch of the IO walk in progress: 32 bytes per entry read (see mmu/iowalk.ts). */
 export const IO_WALK_SCRATCH: u32 = 0x100;
 export const IO_FAULT_RECORD_BASE: u32 = 0x1000;
 export const IO_MAX_FAULT_RECORDS: u32 = 256;
@@ -292,7 +294,10 @@ export const IO_CC_ENTRY_SIZE: u32 = 64;
 export const IO_CC_MAX_ENTRIES: u32 = 512;
 export const IO_IOTLB_BASE: u32 = 0x10000;
 export const IO_IOTLB_ENTRY_SIZE: u32 = 32;
-export const IO_IOTLB_MAX_ENTRIES: u32 = 6144;
+export const IO_IOTLB_MAX_ENTRIES: u32 = 4096;
+export const IO_PSC_BASE: u32 = 0x30000;
+export const IO_PSC_ENTRY_SIZE: u32 = 32;
+export const IO_PSC_MAX_ENTRIES: u32 = 2048;
 export const IOMMU_NONE: u32 = 0;
 export const IOMMU_VTD: u32 = 1;
 export const IOMMU_AMDVI: u32 = 2;

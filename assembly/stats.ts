@@ -55,6 +55,8 @@ export const S_IO_BYTES: u32 = 122;
 /** Faults recorded (VT-d fault records or AMD-Vi events written) and faults lost to overflow. */
 export const S_IO_RECORDED: u32 = 123;
 export const S_IO_OVERFLOWS: u32 = 124;
+/** IO paging-structure cache: one hit or one miss per walk that probed it. */
+export const S_IO_PSC: u32 = 125;
 /** Faults by cause (IOF_*, 0x11 slots). */
 export const S_IO_FAULTS: u32 = 128;
 /** Invalidations by type (IOI_*, 16 slots). */

@@ -28,12 +28,37 @@ import {
   IOF_INVALID_CONTEXT,
   IOF_NO_READ,
   IOF_NO_WRITE,
+  IOF_PAGE_NOT_PRESENT,
   IOF_TT_BLOCKED,
   IOMMU_AMDVI,
   IOMMU_BASE,
   IOMMU_NONE,
 } from "../constants";
-import { IOFMT_AMDVI, IOFMT_VTD_FL, IOFMT_VTD_SL, IO_R, IO_W, ioWalk, ioWalkAdUpdates, ioWalkCause, ioWalkCycles, ioWalkFrame, ioWalkPresent, ioWalkRefs, ioWalkRights, ioWalkShift } from "../mmu/iowalk";
+import {
+  IOFMT_AMDVI,
+  IOFMT_VTD_FL,
+  IOFMT_VTD_SL,
+  IO_R,
+  IO_W,
+  SLOT_ENTRY,
+  SLOT_LEVEL,
+  SLOT_NEXT_LEVEL,
+  SLOT_RIGHTS,
+  ioWalk,
+  ioWalkAdUpdates,
+  ioWalkCause,
+  ioWalkCycles,
+  ioWalkFrame,
+  ioWalkFrom,
+  ioWalkPresent,
+  ioWalkRecorded,
+  ioWalkRefs,
+  ioWalkRights,
+  ioWalkShift,
+  scratch,
+  skippedBitsClear,
+} from "../mmu/iowalk";
+import { ADDRESS_MASK } from "../cpu";
 import { RTADDR_SMT } from "../formats/vtd";
 import { backFrame, readPhys64 } from "../phys";
 import {
@@ -43,6 +68,7 @@ import {
   S_IO_CONTEXT_REFS,
   S_IO_CYCLES,
   S_IO_IOTLB,
+  S_IO_PSC,
   S_IO_TRANSLATIONS,
   S_IO_UNTRANSLATED,
   S_IO_WALK_REFS,
@@ -87,6 +113,11 @@ import {
   iotlbFill,
   iotlbLookup,
   iotlbPresent,
+  ioPscFill,
+  ioPscLevel,
+  ioPscLookup,
+  ioPscPresent,
+  ioPscValue,
 } from "./iotlb";
 import { PASID_TAG } from "./queue";
 
@@ -178,7 +209,27 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   const amd = contextKind != CK_SECOND_LEVEL && contextKind != CK_FIRST_LEVEL && contextKind != CK_NESTED;
   const format = amd ? IOFMT_AMDVI : contextKind == CK_SECOND_LEVEL ? IOFMT_VTD_SL : IOFMT_VTD_FL;
   const nestedLevels = contextKind == CK_NESTED ? infoNestedLevels(info) : 0;
-  const ok = ioWalk(format, load<u64>(context, C_ROOT), levels, iova, write, load<u64>(context, C_NESTED_ROOT), nestedLevels);
+  // The paging-structure cache serves single-dimension walks: the deepest cached directory entry
+  // lets the walk start below the top.
+  const pscOn = nestedLevels == 0 && ioPscPresent();
+  let ok: bool;
+  let pscHit: usize = 0;
+  if (pscOn) {
+    pscHit = ioPscLookup(iova, levels, domain, requester);
+    bump(S_IO_PSC + (pscHit != 0 ? 0 : 1));
+  }
+  if (pscHit != 0) {
+    const value = ioPscValue(pscHit);
+    const next = <u32>(value >> 3) & 7;
+    // A cached entry that skips levels still needs the skipped index bits of this address clear.
+    if (!skippedBitsClear(iova, ioPscLevel, next)) {
+      bump(S_IO_WALKS);
+      return fail(IOF_PAGE_NOT_PRESENT, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+    }
+    ok = ioWalkFrom(format, value & ADDRESS_MASK, next, <u32>value & 7, iova, write);
+  } else {
+    ok = ioWalk(format, load<u64>(context, C_ROOT), levels, iova, write, load<u64>(context, C_NESTED_ROOT), nestedLevels);
+  }
   bump(S_IO_WALKS);
   add(S_IO_WALK_REFS, ioWalkRefs);
   add(S_AD_UPDATES, ioWalkAdUpdates);
@@ -191,6 +242,17 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     rights &= amdRights;
     if ((rights & need) == 0) {
       return fail(write ? IOF_NO_WRITE : IOF_NO_READ, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
+    }
+  }
+  if (pscOn) {
+    // Every directory entry this walk read (all but the leaf), with the rights accumulated through it.
+    for (let i: u32 = 0; i + 1 < ioWalkRecorded; i++) {
+      const slot = scratch(i);
+      const value =
+        (load<u64>(slot, SLOT_ENTRY) & ADDRESS_MASK) |
+        <u64>load<u32>(slot, SLOT_RIGHTS) |
+        (<u64>load<u32>(slot, SLOT_NEXT_LEVEL) << 3);
+      ioPscFill(iova, load<u32>(slot, SLOT_LEVEL), value, domain, requester);
     }
   }
   if (iotlbPresent()) iotlbFill(iova, ioWalkShift, ioWalkFrame, rights, domain, requester);

@@ -15,6 +15,9 @@ import {
   IO_IOTLB_BASE,
   IO_IOTLB_DESC,
   IO_IOTLB_ENTRY_SIZE,
+  IO_PSC_BASE,
+  IO_PSC_DESC,
+  IO_PSC_ENTRY_SIZE,
   IOMMU_BASE,
   POLICY_LRU,
 } from "../constants";
@@ -228,4 +231,98 @@ export function ccInvalidate(domain: u32, sid: u32, sidMask: u32, pasid: u32): u
     removed++;
   }
   return removed;
+}
+
+// --- paging-structure cache ------------------------------------------------------------------------
+// Non-leaf entries of single-dimension IO walks, tagged by the address bits above their level, the
+// level, the domain and the requester: u64 tag = prefix << 4 | level << 1 | 1; u64 next table base |
+// rights (IO_R, IO_W, IO_USER) | next level << 3; u32 domain; u32 requester; u64 stamp.
+const P_VALUE: u32 = 8;
+
+@inline function pscDesc(): usize {
+  return IOMMU_BASE + IO_PSC_DESC;
+}
+
+@inline export function ioPscPresent(): bool {
+  return load<u32>(pscDesc() + IO_DESC_PRESENT) != 0;
+}
+
+/**
+ * Set of an entry: the prefix plus the level and the domain, so the directory entries of one address
+ * (which share their low prefixes) and those of other domains spread over the sets.
+ */
+@inline function pscSet(prefix: u64, level: u32, domain: u32): usize {
+  const desc = pscDesc();
+  const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
+  const index = (prefix + <u64>level + <u64>domain) & mask;
+  return (
+    IOMMU_BASE + IO_PSC_BASE + load<u32>(desc + AD_BASE) + <usize>(index * <u64>(load<u32>(desc + AD_WAYS) * IO_PSC_ENTRY_SIZE))
+  );
+}
+
+/** Level of the entry the last successful ioPscLookup found. */
+export let ioPscLevel: u32 = 0;
+
+/** The deepest cached entry (levels 2 up to `top`) for `iova` in (domain, requester), or 0. */
+export function ioPscLookup(iova: u64, top: u32, domain: u32, requester: u32): usize {
+  const desc = pscDesc();
+  const ways = load<u32>(desc + AD_WAYS);
+  for (let level: u32 = 2; level <= top; level++) {
+    const prefix = iova >> (12 + 9 * (<u64>level - 1));
+    const tag = (prefix << 4) | (<u64>level << 1) | 1;
+    const set = pscSet(prefix, level, domain);
+    for (let w: u32 = 0; w < ways; w++) {
+      const e = set + <usize>(w * IO_PSC_ENTRY_SIZE);
+      if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
+        if (<u32>load<u16>(desc + AD_POLICY) == POLICY_LRU) store<u64>(e, tick(), T_STAMP);
+        ioPscLevel = level;
+        return e;
+      }
+    }
+  }
+  return 0;
+}
+
+@inline export function ioPscValue(e: usize): u64 {
+  return load<u64>(e, P_VALUE);
+}
+
+export function ioPscFill(iova: u64, level: u32, value: u64, domain: u32, requester: u32): void {
+  const desc = pscDesc();
+  const prefix = iova >> (12 + 9 * (<u64>level - 1));
+  const tag = (prefix << 4) | (<u64>level << 1) | 1;
+  const ways = load<u32>(desc + AD_WAYS);
+  const set = pscSet(prefix, level, domain);
+  let way = ways;
+  for (let w: u32 = 0; w < ways; w++) {
+    const e = set + <usize>(w * IO_PSC_ENTRY_SIZE);
+    if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
+      way = w;
+      break;
+    }
+  }
+  if (way == ways) {
+    way = victimWay(set, ways, IO_PSC_ENTRY_SIZE, T_STAMP, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
+  }
+  const e = set + <usize>(way * IO_PSC_ENTRY_SIZE);
+  store<u64>(e, tag, T_TAG);
+  store<u64>(e, value, P_VALUE);
+  store<u32>(e, domain, T_DOMAIN);
+  store<u32>(e, requester, T_REQUESTER);
+  store<u64>(e, tick(), T_STAMP);
+}
+
+/** Removes the paging-structure cache entries of `domain` (or ANY) and `requester` (or ANY). */
+export function ioPscInvalidate(domain: u32, requester: u32): void {
+  if (!ioPscPresent()) return;
+  const desc = pscDesc();
+  const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
+  const array = IOMMU_BASE + IO_PSC_BASE + load<u32>(desc + AD_BASE);
+  for (let i: u32 = 0; i < n; i++) {
+    const e = array + <usize>(i * IO_PSC_ENTRY_SIZE);
+    if (load<u64>(e, T_TAG) == 0) continue;
+    if (domain != ANY && load<u32>(e, T_DOMAIN) != domain) continue;
+    if (requester != ANY && load<u32>(e, T_REQUESTER) != requester) continue;
+    store<u64>(e, 0, T_TAG);
+  }
 }

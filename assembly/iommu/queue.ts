@@ -30,7 +30,7 @@ import {
 import { readPhys64, writePhys64 } from "../phys";
 import { S_IO_INVALIDATIONS, bump } from "../stats";
 import { EVENT_ILLEGAL_COMMAND_ERROR, appendEvent } from "./faults";
-import { ANY, ccInvalidate, iotlbInvalidate } from "./iotlb";
+import { ANY, ccInvalidate, iotlbInvalidate, ioPscInvalidate } from "./iotlb";
 
 /** The largest VT-d address mask (CAP.MAMV): page-selective invalidations cover up to 2^18 pages. */
 const MAX_ADDRESS_MASK: u32 = 18;
@@ -102,14 +102,18 @@ function vtdDescriptor(q0: u64, q1: u64): bool {
   if (type == 2) {
     if (granularity == 1) {
       iotlbInvalidate(ANY, ANY, 0, 0);
+      ioPscInvalidate(ANY, ANY);
       bump(S_IO_INVALIDATIONS + IOI_IOTLB_GLOBAL);
     } else if (granularity == 2) {
       iotlbInvalidate(domain, ANY, 0, 0);
+      ioPscInvalidate(domain, ANY);
       bump(S_IO_INVALIDATIONS + IOI_IOTLB_DOMAIN);
     } else if (granularity == 3) {
       if (<u32>(q1 & 0x3f) > MAX_ADDRESS_MASK) return false;
       const size = maskedRange(q1);
       iotlbInvalidate(domain, ANY, q1 & ~(size - 1), size);
+      // IH (qword 1 bit 6) says only leaves changed: the paging-structure caches may stay.
+      if ((q1 & 0x40) == 0) ioPscInvalidate(domain, ANY);
       bump(S_IO_INVALIDATIONS + IOI_IOTLB_PAGE);
     } else return false;
     return true;
@@ -123,11 +127,14 @@ function vtdDescriptor(q0: u64, q1: u64): bool {
   if (type == 6) {
     // PASID-based IOTLB invalidation: all of (domain, PASID), or a page range of it.
     const pasid = <u32>(q0 >> 32) & 0xfffff;
-    if (granularity == 2) iotlbInvalidate(domain, PASID_TAG | pasid, 0, 0);
-    else if (granularity == 3) {
+    if (granularity == 2) {
+      iotlbInvalidate(domain, PASID_TAG | pasid, 0, 0);
+      ioPscInvalidate(domain, PASID_TAG | pasid);
+    } else if (granularity == 3) {
       if (<u32>(q1 & 0x3f) > MAX_ADDRESS_MASK) return false;
       const size = maskedRange(q1);
       iotlbInvalidate(domain, PASID_TAG | pasid, q1 & ~(size - 1), size);
+      if ((q1 & 0x40) == 0) ioPscInvalidate(domain, PASID_TAG | pasid);
     } else return false;
     bump(S_IO_INVALIDATIONS + IOI_PASID_IOTLB);
     return true;
@@ -166,6 +173,8 @@ function amdCommand(q0: u64, q1: u64): bool {
     // its run of ones from bit 12, as Next Level 7 does; all ones up to bit 62 means the whole domain.
     const domain = <u32>(q0 >> 32) & 0xffff;
     const address = q1 & ~<u64>0xfff;
+    // PDE (qword 1 bit 1): the directory entries changed too, so the paging-structure caches go.
+    if ((q1 & 2) != 0) ioPscInvalidate(domain, ANY);
     if ((q1 & 1) == 0) iotlbInvalidate(domain, ANY, address, 4096);
     else {
       const zero = <u32>ctz(~(address | 0xfff));
@@ -181,6 +190,7 @@ function amdCommand(q0: u64, q1: u64): bool {
   if (opcode == 8) {
     ccInvalidate(ANY, ANY, 0, ANY);
     iotlbInvalidate(ANY, ANY, 0, 0);
+    ioPscInvalidate(ANY, ANY);
     bump(S_IO_INVALIDATIONS + IOI_ALL);
     return true;
   }

@@ -53,9 +53,24 @@ let memTop: u64 = 0;
 let addressReserved: u64 = 0;
 let capabilities: u32 = 0;
 
-@inline function scratch(i: u32): usize {
-  return IOMMU_BASE + IO_WALK_SCRATCH + (i << 4);
+/**
+ * Scratch slot per entry read: u64 address, u64 entry, u32 level, u32 level of the next table, u32
+ * rights after the entry (IO_R, IO_W, and IO_USER: U/S so far). First-level walks record for their A/D
+ * update; single-dimension walks record for the paging-structure cache fills.
+ */
+@inline export function scratch(i: u32): usize {
+  return IOMMU_BASE + IO_WALK_SCRATCH + (i << 5);
 }
+export const SLOT_ENTRY: u32 = 8;
+export const SLOT_LEVEL: u32 = 16;
+export const SLOT_NEXT_LEVEL: u32 = 20;
+export const SLOT_RIGHTS: u32 = 24;
+/** U/S held at every first-level entry so far (a paging-structure cache keeps it with the rights). */
+export const IO_USER: u32 = 4;
+
+/** Entries the last single-dimension walk recorded in the scratch (0 for nested walks). */
+export let ioWalkRecorded: u32 = 0;
+let recording = false;
 
 /**
  * Walks `iova` from the table at `root` with `top` levels, for a read or a write. With `nestedLevels`
@@ -67,7 +82,28 @@ export function ioWalk(format: u32, root: u64, top: u32, iova: u64, write: bool,
   addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   capabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
   ioWalkAdUpdates = 0;
-  return walkLevels(format, root, top, iova, write, nestedRoot, nestedLevels);
+  recording = nestedLevels == 0;
+  return walkLevels(format, root & ADDRESS_MASK, top, IO_R | IO_W | IO_USER, iova, write, nestedRoot, nestedLevels);
+}
+
+/**
+ * A single-dimension walk that starts below the top, from a paging-structure cache hit: the table at
+ * `base` is at `level`, and `rights` (IO_R, IO_W, IO_USER) were accumulated above it.
+ */
+export function ioWalkFrom(format: u32, base: u64, level: u32, rights: u32, iova: u64, write: bool): bool {
+  memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
+  addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  capabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
+  ioWalkAdUpdates = 0;
+  recording = true;
+  return walkLevels(format, base, level, rights, iova, write, 0, 0);
+}
+
+/** Whether the index bits of the levels between a level-`level` entry and its next table are zero. */
+@inline export function skippedBitsClear(iova: u64, level: u32, next: u32): bool {
+  const low = 12 + 9 * next;
+  const high = 12 + 9 * (level - 1);
+  return ((iova >> <u64>low) & ((<u64>1 << <u64>(high - low)) - 1)) == 0;
 }
 
 function fault(cause: u32, present: bool, refs: u32, cycles: u32): bool {
@@ -78,14 +114,23 @@ function fault(cause: u32, present: bool, refs: u32, cycles: u32): bool {
   return false;
 }
 
-function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, nestedRoot: u64, nestedLevels: u32): bool {
+function walkLevels(
+  format: u32,
+  root: u64,
+  top: u32,
+  startRights: u32,
+  iova: u64,
+  write: bool,
+  nestedRoot: u64,
+  nestedLevels: u32,
+): bool {
   const vtd = format != IOFMT_AMDVI;
   // VT-d reports a missing entry as the permission the request lacked (R=W=0 is "not present").
   const notPresent = vtd ? (write ? IOF_NO_WRITE : IOF_NO_READ) : IOF_PAGE_NOT_PRESENT;
-  let base = root & ADDRESS_MASK;
+  let base = root;
   let level = top;
-  let rights: u32 = IO_R | IO_W;
-  let user = true;
+  let rights: u32 = startRights & (IO_R | IO_W);
+  let user = (startRights & IO_USER) != 0;
   let refs: u32 = 0;
   let cycles: u32 = 0;
   let used: u32 = 0;
@@ -98,7 +143,7 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
     if (nestedLevels != 0) {
       // The first-level table is in guest-physical space: its entry's address goes through the
       // second level first (a read; the A/D write-back below needs no second walk, as in MODEL §13.4).
-      const ok = walkLevels(0, nestedRoot, nestedLevels, entryAddress, false, 0, 0);
+      const ok = walkLevels(0, nestedRoot & ADDRESS_MASK, nestedLevels, IO_R | IO_W | IO_USER, entryAddress, false, 0, 0);
       refs += ioWalkRefs;
       cycles += ioWalkCycles;
       if (!ok) return fault(ioWalkCause, ioWalkPresent, refs, cycles);
@@ -108,6 +153,14 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
     e = readPhys64(entryAddress);
     refs++;
     cycles += priceUncoreReference(entryAddress);
+    const slot = scratch(used);
+    if (recording || format == IOFMT_VTD_FL) {
+      store<u64>(slot, entryAddress);
+      store<u64>(slot, e, SLOT_ENTRY);
+      store<u32>(slot, level, SLOT_LEVEL);
+      store<u32>(slot, level - 1, SLOT_NEXT_LEVEL);
+      used++;
+    }
     if (format == IOFMT_VTD_SL) {
       if (!slPresent(e)) return fault(notPresent, false, refs, cycles);
       if (slReserved(e, level, addressReserved, capabilities)) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
@@ -117,9 +170,6 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
         break;
       }
     } else if (format == IOFMT_VTD_FL) {
-      store<u64>(scratch(used), entryAddress);
-      store<u64>(scratch(used), e, 8);
-      used++;
       if ((e & PTE_P) == 0) return fault(notPresent, false, refs, cycles);
       // Device requests run with the host's EFER.NXE set (XD is never reserved) and the 1G capability.
       if (x86Reserved(e, level, M_NXE, addressReserved, (capabilities & IO_F_1G) != 0)) {
@@ -151,14 +201,14 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
       if (next >= level) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
       // Level skipping: the next table is at level `next`; the index bits of the levels skipped over
       // must be zero, or no translation exists for the address.
-      const skippedLow = 12 + 9 * next;
-      if (((iova >> <u64>skippedLow) & ((<u64>1 << <u64>(shift - skippedLow)) - 1)) != 0) {
-        return fault(notPresent, false, refs, cycles);
-      }
+      if (!skippedBitsClear(iova, level, next)) return fault(notPresent, false, refs, cycles);
+      store<u32>(slot, next, SLOT_NEXT_LEVEL);
+      store<u32>(slot, rights | (user ? IO_USER : 0), SLOT_RIGHTS);
       base = e & ADDRESS_MASK;
       level = next;
       continue;
     }
+    store<u32>(slot, rights | (user ? IO_USER : 0), SLOT_RIGHTS);
     base = e & ADDRESS_MASK;
     level--;
   }
@@ -174,13 +224,13 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
     // A in every first-level entry used, D in the leaf on a write (VT-d first-level A/D, like the CPU's).
     const settled = accessedAll != 0 && (!write || (e & PTE_D) != 0);
     for (let i: u32 = 0; !settled && i < used; i++) {
-      const old = load<u64>(scratch(i), 8);
+      const old = load<u64>(scratch(i), SLOT_ENTRY);
       let updated = old | PTE_A;
       if (i == used - 1 && write) updated |= PTE_D;
       if (updated != old) {
         const address = load<u64>(scratch(i));
         writeBacked64(address, updated);
-        store<u64>(scratch(i), updated, 8);
+        store<u64>(scratch(i), updated, SLOT_ENTRY);
         ioWalkAdUpdates++;
         cycles += priceUncoreReference(address);
       }
@@ -188,7 +238,7 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
   }
   if (nestedLevels != 0) {
     const gpa = frame | (iova & pageMask);
-    const ok = walkLevels(0, nestedRoot, nestedLevels, gpa, write, 0, 0);
+    const ok = walkLevels(0, nestedRoot & ADDRESS_MASK, nestedLevels, IO_R | IO_W | IO_USER, gpa, write, 0, 0);
     refs += ioWalkRefs;
     cycles += ioWalkCycles;
     if (!ok) return fault(ioWalkCause, ioWalkPresent, refs, cycles);
@@ -197,6 +247,7 @@ function walkLevels(format: u32, root: u64, top: u32, iova: u64, write: bool, ne
     rights &= ioWalkRights;
     frame = (ioWalkFrame | (gpa & ((<u64>1 << <u64>ioWalkShift) - 1))) & ~((<u64>1 << <u64>leafShift) - 1);
   }
+  ioWalkRecorded = recording ? used : 0;
   ioWalkCause = 0;
   ioWalkPresent = true;
   ioWalkFrame = frame;

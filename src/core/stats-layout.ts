@@ -39,6 +39,7 @@ export const S_IO_UNTRANSLATED = 121;
 export const S_IO_BYTES = 122;
 export const S_IO_RECORDED = 123;
 export const S_IO_OVERFLOWS = 124;
+export const S_IO_PSC = 125;
 export const S_IO_FAULTS = 128;
 export const S_IO_INVALIDATIONS = 160;
 export const S_COUNT = 176;

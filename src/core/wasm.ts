@@ -75,6 +75,7 @@ export interface CoreExports {
   ): number;
   iommuIotlb(entries: number, ways: number, policy: number): number;
   iommuContextCache(entries: number, ways: number, policy: number): number;
+  iommuPsc(entries: number, ways: number, policy: number): number;
   iommuSetRoot(value: bigint): void;
   iommuSetQueue(base: bigint, entries: number): void;
   iommuQueueTail(tail: number): number;

@@ -17,6 +17,7 @@ export interface IommuConfig {
   largePages: boolean;
   iotlb: (SetAssocConfig & { latency: number }) | null;
   contextCache: SetAssocConfig | null;
+  psc: SetAssocConfig | null;
   faultRecords: number;
   flushQueue: number;
   pteCycles: number;
@@ -35,6 +36,7 @@ export function defaultIommuConfig(): IommuConfig {
     largePages: true,
     iotlb: { entries: 128, ways: 8, policy: "lru", latency: 2 },
     contextCache: { entries: 64, ways: 4, policy: "lru" },
+    psc: { entries: 32, ways: 4, policy: "lru" },
     faultRecords: 8,
     flushQueue: 256,
     pteCycles: 60,
@@ -119,6 +121,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     "largePages",
     "iotlb",
     "contextCache",
+    "psc",
     "faultRecords",
     "flushQueue",
     "pteCycles",
@@ -132,7 +135,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
   if (firstLevel && !scalable) fail("iommu.firstLevel", "first-level tables need VT-d scalable mode");
   const levels = oneOf(value.levels ?? base.levels, "iommu.levels", [3, 4, 5] as const);
   if (firstLevel && levels === 3) fail("iommu.levels", "first-level tables have 4 or 5 levels");
-  const iotlb = cacheGeometry(value.iotlb, "iommu.iotlb", base.iotlb as SetAssocConfig, 6144, true);
+  const iotlb = cacheGeometry(value.iotlb, "iommu.iotlb", base.iotlb as SetAssocConfig, 4096, true);
   const contextCache = cacheGeometry(
     value.contextCache,
     "iommu.contextCache",
@@ -140,6 +143,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     512,
     false,
   );
+  const psc = cacheGeometry(value.psc, "iommu.psc", base.psc as SetAssocConfig, 2048, false);
   return {
     kind,
     mode: oneOf<IommuMode>(value.mode ?? base.mode, "iommu.mode", IOMMU_MODES),
@@ -151,6 +155,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     contextCache: contextCache
       ? { entries: contextCache.entries, ways: contextCache.ways, policy: contextCache.policy }
       : null,
+    psc: psc ? { entries: psc.entries, ways: psc.ways, policy: psc.policy } : null,
     faultRecords: integer(value.faultRecords ?? base.faultRecords, "iommu.faultRecords", 1, 256),
     flushQueue: integer(value.flushQueue ?? base.flushQueue, "iommu.flushQueue", 1, 1 << 16),
     pteCycles: integer(value.pteCycles ?? base.pteCycles, "iommu.pteCycles", 0, 1e9),

@@ -217,15 +217,18 @@ export class IommuDriver {
     }
     const { base, mask } = alignedBlock(iova, bytes);
     if (mask > 18) return this.vtdIotlb(domain, 0n, 0n);
+    // IH: an unmap clears leaves only (tables are never freed), so the paging-structure caches stay.
+    const ih = 1n << 6n;
     return pasidBased
-      ? [6n | (3n << 4n) | did | (BigInt(PASID_FOR_DMA) << 32n), base | BigInt(mask)]
-      : [2n | (3n << 4n) | did | drain, base | BigInt(mask)];
+      ? [6n | (3n << 4n) | did | (BigInt(PASID_FOR_DMA) << 32n), base | BigInt(mask) | ih]
+      : [2n | (3n << 4n) | did | drain, base | BigInt(mask) | ih];
   }
 
   /** AMD-Vi INVALIDATE_IOMMU_PAGES for a range (bytes 0: the whole domain). */
   private amdPages(domain: Domain, iova: bigint, bytes: bigint): [bigint, bigint] {
     const q0 = (3n << 60n) | (BigInt(domain.id) << 32n);
-    if (bytes === 0n) return [q0, 0x7fff_ffff_ffff_f000n | 1n];
+    // The whole domain, directory entries included (PDE): after an attach its tables may be new.
+    if (bytes === 0n) return [q0, 0x7fff_ffff_ffff_f000n | 2n | 1n];
     const { base, mask } = alignedBlock(iova, bytes);
     if (mask === 0) return [q0, base];
     // S=1: the run of ones from bit 12 encodes the size, 2^(12 + mask).

@@ -58,6 +58,8 @@ export interface IommuHardwareConfig {
   memoryTop: bigint;
   iotlb: (SetAssocConfig & { latency: number }) | null;
   contextCache: SetAssocConfig | null;
+  /** Paging-structure cache of non-leaf I/O page-table entries (absent: every walk starts at the top). */
+  psc?: SetAssocConfig | null;
   /** VT-d fault-recording registers (CAP.NFR + 1). */
   faultRecords: number;
 }
@@ -105,6 +107,7 @@ export interface IommuStats {
   translations: number;
   iotlb: { hits: number; misses: number };
   contextCache: { hits: number; misses: number };
+  psc: { hits: number; misses: number };
   walks: number;
   walkRefs: number;
   contextRefs: number;
@@ -152,6 +155,10 @@ export class Iommu {
     if (config.iotlb) {
       const { entries, ways, policy } = config.iotlb;
       this.check(core.iommuIotlb(entries, ways, POLICY_CODE[policy]), "iommu.iotlb");
+    }
+    if (config.psc) {
+      const { entries, ways, policy } = config.psc;
+      this.check(core.iommuPsc(entries, ways, POLICY_CODE[policy]), "iommu.psc");
     }
     if (config.contextCache) {
       const { entries, ways, policy } = config.contextCache;
@@ -372,6 +379,7 @@ export class Iommu {
       translations: c(S.S_IO_TRANSLATIONS),
       iotlb: { hits: c(S.S_IO_IOTLB), misses: c(S.S_IO_IOTLB + 1) },
       contextCache: { hits: c(S.S_IO_CC), misses: c(S.S_IO_CC + 1) },
+      psc: { hits: c(S.S_IO_PSC), misses: c(S.S_IO_PSC + 1) },
       walks: c(S.S_IO_WALKS),
       walkRefs: c(S.S_IO_WALK_REFS),
       contextRefs: c(S.S_IO_CONTEXT_REFS),

@@ -84,6 +84,7 @@ export function hardwareConfig(iommu: IommuConfig, memoryTop: bigint): IommuHard
     memoryTop,
     iotlb: iommu.iotlb,
     contextCache: iommu.contextCache,
+    psc: iommu.psc,
     faultRecords: iommu.faultRecords,
   };
 }
@@ -280,6 +281,7 @@ export function iommuRows(report: IommuReport): [string, string][] {
       `${count(report.iotlb.hits)} hits, ${count(report.iotlb.misses)} misses (hit rate ${(report.iotlbHitRate * 100).toFixed(1)}%)`,
     ],
     ["context cache", `${count(report.contextCache.hits)} hits, ${count(report.contextCache.misses)} misses`],
+    ["IO PSC", `${count(report.psc.hits)} hits, ${count(report.psc.misses)} misses`],
     [
       "IO walks",
       `${count(report.walks)} (${count(report.walkRefs)} references, ${report.refsPerMiss} per IOTLB miss)`,

@@ -19,6 +19,7 @@ export interface RefIommuConfig {
   maxPhyAddr: number;
   iotlb: (RefGeometry & { latency: number }) | null;
   contextCache: RefGeometry | null;
+  psc?: RefGeometry | null;
   faultRecords: number;
   llc: { size: number; ways: number; latency: number } | null;
   dramLatency: number;
@@ -126,6 +127,27 @@ interface Context {
   pasid: number | undefined;
 }
 
+interface PscEntry {
+  domain: number;
+  requester: number;
+  level: number;
+  next: bigint;
+  nextLevel: number;
+  read: boolean;
+  write: boolean;
+  user: boolean;
+}
+
+/** A directory entry a walk read: its level, the table it leads to, and the rights through it. */
+interface DirectoryRead {
+  level: number;
+  next: bigint;
+  nextLevel: number;
+  read: boolean;
+  write: boolean;
+  user: boolean;
+}
+
 interface IotlbEntry {
   domain: number;
   requester: number;
@@ -148,6 +170,7 @@ export class RefIommu {
   private readonly llc: Sets<true> | null;
   private readonly iotlb: Sets<IotlbEntry> | null;
   private readonly contexts: Sets<Context> | null;
+  private readonly psc: Sets<PscEntry> | null;
   private readonly addressReserved: bigint;
   root = 0n;
   faultStatus = 0;
@@ -159,6 +182,7 @@ export class RefIommu {
     translations: 0,
     iotlb: { hits: 0, misses: 0 },
     contextCache: { hits: 0, misses: 0 },
+    psc: { hits: 0, misses: 0 },
     walks: 0,
     walkRefs: 0,
     contextRefs: 0,
@@ -180,6 +204,7 @@ export class RefIommu {
       : null;
     this.iotlb = config.iotlb ? new Sets(config.iotlb) : null;
     this.contexts = config.contextCache ? new Sets(config.contextCache) : null;
+    this.psc = config.psc ? new Sets(config.psc) : null;
     this.addressReserved = ((1n << 52n) - 1n) & ~((1n << BigInt(config.maxPhyAddr)) - 1n);
     this.records = Array.from({ length: config.faultRecords }, () => ({ lo: 0n, hi: 0n }));
   }
@@ -392,8 +417,28 @@ export class RefIommu {
     this.counters.walks++;
     const refs = { n: 0 };
     let walked: { frame: bigint; shift: number; read: boolean; write: boolean };
+    const usePsc = this.psc !== null && ctx.kind !== "nested";
+    let start: PscEntry | undefined;
+    if (usePsc && this.psc) {
+      for (let level = 2; level <= ctx.levels && !start; level++) {
+        const prefix = request.address >> BigInt(12 + 9 * (level - 1));
+        start = this.psc.find(
+          Number((prefix + BigInt(level + ctx.domain)) & BigInt(this.psc.setCount - 1)),
+          `${prefix}:${level}:${ctx.domain}:${requester}`,
+        );
+      }
+      if (start) this.counters.psc.hits++;
+      else this.counters.psc.misses++;
+      if (start) {
+        const low = 12 + 9 * start.nextLevel;
+        const high = 12 + 9 * (start.level - 1);
+        if (((request.address >> BigInt(low)) & ((1n << BigInt(high - low)) - 1n)) !== 0n)
+          this.fault(CAUSE.pageNotPresent, false, request, ctx);
+      }
+    }
+    const directories: DirectoryRead[] = [];
     try {
-      walked = this.walk(ctx, request.address, request.write, refs, cycles);
+      walked = this.walk(ctx, request.address, request.write, refs, cycles, start, directories);
     } catch (error) {
       this.counters.walkRefs += refs.n;
       if (error instanceof Fault) this.fault(error.cause, error.present, request, ctx);
@@ -405,6 +450,20 @@ export class RefIommu {
       walked.write &&= ctx.iw;
       if (request.write ? !walked.write : !walked.read)
         this.fault(request.write ? CAUSE.noWrite : CAUSE.noRead, true, request, ctx);
+    }
+    if (usePsc && this.psc) {
+      for (const d of directories) {
+        const prefix = request.address >> BigInt(12 + 9 * (d.level - 1));
+        this.psc.insert(
+          Number((prefix + BigInt(d.level + ctx.domain)) & BigInt(this.psc.setCount - 1)),
+          `${prefix}:${d.level}:${ctx.domain}:${requester}`,
+          {
+            domain: ctx.domain,
+            requester,
+            ...d,
+          },
+        );
+      }
     }
     if (this.iotlb) {
       const size = walked.shift >= 30 ? 2 : walked.shift >= 21 ? 1 : 0;
@@ -564,6 +623,8 @@ export class RefIommu {
     write: boolean,
     refs: { n: number },
     cycles: { n: number },
+    start?: PscEntry,
+    directories?: DirectoryRead[],
   ): { frame: bigint; shift: number; read: boolean; write: boolean } {
     if (ctx.kind === "nested") {
       const first = this.walkOne("first", ctx.root, ctx.levels, address, write, refs, cycles, (gpa) => {
@@ -584,12 +645,15 @@ export class RefIommu {
     const format = ctx.kind === "amdWalk" ? "amd" : ctx.kind;
     return this.walkOne(
       format as "second" | "first" | "amd",
-      ctx.root,
-      ctx.levels,
+      start ? start.next : ctx.root,
+      start ? start.nextLevel : ctx.levels,
       address,
       write,
       refs,
       cycles,
+      undefined,
+      start,
+      directories,
     );
   }
 
@@ -602,14 +666,16 @@ export class RefIommu {
     refs: { n: number },
     cycles: { n: number },
     tableAddress?: (gpa: bigint) => bigint,
+    start?: { read: boolean; write: boolean; user: boolean },
+    directories?: DirectoryRead[],
   ): { frame: bigint; shift: number; read: boolean; write: boolean } {
     const reserved = this.addressReserved;
     const missing = format === "amd" ? CAUSE.pageNotPresent : write ? CAUSE.noWrite : CAUSE.noRead;
     let base = root & MASK;
     let level = levels;
-    let read = true;
-    let writable = true;
-    let user = true;
+    let read = start ? start.read : true;
+    let writable = start ? start.write : true;
+    let user = start ? start.user : true;
     const read_: { at: bigint; value: bigint }[] = [];
     let entry = 0n;
     let shift = 12;
@@ -636,6 +702,7 @@ export class RefIommu {
           shift = entryShift;
           break;
         }
+        directories?.push({ level, next: entry & MASK, nextLevel: level - 1, read, write: writable, user });
       } else if (format === "first") {
         read_.push({ at, value: entry });
         if (bit(entry, 0) === 0n) throw new Fault(missing, false);
@@ -653,6 +720,7 @@ export class RefIommu {
           shift = entryShift;
           break;
         }
+        directories?.push({ level, next: entry & MASK, nextLevel: level - 1, read, write: writable, user });
       } else {
         if (bit(entry, 0) === 0n) throw new Fault(missing, false);
         if ((entry & 0x07f0_0000_0000_0000n) !== 0n || (entry & reserved) !== 0n)
@@ -676,6 +744,7 @@ export class RefIommu {
         const low = 12 + 9 * next;
         if (((address >> BigInt(low)) & ((1n << BigInt(entryShift - low)) - 1n)) !== 0n)
           throw new Fault(missing, false);
+        directories?.push({ level, next: entry & MASK, nextLevel: next, read, write: writable, user });
         base = entry & MASK;
         level = next;
         continue;
@@ -759,11 +828,16 @@ export class RefIommu {
       return ["", "contextGlobal", "contextDomain", "contextDevice"][g];
     }
     if (type === 2) {
-      if (g === 1) this.dropIotlb(() => true);
-      else if (g === 2) this.dropIotlb((e) => e.domain === did);
-      else if (g === 3) {
+      if (g === 1) {
+        this.dropIotlb(() => true);
+        this.psc?.remove(() => true);
+      } else if (g === 2) {
+        this.dropIotlb((e) => e.domain === did);
+        this.psc?.remove((e) => e.domain === did);
+      } else if (g === 3) {
         if (am > 18) return undefined;
         this.dropIotlb((e) => e.domain === did, start, block);
+        if (bit(q1, 6) === 0n) this.psc?.remove((e) => e.domain === did);
       } else return undefined;
       return ["", "iotlbGlobal", "iotlbDomain", "iotlbPage"][g];
     }
@@ -778,10 +852,13 @@ export class RefIommu {
     }
     if (type === 6) {
       const requester = (0x8000_0000 | field(q0, 51, 32)) >>> 0;
-      if (g === 2) this.dropIotlb((e) => e.domain === did && e.requester === requester);
-      else if (g === 3) {
+      if (g === 2) {
+        this.dropIotlb((e) => e.domain === did && e.requester === requester);
+        this.psc?.remove((e) => e.domain === did && e.requester === requester);
+      } else if (g === 3) {
         if (am > 18) return undefined;
         this.dropIotlb((e) => e.domain === did && e.requester === requester, start, block);
+        if (bit(q1, 6) === 0n) this.psc?.remove((e) => e.domain === did && e.requester === requester);
       } else return undefined;
       return "pasidIotlb";
     }
@@ -811,6 +888,7 @@ export class RefIommu {
     if (opcode === 3) {
       const domain = field(q0, 47, 32);
       const address = q1 & ~0xfffn;
+      if (bit(q1, 1) === 1n) this.psc?.remove((e) => e.domain === domain);
       if (bit(q1, 0) === 0n) this.dropIotlb((e) => e.domain === domain, address, 4096n);
       else {
         let zero = 12;
@@ -826,6 +904,7 @@ export class RefIommu {
     if (opcode === 8) {
       this.contexts?.remove(() => true);
       this.iotlb?.remove(() => true);
+      this.psc?.remove(() => true);
       return "invalidateAll";
     }
     return undefined;

@@ -62,6 +62,10 @@ describe("the host's mirror of the linear-memory map", () => {
     );
     expect(
       layout.IO_IOTLB_BASE + layout.IO_IOTLB_MAX_ENTRIES * layout.IO_IOTLB_ENTRY_SIZE,
-    ).toBeLessThanOrEqual(layout.IOMMU_SIZE);
+    ).toBeLessThanOrEqual(layout.IO_PSC_BASE);
+    expect(layout.IO_WALK_SCRATCH + 5 * 32).toBeLessThanOrEqual(0x200);
+    expect(layout.IO_PSC_BASE + layout.IO_PSC_MAX_ENTRIES * layout.IO_PSC_ENTRY_SIZE).toBeLessThanOrEqual(
+      layout.IOMMU_SIZE,
+    );
   });
 });

@@ -257,3 +257,52 @@ describe("DMA translation cycles", () => {
     expect(cycles() - first - 2).toBe(2 + 4 * 44);
   });
 });
+
+describe("the IO paging-structure cache", () => {
+  function withPsc(kind: "vtd" | "amdvi") {
+    const env = setup(kind, { iotlb: null, psc: { entries: 8, ways: 2, policy: "lru" } });
+    const t = new IoPageTable(env.machine, env.frames, kind === "vtd" ? "vtd-sl" : "amdvi", 4);
+    for (let page = 0n; page < 4n; page++) t.map(page << 12n, 0x100_0000n + (page << 12n), "4K", RW);
+    if (kind === "vtd") {
+      const root = new VtdRootTable(env.machine, env.frames, false);
+      root.setContext(A, { domain: 1, aw: 2, root: t.root });
+      env.iommu.setRoot(root.rtaddr);
+    } else {
+      const devices = new AmdDeviceTable(env.machine, env.frames);
+      devices.setDte(A, { mode: 4, root: t.root, domain: 1 });
+      env.iommu.setRoot(devices.base);
+    }
+    env.iommu.setQueue(QUEUE, 16);
+    const refs = (address: bigint) => {
+      const before = env.iommu.stats().walkRefs;
+      env.iommu.dma([{ sid: A, address, write: false }]);
+      return env.iommu.stats().walkRefs - before;
+    };
+    return { ...env, refs };
+  }
+
+  it("a hit on the cached directory entry leaves only the last level to read", () => {
+    const { iommu, refs } = withPsc("vtd");
+    expect(refs(0x1000n)).toBe(4);
+    expect(refs(0x2000n)).toBe(1);
+    expect(iommu.stats().psc).toEqual({ hits: 1, misses: 1 });
+  });
+
+  it("VT-d page-selective invalidation drops the domain's entries unless IH says only leaves changed", () => {
+    const { iommu, refs } = withPsc("vtd");
+    refs(0x1000n);
+    iommu.submit([[2n | (3n << 4n) | (1n << 16n), 0x1000n | 0x40n]]); // IH=1
+    expect(refs(0x1000n)).toBe(1);
+    iommu.submit([[2n | (3n << 4n) | (1n << 16n), 0x1000n]]); // IH=0
+    expect(refs(0x1000n)).toBe(4);
+  });
+
+  it("AMD-Vi INVALIDATE_IOMMU_PAGES drops the domain's entries only with PDE", () => {
+    const { iommu, refs } = withPsc("amdvi");
+    refs(0x1000n);
+    iommu.submit([[(3n << 60n) | (1n << 32n), 0x1000n]]);
+    expect(refs(0x1000n)).toBe(1);
+    iommu.submit([[(3n << 60n) | (1n << 32n), 0x1000n | 2n]]);
+    expect(refs(0x1000n)).toBe(4);
+  });
+});

@@ -235,6 +235,7 @@ function run(kind: Kind, writes: Write[], steps: fc.Value<typeof step>[], iotlb:
     memoryTop: MEMORY_TOP,
     iotlb: iotlb ? { entries: 8, ways: 2, policy: "lru", latency: 3 } : null,
     contextCache: { entries: 4, ways: 2, policy: "fifo" },
+    psc: iotlb ? { entries: 4, ways: 2, policy: "lru" } : null,
     faultRecords: 3,
   };
   const core = new Iommu(machine, hardware);
@@ -244,6 +245,7 @@ function run(kind: Kind, writes: Write[], steps: fc.Value<typeof step>[], iotlb:
     llc,
     dramLatency: machineConfig.cache.dramLatency,
     contextCache: hardware.contextCache as { entries: number; ways: number; policy: "fifo" },
+    psc: hardware.psc as { entries: number; ways: number; policy: "lru" } | null,
     iotlb: hardware.iotlb as { entries: number; ways: number; policy: "lru"; latency: number } | null,
   });
   const write = (pa: bigint, value: bigint) => {
@@ -297,6 +299,7 @@ function run(kind: Kind, writes: Write[], steps: fc.Value<typeof step>[], iotlb:
     translations: c.translations,
     iotlb: c.iotlb,
     contextCache: c.contextCache,
+    psc: c.psc,
     walks: c.walks,
     walkRefs: c.walkRefs,
     contextRefs: c.contextRefs,
@@ -341,7 +344,7 @@ function run(kind: Kind, writes: Write[], steps: fc.Value<typeof step>[], iotlb:
 describe("the core's IOMMU agrees with the reference model (MODEL.md §13)", () => {
   for (const kind of ["vtd-legacy", "vtd-scalable", "amdvi"] as const) {
     for (const iotlb of [true, false]) {
-      it(`${kind}, IOTLB ${iotlb ? "on" : "off"}: random structures, requests and invalidations`, () => {
+      it(`${kind}, IOTLB and PSC ${iotlb ? "on" : "off"}: random structures, requests and invalidations`, () => {
         fc.assert(
           fc.property(
             skeleton(kind),
