@@ -228,7 +228,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     }
     ok = ioWalkFrom(format, value & ADDRESS_MASK, next, <u32>value & 7, iova, write);
   } else {
-    ok = ioWalk(format, load<u64>(context, C_ROOT), levels, iova, write, load<u64>(context, C_NESTED_ROOT), nestedLevels);
+    ok = ioWalk(format, load<u64>(context, C_ROOT), levels, iova, write, load<u64>(context, C_NESTED_ROOT), nestedLevels, pscOn);
   }
   bump(S_IO_WALKS);
   add(S_IO_WALK_REFS, ioWalkRefs);

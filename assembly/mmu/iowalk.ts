@@ -75,14 +75,25 @@ let recording = false;
 /**
  * Walks `iova` from the table at `root` with `top` levels, for a read or a write. With `nestedLevels`
  * nonzero (first-level format only), table addresses and the final address are guest-physical and go
- * through a second-level walk from `nestedRoot`. Returns true on a translation.
+ * through a second-level walk from `nestedRoot`. With `record`, a single-dimension walk leaves its entries
+ * in the scratch for the paging-structure cache. Returns true on a translation.
  */
-export function ioWalk(format: u32, root: u64, top: u32, iova: u64, write: bool, nestedRoot: u64, nestedLevels: u32): bool {
+export function ioWalk(
+  format: u32,
+  root: u64,
+  top: u32,
+  iova: u64,
+  write: bool,
+  nestedRoot: u64,
+  nestedLevels: u32,
+  record: bool,
+): bool {
   memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
   addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   capabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
   ioWalkAdUpdates = 0;
-  recording = nestedLevels == 0;
+  // Only a paging-structure cache needs the directory entries recorded (first level records anyway).
+  recording = record && nestedLevels == 0;
   return walkLevels(format, root & ADDRESS_MASK, top, IO_R | IO_W | IO_USER, iova, write, nestedRoot, nestedLevels);
 }
 
