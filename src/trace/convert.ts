@@ -2,7 +2,7 @@
 // as replay sees them, and they are written out unchanged, so replaying the output gives the
 // statistics of replaying the input (the records are the same bytes).
 
-import { closeSync, openSync, renameSync, writeSync } from "node:fs";
+import { closeSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { defaultConfig } from "../config/config.js";
 import * as L from "../core/layout.js";
 import { Machine, MemvirtError } from "../core/machine.js";
@@ -63,6 +63,7 @@ export async function convertTrace(
     });
   } catch (error) {
     closeSync(descriptor);
+    unlinkSync(temporary);
     throw error;
   }
   closeSync(descriptor);

@@ -329,12 +329,12 @@ class ChampSimDecoder implements Decoder {
       this.stagingBytes.set(chunk.subarray(offset, offset + take), this.staged);
       this.staged += take;
       offset += take;
-      this.unpack(false);
+      this.unpack();
     }
   }
 
   finish(): void {
-    this.unpack(true);
+    this.unpack();
     if (this.staged > 0) {
       throw new TraceError(
         `${this.path}: byte ${this.position.decodedBytes}: the trace ends inside a ${CHAMPSIM_RECORD_BYTES}-byte ChampSim record (${this.staged} bytes)`,
@@ -342,11 +342,10 @@ class ChampSimDecoder implements Decoder {
     }
   }
 
-  /** Turns the whole staged instructions into record batches; keeps a partial one staged. */
-  private unpack(isFinal: boolean): void {
+  /** Turns the whole staged instructions into record batches at once (so a decode error later
+   *  still finds them simulated); keeps a partial one staged. */
+  private unpack(): void {
     const whole = Math.floor(this.staged / CHAMPSIM_RECORD_BYTES);
-    // Leave room to stage more unless the staging buffer is full or the stream has ended.
-    if (!isFinal && this.staged < this.stagingBytes.length) return;
     const words = this.staging;
     let instruction = 0;
     while (instruction < whole) {
