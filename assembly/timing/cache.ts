@@ -19,7 +19,7 @@ import {
   POLICY_LRU,
 } from "../constants";
 import { tick, victimWay } from "../mmu/setassoc";
-import { S_CACHE, S_DRAM, bump } from "../stats";
+import { S_CACHE, S_DRAM, add, bump } from "../stats";
 
 @inline function levelDesc(level: u32): usize {
   return CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
@@ -45,6 +45,19 @@ function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
   if (level == 0) store<u32>(lineMemo(cpu, line), <u32>p);
 }
 
+/**
+ * L1 hits not yet added to S_CACHE: the hottest path counts in a global, and the walk adds the sum
+ * once at its end (flushReferenceCounts), so statistics are exact whenever a call returns.
+ */
+let pendingL1Hits: u32 = 0;
+
+@inline export function flushReferenceCounts(): void {
+  if (pendingL1Hits != 0) {
+    add(S_CACHE, pendingL1Hits);
+    pendingL1Hits = 0;
+  }
+}
+
 @inline function lineMemo(cpu: u32, line: u64): usize {
   return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
 }
@@ -60,7 +73,7 @@ function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
   const remembered = <usize>load<u32>(memo);
   if (remembered != 0 && load<u64>(remembered) == line + 1) {
     store<u64>(remembered, tick(), 8);
-    bump(S_CACHE);
+    pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
   return priceReferenceSlow(cpu, line, memo);
