@@ -3,7 +3,10 @@
 // translation generation the memos are checked against, the pending record, the budget deadline,
 // the frame pool's free list) is not visible from outside, so these two functions copy it to and
 // from a fixed scratch block. Globals that only carry one access's or one walk's results (walk*,
-// access*, hexEnd, lookupLru) are rewritten before they are read, and are left out. A module that
+// access*, nested* in mmu/walk.ts, hexEnd, lookupLru) are rewritten before they are read, and the
+// batched counters (walk.ts nestedWalks, timing/cache.ts pendingL1Hits) are flushed to the
+// statistics before every call returns, so they are zero whenever the host can take a checkpoint;
+// all of these are left out. A module that
 // adds lasting state in a global must add it here, or resumed runs would drift.
 import * as phys from "./phys";
 import * as replay from "./replay";
