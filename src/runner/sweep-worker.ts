@@ -27,10 +27,16 @@ export default async function runCell(cell: SweepCell): Promise<SweepRow> {
     if (error instanceof MemvirtError) return row("error", { error: error.message });
     throw error;
   }
-  const source = { kind: "trace" as const, file: cell.trace, format: cell.format as string, records: 0 };
+  // The same source keys as `memvirt run` reports, so a cell's report equals a single run's.
+  const source: { kind: "trace"; file: string; format: string; lines?: number; records?: number } = {
+    kind: "trace",
+    file: cell.trace,
+    format: cell.format,
+  };
   try {
     const result = await replayTrace(simulation, cell.trace, cell.format);
     source.format = result.format;
+    source.lines = result.lines;
     source.records = result.records;
     return row("ok", { report: buildReport(simulation, source) });
   } catch (error) {
