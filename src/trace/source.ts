@@ -7,7 +7,7 @@
 
 import * as L from "../core/layout.js";
 import type { Machine } from "../core/machine.js";
-import { type Compression, decodedChunks, detectCompression, TraceError } from "./stream.js";
+import { type Compression, decodedChunksOverlapped, detectCompression, TraceError } from "./stream.js";
 import {
   describeParseError,
   type TraceFormat as TextFormat,
@@ -119,7 +119,13 @@ export async function readTrace(
         eofSeen: false,
       };
   const chunkBytes = L.TEXT_SIZE / 2;
-  const chunks = decodedChunks(path, compression, position.decodedBytes, chunkBytes, options.fileBytes);
+  const chunks = decodedChunksOverlapped(
+    path,
+    compression,
+    position.decodedBytes,
+    chunkBytes,
+    options.fileBytes,
+  );
   let decoder: Decoder | undefined;
   let known = options.resume !== undefined || formatOption !== "auto";
   const limit = () => Math.max(1, Math.min(L.RECORD_CAPACITY, options.batchLimit?.() ?? L.RECORD_CAPACITY));

@@ -1,9 +1,12 @@
 // The decoded bytes of a trace file, whatever wraps them: plain, gzip (node:zlib, which inflates on
 // libuv's thread pool, so it overlaps with simulation) or xz (xz-decompress, xz-embedded compiled to
-// WebAssembly). Chunks stream; nothing holds the whole file.
+// WebAssembly, on a decode worker thread: see decodedChunksOverlapped). Chunks stream; nothing holds
+// the whole file.
 
-import { closeSync, createReadStream, openSync, readSync } from "node:fs";
+import { closeSync, createReadStream, existsSync, openSync, readSync } from "node:fs";
 import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 import { createGunzip } from "node:zlib";
 import xz from "xz-decompress";
 import { MemvirtError } from "../core/machine.js";
@@ -125,5 +128,58 @@ export async function* decodedChunks(
     );
   } finally {
     file.destroy();
+  }
+}
+
+/** The compiled decode worker; absent when memvirt runs from its TypeScript sources (tests). */
+const DECODE_WORKER = fileURLToPath(new URL("./decode-worker.js", import.meta.url));
+
+/**
+ * decodedChunks, with the decompression on a worker thread when the file is compressed, so that
+ * decoding the next chunks overlaps with simulating this one. Plain files are read asynchronously
+ * on the calling thread already. Falls back to decoding here when the worker module is not built.
+ */
+export async function* decodedChunksOverlapped(
+  path: string,
+  compression: Compression,
+  skip = 0,
+  chunkSize = DEFAULT_CHUNK_SIZE,
+  fileBytes: { read: number } = { read: 0 },
+): AsyncGenerator<Uint8Array> {
+  if (compression === "none" || !existsSync(DECODE_WORKER)) {
+    yield* decodedChunks(path, compression, skip, chunkSize, fileBytes);
+    return;
+  }
+  type Message =
+    | { kind: "chunk"; bytes: Uint8Array; fileBytes: number }
+    | { kind: "end" }
+    | { kind: "error"; message: string; trace: boolean };
+  const worker = new Worker(DECODE_WORKER, { workerData: { path, compression, skip, chunkSize } });
+  const queue: Message[] = [];
+  let wake: (() => void) | undefined;
+  let failure: Error | undefined;
+  worker.on("message", (message: Message) => {
+    queue.push(message);
+    wake?.();
+  });
+  worker.on("error", (error) => {
+    failure = error;
+    wake?.();
+  });
+  try {
+    for (;;) {
+      while (queue.length === 0 && !failure) await new Promise<void>((resolve) => (wake = resolve));
+      if (failure) throw new TraceError(`${path}: the decode worker failed: ${failure.message}`);
+      const message = queue.shift() as Message;
+      if (message.kind === "end") return;
+      if (message.kind === "error") {
+        throw message.trace ? new TraceError(message.message) : new Error(message.message);
+      }
+      fileBytes.read = message.fileBytes;
+      yield message.bytes;
+      worker.postMessage("taken");
+    }
+  } finally {
+    await worker.terminate();
   }
 }
