@@ -1,5 +1,6 @@
 // `memvirt sweep GRID --out rows.jsonl [--csv rows.csv] [--workers N]`.
 
+import { SingleBar } from "cli-progress";
 import type { BuildName } from "../core/wasm.js";
 import { readGrid, runSweep } from "../runner/sweep.js";
 
@@ -15,17 +16,35 @@ export interface SweepCommandOptions {
 /** Runs the sweep; exit code 2 when a cell failed (each failure is in the rows and on stderr). */
 export async function runSweepCommand(gridPath: string, options: SweepCommandOptions): Promise<number> {
   const grid = readGrid(gridPath, options.build);
+  // Cells, not bytes, are the unit here: a bar on a terminal, nothing otherwise or with --quiet.
+  const bar =
+    !options.quiet && process.stderr.isTTY
+      ? new SingleBar({
+          stream: process.stderr,
+          format: "{bar} {value}/{total} cells | {failed} failed | ETA {eta_formatted}",
+          hideCursor: true,
+          clearOnComplete: true,
+          barsize: 30,
+        })
+      : undefined;
+  let failed = 0;
+  bar?.start(grid.cells.length, 0, { failed });
   const result = await runSweep(grid, {
     out: options.out,
     csv: options.csv,
     workers: options.workers,
-    onRow: (row, done, total) => {
-      if (row.status === "error") process.stderr.write(`memvirt: sweep cell ${row.cell}: ${row.error}\n`);
-      else if (!options.quiet && process.stderr.isTTY) {
-        process.stderr.write(`[${done}/${total}] ${row.cell}: ${row.seconds}s\n`);
+    onRow: (row, done) => {
+      if (row.status === "error") {
+        failed++;
+        // Above the bar, so the message stays when the bar redraws.
+        bar?.stop();
+        process.stderr.write(`memvirt: sweep cell ${row.cell}: ${row.error}\n`);
+        bar?.start(grid.cells.length, done, { failed });
       }
+      bar?.update(done, { failed });
     },
   });
+  bar?.stop();
   options.print(
     `sweep: ${grid.cells.length} cells, ${result.ran} run, ${result.skipped} already done, ${result.failed} failed; rows in ${options.out}${options.csv ? ` and ${options.csv}` : ""}`,
   );

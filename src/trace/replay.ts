@@ -1,6 +1,6 @@
 // Replays a trace through a simulation: the reader (trace/source.ts) fills the core's record region
 // batch by batch and the simulation runs each batch, servicing its exits. Reading the next chunk
-// (and inflating it, for gzip) overlaps with simulating the current one. Checkpoints are taken
+// (and inflating it, on the decode worker) overlaps with simulating the current one. Checkpoints are taken
 // between batches, where no record is half done.
 
 import * as L from "../core/layout.js";
@@ -55,7 +55,8 @@ export async function replayTrace(
         simulation.replayBuffer(count);
       } catch (error) {
         if (error instanceof BadRecordError) {
-          // after.line counts records of the binary formats and lines of the text ones.
+          // Only memvirt's format can hold such a record (the other readers write CPU 0 and valid
+          // kinds), and its records have fixed offsets; the record count covers any other source.
           const where =
             after.format === "memvirt"
               ? `byte ${after.decodedBytes - (count - error.index) * L.RECORD_SIZE}`
