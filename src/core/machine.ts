@@ -227,7 +227,9 @@ export class Machine {
   /**
    * The core's whole state: linear memory (its size, and every 64 KiB page that is not all zeros; a
    * fresh instance's memory is zero, and most of the TLB, cache and pool regions stay so) plus the
-   * WebAssembly globals the core copies out for this purpose (see assembly/snapshot.ts).
+   * WebAssembly globals the core copies out for this purpose (see assembly/snapshot.ts). The pages
+   * are views of linear memory, not copies (a checkpoint would copy 100 MB twice): write them out
+   * before the machine runs again.
    */
   saveCoreState(): CoreState {
     const scratch = this.core.saveCoreGlobals();
@@ -239,7 +241,7 @@ export class Machine {
     for (let page = 0; page * WASM_PAGE < memory.length; page++) {
       const bytes = memory.subarray(page * WASM_PAGE, (page + 1) * WASM_PAGE);
       // Buffer.compare is a memcmp: a zero page costs a few microseconds to recognise.
-      if (Buffer.compare(bytes, zero) !== 0) pages.push({ index: page, bytes: bytes.slice() });
+      if (Buffer.compare(bytes, zero) !== 0) pages.push({ index: page, bytes });
     }
     return { build: this.build, memoryPages: memory.length / WASM_PAGE, globals, pages };
   }
