@@ -130,7 +130,8 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
 /** `run --resume FILE`: the checkpoint's simulation, continued on its trace. */
 async function resume(options: RunOptions, print: (text: string) => void): Promise<number> {
   if (options.workload) throw new MemvirtError("--resume continues a trace run; it takes no --workload");
-  const checkpoint = loadCheckpoint(options.resume as string, options.build);
+  // The build comes from the checkpoint: static data sits at different addresses in the two builds.
+  const checkpoint = loadCheckpoint(options.resume as string);
   const run = checkpoint.run;
   // A moved trace can be named again; the position is in decoded bytes, the same wherever it lives.
   if (options.trace) run.trace = options.trace;

@@ -128,6 +128,31 @@ describe("resuming from a checkpoint in the middle gives identical statistics", 
   });
 });
 
+describe("resuming a compressed trace from the command line", () => {
+  it("decodes again up to the position (on the decode worker) and ends as an uninterrupted run", () => {
+    const path = fixture("ls-head.champsim.xz");
+    const uninterrupted = cliRun(["--trace", path, "--json"]);
+    const checkpoint = join(temp, "champsim.ckpt");
+    const checkpointed = cliRun([
+      "--trace",
+      path,
+      "--json",
+      "--checkpoint",
+      checkpoint,
+      "--checkpoint-every",
+      "7000",
+    ]);
+    expect(checkpointed.stdout).toBe(uninterrupted.stdout);
+    // The last checkpoint is at 14,000 records (of 20,014): the resumed run replays the rest.
+    const saved = loadCheckpoint(checkpoint, build);
+    expect(saved.position.records).toBe(14_000);
+    expect(saved.position.compression).toBe("xz");
+    const resumed = cliRun(["--resume", checkpoint, "--json"]);
+    expect(resumed.status).toBe(0);
+    expect(JSON.parse(resumed.stdout)).toEqual(JSON.parse(uninterrupted.stdout));
+  });
+});
+
 describe("checkpoint files", () => {
   it("are written atomically: the final name holds a whole checkpoint and no FILE.tmp is left", async () => {
     const { checkpoint } = await runWithCheckpoint("{}", fixture("ls.din"), 10_000);
