@@ -32,6 +32,8 @@ export function readHead(path: string, count: number): Uint8Array {
     const head = new Uint8Array(count);
     const read = readSync(descriptor, head, 0, count, 0);
     return head.subarray(0, read);
+  } catch (error) {
+    throw new TraceError(`${path}: cannot read the trace: ${(error as Error).message}`);
   } finally {
     closeSync(descriptor);
   }
@@ -89,11 +91,20 @@ export async function* decodedChunks(
 ): AsyncGenerator<Uint8Array> {
   if (compression === "none") {
     fileBytes.read = skip;
-    for await (const chunk of readChunks(path, chunkSize, skip)) {
-      fileBytes.read += chunk.length;
-      yield chunk;
+    const chunks = readChunks(path, chunkSize, skip);
+    for (;;) {
+      let next: IteratorResult<Uint8Array>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        throw new TraceError(
+          `${path}: byte ${fileBytes.read}: cannot read the trace: ${(error as Error).message}`,
+        );
+      }
+      if (next.done) return;
+      fileBytes.read += next.value.length;
+      yield next.value;
     }
-    return;
   }
   let compressedBytes = 0;
   const file = createReadStream(path, { highWaterMark: 1 << 20 });

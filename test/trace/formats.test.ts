@@ -80,6 +80,15 @@ describe("format detection by content (--format auto)", () => {
   });
 });
 
+describe("unreadable traces", () => {
+  it("a missing file or a directory is a trace error naming it", async () => {
+    expect((await replay(join(temp, "missing.din"))).error).toMatch(
+      /missing\.din: cannot open the trace: ENOENT/,
+    );
+    expect((await replay(temp)).error).toMatch(/cannot read the trace: EISDIR/);
+  });
+});
+
 describe("pinatrace", () => {
   it("reads `ip: R addr` and `ip: W addr` lines as reads and writes, with and without 0x, and skips # lines", async () => {
     const path = join(temp, "hand.pinatrace");
