@@ -303,17 +303,26 @@ export async function main(
       "result rows as JSON lines (resumable: finished cells are kept)",
     )
     .option("--csv <file>", "also write the rows as CSV")
+    .option("--report <file.html>", "also write an HTML report of every cell, side by side")
     .option("--workers <n>", "worker threads (default: the cores available)")
     .option("-q, --quiet", "no progress bar")
     .addOption(buildOption)
     .action(
       async (
         grid: string,
-        options: { out: string; csv?: string; workers?: string; quiet?: boolean; build: BuildName },
+        options: {
+          out: string;
+          csv?: string;
+          report?: string;
+          workers?: string;
+          quiet?: boolean;
+          build: BuildName;
+        },
       ) => {
         exitCode = await runSweepCommand(grid, {
           out: options.out,
           csv: options.csv,
+          report: options.report,
           workers: numberOption(options.workers, "workers", 1, 1024),
           quiet: options.quiet === true,
           build: options.build,

@@ -2,11 +2,14 @@
 
 import { SingleBar } from "cli-progress";
 import type { BuildName } from "../core/wasm.js";
+import { writeHtmlReport } from "../report/html.js";
 import { readGrid, runSweep } from "../runner/sweep.js";
 
 export interface SweepCommandOptions {
   out: string;
   csv?: string;
+  /** An HTML report of every cell's run, with the cells side by side. */
+  report?: string;
   workers?: number;
   quiet: boolean;
   build: BuildName;
@@ -45,6 +48,10 @@ export async function runSweepCommand(gridPath: string, options: SweepCommandOpt
     },
   });
   bar?.stop();
+  if (options.report) {
+    const reports = result.rows.flatMap((row) => (row.report ? [row.report] : []));
+    writeHtmlReport(options.report, reports);
+  }
   options.print(
     `sweep: ${grid.cells.length} cells, ${result.ran} run, ${result.skipped} already done, ${result.failed} failed; rows in ${options.out}${options.csv ? ` and ${options.csv}` : ""}`,
   );

@@ -52,9 +52,10 @@ describe("memvirt sweep", () => {
   );
   const out = join(temp, "rows.jsonl");
   const csv = join(temp, "rows.csv");
+  const html = join(temp, "rows.html");
 
   it("runs every cell once, reports failed cells with their error, and the others finish", () => {
-    const result = sweep([grid, "--out", out, "--csv", csv, "--workers", "2"]);
+    const result = sweep([grid, "--out", out, "--csv", csv, "--report", html, "--workers", "2"]);
     expect(result.status).toBe(2);
     expect(result.stdout).toContain("9 cells, 9 run, 0 already done, 5 failed");
     const rows = readRows(out);
@@ -83,6 +84,14 @@ describe("memvirt sweep", () => {
     expect(header).toContain("report.tlb.l1d.misses");
     expect(lines[1].startsWith(`native|${fixture("ls.din")},native,`)).toBe(true);
     expect(lines[9].startsWith("typo|broken.din,typo,")).toBe(true);
+  });
+
+  it("--report writes every cell's charts and a table of the cells side by side", () => {
+    const page = readFileSync(html, "utf8");
+    expect(page).toContain("runs side by side");
+    // Six cells ran: four good ones and two that stopped at the bad line; the bad config has none.
+    expect(page.match(/<section><h2>/g)).toHaveLength(6 + 1);
+    expect(page.match(/stopped early/g)).toHaveLength(2);
   });
 
   it("is resumable: cells already in the output are not run again, a cut last line is run again", () => {
