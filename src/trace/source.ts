@@ -167,12 +167,12 @@ function makeDecoder(
     case "champsim":
       return new ChampSimDecoder(machine, path, position, limit, emit);
     default:
-      return new TextDecoder(machine, path, position, limit, emit);
+      return new TextFormatDecoder(machine, path, position, limit, emit);
   }
 }
 
 /** Text formats: the bytes go into the core's text region and the core parses whole lines. */
-class TextDecoder implements Decoder {
+class TextFormatDecoder implements Decoder {
   private carried = 0;
   private readonly code: number;
   /** Chunks copied into the text region: half of it, so a chunk always fits beside the carried tail. */
