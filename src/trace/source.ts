@@ -265,7 +265,8 @@ class OwnFormatDecoder implements Decoder {
   }
 
   finish(): void {
-    if (this.position.decodedBytes + this.header.length < OWN_HEADER_BYTES && this.header.length > 0) {
+    // An empty file is no memvirt trace either: even a trace of no records has its header.
+    if (this.position.decodedBytes < OWN_HEADER_BYTES) {
       throw new TraceError(`${this.path}: byte ${this.header.length}: the file ends inside the header`);
     }
     this.flush();

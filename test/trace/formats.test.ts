@@ -233,7 +233,7 @@ describe("memvirt's own format", () => {
     expect(report.accesses).toBe(6);
   });
 
-  it("a bad magic, a newer version and a file ending inside a record are errors with the byte offset", async () => {
+  it("a bad magic, a newer version, a file ending inside a record or the header are errors with the byte offset", async () => {
     const good = join(temp, "good.mvt");
     writeOwnTrace(good, randomRecords(4, 2, 1));
     const bytes = readFileSync(good);
@@ -249,6 +249,8 @@ describe("memvirt's own format", () => {
         bytes.subarray(0, bytes.length - 5),
         /short\.mvt: byte 64: the file ends inside a record \(11 of 16 bytes\)/,
       ],
+      ["empty.mvt", Buffer.alloc(0), /empty\.mvt: byte 0: the file ends inside the header/],
+      ["header.mvt", bytes.subarray(0, 10), /header\.mvt: byte 10: the file ends inside the header/],
     ];
     for (const [name, content, message] of cases) {
       const path = join(temp, name);
