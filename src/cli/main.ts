@@ -233,7 +233,10 @@ export async function main(
           .choices(["auto", ...TRACE_FORMATS])
           .default("auto"),
       )
-      .option("--checkpoint <file>", "save the whole simulation state to FILE, atomically (with --checkpoint-every)")
+      .option(
+        "--checkpoint <file>",
+        "save the whole simulation state to FILE, atomically (with --checkpoint-every)",
+      )
       .option("--checkpoint-every <n>", "records between checkpoints")
       .option("--resume <file>", "continue the run saved in a checkpoint")
       .option("-q, --quiet", "no progress bar"),
