@@ -116,6 +116,20 @@ describe("resuming from a checkpoint in the middle gives identical statistics", 
     expect(await resumeInProcess(checkpoint)).toEqual(report);
   });
 
+  it.each(["wp", "dbit"])(
+    "with dirty logging by %s, whose harvests run on budget exits of simulated time",
+    async (dirtyLog) => {
+      const configText = JSON.stringify({
+        mode: "ept",
+        cpus: 2,
+        hypervisor: { dirtyLog, dirtyLogIntervalCycles: 2_000_000 },
+      });
+      const { report, checkpoint } = await runWithCheckpoint(configText, smaller, 25_000);
+      expect(report.virtualization?.hypervisor.dirty_log_harvests).toBeGreaterThan(2);
+      expect(await resumeInProcess(checkpoint)).toEqual(report);
+    },
+  );
+
   it.each([
     ["ls.lk", "lackey", "{}"],
     ["ls-head.pinatrace", "pinatrace", JSON.stringify({ mode: "shadow" })],
