@@ -111,15 +111,20 @@ export function saveCheckpoint(
     },
   );
   const temporary = `${path}.tmp`;
-  const descriptor = openSync(temporary, "w");
   try {
-    writeSync(descriptor, Buffer.from(MAGIC, "latin1"));
-    writeSync(descriptor, payload);
-    fsyncSync(descriptor);
-  } finally {
-    closeSync(descriptor);
+    const descriptor = openSync(temporary, "w");
+    try {
+      writeSync(descriptor, Buffer.from(MAGIC, "latin1"));
+      writeSync(descriptor, payload);
+      // On disk before the rename makes it the checkpoint: a crash then leaves the old one or this.
+      fsyncSync(descriptor);
+    } finally {
+      closeSync(descriptor);
+    }
+    renameSync(temporary, path);
+  } catch (error) {
+    throw new MemvirtError(`${path}: cannot write the checkpoint: ${(error as Error).message}`);
   }
-  renameSync(temporary, path);
 }
 
 /**
