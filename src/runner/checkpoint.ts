@@ -114,8 +114,9 @@ export function saveCheckpoint(
   try {
     const descriptor = openSync(temporary, "w");
     try {
-      writeSync(descriptor, Buffer.from(MAGIC, "latin1"));
-      writeSync(descriptor, payload);
+      const bytes = Buffer.concat([Buffer.from(MAGIC, "latin1"), payload]);
+      let written = 0;
+      while (written < bytes.length) written += writeSync(descriptor, bytes, written);
       // On disk before the rename makes it the checkpoint: a crash then leaves the old one or this.
       fsyncSync(descriptor);
     } finally {
