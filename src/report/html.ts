@@ -58,7 +58,7 @@ function histogramChart(report: RunReport): string {
       return `<rect x="${(x + 1).toFixed(1)}" y="${(height - 20 - h).toFixed(1)}" width="${(columnWidth - 2).toFixed(1)}" height="${h.toFixed(1)}" fill="${PALETTE[0]}"><title>${range} cycles: ${count(n)} accesses (${total ? ((100 * n) / total).toFixed(2) : 0}%)</title></rect><text x="${(x + columnWidth / 2).toFixed(1)}" y="${height - 6}" text-anchor="middle" class="small">${b === 0 ? "0" : 2 ** (b - 1)}</text>`;
     })
     .join("");
-  return `<svg class="chart" width="${width}" height="${height + 16}" role="img" aria-label="access cost histogram"><text x="0" y="14" class="title">accesses by cycles (log scale; axis: lowest cycles of the bucket)</text><g transform="translate(0,16)">${bars}</g></svg>`;
+  return `<svg class="chart" width="${width}" height="${height + 16}" role="img" aria-label="access cost histogram"><text x="0" y="14" class="title">walk cost: accesses by cycles (TLB hits in the lowest buckets, walks above; log scale; axis: the bucket's lowest cycles)</text><g transform="translate(0,16)">${bars}</g></svg>`;
 }
 
 function cycleChart(report: RunReport): string {
