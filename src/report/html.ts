@@ -45,7 +45,7 @@ function histogramChart(report: RunReport): string {
   while (last > 0 && histogram[last] === 0) last--;
   const buckets = histogram.slice(0, last + 1);
   const total = buckets.reduce((sum, n) => sum + n, 0);
-  const width = 560;
+  const width = 720;
   const height = 200;
   const columnWidth = width / Math.max(1, buckets.length);
   const top = Math.max(1, ...buckets);
