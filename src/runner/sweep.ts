@@ -129,6 +129,10 @@ export interface SweepResult {
 const WORKER = fileURLToPath(new URL("./sweep-worker.js", import.meta.url));
 
 export async function runSweep(grid: Grid, options: SweepOptions): Promise<SweepResult> {
+  // Worker threads load compiled JavaScript: from the TypeScript sources (tsx, vitest) there is none.
+  if (!existsSync(WORKER)) {
+    throw new MemvirtError(`${WORKER} is missing: sweeps run from the built package (npm run build)`, 1);
+  }
   const existing = readRows(options.out);
   const finished = new Set(existing.map((row) => row.cell));
   const pending = grid.cells.filter((cell) => !finished.has(cell.id));
