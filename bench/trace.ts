@@ -2,7 +2,16 @@
 // alone against decode + simulate, and sweep scaling from 1 to 2 worker threads. Inputs are built
 // from the real `ls /` traces in test/fixtures and cached in the temp folder.
 import { execFileSync } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, renameSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { defaultConfig } from "../src/config/config.js";
@@ -38,6 +47,7 @@ function ownTrace(copies: number): string {
   for (let i = 0; i < copies; i++) writeSync(fd, fixture);
   closeSync(fd);
   execFileSync(process.execPath, [cli, "convert", din, "--format", "din", "--out", path]);
+  unlinkSync(din);
   return path;
 }
 
@@ -94,7 +104,7 @@ function champsimTrace(copies: number): { path: string; instructions: number } {
   closeSync(fd);
   execFileSync("xz", ["-6", "-T1", "-f", "-k", raw]);
   renameSync(`${raw}.xz`, path);
-  writeFileSync(raw, "");
+  unlinkSync(raw);
   return { path, instructions: total };
 }
 
