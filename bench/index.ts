@@ -12,6 +12,7 @@ import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
 import { RefMachine } from "../src/reference/machine.js";
 import { DMA_CAPACITY, dmaBatch } from "./iommu.js";
+import { champsimDecodeVersusSimulate, ownFormatEndToEnd, sweepScaling } from "./trace.js";
 
 const quick = process.argv.includes("--quick");
 /** `--only=TEXT` runs just the cases whose name contains TEXT (for profiling one case). */
@@ -244,6 +245,7 @@ async function main(): Promise<void> {
     // Virtualized replay with a warm TLB against native: the same L1-hit stream under EPT.
     [EPT_WARM, () => virtualized(EPT_WARM, defaultConfig().machine, (i) => (i >> 9) % 16, 0)],
     ["memvirt run", () => endToEnd(e2eRecords)],
+    ["memvirt-format", async () => ownFormatEndToEnd(quick)],
     // DMA translations that hit the IOTLB: 16 hot pages of one device, 64-byte requests.
     [
       IOMMU_WARM,
@@ -265,8 +267,13 @@ async function main(): Promise<void> {
         ),
     ],
   ];
+  const multiRowCases: [string, () => Promise<Row[]>][] = [
+    ["ChampSim", () => champsimDecodeVersusSimulate(quick)],
+    ["sweep", async () => sweepScaling(quick)],
+  ];
   const rows: Row[] = [];
   for (const [name, run] of cases) if (selected(name)) rows.push(await run());
+  for (const [name, run] of multiRowCases) if (selected(name)) rows.push(...(await run()));
   console.log(format(rows));
   const row = (prefix: string) => rows.find((r) => r.name.startsWith(prefix));
   const walkRow = row(NATIVE_WALKS);
