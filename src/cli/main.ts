@@ -14,12 +14,7 @@ import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
-import {
-  DMA_WORKLOADS,
-  isDmaWorkload,
-  platformOf,
-  runDmaWorkload,
-} from "../iommu/workload.js";
+import { DMA_WORKLOADS, isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { formatCsv } from "../report/csv.js";
 import { writeHtmlReport } from "../report/html.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
