@@ -14,6 +14,7 @@ import {
 } from "../core/types.js";
 import type { DirtyLogMode } from "../hypervisor/tdp.js";
 import { DEFAULT_COSTS, EXIT_REASON_NAMES, type HypervisorCosts } from "../hypervisor/technique.js";
+import { type OvercommitConfig, resolveOvercommit } from "../overcommit/config.js";
 
 export type Mode = "native" | "ept" | "npt" | "shadow" | "pv";
 export const MODES: readonly Mode[] = ["native", "ept", "npt", "shadow", "pv"];
@@ -69,6 +70,8 @@ export interface ResolvedConfig {
   memory: { backedFramesLog2: number; limitMiB: number };
   host: HostConfig;
   hypervisor: HypervisorConfig;
+  /** Memory overcommit (balloon, KSM, zswap, swap, controller); set when the config has the section. */
+  overcommit?: OvercommitConfig;
 }
 
 export class ConfigError extends MemvirtError {}
@@ -350,6 +353,7 @@ export function resolveConfig(input: Json): ResolvedConfig {
     "hypervisor",
     "nestedTlb",
     "nestedPsc",
+    "overcommit",
     "$schema",
     "comment",
   ]);
@@ -514,7 +518,14 @@ export function resolveConfig(input: Json): ResolvedConfig {
     );
     memory.limitMiB = integer(input.memory.limitMiB ?? memory.limitMiB, "memory.limitMiB", 0, 65536);
   }
-  return { mode, seed, guest, machine, memory, host, hypervisor };
+  const resolved: ResolvedConfig = { mode, seed, guest, machine, memory, host, hypervisor };
+  if (input.overcommit !== undefined && input.overcommit !== false) {
+    resolved.overcommit = resolveOvercommit(input.overcommit);
+    if (mode !== "ept" && mode !== "npt") fail("mode", 'overcommit needs "ept" or "npt"');
+    if (host.pageSize !== "4K")
+      fail("host.pageSize", 'overcommit reclaims 4 KiB host pages: host.pageSize must be "4K"');
+  }
+  return resolved;
 }
 
 /** Parses config text; JSON syntax errors name the file. */
