@@ -466,6 +466,23 @@ export class OvercommitHost {
     });
   }
 
+  /** Runs the given accesses (VM index, guest-virtual address, write) on their vCPUs. */
+  runAccesses(accesses: [number, bigint, boolean][]): void {
+    for (let start = 0; start < accesses.length; start += L.RECORD_CAPACITY) {
+      const view = this.machine.recordView();
+      const writes: number[] = [];
+      const batch = accesses.slice(start, start + L.RECORD_CAPACITY);
+      batch.forEach(([vm, la, write], i) => {
+        view.setBigUint64(i * L.RECORD_SIZE, la, true);
+        view.setUint8(i * L.RECORD_SIZE + L.REC_KIND, write ? 1 : 0);
+        view.setUint8(i * L.RECORD_SIZE + L.REC_SIZE, 8);
+        view.setUint16(i * L.RECORD_SIZE + L.REC_CPU, vm, true);
+        if (write) writes.push(i);
+      });
+      this.replay(batch.length, writes);
+    }
+  }
+
   /** Replays records [0, count), applying each completed write's content before host work can run. */
   private replay(count: number, writes: number[]): void {
     let index = 0;
