@@ -1,6 +1,6 @@
 // The memvirt command line. `run` replays a trace or a synthetic workload on a configured machine;
 // `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import {
   defaultConfig,
@@ -16,17 +16,26 @@ import type { BuildName } from "../core/wasm.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
 import { replayTextTrace, type TraceFormatOption } from "../trace/replay.js";
+import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
 import { WORKLOAD_NAMES, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
+import { runOvercommit } from "./overcommit.js";
 
-interface RunOptions {
+export interface RunOptions {
   config?: string;
+  vms?: string;
+  pagesPerVm?: string;
+  sharedFraction?: string;
+  zeroFraction?: string;
+  seconds?: string;
+  timeline?: string;
+  checkInvariants?: boolean;
   trace?: string;
   format: TraceFormatOption;
   workload?: WorkloadName;
-  records: string;
+  records?: string;
   footprint: string;
   stride?: string;
   zipf?: string;
@@ -48,7 +57,12 @@ function loadConfig(path: string | undefined): ResolvedConfig {
   return parseConfigText(text, path);
 }
 
-function numberOption(value: string | undefined, name: string, min: number, max: number): number | undefined {
+export function numberOption(
+  value: string | undefined,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (!Number.isFinite(n) || n < min || n > max) {
@@ -58,7 +72,7 @@ function numberOption(value: string | undefined, name: string, min: number, max:
 }
 
 export function workloadSpec(options: RunOptions, seed: number): WorkloadSpec {
-  const records = numberOption(options.records, "records", 1, 2 ** 40) ?? 0;
+  const records = numberOption(options.records ?? "1000000", "records", 1, 2 ** 40) ?? 0;
   return {
     name: options.workload as WorkloadName,
     records: Math.floor(records),
@@ -76,6 +90,13 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   }
   const config = loadConfig(options.config);
   const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+  if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
+    return runOvercommit(config, options, seed, print, (path, text) => writeFileSync(path, text));
+  }
+  if (options.timeline)
+    throw new MemvirtError(
+      "--timeline: only the multi-VM workloads (identical-vms, cloud-mix, memory-hog) have a timeline",
+    );
   const simulation = new Simulation(config, { build: options.build });
   simulation.start();
   let source: RunReport["source"];
@@ -122,12 +143,19 @@ export async function main(
     .default("release");
 
   /** The workload, seed, output and build options `run` and `compare` share. */
-  const workloadOptions = (command: Command, defaults: { workload?: string; records: string }) => {
-    const workload = new Option("-w, --workload <name>", "synthetic workload").choices([...WORKLOAD_NAMES]);
+  const workloadOptions = (command: Command, defaults: { workload?: string; records?: string }) => {
+    const workload = new Option("-w, --workload <name>", "synthetic workload").choices([
+      ...WORKLOAD_NAMES,
+      ...MULTI_VM_WORKLOADS,
+    ]);
     if (defaults.workload) workload.default(defaults.workload);
     return command
       .addOption(workload)
-      .option("--records <n>", "workload: records to generate", defaults.records)
+      .option(
+        "--records <n>",
+        "workload: records to generate (default 1000000; multi-VM: per workload)",
+        defaults.records,
+      )
       .option("--footprint <bytes>", "workload: bytes of address space touched (e.g. 256M)", "256M")
       .option("--stride <bytes>", "workload: stride of sequential/strided")
       .option("--zipf <s>", "workload: Zipf exponent")
@@ -148,8 +176,15 @@ export async function main(
           .choices(["auto", "lackey", "din"])
           .default("auto"),
       )
-      .option("-q, --quiet", "no progress output"),
-    { records: "1000000" },
+      .option("-q, --quiet", "no progress output")
+      .option("--vms <n>", "multi-VM workloads: number of VMs")
+      .option("--pages-per-vm <n>", "multi-VM workloads: 4 KiB pages of each VM's application")
+      .option("--shared-fraction <f>", "identical-vms: share of pages from the common OS image")
+      .option("--zero-fraction <f>", "identical-vms: share of zero pages")
+      .option("--seconds <s>", "multi-VM workloads: simulated seconds the run lasts")
+      .option("--timeline <file.csv>", "multi-VM workloads: write the memory timeline as CSV")
+      .option("--check-invariants", "check for stale translations after every overcommit step"),
+    {},
   ).action(async (options: RunOptions) => {
     exitCode = await run(options, print);
   });

@@ -662,11 +662,19 @@ export class OvercommitHost {
     vm.guestSwap.clear();
   }
 
-  /** An allocation found no free host frame: reclaim synchronously (kswapd could not keep up). */
-  private directReclaim(pages: number): number {
+  /**
+   * An allocation found no free host frame: reclaim synchronously, in kswapd-sized batches of 32
+   * (SWAP_CLUSTER_MAX), until a frame is free; compressed pages still occupy the pool, so one page
+   * compressed is not always one frame gained.
+   */
+  private directReclaim(_pages: number): number {
     let freed = 0;
-    if (this.zswap) freed += this.zswap.reclaim(pages, true);
-    if (freed < pages && this.swap) freed += this.swap.reclaim(pages - freed, true);
+    for (let round = 0; round < 64 && this.frames.freeFrames === 0; round++) {
+      let progress = this.zswap ? this.zswap.reclaim(32, true) : 0;
+      if (progress === 0 && this.swap) progress = this.swap.reclaim(32, true);
+      if (progress === 0) break;
+      freed += progress;
+    }
     return freed;
   }
 
