@@ -18,6 +18,12 @@ export const CFG_DRAM_LATENCY: u32 = 0x10;
 export const CFG_DIR_LOG2: u32 = 0x14;
 export const CFG_POOL_BASE: u32 = 0x18;
 export const CFG_MEM_LIMIT_PAGES: u32 = 0x1c;
+/**
+ * Memory generation (u64): advanced by every store into host memory, so memos of what memory held
+ * (NESTED_MEMO) know when they are stale. In linear memory, not a global, so a saved and restored
+ * core keeps its memos and their generation in step.
+ */
+export const CFG_MEMORY_GENERATION: u32 = 0x28;
 /** Cache levels: 3 descriptors (l1, l2, llc) of CACHE_DESC_SIZE bytes. */
 export const CFG_CACHE_DESC: u32 = 0x40;
 export const CACHE_DESC_SIZE: u32 = 32;
@@ -217,6 +223,29 @@ export const LINE_MEMO_BASE: u32 = 0x1e70000;
 export const LINE_MEMO_SLOTS: u32 = 1024;
 export const FRAME_MEMO_BASE: u32 = 0x1e80000;
 export const FRAME_MEMO_SLOTS: u32 = 1024;
+/**
+ * Memo of nested walks of guest paging-structure pages that succeeded without faults, direct-mapped by
+ * guest-physical page: the host
+ * addresses of the entries read, and what they gave. While memory is unchanged (CFG_MEMORY_GENERATION),
+ * the same nested walk reads the same entries, so a hit prices the same lines and counts the same
+ * references without decoding them again: a simulator shortcut with identical results, not hardware.
+ */
+export const NESTED_MEMO_BASE: u32 = 0x1e84000;
+export const NESTED_MEMO_SLOTS: u32 = 256;
+export const NESTED_MEMO_SIZE: u32 = 128;
+export const NM_KEY: u32 = 0; // u64 guest-physical page + 1
+export const NM_CONTEXT: u32 = 8; // u64 root address | mode | levels << 2 | tracks A/D << 5
+export const NM_GENERATION: u32 = 16; // u64
+export const NM_USED: u32 = 24; // u8 entries read
+export const NM_SIZE_CODE: u32 = 25; // u8
+export const NM_RIGHTS: u32 = 26; // u8 N_* rights, ANDed over the entries
+export const NM_FLAGS: u32 = 27; // u8 NMF_*
+export const NM_FRAME: u32 = 32; // u64 host frame, aligned to the page size
+export const NM_ADDRESSES: u32 = 40; // u64 x 5: host address of each entry read, top level first
+export const NM_ENTRIES: u32 = 80; // u64 x 5: each entry's value
+export const NMF_USER: u32 = 1;
+export const NMF_ALL_ACCESSED: u32 = 2;
+export const NMF_LEAF_DIRTY: u32 = 4;
 export const DIR_BASE: u32 = 0x1e90000;
 export const DIR_ENTRY_SIZE: u32 = 16;
 

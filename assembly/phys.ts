@@ -6,6 +6,7 @@
 import {
   CFG_DIR_LOG2,
   CFG_MAXPHYADDR,
+  CFG_MEMORY_GENERATION,
   CFG_MEM_LIMIT_PAGES,
   CFG_POOL_BASE,
   CTRL_BASE,
@@ -14,6 +15,9 @@ import {
   FRAME_MEMO_BASE,
   FRAME_MEMO_SLOTS,
   FRAME_SIZE,
+  NESTED_MEMO_BASE,
+  NESTED_MEMO_SIZE,
+  NESTED_MEMO_SLOTS,
 } from "./constants";
 
 const EMPTY: u64 = 0;
@@ -48,6 +52,8 @@ export function physInit(log2Capacity: u32, memLimitPages: u32): bool {
   store<u32>(CTRL_BASE + CFG_POOL_BASE, <u32>poolBase);
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
   memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
+  memory.fill(NESTED_MEMO_BASE, 0, NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
+  store<u64>(CTRL_BASE + CFG_MEMORY_GENERATION, 1);
   if (!ensureMemory(poolBase)) return false;
   memory.fill(DIR_BASE, 0, dirBytes);
   return true;
@@ -104,6 +110,17 @@ function frameAddressSlow(frame: u64, memo: usize): usize {
   }
 }
 
+/** How many times host memory has been written: memos of its contents are valid for one value. */
+@inline export function memoryGeneration(): u64 {
+  return load<u64>(CTRL_BASE + CFG_MEMORY_GENERATION);
+}
+
+/** Every store into a frame's bytes goes through here (or calls it), so memos see the change. */
+@inline function memoryChanged(): void {
+  const p = CTRL_BASE + CFG_MEMORY_GENERATION;
+  store<u64>(p, load<u64>(p) + 1);
+}
+
 @inline export function readPhys64(pa: u64): u64 {
   const base = frameAddress(pa >> 12);
   if (base == 0) return 0;
@@ -113,6 +130,7 @@ function frameAddressSlow(frame: u64, memo: usize): usize {
 /** Writes an 8-byte value already known to be in a backed frame (A/D updates of entries just read). */
 @inline export function writeBacked64(pa: u64, value: u64): void {
   store<u64>(frameAddress(pa >> 12) + <usize>(pa & 0xff8), value);
+  memoryChanged();
 }
 
 /** Backs `frame` if needed and returns its pool address, or 0 with `lastError` set. */
@@ -159,6 +177,7 @@ export function writePhys64(pa: u64, value: u64): i32 {
   const base = backFrame(frame);
   if (base == 0) return lastError;
   store<u64>(base + <usize>(pa & 0xff8), value);
+  memoryChanged();
   return PHYS_OK;
 }
 
@@ -173,6 +192,7 @@ export function releaseFrame(frame: u64): void {
     i = (i + 1) & dirMask;
   }
   const slot = load<u32>(dirEntry(i), 8);
+  memoryChanged();
   if (load<u64>(frameMemo(frame)) == key) store<u64>(frameMemo(frame), EMPTY);
   store<u32>(poolBase + (<usize>slot << 12), freeHead);
   freeHead = slot;

@@ -38,6 +38,8 @@ export const EPT_MISCONFIG: u32 = 2;
 @inline export function eptMisconfigured(e: u64, level: u32, addressReserved: u64, executeOnly: bool, gbPages: bool): bool {
   // The common case in one test: a readable non-leaf entry below the PML4 with clean reserved bits.
   if ((e & (0xf8 | addressReserved)) == 0 && (e & 1) != 0 && level < 4 && level > 1) return false;
+  // And a readable 4K leaf with clean address bits and a valid memory type (0, 1, 4, 5 or 6).
+  if (level == 1 && (e & (1 | addressReserved)) == 1 && ((0x73 >> <u32>((e >> 3) & 7)) & 1) != 0) return false;
   const rwx = <u32>(e & 7);
   if ((rwx & 3) == 2) return true;
   if (rwx == 4 && !executeOnly) return true;

@@ -14,7 +14,23 @@ import {
   M_LA57,
   M_NXE,
   M_PGE,
+  NM_ADDRESSES,
+  NM_CONTEXT,
+  NM_ENTRIES,
+  NM_FLAGS,
+  NM_FRAME,
+  NM_GENERATION,
+  NM_KEY,
+  NM_RIGHTS,
+  NM_SIZE_CODE,
+  NM_USED,
+  NMF_ALL_ACCESSED,
+  NMF_LEAF_DIRTY,
+  NMF_USER,
   NESTED_EPT,
+  NESTED_MEMO_BASE,
+  NESTED_MEMO_SIZE,
+  NESTED_MEMO_SLOTS,
   NESTED_NONE,
   NESTED_SCRATCH,
   NESTED_SLOT,
@@ -60,9 +76,9 @@ import {
   x86IsLeaf,
   x86Reserved,
 } from "../formats/x86";
-import { readPhys64, writeBacked64 } from "../phys";
-import { S_AD_UPDATES, S_NESTED_WALKS, S_NPSC, S_NTLB, S_PSC, bump } from "../stats";
-import { priceReference } from "../timing/cache";
+import { memoryGeneration, readPhys64, writeBacked64 } from "../phys";
+import { S_AD_UPDATES, S_NESTED_WALKS, S_NPSC, S_NTLB, S_PSC, add, bump } from "../stats";
+import { flushReferenceCounts, priceReference } from "../timing/cache";
 import { npscDesc, pscDesc, pscFill, pscLookup, pscPresent } from "./psc";
 import {
   A_DIRTY,
@@ -111,6 +127,18 @@ export let walkDeny: u32 = 0;
 export let walkRefs: u32 = 0;
 export let walkNestedRefs: u32 = 0;
 export let walkCycles: u32 = 0;
+
+/** Nested walks not yet added to S_NESTED_WALKS (see flushCounts). */
+let nestedWalks: u32 = 0;
+
+/** Adds the counts the walk kept in globals to the statistics: exact whenever a call returns. */
+@inline function flushCounts(): void {
+  flushReferenceCounts();
+  if (nestedWalks != 0) {
+    add(S_NESTED_WALKS, nestedWalks);
+    nestedWalks = 0;
+  }
+}
 
 /** Level of the entry the last successful probePsc found. */
 let pscHitLevel: u32 = 0;
@@ -214,7 +242,7 @@ const NPSC_USER: u64 = 8;
  * requires and `accessBits` its EPT qualification bits 2:0. Returns false on a nested fault (then
  * nestedFault/nestedError say which). Adds its references to `walkNestedRefs` and cycles to `walkCycles`.
  */
-function translateNested(
+@inline function translateNestedInline(
   cpu: u32,
   nestedMode: u32,
   gpa: u64,
@@ -244,7 +272,7 @@ function translateNested(
       }
     }
   }
-  bump(S_NESTED_WALKS);
+  nestedWalks++;
   const isEpt = nestedMode == NESTED_EPT;
   const top = nestedTop;
   const addressReserved = addressReservedBits;
@@ -264,6 +292,39 @@ function translateNested(
       user = (value & NPSC_USER) != 0;
       level = pscHitLevel - 1;
       cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
+    }
+  }
+
+  // A walk from the root may repeat one the memo holds: same entries, same lines, nothing to update.
+  // Only guest paging-structure pages are remembered: a handful of them serve every walk, while final
+  // addresses spread over all of the guest's memory and would only push them out.
+  const fromRoot = level == top && final == FOR_TABLE;
+  const memo = nestedMemoSlot(gpa);
+  const context = nestedRootBase | nestedMode | (top << 2) | (trackDirty ? 32 : 0);
+  if (fromRoot && load<u64>(memo, NM_KEY) == (gpa >> 12) + 1 && load<u64>(memo, NM_CONTEXT) == context) {
+    if (load<u64>(memo, NM_GENERATION) == memoryGeneration()) {
+      const flags = <u32>load<u8>(memo, NM_FLAGS);
+      const memoRights = <u32>load<u8>(memo, NM_RIGHTS);
+      const settled = !trackDirty || ((flags & NMF_ALL_ACCESSED) != 0 && (!isWrite || (flags & NMF_LEAF_DIRTY) != 0));
+      if (settled && (flags & NMF_USER) != 0 && (memoRights & need) == need) {
+        const used = <u32>load<u8>(memo, NM_USED);
+        for (let i: u32 = 0; i < used; i++) {
+          cycles += priceReference(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)));
+        }
+        if (nestedPscOn) {
+          for (let i: u32 = 0; i < used; i++) {
+            const s = nestedSlot(i);
+            store<u64>(s, load<u64>(memo + NM_ADDRESSES + (i << 3)));
+            store<u64>(s, load<u64>(memo + NM_ENTRIES + (i << 3)), 8);
+          }
+        }
+        walkNestedRefs += used;
+        walkCycles += cycles;
+        const sizeCode = <u32>load<u8>(memo, NM_SIZE_CODE);
+        const dirty = !trackDirty || (flags & NMF_LEAF_DIRTY) != 0;
+        finishNested(cpu, isEpt, gpa, sizeCode, used, load<u64>(memo, NM_FRAME), memoRights, dirty, N_ALL, true);
+        return true;
+      }
     }
   }
 
@@ -338,8 +399,8 @@ function translateNested(
   // Accessed in every entry used, dirty in the leaf on a write: EPT bits 8/9 when EPTP enables them,
   // the x86 A/D bits for NPT.
   let dirty = !trackDirty;
+  const dirtyBit = isEpt ? EPT_D : PTE_D;
   if (trackDirty) {
-    const dirtyBit = isEpt ? EPT_D : PTE_D;
     // Usually every entry is already accessed (and the leaf dirty): then there is nothing to write.
     const settled = accessedAll != 0 && (!isWrite || (e & dirtyBit) != 0);
     for (let i: u32 = 0; !settled && i < used; i++) {
@@ -359,8 +420,70 @@ function translateNested(
   }
 
   const sizeCode = level - 1;
-  const pageMask = (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
-  const frame = e & ADDRESS_MASK & ~pageMask;
+  const frame = e & ADDRESS_MASK & ~pageMaskOf(sizeCode);
+  if (fromRoot) {
+    // Remember the walk, with the entries as they are now (after any A/D update).
+    store<u64>(memo, (gpa >> 12) + 1, NM_KEY);
+    store<u64>(memo, context, NM_CONTEXT);
+    store<u64>(memo, memoryGeneration(), NM_GENERATION);
+    let allAccessed = accessedBit;
+    for (let i: u32 = 0; i < used; i++) {
+      const s = nestedSlot(i);
+      const entry = load<u64>(s, 8);
+      allAccessed &= entry;
+      store<u64>(memo + NM_ADDRESSES + (i << 3), load<u64>(s));
+      store<u64>(memo + NM_ENTRIES + (i << 3), entry);
+    }
+    const leafDirty = (load<u64>(nestedSlot(used - 1), 8) & dirtyBit) != 0;
+    store<u8>(memo, <u8>used, NM_USED);
+    store<u8>(memo, <u8>sizeCode, NM_SIZE_CODE);
+    store<u8>(memo, <u8>rights, NM_RIGHTS);
+    store<u8>(memo, <u8>(NMF_USER | (allAccessed != 0 ? NMF_ALL_ACCESSED : 0) | (leafDirty ? NMF_LEAF_DIRTY : 0)), NM_FLAGS);
+    store<u64>(memo, frame, NM_FRAME);
+  }
+  finishNested(cpu, isEpt, gpa, sizeCode, used, frame, rights, dirty, startRights, startUser);
+  return true;
+}
+
+/** translateNestedInline as one function, for the call sites off the hot loop. */
+function translateNested(
+  cpu: u32,
+  nestedMode: u32,
+  gpa: u64,
+  need: u32,
+  accessBits: u32,
+  final: bool,
+  guestAttrs: u64,
+): bool {
+  return translateNestedInline(cpu, nestedMode, gpa, need, accessBits, final, guestAttrs);
+}
+
+@inline function pageMaskOf(sizeCode: u32): u64 {
+  return (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
+}
+
+@inline function nestedMemoSlot(gpa: u64): usize {
+  return NESTED_MEMO_BASE + (<usize>(<u32>(gpa >> 12) & (NESTED_MEMO_SLOTS - 1)) * NESTED_MEMO_SIZE);
+}
+
+/**
+ * The end of a successful nested walk whose entries are in the nested scratch: nested PSC fills, the
+ * nested TLB fill and the outputs. `startRights`/`startUser` are what the walk started from.
+ */
+@inline function finishNested(
+  cpu: u32,
+  isEpt: bool,
+  gpa: u64,
+  sizeCode: u32,
+  used: u32,
+  frame: u64,
+  rights: u32,
+  dirty: bool,
+  startRights: u32,
+  startUser: bool,
+): void {
+  const rootTag = nestedRootTag;
+  const level = sizeCode + 1;
   if (nestedPscOn) {
     // Nested PSC entries carry the rights (and, for NPT, U/S) accumulated down to them in their low bits.
     let sofar: u32 = startRights;
@@ -377,13 +500,12 @@ function translateNested(
   }
   if (nestedTlbOn) {
     const deny = ((~rights & N_ALL) | (dirty ? 0 : DENY_CLEAN >> DENY_SHIFT)) << DENY_SHIFT;
-    fill(ntlb, gpa, sizeCode, frame, 0, deny, rootTag);
+    fill(nestedTlbDesc, gpa, sizeCode, frame, 0, deny, rootTag);
   }
   nestedSizeCode = sizeCode;
   nestedRights = rights;
   nestedDirty = dirty;
-  nestedHpa = frame | (gpa & pageMask);
-  return true;
+  nestedHpa = frame | (gpa & pageMaskOf(sizeCode));
 }
 
 // --- the guest dimension ----------------------------------------------------------------------------
@@ -430,6 +552,7 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   // One body, compiled twice: the one-dimensional copy loses every nested branch and store.
   if (nestedMode == NESTED_NONE) walkOneDimension(cpu, la, kind, implicit);
   else walkTwoDimensions(cpu, la, kind, implicit, nestedMode);
+  flushCounts();
 }
 
 function walkOneDimension(cpu: u32, la: u64, kind: u32, implicit: bool): void {
@@ -491,7 +614,8 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
     const entryGpa = base | (((la >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
     let entryAddress = entryGpa;
     if (!baseIsHost) {
-      if (!translateNested(cpu, nestedMode, entryGpa, tableNeed, tableAccessBits, FOR_TABLE, 0)) {
+      // Inlined here: four of a walk's five nested translations are of guest paging-structure pages.
+      if (!translateNestedInline(cpu, nestedMode, entryGpa, tableNeed, tableAccessBits, FOR_TABLE, 0)) {
         finishNestedFault(entryGpa, refs, cycles);
         return;
       }
@@ -624,7 +748,9 @@ export function nestedProbe(cpu: u32, gpa: u64, need: u32): u64 {
   if (nestedMode == NESTED_NONE) return gpa;
   loadNestedContext(cpu);
   const accessBits: u32 = (need & N_X) != 0 ? 4 : (need & N_W) != 0 ? 2 : 1;
-  if (!translateNested(cpu, nestedMode, gpa, need, accessBits, FOR_FINAL, 0)) {
+  const ok = translateNested(cpu, nestedMode, gpa, need, accessBits, FOR_FINAL, 0);
+  flushCounts();
+  if (!ok) {
     walkFault = nestedFault;
     walkError = nestedError;
     return ~(<u64>0);

@@ -16,10 +16,9 @@ import {
   CTRL_BASE,
   LINE_MEMO_BASE,
   LINE_MEMO_SLOTS,
-  POLICY_LRU,
 } from "../constants";
-import { tick, victimWay } from "../mmu/setassoc";
-import { S_CACHE, S_DRAM, bump } from "../stats";
+import { tick } from "../mmu/setassoc";
+import { S_CACHE, S_DRAM, add, bump } from "../stats";
 
 @inline function levelDesc(level: u32): usize {
   return CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
@@ -36,13 +35,17 @@ import { S_CACHE, S_DRAM, bump } from "../stats";
   );
 }
 
-function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
-  const setBase = setAddress(desc, cpu, line);
-  const way = victimWay(setBase, load<u32>(desc + CD_WAYS), CACHE_LINE_SIZE, 8, POLICY_LRU, 0);
-  const p = setBase + <usize>(way * CACHE_LINE_SIZE);
-  store<u64>(p, line + 1);
-  store<u64>(p, tick(), 8);
-  if (level == 0) store<u32>(lineMemo(cpu, line), <u32>p);
+/**
+ * L1 hits not yet added to S_CACHE: the hottest path counts in a global, and the walk adds the sum
+ * once at its end (flushReferenceCounts), so statistics are exact whenever a call returns.
+ */
+let pendingL1Hits: u32 = 0;
+
+@inline export function flushReferenceCounts(): void {
+  if (pendingL1Hits != 0) {
+    add(S_CACHE, pendingL1Hits);
+    pendingL1Hits = 0;
+  }
 }
 
 @inline function lineMemo(cpu: u32, line: u64): usize {
@@ -60,7 +63,7 @@ function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
   const remembered = <usize>load<u32>(memo);
   if (remembered != 0 && load<u64>(remembered) == line + 1) {
     store<u64>(remembered, tick(), 8);
-    bump(S_CACHE);
+    pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
   return priceReferenceSlow(cpu, line, memo);
@@ -68,29 +71,61 @@ function fill(desc: usize, cpu: u32, line: u64, level: u32): void {
 
 function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
   const key = line + 1;
+  // One scan per level finds the line or, failing that, the way a fill would replace (LRU: the
+  // lowest invalid way, else the oldest stamp, lowest way on ties), so a miss never scans twice.
+  let victim0: usize = 0;
+  let victim1: usize = 0;
   for (let level: u32 = 0; level < 3; level++) {
     const desc = levelDesc(level);
     if (load<u32>(desc + CD_PRESENT) == 0) continue;
     const setBase = setAddress(desc, cpu, line);
     const ways = load<u32>(desc + CD_WAYS);
+    let victim: usize = 0;
+    let oldest: u64 = U64.MAX_VALUE;
+    let invalidFound = false;
     for (let w: u32 = 0; w < ways; w++) {
       const p = setBase + <usize>(w * CACHE_LINE_SIZE);
-      if (load<u64>(p) == key) {
+      const tag = load<u64>(p);
+      if (tag == key) {
         store<u64>(p, tick(), 8);
         bump(S_CACHE + level);
         if (level == 0) store<u32>(memo, <u32>p);
-        for (let upper: u32 = 0; upper < level; upper++) {
-          const u = levelDesc(upper);
-          if (load<u32>(u + CD_PRESENT) != 0) fill(u, cpu, line, upper);
-        }
+        // The levels above missed: each takes the line into the way its scan chose.
+        if (level > 0 && victim0 != 0) place(victim0, key, cpu, line, 0);
+        if (level > 1 && victim1 != 0) place(victim1, key, cpu, line, 1);
         return load<u32>(desc + CD_LATENCY);
       }
+      if (invalidFound) continue;
+      if (tag == 0) {
+        victim = p;
+        invalidFound = true;
+        continue;
+      }
+      const stamp = load<u64>(p, 8);
+      if (stamp < oldest) {
+        oldest = stamp;
+        victim = p;
+      }
+    }
+    if (level == 0) victim0 = victim;
+    else if (level == 1) victim1 = victim;
+    else {
+      bump(S_DRAM);
+      if (victim0 != 0) place(victim0, key, cpu, line, 0);
+      if (victim1 != 0) place(victim1, key, cpu, line, 1);
+      place(victim, key, cpu, line, 2);
+      return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
     }
   }
+  // No LLC: the line comes from DRAM into whichever levels are present.
   bump(S_DRAM);
-  for (let level: u32 = 0; level < 3; level++) {
-    const desc = levelDesc(level);
-    if (load<u32>(desc + CD_PRESENT) != 0) fill(desc, cpu, line, level);
-  }
+  if (victim0 != 0) place(victim0, key, cpu, line, 0);
+  if (victim1 != 0) place(victim1, key, cpu, line, 1);
   return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
+}
+
+@inline function place(way: usize, key: u64, cpu: u32, line: u64, level: u32): void {
+  store<u64>(way, key);
+  store<u64>(way, tick(), 8);
+  if (level == 0) store<u32>(lineMemo(cpu, line), <u32>way);
 }

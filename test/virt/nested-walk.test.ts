@@ -407,3 +407,58 @@ describe("isolation under nested paging", () => {
     expect(SIZE["4K"]).toBe(0x1000n);
   });
 });
+
+// The core remembers fault-free nested walks of guest page-table pages (a simulator shortcut keyed by
+// the memory generation). These rules pin down that the shortcut never changes what the walk does.
+describe("repeated nested walks of guest page-table pages", () => {
+  it("a repeated walk makes the same 24 references and prices the same lines", () => {
+    const two = setup("ept", PAIRINGS[0]);
+    const first = two.machine.translate(0, LA, READ);
+    const second = two.machine.translate(0, LA, READ);
+    expect(second.refs).toBe(24);
+    expect(second.nestedRefs).toBe(first.nestedRefs);
+    expect(second.cycles).toBeLessThanOrEqual(first.cycles);
+    expect(two.machine.stats().walkRefs).toBe(48);
+  });
+
+  for (const nested of ["ept", "npt"] as const) {
+    it(`${nested.toUpperCase()}: after the host rewrites the nested entry of a guest table page, the next walk reads the new entry`, () => {
+      const two = setup(nested, PAIRINGS[0]);
+      expect(two.machine.translate(0, LA, READ).fault).toBe(0);
+      // Revoke the guest PML4 page's nested mapping: the same walk now faults on its first access.
+      two.mapNested(two.guestRoot, "4K", 0n, 0n);
+      const result = two.machine.translate(0, LA, READ);
+      expect(result.fault).toBe(nested === "ept" ? EPT_VIOLATION : NPF);
+      expect(result.gpa).toBe(two.guestRoot + ((LA >> 39n) & 0x1ffn) * 8n);
+    });
+
+    it(`${nested.toUpperCase()}: after the host moves a guest table page, the walk follows the new host frame`, () => {
+      const two = setup(nested, PAIRINGS[0]);
+      expect(two.machine.translate(0, LA, READ).fault).toBe(0);
+      // Copy the guest PML4 to another host frame and point its nested leaf there; then clobber the old copy.
+      const moved = 0x20_0000_0000n;
+      const index = (LA >> 39n) & 0x1ffn;
+      const entry = two.readGuest(two.guestRoot + index * 8n);
+      two.machine.writePhys64(moved + index * 8n, entry);
+      two.mapNested(two.guestRoot, "4K", 7n, moved | two.nestedLeafBits(7n, "4K"));
+      two.writeGuest(two.guestRoot + index * 8n, 0n);
+      const result = two.machine.translate(0, LA, READ);
+      expect(result.fault).toBe(0);
+      expect(result.pa).toBe(DATA_GPA + HOST_OFFSET);
+    });
+  }
+
+  it("with EPT A/D on, a repeated walk sets the accessed flag again after the host clears it", () => {
+    const two = new TwoDimensional("ept", 4, 4, bareConfig(), { accessedDirty: true });
+    two.mapGuest(LA, DATA_GPA);
+    two.mapNested(DATA_GPA);
+    two.machine.translate(0, LA, READ);
+    const leaf = two.mapNested(two.guestRoot);
+    const before = two.machine.stats().adUpdates;
+    // mapNested rewrote the leaf without A: the walk must set bit 8 again, as one more A/D update.
+    expect(two.machine.readPhys64(leaf) & (1n << 8n)).toBe(0n);
+    expect(two.machine.translate(0, LA, READ).fault).toBe(0);
+    expect(two.machine.readPhys64(leaf) & (1n << 8n)).toBe(1n << 8n);
+    expect(two.machine.stats().adUpdates).toBe(before + 1);
+  });
+});
