@@ -24,6 +24,11 @@ export const STATS_TAGS = [
   "hugetlb_failures",
 ] as const;
 
+/** Free page reporting: blocks of order >= 9 (2 MiB), 32 per request, 2 s after pages were freed. */
+export const REPORTING_ORDER = 9;
+export const REPORTING_CAPACITY = 32;
+export const REPORTING_DELAY_MS = 2000;
+
 export interface BalloonCounters {
   inflate_messages: number;
   deflate_messages: number;
@@ -32,6 +37,9 @@ export interface BalloonCounters {
   frames_freed: number;
   stats_requests: number;
   oom_deflations: number;
+  reporting_requests: number;
+  reported_blocks: number;
+  reported_frames_freed: number;
 }
 
 interface BalloonState {
@@ -44,7 +52,6 @@ interface BalloonState {
 }
 
 export class Balloon {
-  nextAt: number;
   readonly counters: BalloonCounters = {
     inflate_messages: 0,
     deflate_messages: 0,
@@ -53,7 +60,13 @@ export class Balloon {
     frames_freed: 0,
     stats_requests: 0,
     oom_deflations: 0,
+    reporting_requests: 0,
+    reported_blocks: 0,
+    reported_frames_freed: 0,
   };
+  /** When each VM's delayed reporting work runs (Infinity: none pending). */
+  private readonly reportAt: number[];
+  private statsAt: number;
   private readonly state: BalloonState[];
 
   constructor(private readonly host: OvercommitHost) {
@@ -63,7 +76,52 @@ export class Balloon {
       stats: Object.fromEntries(STATS_TAGS.map((tag) => [tag, 0])) as BalloonState["stats"],
     }));
     const interval = host.oc.balloon.statsIntervalMs;
-    this.nextAt = interval > 0 ? host.ms(interval) : Number.POSITIVE_INFINITY;
+    this.statsAt = interval > 0 ? host.ms(interval) : Number.POSITIVE_INFINITY;
+    this.reportAt = host.vms.map(() => Number.POSITIVE_INFINITY);
+  }
+
+  /** The next time the device or the driver has work: a stats poll or a reporting pass. */
+  get nextAt(): number {
+    return Math.min(this.statsAt, ...this.reportAt);
+  }
+
+  /** The guest freed pages: with reporting on, its reporting work runs 2 s later (if not pending). */
+  noteFree(vm: GuestVm): void {
+    if (!this.host.oc.balloon.freePageReporting || this.reportAt[vm.index] !== Number.POSITIVE_INFINITY)
+      return;
+    this.reportAt[vm.index] = this.host.now() + this.host.ms(REPORTING_DELAY_MS);
+  }
+
+  /**
+   * page_reporting_process: every 2 MiB block whose 512 pages are all free in the guest allocator and
+   * not yet reported goes to the device, 32 blocks per request (a VM exit); the device discards their
+   * backing like an inflate, with one shootdown per request.
+   */
+  private report(vm: GuestVm): void {
+    this.reportAt[vm.index] = Number.POSITIVE_INFINITY;
+    const free = new Set(vm.os.frames.freedFrames("4K"));
+    const pagesPerBlock = 1n << BigInt(REPORTING_ORDER);
+    const blocks = [...new Set([...vm.freedGpas].map((gpa) => gpa >> 21n))]
+      .filter((block) => !vm.reportedBlocks.has(block))
+      .filter((block) => {
+        for (let page = 0n; page < pagesPerBlock; page++)
+          if (!free.has((block << 21n) + page * 0x1000n)) return false;
+        return true;
+      })
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (let i = 0; i < blocks.length; i += REPORTING_CAPACITY) {
+      const batch = blocks.slice(i, i + REPORTING_CAPACITY);
+      this.counters.reporting_requests++;
+      this.host.exit("balloon", vm, true);
+      const gpas: bigint[] = [];
+      for (const block of batch) {
+        vm.reportedBlocks.add(block);
+        for (let page = 0n; page < pagesPerBlock; page++) gpas.push((block << 21n) + page * 0x1000n);
+      }
+      this.counters.reported_blocks += batch.length;
+      this.counters.reported_frames_freed += this.discard(vm, gpas, false);
+    }
+    this.host.check("free page reporting");
   }
 
   /** `actual`: pages the guest has given the balloon. */
@@ -101,7 +159,10 @@ export class Balloon {
         // The driver's allocation may make the guest reclaim (page cache, swap) but never OOM-kill.
         if (vm.freePages === 0 && host.guestReclaim(vm, 1, false) === 0) break;
         if (vm.freePages === 0) break;
-        batch.push(vm.os.frames.alloc("4K"));
+        const gpa = vm.os.frames.alloc("4K");
+        vm.freedGpas.delete(gpa);
+        vm.reportedBlocks.delete(gpa >> 21n);
+        batch.push(gpa);
       }
       if (batch.length === 0) break;
       left -= batch.length;
@@ -109,18 +170,18 @@ export class Balloon {
       this.counters.inflate_messages++;
       this.counters.pages_inflated += batch.length;
       host.exit("balloon", vm, true);
-      this.discard(vm, batch);
+      this.counters.frames_freed += this.discard(vm, batch, true);
       if (batch.length < PFNS_PER_MESSAGE && left > 0) break;
     }
   }
 
   /** The device's handling of one inflate message: unmap, one shootdown, free the frames. */
-  private discard(vm: GuestVm, gpas: bigint[]): void {
+  private discard(vm: GuestVm, gpas: bigint[], perPfnCost: boolean): number {
     const host = this.host;
     const frames: bigint[] = [];
     for (const gpa of gpas) {
       const key = host.key(vm, gpa);
-      host.charge("balloon", host.oc.balloon.pfnCycles);
+      if (perPfnCost) host.charge("balloon", host.oc.balloon.pfnCycles);
       host.zswap?.discard(key);
       host.swap?.discard(key);
       const hpa = host.frameOf(vm, gpa);
@@ -132,7 +193,7 @@ export class Balloon {
     }
     host.flush(vm, "balloon");
     for (const hpa of frames) host.frames.release(hpa, "4K");
-    this.counters.frames_freed += frames.length;
+    return frames.length;
   }
 
   /** The driver's leak_balloon: PFNs go back to the guest allocator, one message per 256. */
@@ -162,7 +223,9 @@ export class Balloon {
   /** The stats queue: the host returns the buffer, the driver refills it (one exit per VM). */
   periodic(): void {
     const host = this.host;
-    this.nextAt += host.ms(host.oc.balloon.statsIntervalMs);
+    for (const vm of host.vms) if (this.reportAt[vm.index] <= host.now()) this.report(vm);
+    if (this.statsAt > host.now()) return;
+    this.statsAt += host.ms(host.oc.balloon.statsIntervalMs);
     for (const vm of host.vms) {
       this.counters.stats_requests++;
       host.exit("balloon", vm, true);

@@ -6,8 +6,9 @@
 import type { ResolvedConfig } from "../config/config.js";
 import * as L from "../core/layout.js";
 import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
-import { CR0_PG, CR0_WP, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_NXE } from "../core/types.js";
+import { CR0_PG, CR0_WP, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_NXE, type PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
+import { FrameAllocator } from "../guest/frames.js";
 import { ADDRESS_MASK, GuestOS as GuestKernel, type GuestOS, type Process } from "../guest/os.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
 import { TdpMmu } from "../hypervisor/tdp.js";
@@ -79,6 +80,10 @@ export class GuestVm {
   readonly guestSwap = new Map<bigint, PageContent>();
   /** Page-cache pages the guest dropped (re-read from disk on the next touch). */
   readonly droppedFile = new Set<bigint>();
+  /** Guest-physical pages the guest freed and has not reused (candidates for free page reporting). */
+  readonly freedGpas = new Set<bigint>();
+  /** 2 MiB blocks already reported free (PageReported), until the guest uses one of their pages. */
+  readonly reportedBlocks = new Set<bigint>();
   alive = true;
   readonly stats: GuestStats = {
     swapIn: 0,
@@ -103,7 +108,7 @@ export class GuestVm {
 
   /** Guest frames in use: the application's pages, page tables and pages held by the balloon. */
   get usedPages(): number {
-    return this.os.frames.allocated["4K"];
+    return this.os.frames.allocated["4K"] + (this.os.tableFrames?.allocated["4K"] ?? 0);
   }
 
   get freePages(): number {
@@ -114,6 +119,25 @@ export class GuestVm {
     for (const region of this.regions)
       if (gva >= region.start && gva < region.start + BigInt(region.pages) * PAGE) return region;
     return undefined;
+  }
+}
+
+/**
+ * The guest's page-table frames, from the gigabyte above its application memory (a separate pageblock
+ * group, as Linux keeps unmovable allocations apart), so freed application memory forms whole blocks.
+ */
+class TableFrames extends FrameAllocator {
+  constructor(
+    private readonly offset: bigint,
+    seed: number,
+  ) {
+    super(2 ** 30, "sequential", seed);
+  }
+  alloc(size: PageSize): bigint {
+    return super.alloc(size) + this.offset;
+  }
+  release(base: bigint, size: PageSize): void {
+    super.release(base - this.offset, size);
   }
 }
 
@@ -236,7 +260,8 @@ export class OvercommitHost {
     const vm = new Vm(index + 1, this.hostMemory, "4K", config.hypervisor.vpid ? index + 1 : 0);
     // Guest RAM is the memslot; the guest kernel's allocator counts against memoryPages.
     const guestBytes = Math.max(2 ** 30, Math.ceil((spec.memoryPages * 4096) / 2 ** 30) * 2 ** 30);
-    vm.addMemslot(0n, BigInt(guestBytes));
+    // RAM, then one more gigabyte from which the guest kernel takes its page tables.
+    vm.addMemslot(0n, BigInt(guestBytes) + BigInt(2 ** 30));
     const tdp = new TdpMmu(this.machine, vm, this.hostMemory, {
       format: config.mode === "npt" ? "npt" : "ept",
       levels: config.host.levels,
@@ -252,6 +277,7 @@ export class OvercommitHost {
       { ...config.guest, memory: guestBytes, processes: 1, quantum: 0 },
       1,
       config.seed + index,
+      new TableFrames(BigInt(guestBytes), config.seed + index),
     );
     tdp.boot(this.machine);
     let cr4 = CR4_PAE;
@@ -586,6 +612,8 @@ export class OvercommitHost {
     const gpa = leaf.entry & ADDRESS_MASK;
     vm.gvaToGpa.set(page, gpa);
     vm.gpaToGva.set(gpa, page);
+    vm.freedGpas.delete(gpa);
+    vm.reportedBlocks.delete(gpa >> 21n);
     const swapped = vm.guestSwap.get(page);
     const file = this.workload.fileContent(vm.index, page);
     if (swapped) {
@@ -613,6 +641,8 @@ export class OvercommitHost {
     vm.os.unmapRange(vm.process, gva, PAGE);
     vm.gvaToGpa.delete(gva);
     vm.gpaToGva.delete(gpa);
+    vm.freedGpas.add(gpa);
+    this.balloon?.noteFree(vm);
   }
 
   /**

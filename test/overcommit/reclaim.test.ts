@@ -279,3 +279,28 @@ describe("no stale translation (the invariant checker)", () => {
     expect(() => checkInvariants(host, "after flush")).not.toThrow();
   });
 });
+
+describe("free page reporting (SPEC.md B5)", () => {
+  it("2 s after the guest frees memory, whole free 2 MiB blocks (order 9) are reported, 32 per request, and their frames freed", () => {
+    const host = makeHost(
+      "identical-vms",
+      { vms: 1, pagesPerVm: 4096, sharedFraction: 0.5, seconds: 0 },
+      { ...NONE, balloon: { freePageReporting: true, statsIntervalMs: 0 } },
+      { checkInvariants: true },
+    );
+    host.run();
+    const vm = host.vms[0];
+    // The guest drops its whole page cache (2048 pages = 4 blocks, if aligned).
+    const used = host.frames.used;
+    host.guestReclaim(vm, 2048, false);
+    const freedAt = host.now();
+    host.idleUntil(freedAt + host.ms(1999));
+    expect(host.balloon?.counters.reporting_requests).toBe(0);
+    host.idleUntil(freedAt + host.ms(2001));
+    const c = host.balloon?.counters;
+    expect(c?.reporting_requests).toBe(Math.ceil((c?.reported_blocks ?? 0) / 32));
+    expect(c?.reported_blocks).toBeGreaterThanOrEqual(3);
+    expect(c?.reported_frames_freed).toBe((c?.reported_blocks ?? 0) * 512);
+    expect(host.frames.used).toBe(used - (c?.reported_frames_freed ?? 0));
+  });
+});
