@@ -183,7 +183,6 @@ describe("zswap and swap (SPEC.md B5)", () => {
     );
     host.run();
     host.swap?.reclaim(64, false);
-    const vm = host.vms[0];
     const gva = 0x1000_0000n + 8n * 0x1000n;
     const before = host.machine.counter(1);
     host.runAccesses([[0, gva, false]]);
