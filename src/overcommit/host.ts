@@ -442,8 +442,7 @@ export class OvercommitHost {
     }
     this.idleUntil(this.ms(this.workload.seconds * 1000));
     this.controller?.finish();
-    const last = this.timeline[this.timeline.length - 1];
-    if (!last || last.seconds !== +this.seconds().toFixed(6)) this.sampleTimeline(true);
+    this.sampleTimeline(true);
   }
 
   /** Lets simulated time pass with no vCPU running, firing the host's timers on the way. */

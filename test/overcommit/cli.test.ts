@@ -94,8 +94,14 @@ describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
     const lines = readFileSync(csv, "utf8").trim().split("\n");
     expect(lines[0].split(",")).toContain("host_free_pages");
     expect(lines[0].split(",")).toContain("controller_state");
-    // Samples at 0, 0.05, ..., 2 s.
-    expect(lines.length - 1).toBe(41);
+    // One sample per 50 ms interval boundary up to 2 s (each taken at the first host stop after it),
+    // and one at the end.
+    const seconds = lines.slice(1).map((line) => Number(line.split(",")[0]));
+    expect(seconds.length).toBe(42);
+    for (let k = 1; k <= 40; k++) {
+      expect(seconds[k]).toBeGreaterThanOrEqual(k * 0.05);
+      expect(seconds[k]).toBeLessThan(k * 0.05 + 0.02);
+    }
   });
 
   it("a bad overcommit key is an error naming the key, with exit code 2", async () => {
