@@ -13,6 +13,7 @@ import {
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
+import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
 import { replayTextTrace, type TraceFormatOption } from "../trace/replay.js";
@@ -194,9 +195,15 @@ export async function main(
       .command("compare")
       .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
       .option("-c, --config <file>", "base configuration (JSON); mode and page sizes are varied")
-      .option("--modes <list>", "comma-separated modes to include", MODES.join(",")),
+      .option("--modes <list>", "comma-separated modes to include", MODES.join(","))
+      .option("--seed-table", "the comparison table of memory-virtualization techniques, measured"),
     { workload: "zipf", records: "500000" },
-  ).action((options: RunOptions & { modes: string }) => {
+  ).action((options: RunOptions & { modes: string; seedTable?: boolean }) => {
+    if (options.seedTable) {
+      const table = runSeedTable(options.build);
+      print(options.json ? JSON.stringify(table, null, 2) : formatSeedTable(table));
+      return;
+    }
     const config = loadConfig(options.config);
     const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
     const modes = options.modes.split(",").map((m) => m.trim());

@@ -698,14 +698,40 @@ export class OvercommitHost {
    * compressed is not always one frame gained.
    */
   private directReclaim(_pages: number): number {
+    if (this.reclaiming) return 0;
+    this.reclaiming = true;
     let freed = 0;
-    for (let round = 0; round < 64 && this.frames.freeFrames === 0; round++) {
-      let progress = this.zswap ? this.zswap.reclaim(32, true) : 0;
-      if (progress === 0 && this.swap) progress = this.swap.reclaim(32, true);
-      if (progress === 0) break;
-      freed += progress;
+    try {
+      for (let round = 0; round < 256 && this.frames.freeFrames === 0; round++) {
+        let progress = this.zswap ? this.zswap.reclaim(32, true) : 0;
+        if (progress === 0 && this.swap) progress = this.swap.reclaim(32, true);
+        if (progress === 0 && this.balloon) progress = this.balloonReclaim(32);
+        if (progress === 0) break;
+        freed += progress;
+      }
+    } finally {
+      this.reclaiming = false;
     }
     return freed;
+  }
+
+  private reclaiming = false;
+
+  /**
+   * With nothing to compress or swap, the allocation blocks (vSphere's low state) while every VM's
+   * balloon grows by a share of `pages`; it frees host memory as far as the guests give backed pages.
+   */
+  private balloonReclaim(pages: number): number {
+    const balloon = this.balloon;
+    if (!balloon) return 0;
+    let grew = 0;
+    const alive = this.vms.filter((vm) => vm.alive);
+    for (const vm of alive) {
+      const before = balloon.actual(vm);
+      grew += balloon.setTarget(vm, before + Math.ceil(pages / alive.length)) - before;
+    }
+    // Progress is the balloons growing: the guests' free pages come first and free no host frame.
+    return grew;
   }
 
   /** Exits per VM from the TDP MMUs plus the mechanisms' own. */

@@ -149,7 +149,7 @@ export class MultiVm implements MultiVmWorkload {
           64,
         );
         if (hog) p.bootPages = Math.floor(o.pagesPerVm / 2);
-        this.apps.push(hog ? "hog" : "idle");
+        this.apps.push(hog ? "hog" : "steady");
         this.plans.push(p);
       }
     }
@@ -237,6 +237,11 @@ export class MultiVm implements MultiVmWorkload {
         const index = this.rng.next() < 0.25 ? grown - 1 : this.rng.below(Math.max(1, grown));
         page = this.pageAt(vm, "heap", Math.min(index, p.parts.heap - 1));
         write = true;
+      } else if (app === "steady") {
+        // A steady working set: the application's anonymous memory; its page cache stays cold.
+        const anon = p.bootPages - p.parts.image;
+        const where = bootOrder(vm, p.parts.image + this.rng.below(Math.max(1, anon))) as [bigint, boolean];
+        page = where[0];
       } else if (app === "idle" || this.rng.next() < 0.2) {
         const total = p.bootPages;
         const where = bootOrder(vm, this.rng.below(total)) as [bigint, boolean];

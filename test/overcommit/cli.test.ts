@@ -166,3 +166,25 @@ describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
     expect(stderr).toMatch(/"mode"/);
   });
 });
+
+describe("memvirt compare --seed-table", () => {
+  it("measures one row each for EPT/NPT, ballooning, KSM, huge pages, compression and swap, and says why the IOMMU row is missing", async () => {
+    const { code, output } = await run(["compare", "--seed-table", "--json"]);
+    expect(code).toBe(0);
+    const table = JSON.parse(output);
+    expect(table.rows.map((r: { technique: string }) => r.technique)).toEqual([
+      "EPT/NPT",
+      "ballooning",
+      "KSM",
+      "huge pages",
+      "compression",
+      "swap",
+    ]);
+    const row = (name: string) => table.rows.find((r: { technique: string }) => r.technique === name);
+    expect(row("EPT/NPT").slowdown).toBeGreaterThan(1);
+    expect(row("KSM").pagesSaved).toBe(3072);
+    expect(row("ballooning").pagesSaved).toBeGreaterThan(0);
+    expect(row("ballooning").exitsPerMillionAccesses).toBeGreaterThan(0);
+    expect(table.absent.IOMMU).toMatch(/not in this build/);
+  });
+});
