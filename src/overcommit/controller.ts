@@ -106,7 +106,11 @@ export class Controller {
     if (level >= 2 && host.balloon && alive.length > 0) {
       // Soft: inflate every balloon by an equal share of what is missing.
       const share = Math.ceil(this.deficit(c.thresholds.clear) / alive.length);
-      for (const vm of alive) host.balloon.setTarget(vm, host.balloon.target(vm) + share);
+      for (const vm of alive) {
+        // No more than the guest can give without OOM-killing (its available memory).
+        const step = Math.min(share, host.guestAvailable(vm));
+        if (step > 0) host.balloon.setTarget(vm, host.balloon.actual(vm) + step);
+      }
     } else if (level === 0 && host.balloon) {
       // Plenty of memory again: give ballooned memory back, a step at a time.
       for (const vm of host.vms) {
@@ -156,7 +160,8 @@ export class Controller {
         if (!vm.alive) continue;
         const step = Math.floor((vm.memoryPages * mom.balloonStepPercent) / 100);
         const target = host.balloon.target(vm);
-        if (state !== "normal") host.balloon.setTarget(vm, Math.min(vm.memoryPages, target + step));
+        if (state !== "normal")
+          host.balloon.setTarget(vm, host.balloon.actual(vm) + Math.min(step, host.guestAvailable(vm)));
         else if (target > 0) host.balloon.setTarget(vm, Math.max(0, target - step));
       }
     }

@@ -634,6 +634,19 @@ export class OvercommitHost {
     return "retry";
   }
 
+  /**
+   * Pages the guest can give without OOM-killing: free memory, clean page cache and swap room, less
+   * a small reserve (1/64 of its memory) so its application keeps running. Balloon policies use this
+   * (the stats queue's available-memory tag) to size their targets.
+   */
+  guestAvailable(vm: GuestVm): number {
+    if (!vm.alive) return 0;
+    let cache = 0;
+    for (const gva of vm.gvaToGpa.keys()) if (this.workload.fileContent(vm.index, gva)) cache++;
+    const swapRoom = Math.max(0, this.oc.balloon.guestSwapPages - vm.guestSwap.size);
+    return Math.max(0, vm.freePages + cache + swapRoom - Math.ceil(vm.memoryPages / 64));
+  }
+
   /** Removes one application page from the guest (its frame goes back to the guest allocator). */
   private unmapGuestPage(vm: GuestVm, gva: bigint): void {
     const gpa = vm.gvaToGpa.get(gva);
@@ -728,7 +741,8 @@ export class OvercommitHost {
     const alive = this.vms.filter((vm) => vm.alive);
     for (const vm of alive) {
       const before = balloon.actual(vm);
-      grew += balloon.setTarget(vm, before + Math.ceil(pages / alive.length)) - before;
+      const step = Math.min(Math.ceil(pages / alive.length), this.guestAvailable(vm));
+      if (step > 0) grew += balloon.setTarget(vm, before + step) - before;
     }
     // Progress is the balloons growing: the guests' free pages come first and free no host frame.
     return grew;
