@@ -20,7 +20,9 @@ export interface Transition {
   seconds: number;
   from: ControllerState;
   to: ControllerState;
+  /** Free host memory the decision was made on, in pages and in percent of minFree. */
   freePages: number;
+  freeRatio: number;
 }
 
 export class Controller {
@@ -77,13 +79,16 @@ export class Controller {
     this.secondsIn[this.state] += host.seconds(now - this.lastAt);
     this.lastAt = now;
     this.nextAt += host.ms(host.oc.controller.intervalMs);
+    const freePages = host.frames.freeFrames;
+    const freeRatio = this.freeRatio;
     const next = host.oc.controller.policy === "mom" ? this.momStep() : this.vsphereStep();
     if (next !== this.state) {
       this.transitions.push({
         seconds: +host.seconds(now).toFixed(6),
         from: this.state,
         to: next,
-        freePages: host.frames.freeFrames,
+        freePages,
+        freeRatio: +freeRatio.toFixed(3),
       });
       this.state = next;
     }

@@ -188,3 +188,30 @@ describe("memvirt compare --seed-table", () => {
     expect(table.absent.IOMMU).toMatch(/not in this build/);
   });
 });
+
+describe("determinism and the invariant flag", () => {
+  it("the same config and seed give the same JSON; --check-invariants runs the checker", async () => {
+    const path = config("det.json", { mode: "ept", host: { memory: "24M" } });
+    const args = [
+      "run",
+      "--config",
+      path,
+      "--workload",
+      "cloud-mix",
+      "--pages-per-vm",
+      "512",
+      "--records",
+      "30000",
+      "--seconds",
+      "1",
+      "--json",
+    ];
+    const first = await run(args);
+    const second = await run(args);
+    expect(first.code).toBe(0);
+    expect(second.output).toBe(first.output);
+    const checked = JSON.parse((await run([...args, "--check-invariants"])).output);
+    expect(checked.invariantChecks).toBeGreaterThan(0);
+    expect(JSON.parse(first.output).invariantChecks).toBe(0);
+  });
+});

@@ -228,7 +228,7 @@ describe("the overcommit controller", () => {
     expect(Controller.vsphereState(71, "soft", t, 10)).toBe("clear");
   });
 
-  it("memory-hog under the vSphere policy moves down the states, runs KSM and inflates balloons, with no stale translation", () => {
+  it("memory-hog under the vSphere policy changes state as the thresholds say, runs KSM, and leaves no stale translation", () => {
     const host = makeHost(
       "memory-hog",
       { pagesPerVm: 1024, records: 60_000, seconds: 3 },
@@ -242,6 +242,15 @@ describe("the overcommit controller", () => {
     const c = host.controller;
     expect(c?.transitions.length).toBeGreaterThan(0);
     expect(c?.transitions.some((x) => x.to !== "high")).toBe(true);
+    // Every state change follows the thresholds: down when free memory is below the new state's
+    // threshold, up only when it is 10 % above the old state's.
+    const boundary: Record<string, number> = { clear: 100, soft: 64, hard: 32, low: 16 };
+    const order = ["high", "clear", "soft", "hard", "low"];
+    for (const x of c?.transitions ?? []) {
+      if (order.indexOf(x.to) > order.indexOf(x.from)) expect(x.freeRatio).toBeLessThan(boundary[x.to]);
+      else expect(x.freeRatio).toBeGreaterThanOrEqual(boundary[x.from] * 1.1 - 1e-3);
+    }
+    expect(Object.values(c?.secondsIn ?? {}).reduce((a, b) => a + b, 0)).toBeCloseTo(host.seconds(), 6);
     expect((host.ksm?.counters.pages_scanned ?? 0) > 0).toBe(true);
     expect(host.invariantChecks).toBeGreaterThan(10);
   });
