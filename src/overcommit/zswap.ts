@@ -152,11 +152,14 @@ export class HostSwap {
     if (fault) host.exit("swap", vm, false);
     const cluster = 1n << BigInt(host.oc.swap.pageCluster);
     const first = (gpa >> 12n) & ~(cluster - 1n);
-    const keys = [key];
+    // The faulting page comes in last, so reclaim triggered by the readahead allocations cannot take
+    // it again before the access is retried.
+    const keys: bigint[] = [];
     for (let page = first; page < first + cluster; page++) {
       const other = host.key(vm, page << 12n);
       if (other !== key && this.slots.has(other)) keys.push(other);
     }
+    keys.push(key);
     const wait = this.deviceCycles(keys.length);
     host.charge("swap", wait, CYCLES_DEVICE_WAIT);
     this.counters.wait_cycles += wait;
