@@ -193,3 +193,34 @@ describe("KSM (SPEC.md B5)", () => {
     expect(host.ksm?.counters.stable_node_dups).toBe(40);
   });
 });
+
+describe("the KSM timing channel", () => {
+  it("a write to a page merged across VMs takes a COW break the writer can time; with mergeAcrossVms off it does not", () => {
+    const latency = (mergeAcrossVms: boolean) => {
+      const host = makeHost(
+        "identical-vms",
+        { vms: 2, pagesPerVm: 100, sharedFraction: 0.5, seconds: 1 },
+        {
+          ...ONLY_KSM,
+          ksm: { mergeAcrossVms },
+        },
+      );
+      host.run();
+      const vm = host.vms[0];
+      const gva = BASE + 5n * 0x1000n;
+      vm.os.protectRange(vm.process, gva, 0x1000n, { writable: true, user: true, executable: false });
+      const before = host.machine.counter(1);
+      host.runAccesses([[0, gva, true]]);
+      return { cycles: host.machine.counter(1) - before, ksm: host.ksm?.counters };
+    };
+    const merged = latency(true);
+    const separate = latency(false);
+    expect(merged.ksm?.cow_ksm).toBe(1);
+    expect(separate.ksm?.cow_ksm).toBe(0);
+    const costs = { exit: 1200, tdpFault: 3000, copy: 1000 };
+    expect(merged.cycles - separate.cycles).toBeGreaterThanOrEqual(costs.exit + costs.tdpFault + costs.copy);
+    // What the writer lost is reported, whole.
+    expect(merged.ksm?.cow_break_cycles).toBeGreaterThanOrEqual(costs.exit + costs.tdpFault + costs.copy);
+    expect(merged.ksm?.cow_break_cycles).toBeLessThanOrEqual(merged.cycles);
+  });
+});

@@ -312,3 +312,31 @@ describe("free page reporting (SPEC.md B5)", () => {
     expect(host.frames.used).toBe(used - (c?.reported_frames_freed ?? 0));
   });
 });
+
+describe("the guest under balloon pressure", () => {
+  it("with swap space the guest swaps anonymous pages out for the balloon, and a later touch is a major fault that swaps in (tags 0-2)", () => {
+    const host = makeHost(
+      "identical-vms",
+      { vms: 1, pagesPerVm: 256, sharedFraction: 0, seconds: 0 },
+      { ...NONE, balloon: { guestSwapPages: 128, statsIntervalMs: 100 } },
+      { checkInvariants: true },
+    );
+    host.run();
+    const vm = host.vms[0];
+    const content = host.contentOf(vm, vm.gvaToGpa.get(0x1000_0000n) as bigint);
+    host.balloon?.setTarget(vm, vm.freePages + 64);
+    expect(vm.stats.swapOut).toBe(64);
+    expect(vm.alive).toBe(true);
+    // The first application page went to the guest's swap; touching it swaps it back in.
+    expect(vm.guestSwap.has(0x1000_0000n)).toBe(true);
+    host.balloon?.setTarget(vm, 0);
+    host.runAccesses([[0, 0x1000_0000n, false]]);
+    expect(vm.stats.swapIn).toBe(1);
+    expect(host.contentOf(vm, vm.gvaToGpa.get(0x1000_0000n) as bigint)).toEqual(content);
+    host.idleUntil(host.now() + host.ms(100));
+    const stats = host.balloon?.guestStats(vm);
+    expect(stats?.swap_out).toBe(64);
+    expect(stats?.swap_in).toBe(1);
+    expect(stats?.major_faults).toBe(1);
+  });
+});
