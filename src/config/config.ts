@@ -493,6 +493,16 @@ export function resolveConfig(input: Json): ResolvedConfig {
       1 << 24,
     );
   }
+  if (mode === "shadow" && hypervisor.dirtyLog === "dbit")
+    fail(
+      "hypervisor.dirtyLog",
+      'shadow paging logs dirty pages by write protection ("wp"): KVM has no D-bit logging for shadow pages',
+    );
+  if (mode === "pv" && hypervisor.dirtyLog !== "off")
+    fail(
+      "hypervisor.dirtyLog",
+      "paravirtual direct paging has no dirty log: Xen switches a PV guest to shadow mode to log dirty pages; use mode shadow",
+    );
   if (mode !== "native") {
     if (host.pageSize === "1G" && !machine.gbPages)
       fail("host.pageSize", '"1G" needs machine.gbPages = true');

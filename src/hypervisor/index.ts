@@ -27,6 +27,7 @@ export const techniqueFactories: Partial<Record<string, TechniqueFactory>> = {
       unsync: config.hypervisor.unsync,
       maxShadowPages: config.hypervisor.maxShadowPages,
       guestMemory: config.guest.memory,
+      dirtyLogIntervalCycles: config.hypervisor.dirtyLogIntervalCycles,
     }),
 };
 

@@ -106,6 +106,11 @@ export interface ShadowOptions {
   maxShadowPages: number;
   /** Guest memory in bytes, for the default capacity. */
   guestMemory: number;
+  /**
+   * Dirty logging by write protection, the only kind KVM's shadow MMU has: a writable SPTE marks its
+   * page dirty, and each harvest write-protects the pages it returns. 0 cycles: no harvests.
+   */
+  dirtyLogIntervalCycles?: number;
 }
 
 export interface ShadowStats {
@@ -149,6 +154,9 @@ export interface ShadowStats {
   /** n_max_mmu_pages. */
   max_mmu_pages: number;
   remote_tlb_flush: number;
+  /** Pages marked dirty in the dirty log (each counted once per harvest interval). */
+  dirty_pages: number;
+  dirty_log_harvests: number;
 }
 
 /** One shadow page (KVM's kvm_mmu_page): a host table shadowing one guest table under one role. */
@@ -227,6 +235,8 @@ export class ShadowMmu implements VirtualizationTechnique {
     shadow_pages: 0,
     max_mmu_pages: 0,
     remote_tlb_flush: 0,
+    dirty_pages: 0,
+    dirty_log_harvests: 0,
   };
   private readonly exitCounter: ExitCounter;
   private readonly maxPages: number;
@@ -1267,6 +1277,9 @@ export class ShadowMmu implements VirtualizationTechnique {
         emulate = writeFault;
       }
     }
+    // make_spte: with dirty logging on, a writable SPTE lets the guest dirty the page unseen, so creating
+    // one marks the page dirty (mark_page_dirty_in_slot); the harvest write-protects it again.
+    if (writable && slot.logDirty) this.markDirty(gfn);
     const hpa = this.vm.hostAddress(gfn << 12n);
     const nxe = (regs.efer & EFER_NXE) !== 0n;
     let spte = hpa | P;
@@ -1297,6 +1310,38 @@ export class ShadowMmu implements VirtualizationTechnique {
       this.rmapAdd(gfn, level, sptep);
     }
     return emulate;
+  }
+
+  // --- dirty logging -----------------------------------------------------------------------------
+
+  private markDirty(gfn: bigint): void {
+    const page = gfn << 12n;
+    if (this.vm.dirty.has(page)) return;
+    this.vm.dirty.add(page);
+    this.counters.dirty_pages++;
+  }
+
+  /**
+   * KVM_GET_DIRTY_LOG with KVM_CLEAR_DIRTY_LOG on a shadow MMU: returns the dirty pages and write-
+   * protects each through the rmap (kvm_mmu_write_protect_pt_masked), then flushes remote TLBs, so the
+   * next write to any of them faults and marks it again.
+   */
+  harvestDirty(): bigint[] {
+    this.counters.dirty_log_harvests++;
+    const dirty = [...this.vm.dirty];
+    this.vm.dirty.clear();
+    for (const page of dirty) this.writeProtectGfn(page >> 12n);
+    this.commit();
+    return dirty;
+  }
+
+  get periodCycles(): number {
+    return this.vm.memslots.some((slot) => slot.logDirty) ? (this.options.dirtyLogIntervalCycles ?? 0) : 0;
+  }
+
+  /** The VMM's dirty-log harvest, every periodCycles of simulated time. */
+  periodic(): void {
+    this.harvestDirty();
   }
 
   // --- inspection --------------------------------------------------------------------------------

@@ -129,4 +129,10 @@ describe("virtualization configuration", () => {
     rejects({ mode: "kvm" }, "mode");
     rejects({ host: { pageSize: "4M" } }, "host.pageSize");
   });
+
+  it("dirty logging is by write protection under shadow paging, and absent under paravirtual paging", () => {
+    expect(resolveConfig({ mode: "shadow", hypervisor: { dirtyLog: "wp" } }).hypervisor.dirtyLog).toBe("wp");
+    rejects({ mode: "shadow", hypervisor: { dirtyLog: "dbit" } }, "hypervisor.dirtyLog");
+    rejects({ mode: "pv", hypervisor: { dirtyLog: "wp" } }, "hypervisor.dirtyLog");
+  });
 });

@@ -681,3 +681,69 @@ describe("shadow paging: properties", () => {
     );
   });
 });
+
+describe("shadow paging: dirty logging by write protection (KVM's shadow MMU)", () => {
+  function logging(): Simulation {
+    return simulation((c) => {
+      c.host.pageSize = "2M";
+      c.hypervisor.dirtyLog = "wp";
+    });
+  }
+
+  it("a written page is in the dirty log; a page only read is not", () => {
+    const sim = logging();
+    sim.start();
+    const shadow = shadowOf(sim);
+    const process = sim.processes[0];
+    touch(sim, LA, WRITE);
+    touch(sim, LA + 0x1000n, READ);
+    const dirty = shadow.harvestDirty();
+    const written = (guestPhysical(sim, process, LA) ?? 0n) & ~0xfffn;
+    const read = (guestPhysical(sim, process, LA + 0x1000n) ?? 0n) & ~0xfffn;
+    expect(dirty).toContain(written);
+    expect(dirty).not.toContain(read);
+  });
+
+  it("logging maps 4K SPTEs even on 2M backing, so each page is logged on its own", () => {
+    const sim = logging();
+    sim.start();
+    touch(sim, LA, WRITE);
+    expect(shadowOf(sim).shadowLeaf(0, LA)?.level).toBe(1);
+  });
+
+  it("a harvest write-protects the dirty pages' SPTEs and flushes: the next write faults once and logs the page again", () => {
+    const sim = logging();
+    sim.start();
+    const shadow = shadowOf(sim);
+    const process = sim.processes[0];
+    touch(sim, LA, WRITE);
+    const flushes = shadow.counters.remote_tlb_flush;
+    shadow.harvestDirty();
+    expect((shadowOf(sim).shadowLeaf(0, LA)?.spte ?? 0n) & PTE_RW).toBe(0n);
+    expect(shadow.counters.remote_tlb_flush).toBe(flushes + 1);
+    const fixed = shadow.counters.pf_fixed;
+    touch(sim, LA, READ);
+    // Reads still go through the write-protected SPTE without an exit.
+    expect(shadow.counters.pf_fixed).toBe(fixed);
+    touch(sim, LA, WRITE);
+    expect(shadow.counters.pf_fixed).toBe(fixed + 1);
+    touch(sim, LA, WRITE);
+    expect(shadow.counters.pf_fixed).toBe(fixed + 1);
+    const again = shadow.harvestDirty();
+    expect(again).toEqual([(guestPhysical(sim, process, LA) ?? 0n) & ~0xfffn]);
+    expect(shadow.counters.dirty_log_harvests).toBe(2);
+  });
+
+  it("harvests run on the simulated clock, one per dirtyLogIntervalCycles", () => {
+    const sim = simulation((c) => {
+      c.hypervisor.dirtyLog = "wp";
+      c.hypervisor.dirtyLogIntervalCycles = 1_000_000;
+    });
+    sim.start();
+    for (let i = 0n; i < 200n; i++) touch(sim, LA + i * 0x1000n, WRITE);
+    const periods = Math.floor(sim.stats().cycles / 1_000_000);
+    expect(periods).toBeGreaterThan(0);
+    expect(shadowOf(sim).counters.dirty_log_harvests).toBeGreaterThanOrEqual(periods - 1);
+    expect(shadowOf(sim).counters.dirty_log_harvests).toBeLessThanOrEqual(periods);
+  });
+});
