@@ -271,6 +271,47 @@ describe("the overcommit controller", () => {
   });
 });
 
+describe("the MoM policy, step by step", () => {
+  it("under pressure (free below 20 %) each step raises pages_to_scan by 300 up to 1250; with memory free it lowers it by 50 down to 64 and stops KSM", () => {
+    const momOnly = {
+      controller: { policy: "mom" },
+      balloon: false,
+      zswap: false,
+      swap: false,
+      admissionRatio: 0,
+    };
+    const tight = makeHost("identical-vms", { vms: 2, pagesPerVm: 2048, seconds: 0 }, momOnly, {
+      hostMemory: "20M",
+    });
+    tight.run();
+    if (tight.ksm) tight.ksm.pagesToScan = 100;
+    const scans: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      tight.controller?.step();
+      scans.push(tight.ksm?.pagesToScan ?? 0);
+    }
+    expect(tight.controller?.state).toBe("pressure");
+    expect(scans).toEqual([400, 700, 1000, 1250, 1250]);
+    expect(tight.ksm?.running).toBe(true);
+    const roomy = makeHost("identical-vms", { vms: 2, pagesPerVm: 256, seconds: 0 }, momOnly, {
+      hostMemory: "64M",
+    });
+    roomy.run();
+    if (roomy.ksm) {
+      roomy.ksm.pagesToScan = 200;
+      roomy.ksm.running = true;
+    }
+    const down: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      roomy.controller?.step();
+      down.push(roomy.ksm?.pagesToScan ?? 0);
+    }
+    expect(roomy.controller?.state).toBe("normal");
+    expect(down).toEqual([150, 100, 64, 64]);
+    expect(roomy.ksm?.running).toBe(false);
+  });
+});
+
 describe("no stale translation (the invariant checker)", () => {
   it("flags an EPT entry changed without the shootdown", () => {
     const host = makeHost("identical-vms", { vms: 1, pagesPerVm: 32, sharedFraction: 0, seconds: 0 }, NONE);
