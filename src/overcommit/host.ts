@@ -9,10 +9,10 @@ import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
 import { CR0_PG, CR0_WP, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_NXE, type PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { FrameAllocator } from "../guest/frames.js";
-import { ADDRESS_MASK, GuestOS as GuestKernel, type GuestOS, type Process } from "../guest/os.js";
+import { ADDRESS_MASK, GuestOS, type Process } from "../guest/os.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
 import { TdpMmu } from "../hypervisor/tdp.js";
-import { CYCLES_TDP, CYCLES_VM_EXIT, type ExitAction } from "../hypervisor/technique.js";
+import { CYCLES_VM_EXIT, type ExitAction } from "../hypervisor/technique.js";
 import { HostMemory, Vm } from "../hypervisor/vm.js";
 import { Balloon } from "./balloon.js";
 import type { OvercommitConfig } from "./config.js";
@@ -272,7 +272,7 @@ export class OvercommitHost {
       cpus: 1,
       cpuIds: [index],
     });
-    const os = new GuestKernel(
+    const os = new GuestOS(
       new PinnedCpu(tdp.cpu, index),
       { ...config.guest, memory: guestBytes, processes: 1, quantum: 0 },
       1,
@@ -748,15 +748,11 @@ export class OvercommitHost {
     return grew;
   }
 
-  /** Exits per VM from the TDP MMUs plus the mechanisms' own. */
+  /** Exits the VMs' TDP MMUs took, by reason, over all VMs (the mechanisms count theirs in exitsBy). */
   exitsByReason(): Record<string, number> {
     const total: Record<string, number> = {};
     for (const vm of this.vms)
       for (const [reason, n] of Object.entries(vm.tdp.exits())) total[reason] = (total[reason] ?? 0) + n;
     return total;
-  }
-
-  tdpCycles(): number {
-    return this.machine.handlerCycles(CYCLES_TDP);
   }
 }
