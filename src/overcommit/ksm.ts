@@ -81,11 +81,14 @@ export class Ksm {
   private passStartedAt = 0;
   /** Raised by the controller (MoM's pages_to_scan steps). */
   pagesToScan: number;
+  /** COW breaks and the cycles they cost, per writing VM (the writer pays). */
+  readonly cowByVm: { breaks: number; cycles: number }[];
   /** ksm/run: the vSphere controller runs it only below its clear threshold; MoM switches it. */
   running = true;
 
   constructor(private readonly host: OvercommitHost) {
     this.pagesToScan = host.oc.ksm.pagesToScan;
+    this.cowByVm = host.vms.map(() => ({ breaks: 0, cycles: 0 }));
     this.nextAt = host.ms(host.oc.ksm.sleepMillisecs);
   }
 
@@ -272,6 +275,8 @@ export class Ksm {
     this.detach(key, node);
     if (!node.zero) this.counters.cow_ksm++;
     if (fault) {
+      this.cowByVm[vm.index].breaks++;
+      this.cowByVm[vm.index].cycles += cycles;
       this.counters.cow_break_cycles += cycles;
       this.counters.cow_break_max_cycles = Math.max(this.counters.cow_break_max_cycles, cycles);
     }

@@ -29,7 +29,7 @@ export interface OvercommitReport {
     directReclaims: number;
   };
   guests: Record<string, number | boolean | string>[];
-  ksm?: Record<string, number>;
+  ksm?: Record<string, unknown>;
   balloon?: Record<string, unknown>;
   zswap?: Record<string, number>;
   swap?: Record<string, number>;
@@ -94,7 +94,13 @@ export function buildOvercommitReport(
     virtualization: { exits, exitsTotal: Object.values(exits).reduce((a, b) => a + b, 0) },
     invariantChecks: host.invariantChecks,
   };
-  if (host.ksm) report.ksm = { ...host.ksm.counters, pages_to_scan: host.ksm.pagesToScan };
+  if (host.ksm) {
+    report.ksm = {
+      ...host.ksm.counters,
+      pages_to_scan: host.ksm.pagesToScan,
+      cowBreaksByVm: host.ksm.cowByVm.map((c, i) => ({ vm: i + 1, ...c })),
+    };
+  }
   if (host.balloon) {
     const balloon = host.balloon;
     report.balloon = {
@@ -145,7 +151,7 @@ export function formatOvercommitReport(r: OvercommitReport): string {
   if (r.ksm)
     rows.push([
       "ksm",
-      `pages_shared ${count(r.ksm.pages_shared)}, pages_sharing ${count(r.ksm.pages_sharing)}, pages_unshared ${count(r.ksm.pages_unshared)}, pages_volatile ${count(r.ksm.pages_volatile)}, full_scans ${r.ksm.full_scans}, cow_ksm ${count(r.ksm.cow_ksm)}, general_profit ${count(r.ksm.general_profit)}`,
+      `pages_shared ${count(r.ksm.pages_shared as number)}, pages_sharing ${count(r.ksm.pages_sharing as number)}, pages_unshared ${count(r.ksm.pages_unshared as number)}, pages_volatile ${count(r.ksm.pages_volatile as number)}, full_scans ${r.ksm.full_scans}, cow_ksm ${count(r.ksm.cow_ksm as number)}, general_profit ${count(r.ksm.general_profit as number)}`,
     ]);
   if (r.balloon)
     rows.push([

@@ -106,6 +106,10 @@ describe("KSM (SPEC.md B5)", () => {
     const after = imagePage(host, 1, 3);
     expect(host.ksm?.counters.cow_ksm).toBe(1);
     expect(host.exitsBy.ksm).toBe(exitsBefore + 1);
+    // The writer pays: the break is charged to VM 2, none to VM 1.
+    expect(host.ksm?.cowByVm[1].breaks).toBe(1);
+    expect(host.ksm?.cowByVm[1].cycles).toBe(host.ksm?.counters.cow_break_cycles);
+    expect(host.ksm?.cowByVm[0].breaks).toBe(0);
     expect(after.hpa).not.toBe(before.hpa);
     expect((after.leaf?.entry ?? 0n) & 2n).toBe(2n);
     expect(host.ksm?.counters.cow_break_max_cycles).toBeGreaterThan(host.config.hypervisor.costs.exit);
