@@ -46,7 +46,8 @@ class ColdPages {
   /** Up to `count` cold pages, in clock order; at most two sweeps. */
   take(count: number, skip: (key: bigint) => boolean): bigint[] {
     const host = this.host;
-    const found: bigint[] = [];
+    // A set: the hand may wrap and meet a page twice in one call.
+    const found = new Set<bigint>();
     let steps = 0;
     const rebuild = () => {
       this.list = [];
@@ -57,7 +58,7 @@ class ColdPages {
     };
     if (this.hand >= this.list.length) rebuild();
     let limit = 2 * this.list.length;
-    while (found.length < count && steps < limit) {
+    while (found.size < count && steps < limit) {
       if (this.hand >= this.list.length) {
         rebuild();
         if (this.list.length === 0) break;
@@ -67,11 +68,11 @@ class ColdPages {
       steps++;
       const vm = host.vmOfKey(key);
       const gpa = host.gpaOfKey(key);
-      if (!vm.gpaToGva.has(gpa) || host.frameOf(vm, gpa) === undefined || skip(key)) continue;
+      if (found.has(key) || !vm.gpaToGva.has(gpa) || host.frameOf(vm, gpa) === undefined || skip(key)) continue;
       if (vm.tdp.testAndClearAccessed(gpa)) continue;
-      found.push(key);
+      found.add(key);
     }
-    return found;
+    return [...found];
   }
 }
 
