@@ -89,3 +89,49 @@ describe("every mechanism together", () => {
     );
   });
 });
+
+describe("a host under pressure", () => {
+  it("whatever mechanisms and policy, a growing VM never leaves a stale translation, and the run either completes or stops on exhausted memory", () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          seed: fc.integer({ min: 1, max: 1000 }),
+          policy: fc.constantFrom("vsphere", "mom"),
+          ksm: fc.boolean(),
+          balloon: fc.constantFrom(
+            false,
+            {},
+            { deflateOnOom: true },
+            { guestSwapPages: 64 },
+            { freePageReporting: true },
+          ),
+          zswap: fc.boolean(),
+          swap: fc.boolean(),
+        }),
+        (choice) => {
+          const host = makeHost(
+            "memory-hog",
+            { pagesPerVm: 256, records: 15_000, seconds: 1, seed: choice.seed },
+            {
+              admissionRatio: 0,
+              ksm: choice.ksm ? {} : false,
+              balloon: choice.balloon,
+              zswap: choice.zswap ? {} : false,
+              swap: choice.swap ? {} : false,
+              controller: { policy: choice.policy, intervalMs: 20 },
+            },
+            { hostMemory: "6M", checkInvariants: true },
+          );
+          try {
+            host.run();
+          } catch (error) {
+            expect(String(error)).toMatch(/host memory exhausted/);
+          }
+          checkInvariants(host, "end");
+          expect(host.frames.used + host.frames.poolFrames).toBeLessThanOrEqual(host.frames.capacity);
+        },
+      ),
+      { numRuns: 16, seed: 5 },
+    );
+  });
+});
