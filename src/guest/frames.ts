@@ -118,7 +118,7 @@ export class FrameAllocator {
   }
 
   /** The frames of `size` that were handed out and given back (free page reporting reads them). */
-  freedFrames(size: PageSize): readonly bigint[] {
+  releasedFrames(size: PageSize): readonly bigint[] {
     return this.free[size];
   }
 

@@ -99,7 +99,7 @@ export class Balloon {
    */
   private report(vm: GuestVm): void {
     this.reportAt[vm.index] = Number.POSITIVE_INFINITY;
-    const free = new Set(vm.os.frames.freedFrames("4K"));
+    const free = new Set(vm.os.frames.releasedFrames("4K"));
     const pagesPerBlock = 1n << BigInt(REPORTING_ORDER);
     const blocks = [...new Set([...vm.freedGpas].map((gpa) => gpa >> 21n))]
       .filter((block) => !vm.reportedBlocks.has(block))
