@@ -68,7 +68,8 @@ class ColdPages {
       steps++;
       const vm = host.vmOfKey(key);
       const gpa = host.gpaOfKey(key);
-      if (found.has(key) || !vm.gpaToGva.has(gpa) || host.frameOf(vm, gpa) === undefined || skip(key)) continue;
+      if (found.has(key) || !vm.gpaToGva.has(gpa) || host.frameOf(vm, gpa) === undefined || skip(key))
+        continue;
       if (vm.tdp.testAndClearAccessed(gpa)) continue;
       found.add(key);
     }
