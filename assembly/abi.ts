@@ -87,6 +87,7 @@ import {
 } from "./mmu/translate";
 import { nestedProbe, walkError, walkFault, walkNestedRefs, walkX86 } from "./mmu/walk";
 import * as phys from "./phys";
+import { restoreModuleGlobals, saveModuleGlobals, snapshotScratch } from "./snapshot";
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
 
@@ -94,6 +95,8 @@ export { replay, setBudget } from "./replay";
 export {
   parseText,
   sniffText,
+  textEofSeen,
+  textResetEof,
   textParseError,
   textParseErrorLine,
   textParsedBytes,
@@ -111,6 +114,29 @@ let pscUsed: u32 = 0;
 let cacheUsed: u32 = 0;
 let seed: u64 = 0;
 let rngIndex: u64 = 0;
+
+/** Copies every lasting WebAssembly global into the snapshot scratch block; returns its address.
+ *  The host reads SNAPSHOT_SCRATCH_SIZE bytes there. */
+export function saveCoreGlobals(): usize {
+  let p = saveModuleGlobals(snapshotScratch);
+  store<u32>(p, tlbUsed); p += 8;
+  store<u32>(p, pscUsed); p += 8;
+  store<u32>(p, cacheUsed); p += 8;
+  store<u64>(p, seed); p += 8;
+  store<u64>(p, rngIndex);
+  return snapshotScratch;
+}
+
+/** The inverse of saveCoreGlobals, after the host has written the bytes back to the block (whose
+ *  address saveCoreGlobals returns; it is static data, the same in every instance of one build). */
+export function restoreCoreGlobals(): void {
+  let p = restoreModuleGlobals(snapshotScratch);
+  tlbUsed = load<u32>(p); p += 8;
+  pscUsed = load<u32>(p); p += 8;
+  cacheUsed = load<u32>(p); p += 8;
+  seed = load<u64>(p); p += 8;
+  rngIndex = load<u64>(p);
+}
 
 /** Resets the whole machine: configuration, registers, caches, memory directory, statistics. */
 export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: u32, memLimitPages: u32, rngSeed: u64): i32 {

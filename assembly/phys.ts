@@ -23,13 +23,13 @@ import {
 const EMPTY: u64 = 0;
 const HASH_MUL: u64 = 0x9e3779b97f4a7c15;
 
-let dirLog2: u32 = 0;
-let dirMask: u32 = 0;
-let dirCount: u32 = 0;
-let poolBase: usize = 0;
-let slotsUsed: u32 = 0;
-let freeHead: u32 = 0xffffffff;
-let limitPages: i32 = 0;
+export let dirLog2: u32 = 0;
+export let dirMask: u32 = 0;
+export let dirCount: u32 = 0;
+export let poolBase: usize = 0;
+export let slotsUsed: u32 = 0;
+export let freeHead: u32 = 0xffffffff;
+export let limitPages: i32 = 0;
 
 /** Error codes returned by the writers (0 = ok). */
 export const PHYS_OK: i32 = 0;

@@ -58,12 +58,12 @@ import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXIT_REASONS, S_EXITS, S_HIS
 const STATS_CYCLES_ADDRESS: usize = STATS_BASE + (<usize>S_CYCLES << 3);
 
 /** Index of the record whose exit is being handled, or -1. */
-let pendingIndex: i32 = -1;
+export let pendingIndex: i32 = -1;
 /** Cycles the pending record has spent so far, so its histogram sample covers every attempt. */
-let pendingCycles: u64 = 0;
-let budget: u64 = 0;
+export let pendingCycles: u64 = 0;
+export let budget: u64 = 0;
 /** Simulated time at which the current slice ends (total cycles, handlers included). */
-let budgetDeadline: u64 = 0;
+export let budgetDeadline: u64 = 0;
 
 export function setBudget(cycles: u64): void {
   budget = cycles;
@@ -186,9 +186,9 @@ export function replay(start: u32, end: u32): u32 {
 }
 
 /** Memo hits not yet added to the statistics, for l1d and l1i of `memoCpu`. */
-let memoHitsData: u64 = 0;
-let memoHitsFetch: u64 = 0;
-let memoCpu: u32 = 0;
+export let memoHitsData: u64 = 0;
+export let memoHitsFetch: u64 = 0;
+export let memoCpu: u32 = 0;
 
 function addMemoHits(level: u32, hits: u64): void {
   const latency = <u64>load<u32>(levelDesc(memoCpu, level) + TL_LATENCY);

@@ -11,6 +11,7 @@ import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
 import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
 import { RefMachine } from "../src/reference/machine.js";
+import { champsimDecodeVersusSimulate, ownFormatEndToEnd, sweepScaling } from "./trace.js";
 
 const quick = process.argv.includes("--quick");
 /** `--only=TEXT` runs just the cases whose name contains TEXT (for profiling one case). */
@@ -243,9 +244,15 @@ async function main(): Promise<void> {
     // Virtualized replay with a warm TLB against native: the same L1-hit stream under EPT.
     [EPT_WARM, () => virtualized(EPT_WARM, defaultConfig().machine, (i) => (i >> 9) % 16, 0)],
     ["memvirt run", () => endToEnd(e2eRecords)],
+    ["memvirt-format", async () => ownFormatEndToEnd(quick)],
+  ];
+  const multiRowCases: [string, () => Promise<Row[]>][] = [
+    ["ChampSim", () => champsimDecodeVersusSimulate(quick)],
+    ["sweep", async () => sweepScaling(quick)],
   ];
   const rows: Row[] = [];
   for (const [name, run] of cases) if (selected(name)) rows.push(await run());
+  for (const [name, run] of multiRowCases) if (selected(name)) rows.push(...(await run()));
   console.log(format(rows));
   const row = (prefix: string) => rows.find((r) => r.name.startsWith(prefix));
   const walkRow = row(NATIVE_WALKS);

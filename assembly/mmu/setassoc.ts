@@ -4,7 +4,7 @@ import { POLICY_RANDOM } from "../constants";
 
 /** One stamp clock for the whole core. Only the order of stamps inside one set matters, and a single
  * monotonic counter orders them exactly as per-structure counters would. */
-let clock: u64 = 0;
+export let clock: u64 = 0;
 
 @inline export function tick(): u64 {
   return ++clock;

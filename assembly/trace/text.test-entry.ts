@@ -3,6 +3,8 @@
 export {
   parseText,
   sniffText,
+  textEofSeen,
+  textResetEof,
   textParsedBytes,
   textParsedLines,
   textParseError,

@@ -25,6 +25,15 @@
 //   label: 0 read, 1 write, 2 fetch. Labels 3 (escape) and 4 (flush) have no access to model -> 1.
 //   Errors: no label digits, a label outside 0..2 or glued to the next field -> 1; bad hex -> 2;
 //   line ending before the address -> 5. Size is 0 (unknown).
+// din extended (`D` form, same format code as din, told apart per line by the label):
+//   blanks, label letter r/w/i (either case), blank(s), hex address, blank(s), hex size, blanks.
+//   Errors: bad hex address -> 2; no or bad hex size -> 3; anything after the size -> 5.
+// pinatrace (Pin's ManualExamples/pinatrace: `fprintf("%p: %c %p\n", ip, 'R' or 'W', addr)`):
+//   blanks, hex ip with optional 0x, ':', blank(s), R or W, blank(s), hex address with optional 0x,
+//   blanks. Lines starting with '#' are comments; `#eof` is Pin's end marker and sets eofSeen, so the
+//   host can tell a complete trace from a truncated one; a record after it is error 6. The ip is not
+//   a fetch: Pin writes one line per memory operand, so one instruction can own several lines.
+//   Errors: bad ip or missing ':' -> 2 (the ip is an address too); letter other than R/W -> 1.
 
 import {
   KIND_FETCH,
@@ -42,6 +51,7 @@ import {
 
 export const FORMAT_LACKEY: u32 = 1;
 export const FORMAT_DIN: u32 = 2;
+export const FORMAT_PINATRACE: u32 = 3;
 
 export const PARSE_OK: u32 = 0;
 export const PARSE_BAD_TYPE: u32 = 1;
@@ -49,6 +59,7 @@ export const PARSE_BAD_ADDRESS: u32 = 2;
 export const PARSE_BAD_SIZE: u32 = 3;
 export const PARSE_LINE_TOO_LONG: u32 = 4;
 export const PARSE_SYNTAX: u32 = 5;
+export const PARSE_AFTER_EOF: u32 = 6;
 
 /** Bytes before '\n'. Far above any record line; leaves room for long valgrind header lines while
  *  guaranteeing a host chunk of TEXT_SIZE always holds at least one whole line. */
@@ -64,7 +75,14 @@ const CHAR_TAB: u32 = 9;
 const CHAR_NEWLINE: u32 = 10;
 const CHAR_CARRIAGE_RETURN: u32 = 13;
 const CHAR_SPACE: u32 = 32;
+const CHAR_HASH: u32 = 35;
 const CHAR_COMMA: u32 = 44;
+const CHAR_COLON: u32 = 58;
+const CHAR_R: u32 = 82;
+const CHAR_W: u32 = 87;
+const CHAR_LOWER_E: u32 = 101;
+const CHAR_LOWER_F: u32 = 102;
+const CHAR_LOWER_O: u32 = 111;
 const CHAR_ZERO: u32 = 48;
 const CHAR_EQUALS: u32 = 61;
 const CHAR_I: u32 = 73;
@@ -81,6 +99,8 @@ export let parsedLines: u32 = 0;
 export let parseError: u32 = 0;
 /** Absolute 1-based line number of the error, 0 when none. */
 export let parseErrorLine: u32 = 0;
+/** Whether a pinatrace `#eof` line has been parsed since the last textResetEof. */
+export let eofSeen: bool = false;
 
 // Getters for hosts that would rather call functions than read exported WebAssembly.Global objects;
 // the names are the ones src/core/wasm.ts expects from the module.
@@ -98,6 +118,15 @@ export function textParseError(): u32 {
 
 export function textParseErrorLine(): u32 {
   return parseErrorLine;
+}
+
+export function textEofSeen(): bool {
+  return eofSeen;
+}
+
+/** Called by the host before the first chunk of a trace (and when resuming, with the saved value). */
+export function textResetEof(seen: bool): void {
+  eofSeen = seen;
 }
 
 // The sniffer runs the real line parsers, which write a record on success; this keeps that write
@@ -231,6 +260,11 @@ function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   while (position < end && isBlank(load<u8>(position))) position++;
   if (position == end) return LINE_SKIPPED;
 
+  const letter = u32(load<u8>(position)) | 0x20;
+  if (letter == (CHAR_R | 0x20) || letter == (CHAR_W | 0x20) || letter == (CHAR_I | 0x20)) {
+    return parseDinExtendedLine(letter, position + 1, end, record, line);
+  }
+
   let label: u32 = 0;
   let labelDigits: u32 = 0;
   while (position < end) {
@@ -260,6 +294,91 @@ function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
 
   storeRecord(record, address, label, 0, line);
+  return PARSE_OK;
+}
+
+/** The rest of a din `D`-form line after its label letter (lower case). */
+// @ts-ignore: decorator
+@inline
+function parseDinExtendedLine(letter: u32, start: usize, end: usize, record: usize, line: u32): u32 {
+  let position = start;
+  if (position == end) return PARSE_SYNTAX;
+  if (!isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return PARSE_SYNTAX;
+  const address = parseHexAddress(position, end);
+  if (hexEnd == 0) return PARSE_BAD_ADDRESS;
+  position = hexEnd;
+  if (position == end) return PARSE_SYNTAX;
+  if (!isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return PARSE_SYNTAX;
+  const size = parseHexAddress(position, end);
+  if (hexEnd == 0) return PARSE_BAD_SIZE;
+  position = hexEnd;
+  if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position != end) return PARSE_SYNTAX;
+  const kind = letter == (CHAR_R | 0x20) ? KIND_READ : letter == (CHAR_W | 0x20) ? KIND_WRITE : KIND_FETCH;
+  storeRecord(record, address, kind, u32(min<u64>(size, 255)), line);
+  return PARSE_OK;
+}
+
+/** Skips an optional 0x/0X at `position`. */
+// @ts-ignore: decorator
+@inline
+function skipHexPrefix(position: usize, end: usize): usize {
+  if (end - position >= 2 && load<u8>(position) == CHAR_ZERO && (u32(load<u8>(position + 1)) | 0x20) == CHAR_LOWER_X) {
+    return position + 2;
+  }
+  return position;
+}
+
+/** Parses the pinatrace line [start, end); writes a record on success. Reads and sets eofSeen. */
+// @ts-ignore: decorator
+@inline
+function parsePinLine(start: usize, end: usize, record: usize, line: u32): u32 {
+  let position = start;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return LINE_SKIPPED;
+  if (u32(load<u8>(position)) == CHAR_HASH) {
+    if (
+      end - position >= 4 &&
+      u32(load<u8>(position + 1)) == CHAR_LOWER_E &&
+      u32(load<u8>(position + 2)) == CHAR_LOWER_O &&
+      u32(load<u8>(position + 3)) == CHAR_LOWER_F
+    ) {
+      eofSeen = true;
+    }
+    return LINE_SKIPPED;
+  }
+  if (eofSeen) return PARSE_AFTER_EOF;
+  position = skipHexPrefix(position, end);
+  parseHexAddress(position, end);
+  if (hexEnd == 0) return PARSE_BAD_ADDRESS;
+  position = hexEnd;
+  if (position == end || u32(load<u8>(position)) != CHAR_COLON) return PARSE_BAD_ADDRESS;
+  position++;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return PARSE_SYNTAX;
+  const type = u32(load<u8>(position));
+  let kind: u32;
+  if (type == CHAR_R) kind = KIND_READ;
+  else if (type == CHAR_W) kind = KIND_WRITE;
+  else return PARSE_BAD_TYPE;
+  position++;
+  if (position == end) return PARSE_SYNTAX;
+  if (!isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position == end) return PARSE_SYNTAX;
+  position = skipHexPrefix(position, end);
+  const address = parseHexAddress(position, end);
+  if (hexEnd == 0) return PARSE_BAD_ADDRESS;
+  position = hexEnd;
+  if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
+  while (position < end && isBlank(load<u8>(position))) position++;
+  if (position != end) return PARSE_SYNTAX;
+  storeRecord(record, address, kind, 0, line);
   return PARSE_OK;
 }
 
@@ -351,11 +470,11 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
   let lines: u32 = 0;
   let error: u32 = PARSE_OK;
 
-  if (format != FORMAT_LACKEY && format != FORMAT_DIN) {
+  if (format != FORMAT_LACKEY && format != FORMAT_DIN && format != FORMAT_PINATRACE) {
     error = PARSE_SYNTAX;
   } else {
     while (records < recordLimit && position < end) {
-      if (end - position >= FAST_WINDOW) {
+      if (format != FORMAT_PINATRACE && end - position >= FAST_WINDOW) {
         const next = parseFastLine(format, position, record, firstLine + lines);
         if (next != 0) {
           records++;
@@ -375,7 +494,9 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
       const status =
         format == FORMAT_LACKEY
           ? parseLackeyLine(position, lineEnd, record, firstLine + lines)
-          : parseDinLine(position, lineEnd, record, firstLine + lines);
+          : format == FORMAT_DIN
+            ? parseDinLine(position, lineEnd, record, firstLine + lines)
+            : parsePinLine(position, lineEnd, record, firstLine + lines);
       if (status == PARSE_OK) {
         records++;
         record += RECORD_SIZE;
@@ -407,21 +528,33 @@ export function sniffText(len: u32): u32 {
   let examined: u32 = 0;
   let allLackey = true;
   let allDin = true;
+  let allPin = true;
+  // The pinatrace parser tracks `#eof`; sniffing must not leave that state behind.
+  const eofBefore = eofSeen;
   while (position < end && examined < SNIFF_LINES) {
     const lineEnd = findNewline(position, end);
     if (lineEnd - position > MAX_LINE_LENGTH) break;
     if (lineEnd == end && examined != 0) break;
     const lackeyStatus = parseLackeyLine(position, lineEnd, sniffScratchRecord, 0);
-    if (lackeyStatus != LINE_SKIPPED) {
+    eofSeen = false;
+    const pinStatus = parsePinLine(position, lineEnd, sniffScratchRecord, 0);
+    // A '#' line is a pinatrace comment but a lackey error; it counts only when pinatrace skips it.
+    if (lackeyStatus != LINE_SKIPPED && pinStatus != LINE_SKIPPED) {
       const dinStatus = parseDinLine(position, lineEnd, sniffScratchRecord, 0);
       allLackey = allLackey && lackeyStatus == PARSE_OK;
       allDin = allDin && dinStatus == PARSE_OK;
+      allPin = allPin && pinStatus == PARSE_OK;
       examined++;
+    } else if (lackeyStatus != LINE_SKIPPED) {
+      allLackey = false;
+      allDin = false;
     }
     position = lineEnd + 1;
   }
+  eofSeen = eofBefore;
   if (examined == 0) return 0;
   if (allLackey) return FORMAT_LACKEY;
   if (allDin) return FORMAT_DIN;
+  if (allPin) return FORMAT_PINATRACE;
   return 0;
 }

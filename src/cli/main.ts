@@ -14,15 +14,22 @@ import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
+import { formatCsv } from "../report/csv.js";
+import { writeHtmlReport } from "../report/html.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
+import { type CheckpointRun, loadCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
 import { Simulation } from "../runner/simulation.js";
-import { replayTextTrace, type TraceFormatOption } from "../trace/replay.js";
+import { convertTrace } from "../trace/convert.js";
+import { replayTrace } from "../trace/replay.js";
+import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
 import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
 import { WORKLOAD_NAMES, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
 import { runOvercommit } from "./overcommit.js";
+import { ProgressBar } from "./progress.js";
+import { runSweepCommand } from "./sweep.js";
 
 export interface RunOptions {
   config?: string;
@@ -43,7 +50,12 @@ export interface RunOptions {
   writeFraction?: string;
   seed?: string;
   json?: boolean;
+  csv?: boolean;
+  report?: string;
   quiet?: boolean;
+  checkpoint?: string;
+  checkpointEvery?: string;
+  resume?: string;
   build: BuildName;
 }
 
@@ -85,9 +97,20 @@ export function workloadSpec(options: RunOptions, seed: number): WorkloadSpec {
   };
 }
 
+/** Prints a run's report in the chosen form and writes the HTML report if asked. */
+function emitReport(report: RunReport, options: RunOptions, print: (text: string) => void): void {
+  print(
+    options.json ? JSON.stringify(report, null, 2) : options.csv ? formatCsv([report]) : formatTable(report),
+  );
+  if (options.report) writeHtmlReport(options.report, [report]);
+}
+
 async function run(options: RunOptions, print: (text: string) => void): Promise<number> {
+  if (options.resume) return resume(options, print);
   if (!options.trace === !options.workload) {
-    throw new MemvirtError("memvirt run needs exactly one of --trace FILE and --workload NAME");
+    throw new MemvirtError(
+      "memvirt run needs exactly one of --trace FILE and --workload NAME (or --resume FILE)",
+    );
   }
   const config = loadConfig(options.config);
   const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
@@ -98,27 +121,87 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
     throw new MemvirtError(
       "--timeline: only the multi-VM workloads (identical-vms, cloud-mix, memory-hog) have a timeline",
     );
+  const checkpointEvery = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53) ?? 0;
+  if ((options.checkpoint === undefined) !== (checkpointEvery === 0)) {
+    throw new MemvirtError("--checkpoint FILE and --checkpoint-every N go together");
+  }
+  if (options.checkpoint && !options.trace) {
+    throw new MemvirtError("--checkpoint applies to trace runs (--trace FILE)");
+  }
   const simulation = new Simulation(config, { build: options.build });
   simulation.start();
-  let source: RunReport["source"];
-  let failure: MemvirtError | undefined;
   if (options.trace) {
-    source = { kind: "trace", file: options.trace, format: options.format };
-    try {
-      const result = await replayTextTrace(simulation, options.trace, options.format);
-      source.format = result.format;
-      source.lines = result.lines;
-    } catch (error) {
-      if (!(error instanceof MemvirtError)) throw error;
-      failure = error;
-    }
-  } else {
-    const spec = workloadSpec(options, seed);
-    source = { kind: "workload", ...spec };
-    runWorkload(simulation, spec);
+    const checkpointRun: CheckpointRun | undefined = options.checkpoint
+      ? {
+          config,
+          trace: options.trace,
+          format: options.format,
+          build: options.build,
+          checkpoint: options.checkpoint,
+          checkpointEvery,
+        }
+      : undefined;
+    return traceRun(simulation, options.trace, options.format, checkpointRun, undefined, options, print);
   }
-  const report = buildReport(simulation, source, failure?.message);
-  print(options.json ? JSON.stringify(report, null, 2) : formatTable(report));
+  const spec = workloadSpec(options, seed);
+  runWorkload(simulation, spec);
+  emitReport(buildReport(simulation, { kind: "workload", ...spec }), options, print);
+  return 0;
+}
+
+/** `run --resume FILE`: the checkpoint's simulation, continued on its trace. */
+async function resume(options: RunOptions, print: (text: string) => void): Promise<number> {
+  if (options.workload) throw new MemvirtError("--resume continues a trace run; it takes no --workload");
+  // The build comes from the checkpoint: static data sits at different addresses in the two builds.
+  const checkpoint = loadCheckpoint(options.resume as string);
+  const run = checkpoint.run;
+  // A moved trace can be named again; the position is in decoded bytes, the same wherever it lives.
+  if (options.trace) run.trace = options.trace;
+  if (options.checkpoint) run.checkpoint = options.checkpoint;
+  const every = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53);
+  if (every !== undefined) run.checkpointEvery = every;
+  return traceRun(checkpoint.simulation, run.trace, run.format, run, checkpoint.position, options, print);
+}
+
+async function traceRun(
+  simulation: Simulation,
+  trace: string,
+  format: TraceFormatOption,
+  checkpointRun: CheckpointRun | undefined,
+  resumeFrom: TracePosition | undefined,
+  options: RunOptions,
+  print: (text: string) => void,
+): Promise<number> {
+  const source: RunReport["source"] = { kind: "trace", file: trace, format };
+  const progress = new ProgressBar(trace, options.quiet === true);
+  const last: { position?: TracePosition } = { position: resumeFrom };
+  let failure: MemvirtError | undefined;
+  try {
+    const result = await replayTrace(simulation, trace, format, {
+      resume: resumeFrom,
+      last,
+      checkpointEvery: checkpointRun?.checkpointEvery,
+      onCheckpoint: checkpointRun
+        ? (position) => saveCheckpoint(checkpointRun.checkpoint, simulation, checkpointRun, position)
+        : undefined,
+      onProgress: (position, fileBytes) => progress.update(position.records, fileBytes),
+    });
+    source.format = result.format;
+    source.lines = result.lines;
+    source.records = result.records;
+  } catch (error) {
+    if (!(error instanceof MemvirtError)) {
+      progress.stop();
+      throw error;
+    }
+    failure = error;
+    if (last.position) {
+      source.format = last.position.format;
+      source.records = last.position.records;
+    }
+  }
+  progress.stop();
+  emitReport(buildReport(simulation, source, failure?.message), options, print);
   if (failure) {
     process.stderr.write(`memvirt: ${failure.message}\n`);
     return failure.exitCode;
@@ -163,6 +246,8 @@ export async function main(
       .option("--write-fraction <f>", "workload: share of writes")
       .option("--seed <n>", "seed of the workload (default: the config's seed)")
       .option("--json", "print one JSON object")
+      .option("--csv", "print CSV: a header row and one row per run")
+      .option("--report <file.html>", "also write a self-contained HTML report with charts")
       .addOption(buildOption);
   };
 
@@ -173,11 +258,17 @@ export async function main(
       .option("-c, --config <file>", "machine and guest configuration (JSON)")
       .option("-t, --trace <file>", "trace file to replay")
       .addOption(
-        new Option("-f, --format <format>", "trace format")
-          .choices(["auto", "lackey", "din"])
+        new Option("-f, --format <format>", "trace format (auto: detected from the content)")
+          .choices(["auto", ...TRACE_FORMATS])
           .default("auto"),
       )
-      .option("-q, --quiet", "no progress output")
+      .option(
+        "--checkpoint <file>",
+        "save the whole simulation state to FILE, atomically (with --checkpoint-every)",
+      )
+      .option("--checkpoint-every <n>", "records between checkpoints")
+      .option("--resume <file>", "continue the run saved in a checkpoint")
+      .option("-q, --quiet", "no progress bar")
       .option("--vms <n>", "multi-VM workloads: number of VMs")
       .option("--pages-per-vm <n>", "multi-VM workloads: 4 KiB pages of each VM's application")
       .option("--shared-fraction <f>", "identical-vms: share of pages from the common OS image")
@@ -212,8 +303,78 @@ export async function main(
         throw new MemvirtError(`--modes: unknown mode "${mode}"`);
     }
     const result = runCompare(config, workloadSpec(options, seed), options.build, modes as Mode[]);
-    print(options.json ? JSON.stringify(result, null, 2) : formatCompare(result));
+    print(
+      options.json
+        ? JSON.stringify(result, null, 2)
+        : options.csv
+          ? formatCsv(result.rows)
+          : formatCompare(result),
+    );
+    if (options.report) writeHtmlReport(options.report, [], result);
   });
+
+  program
+    .command("convert")
+    .description("convert a trace in any format to memvirt's compact binary format")
+    .argument("<in>", "trace to read")
+    .addOption(
+      new Option("-f, --format <format>", "input format (auto: detected from the content)")
+        .choices(["auto", ...TRACE_FORMATS])
+        .default("auto"),
+    )
+    .requiredOption("-o, --out <file>", "memvirt trace to write")
+    .option("--json", "print one JSON object")
+    .addOption(buildOption)
+    .action(
+      async (
+        input: string,
+        options: { format: TraceFormatOption; out: string; json?: boolean; build: BuildName },
+      ) => {
+        const result = await convertTrace(input, options.format, options.out, options.build);
+        print(
+          options.json
+            ? JSON.stringify(result, null, 2)
+            : `converted ${result.input} (${result.format}): ${result.records.toLocaleString("en-US")} records, ${result.bytesWritten.toLocaleString("en-US")} bytes in ${result.output}`,
+        );
+      },
+    );
+
+  program
+    .command("sweep")
+    .description("run a grid of configurations x traces in parallel; one result row per cell")
+    .argument("<grid>", 'grid file (JSON): {"configs": {name: config}, "traces": [file, ...]}')
+    .requiredOption(
+      "-o, --out <file.jsonl>",
+      "result rows as JSON lines (resumable: finished cells are kept)",
+    )
+    .option("--csv <file>", "also write the rows as CSV")
+    .option("--report <file.html>", "also write an HTML report of every cell, side by side")
+    .option("--workers <n>", "worker threads (default: the cores available)")
+    .option("-q, --quiet", "no progress bar")
+    .addOption(buildOption)
+    .action(
+      async (
+        grid: string,
+        options: {
+          out: string;
+          csv?: string;
+          report?: string;
+          workers?: string;
+          quiet?: boolean;
+          build: BuildName;
+        },
+      ) => {
+        exitCode = await runSweepCommand(grid, {
+          out: options.out,
+          csv: options.csv,
+          report: options.report,
+          workers: numberOption(options.workers, "workers", 1, 1024),
+          quiet: options.quiet === true,
+          build: options.build,
+          print,
+        });
+      },
+    );
 
   program
     .command("demo")

@@ -106,6 +106,18 @@ export interface MachineOptions {
   memoryLimitMiB?: number;
 }
 
+const WASM_PAGE = 65536;
+/** assembly/snapshot.ts SNAPSHOT_SCRATCH_SIZE. */
+const CORE_GLOBALS_BYTES = 256;
+
+/** What Machine.saveCoreState returns. */
+export interface CoreState {
+  build: BuildName;
+  memoryPages: number;
+  globals: Uint8Array;
+  pages: { index: number; bytes: Uint8Array }[];
+}
+
 export class Machine {
   readonly core: CoreExports;
   readonly build: BuildName;
@@ -210,6 +222,45 @@ export class Machine {
     this.u8 = new Uint8Array(buffer);
     this.u32 = new Uint32Array(buffer);
     this.u64 = new BigUint64Array(buffer);
+  }
+
+  /**
+   * The core's whole state: linear memory (its size, and every 64 KiB page that is not all zeros; a
+   * fresh instance's memory is zero, and most of the TLB, cache and pool regions stay so) plus the
+   * WebAssembly globals the core copies out for this purpose (see assembly/snapshot.ts). The pages
+   * are views of linear memory, not copies (a checkpoint would copy 100 MB twice): write them out
+   * before the machine runs again.
+   */
+  saveCoreState(): CoreState {
+    const scratch = this.core.saveCoreGlobals();
+    this.refreshViews();
+    const globals = this.u8.slice(scratch, scratch + CORE_GLOBALS_BYTES);
+    const memory = this.u8;
+    const pages: { index: number; bytes: Uint8Array }[] = [];
+    const zero = new Uint8Array(WASM_PAGE);
+    for (let page = 0; page * WASM_PAGE < memory.length; page++) {
+      const bytes = memory.subarray(page * WASM_PAGE, (page + 1) * WASM_PAGE);
+      // Buffer.compare is a memcmp: a zero page costs a few microseconds to recognise.
+      if (Buffer.compare(bytes, zero) !== 0) pages.push({ index: page, bytes });
+    }
+    return { build: this.build, memoryPages: memory.length / WASM_PAGE, globals, pages };
+  }
+
+  /** Puts back a state saveCoreState returned, on a machine built from the same configuration. */
+  restoreCoreState(state: CoreState): void {
+    if (state.build !== this.build) {
+      throw new MemvirtError(`the checkpoint was taken with the ${state.build} build, not ${this.build}`);
+    }
+    const current = this.core.memory.buffer.byteLength / WASM_PAGE;
+    if (state.memoryPages > current) this.core.memory.grow(state.memoryPages - current);
+    this.refreshViews();
+    this.u8.fill(0);
+    for (const page of state.pages) this.u8.set(page.bytes, page.index * WASM_PAGE);
+    // saveCoreGlobals returns the scratch block's address without side effects worth keeping: the
+    // globals it copies are overwritten by restoreCoreGlobals right after.
+    const scratch = this.core.saveCoreGlobals();
+    this.u8.set(state.globals, scratch);
+    this.core.restoreCoreGlobals();
   }
 
   get memory(): Uint8Array {

@@ -71,6 +71,10 @@ export interface CoreExports {
   textParsedLines(): number;
   textParseError(): number;
   textParseErrorLine(): number;
+  textEofSeen(): number;
+  textResetEof(seen: number): void;
+  saveCoreGlobals(): number;
+  restoreCoreGlobals(): void;
 }
 
 let packageRoot: string | undefined;

@@ -27,6 +27,17 @@ export interface RunReport extends Stats {
     pagesMapped: Record<string, number>;
   };
   physicalMemory: { backedFrames: number };
+  /** Cycles by who spent them, in every mode: translation (the hardware's TLB probes, walks and
+   *  A/D updates) and each kind of software handler. Sums to `cycles`. */
+  cyclesByWho: {
+    translation: number;
+    guestKernel: number;
+    vmExits: number;
+    tdp: number;
+    shadow: number;
+    hypercalls: number;
+    emulation: number;
+  };
   /** Present when the guest runs in a VM (mode ept, npt, shadow or pv). */
   virtualization?: {
     technique: string;
@@ -90,6 +101,7 @@ export function buildReport(simulation: Simulation, source: RunSource, error?: s
       pagesMapped: { ...guestStats.pagesMapped },
     },
     physicalMemory: { backedFrames: simulation.machine.backedFrames() },
+    cyclesByWho: cyclesByWho(simulation, stats.cycles),
   };
   const technique = simulation.technique;
   if (technique) {
@@ -122,6 +134,20 @@ export function buildReport(simulation: Simulation, source: RunSource, error?: s
   }
   if (error) report.error = error;
   return report;
+}
+
+function cyclesByWho(simulation: Simulation, total: number): RunReport["cyclesByWho"] {
+  const machine = simulation.machine;
+  const handlers = {
+    guestKernel: machine.handlerCycles(0),
+    vmExits: machine.handlerCycles(1),
+    tdp: machine.handlerCycles(2),
+    shadow: machine.handlerCycles(3),
+    hypercalls: machine.handlerCycles(4),
+    emulation: machine.handlerCycles(5),
+  };
+  const software = Object.values(handlers).reduce((sum, n) => sum + n, 0);
+  return { translation: total - software, ...handlers };
 }
 
 const percent = (part: number, whole: number) =>

@@ -37,6 +37,17 @@ export interface ExitCounts {
   pageFaultsByBit: Record<(typeof PFEC_BITS)[number], number>;
 }
 
+/** A record the core refused (a cpu beyond the configured ones, an unknown kind); `index` is its
+ *  place in the batch, so a trace reader can name the file position. */
+export class BadRecordError extends MemvirtError {
+  constructor(
+    readonly index: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export class Simulation {
   readonly machine: Machine;
   readonly os: GuestOS;
@@ -191,8 +202,9 @@ export class Simulation {
         this.technique?.periodic?.();
         return exit.index;
       case "badRecord":
-        throw new MemvirtError(
-          `record ${exit.index}: cpu ${exit.cpu} or kind ${exit.kind} is out of range (cpus: ${this.config.machine.cpus})`,
+        throw new BadRecordError(
+          exit.index,
+          `cpu ${exit.cpu} or kind ${exit.kind} is out of range (cpus: ${this.config.machine.cpus})`,
         );
       default:
         throw new MemvirtError(`the core stopped at record ${exit.index} without an exit`, 1);

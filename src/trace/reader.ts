@@ -13,18 +13,22 @@ function checkChunkSize(chunkSize: number): void {
 }
 
 /**
- * Yields the file as consecutive chunks of at most `chunkSize` bytes (the last may be shorter; an
- * empty file yields nothing).
+ * Yields the file from byte `start` on as consecutive chunks of at most `chunkSize` bytes (the last
+ * may be shorter; an empty file yields nothing).
  *
  * Two buffers alternate: while the caller holds one chunk, the next read fills the other. A chunk
  * therefore stays valid only until the caller asks for the next one, when its buffer is handed back
  * to the kernel; copy it (or finish with it, e.g. copy it into the core's TEXT region) first.
  */
-export async function* readChunks(path: string, chunkSize = DEFAULT_CHUNK_SIZE): AsyncGenerator<Uint8Array> {
+export async function* readChunks(
+  path: string,
+  chunkSize = DEFAULT_CHUNK_SIZE,
+  start = 0,
+): AsyncGenerator<Uint8Array> {
   checkChunkSize(chunkSize);
   const file = await open(path, "r");
   const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
-  let position = 0;
+  let position = start;
   let current = 0;
   let pending: Promise<number> | null = null;
 

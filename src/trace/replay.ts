@@ -1,17 +1,20 @@
-// Streams a text trace through the core: file chunks go into the core's text buffer, the core parses
-// whole lines into records and replays them, and the simulation services exits. Reading the next
-// chunk overlaps with parsing and simulating the current one.
+// Replays a trace through a simulation: the reader (trace/source.ts) fills the core's record region
+// batch by batch and the simulation runs each batch, servicing its exits. Reading the next chunk
+// (and inflating it, on the decode worker) overlaps with simulating the current one. Checkpoints are taken
+// between batches, where no record is half done.
 
 import * as L from "../core/layout.js";
-import { MemvirtError } from "../core/machine.js";
-import type { Simulation } from "../runner/simulation.js";
-import { readChunks } from "./reader.js";
-import { describeParseError, TRACE_FORMAT_CODES, TRACE_FORMAT_NAMES, type TraceFormat } from "./text.js";
+import { BadRecordError, type Simulation } from "../runner/simulation.js";
+import {
+  readTrace,
+  TraceError,
+  type TraceFormat,
+  type TraceFormatOption,
+  type TracePosition,
+} from "./source.js";
 
-export type TraceFormatOption = TraceFormat | "auto";
-
-/** A malformed trace: `FILE:LINE: what is wrong`, exit code 2. */
-export class TraceError extends MemvirtError {}
+export type { TraceFormatOption } from "./source.js";
+export { TraceError } from "./source.js";
 
 export interface TraceReplayResult {
   format: TraceFormat;
@@ -20,67 +23,66 @@ export interface TraceReplayResult {
   bytes: number;
 }
 
-/** Chunks read from disk: half the text buffer, so a chunk always fits beside the carried tail. */
-const CHUNK_BYTES = L.TEXT_SIZE / 2;
+export interface ReplayOptions {
+  /** Continue the trace from a checkpoint's position (the simulation already holds its state). */
+  resume?: TracePosition;
+  /** Take a checkpoint every this many records (0 or undefined: never). */
+  checkpointEvery?: number;
+  onCheckpoint?: (position: TracePosition) => void;
+  /** Called after every batch, with the file bytes read so far. */
+  onProgress?: (position: TracePosition, fileBytesRead: number) => void;
+  /** Set as the trace goes, so a caller that catches an error still knows how far it got. */
+  last?: { position?: TracePosition };
+}
 
-export async function replayTextTrace(
+export async function replayTrace(
   simulation: Simulation,
   path: string,
   formatOption: TraceFormatOption,
-  onProgress?: (bytes: number, records: number) => void,
+  options: ReplayOptions = {},
 ): Promise<TraceReplayResult> {
-  const machine = simulation.machine;
-  const core = machine.core;
-  let format: TraceFormat | undefined = formatOption === "auto" ? undefined : formatOption;
-  let carried = 0;
-  let line = 1;
-  let records = 0;
-  let bytes = 0;
-
-  // Parses and replays the `length` bytes at the front of the text buffer; whole lines only unless
-  // `isFinal`. Moves the unconsumed tail to the front and returns its length.
-  const drain = (length: number, isFinal: boolean): number => {
-    while (length > 0) {
-      const parsed = core.parseText(
-        TRACE_FORMAT_CODES[format as TraceFormat],
-        length,
-        isFinal ? 1 : 0,
-        line,
-        L.RECORD_CAPACITY,
-      );
-      // Records before a bad line still run, so the statistics printed with the error cover them.
-      simulation.replayBuffer(parsed);
-      records += parsed;
-      const consumed = core.textParsedBytes();
-      line += core.textParsedLines();
-      const error = core.textParseError();
-      if (error !== 0) {
-        throw new TraceError(`${path}:${core.textParseErrorLine()}: ${describeParseError(error)}`);
+  const every = options.checkpointEvery ?? 0;
+  let lastCheckpoint = options.resume?.records ?? 0;
+  let delivered = lastCheckpoint;
+  const fileBytes = { read: 0 };
+  const last = options.last ?? {};
+  const position = await readTrace(
+    simulation.machine,
+    path,
+    formatOption,
+    (count, after) => {
+      try {
+        simulation.replayBuffer(count);
+      } catch (error) {
+        if (error instanceof BadRecordError) {
+          // Only memvirt's format can hold such a record (the other readers write CPU 0 and valid
+          // kinds), and its records have fixed offsets; the record count covers any other source.
+          const where =
+            after.format === "memvirt"
+              ? `byte ${after.decodedBytes - (count - error.index) * L.RECORD_SIZE}`
+              : `record ${after.records - count + error.index + 1}`;
+          throw new TraceError(`${path}: ${where}: ${error.message}`);
+        }
+        throw error;
       }
-      if (consumed > 0 && consumed < length) machine.textBuffer().copyWithin(0, consumed, length);
-      length -= consumed;
-      // Fewer records than the buffer holds means the parser ran out of whole lines.
-      if (parsed < L.RECORD_CAPACITY || consumed === 0) break;
-    }
-    return length;
+      delivered = after.records;
+      last.position = after;
+      if (every > 0 && delivered - lastCheckpoint >= every) {
+        lastCheckpoint = delivered;
+        options.onCheckpoint?.(after);
+      }
+      options.onProgress?.(after, fileBytes.read);
+    },
+    {
+      resume: options.resume,
+      fileBytes,
+      batchLimit: every > 0 ? () => every - (delivered - lastCheckpoint) : undefined,
+    },
+  );
+  return {
+    format: position.format,
+    records: position.records,
+    lines: position.line - 1,
+    bytes: position.decodedBytes,
   };
-
-  for await (const chunk of readChunks(path, CHUNK_BYTES)) {
-    machine.textBuffer().set(chunk, carried);
-    const length = carried + chunk.length;
-    if (format === undefined) {
-      const sniffed = core.sniffText(length);
-      if (sniffed === 0)
-        throw new TraceError(`${path}:1: cannot tell the trace format; pass --format lackey|din`);
-      format = TRACE_FORMAT_NAMES[sniffed as 1 | 2];
-    }
-    bytes += chunk.length;
-    carried = drain(length, false);
-    if (carried >= CHUNK_BYTES) {
-      throw new TraceError(`${path}:${line}: line longer than ${CHUNK_BYTES} bytes`);
-    }
-    onProgress?.(bytes, records);
-  }
-  if (carried > 0) drain(carried, true);
-  return { format: format ?? "lackey", records, lines: line - 1, bytes };
 }

@@ -2,11 +2,19 @@
 // for the reference model and for hosts that parse outside the core. The grammar is documented once,
 // in the AssemblyScript file; test/trace/text.test.ts checks the two agree on random input.
 
-export type TraceFormat = "lackey" | "din";
-export type TraceFormatCode = 1 | 2;
+export type TraceFormat = "lackey" | "din" | "pinatrace";
+export type TraceFormatCode = 1 | 2 | 3;
 
-export const TRACE_FORMAT_CODES: Readonly<Record<TraceFormat, TraceFormatCode>> = { lackey: 1, din: 2 };
-export const TRACE_FORMAT_NAMES: Readonly<Record<TraceFormatCode, TraceFormat>> = { 1: "lackey", 2: "din" };
+export const TRACE_FORMAT_CODES: Readonly<Record<TraceFormat, TraceFormatCode>> = {
+  lackey: 1,
+  din: 2,
+  pinatrace: 3,
+};
+export const TRACE_FORMAT_NAMES: Readonly<Record<TraceFormatCode, TraceFormat>> = {
+  1: "lackey",
+  2: "din",
+  3: "pinatrace",
+};
 
 export const PARSE_OK = 0;
 export const PARSE_BAD_TYPE = 1;
@@ -14,6 +22,7 @@ export const PARSE_BAD_ADDRESS = 2;
 export const PARSE_BAD_SIZE = 3;
 export const PARSE_LINE_TOO_LONG = 4;
 export const PARSE_SYNTAX = 5;
+export const PARSE_AFTER_EOF = 6;
 
 /** Bytes before '\n'; a longer line is PARSE_LINE_TOO_LONG. Same value as the core's. */
 export const MAX_LINE_LENGTH = 65536;
@@ -27,6 +36,7 @@ const PARSE_ERROR_MESSAGES: readonly string[] = [
   "bad size",
   "line too long",
   "missing field or trailing garbage",
+  "record after #eof",
 ];
 
 export function describeParseError(code: number): string {
@@ -44,6 +54,8 @@ export interface ParseChunkResult {
   error: number;
   /** Absolute 1-based line number of the error, 0 when none. */
   errorLine: number;
+  /** Whether a pinatrace `#eof` line has been seen, this call or before (the `eofSeen` argument). */
+  eofSeen: boolean;
 }
 
 const SNIFF_LINES = 16;
@@ -53,7 +65,11 @@ const CHAR_TAB = 9;
 const CHAR_NEWLINE = 10;
 const CHAR_CARRIAGE_RETURN = 13;
 const CHAR_SPACE = 32;
+const CHAR_HASH = 35;
 const CHAR_COMMA = 44;
+const CHAR_COLON = 58;
+const CHAR_R = 82;
+const CHAR_W = 87;
 const CHAR_ZERO = 48;
 const CHAR_EQUALS = 61;
 const CHAR_I = 73;
@@ -86,6 +102,8 @@ class LineParser {
   addressHigh = 0;
   kind = 0;
   size = 0;
+  /** A pinatrace `#eof` line has been parsed. */
+  eofSeen = false;
   private position = 0;
 
   constructor(private readonly bytes: Uint8Array) {}
@@ -169,6 +187,8 @@ class LineParser {
     this.position = start;
     this.skipBlanks(end);
     if (this.position === end) return LINE_SKIPPED;
+    const letter = bytes[this.position] | 0x20;
+    if (letter === 0x72 || letter === 0x77 || letter === 0x69) return this.dinExtended(letter, end);
 
     let position = this.position;
     let label = 0;
@@ -202,10 +222,89 @@ class LineParser {
     this.size = 0;
     return PARSE_OK;
   }
+
+  private dinExtended(letter: number, end: number): number {
+    const bytes = this.bytes;
+    this.position++;
+    if (this.position === end) return PARSE_SYNTAX;
+    if (!isBlank(bytes[this.position])) return PARSE_BAD_TYPE;
+    this.skipBlanks(end);
+    if (this.position === end) return PARSE_SYNTAX;
+    if (!this.readHexAddress(end)) return PARSE_BAD_ADDRESS;
+    const addressLow = this.addressLow;
+    const addressHigh = this.addressHigh;
+    if (this.position === end) return PARSE_SYNTAX;
+    if (!isBlank(bytes[this.position])) return PARSE_BAD_ADDRESS;
+    this.skipBlanks(end);
+    if (this.position === end) return PARSE_SYNTAX;
+    if (!this.readHexAddress(end)) return PARSE_BAD_SIZE;
+    const size = this.addressHigh !== 0 ? 255 : Math.min(this.addressLow, 255);
+    if (this.position < end && !isBlank(bytes[this.position])) return PARSE_BAD_SIZE;
+    this.skipBlanks(end);
+    if (this.position !== end) return PARSE_SYNTAX;
+    this.addressLow = addressLow;
+    this.addressHigh = addressHigh;
+    this.kind = letter === 0x72 ? KIND_READ : letter === 0x77 ? KIND_WRITE : KIND_FETCH;
+    this.size = size;
+    return PARSE_OK;
+  }
+
+  private skipHexPrefix(end: number): void {
+    const bytes = this.bytes;
+    const position = this.position;
+    if (
+      end - position >= 2 &&
+      bytes[position] === CHAR_ZERO &&
+      (bytes[position + 1] | 0x20) === CHAR_LOWER_X
+    ) {
+      this.position = position + 2;
+    }
+  }
+
+  pinatrace(start: number, end: number): number {
+    const bytes = this.bytes;
+    this.position = start;
+    this.skipBlanks(end);
+    if (this.position === end) return LINE_SKIPPED;
+    if (bytes[this.position] === CHAR_HASH) {
+      if (
+        end - this.position >= 4 &&
+        bytes[this.position + 1] === 0x65 &&
+        bytes[this.position + 2] === 0x6f &&
+        bytes[this.position + 3] === 0x66
+      ) {
+        this.eofSeen = true;
+      }
+      return LINE_SKIPPED;
+    }
+    if (this.eofSeen) return PARSE_AFTER_EOF;
+    this.skipHexPrefix(end);
+    if (!this.readHexAddress(end)) return PARSE_BAD_ADDRESS;
+    if (this.position === end || bytes[this.position] !== CHAR_COLON) return PARSE_BAD_ADDRESS;
+    this.position++;
+    this.skipBlanks(end);
+    if (this.position === end) return PARSE_SYNTAX;
+    const type = bytes[this.position];
+    if (type === CHAR_R) this.kind = KIND_READ;
+    else if (type === CHAR_W) this.kind = KIND_WRITE;
+    else return PARSE_BAD_TYPE;
+    this.position++;
+    if (this.position === end) return PARSE_SYNTAX;
+    if (!isBlank(bytes[this.position])) return PARSE_BAD_TYPE;
+    this.skipBlanks(end);
+    if (this.position === end) return PARSE_SYNTAX;
+    this.skipHexPrefix(end);
+    if (!this.readHexAddress(end)) return PARSE_BAD_ADDRESS;
+    if (this.position < end && !isBlank(bytes[this.position])) return PARSE_BAD_ADDRESS;
+    this.skipBlanks(end);
+    if (this.position !== end) return PARSE_SYNTAX;
+    this.size = 0;
+    return PARSE_OK;
+  }
 }
 
 function formatCode(format: TraceFormat | TraceFormatCode): TraceFormatCode {
-  if (format === 1 || format === 2) return format;
+  if (format === 1 || format === 2 || format === 3) return format;
   const code = TRACE_FORMAT_CODES[format];
   if (code === undefined) throw new Error(`unknown trace format ${String(format)}`);
   return code;
@@ -224,10 +323,12 @@ export function parseTextChunk(
   firstLine: number,
   out: DataView,
   maxRecords: number,
+  eofSeen = false,
 ): ParseChunkResult {
-  const lackey = formatCode(format) === 1;
+  const code = formatCode(format);
   const recordLimit = Math.max(0, Math.min(maxRecords, Math.floor(out.byteLength / RECORD_BYTES)));
   const parser = new LineParser(bytes);
+  parser.eofSeen = eofSeen;
   const end = bytes.length;
   let position = 0;
   let records = 0;
@@ -243,7 +344,12 @@ export function parseTextChunk(
     }
     if (lineEnd === end && !isFinal) break;
 
-    const status = lackey ? parser.lackey(position, lineEnd) : parser.din(position, lineEnd);
+    const status =
+      code === 1
+        ? parser.lackey(position, lineEnd)
+        : code === 2
+          ? parser.din(position, lineEnd)
+          : parser.pinatrace(position, lineEnd);
     if (status === PARSE_OK) {
       const offset = records * RECORD_BYTES;
       out.setUint32(offset, parser.addressLow, true);
@@ -266,6 +372,7 @@ export function parseTextChunk(
     lines,
     error,
     errorLine: error !== PARSE_OK ? (firstLine + lines) >>> 0 : 0,
+    eofSeen: parser.eofSeen,
   };
 }
 
@@ -281,22 +388,31 @@ export function sniffFormat(bytes: Uint8Array): TraceFormat | null {
   let examined = 0;
   let allLackey = true;
   let allDin = true;
+  let allPin = true;
   while (position < end && examined < SNIFF_LINES) {
     let lineEnd = bytes.indexOf(CHAR_NEWLINE, position);
     if (lineEnd < 0) lineEnd = end;
     if (lineEnd - position > MAX_LINE_LENGTH) break;
     if (lineEnd === end && examined !== 0) break;
     const lackeyStatus = parser.lackey(position, lineEnd);
-    if (lackeyStatus !== LINE_SKIPPED) {
+    parser.eofSeen = false;
+    const pinStatus = parser.pinatrace(position, lineEnd);
+    // A '#' line is a pinatrace comment but a lackey error; it counts only when pinatrace skips it.
+    if (lackeyStatus !== LINE_SKIPPED && pinStatus !== LINE_SKIPPED) {
       const dinStatus = parser.din(position, lineEnd);
       allLackey &&= lackeyStatus === PARSE_OK;
       allDin &&= dinStatus === PARSE_OK;
+      allPin &&= pinStatus === PARSE_OK;
       examined++;
+    } else if (lackeyStatus !== LINE_SKIPPED) {
+      allLackey = false;
+      allDin = false;
     }
     position = lineEnd + 1;
   }
   if (examined === 0) return null;
   if (allLackey) return "lackey";
   if (allDin) return "din";
+  if (allPin) return "pinatrace";
   return null;
 }

@@ -9,6 +9,7 @@ import { readChunks, readChunksSync } from "../../src/trace/reader.js";
 import {
   describeParseError,
   MAX_LINE_LENGTH,
+  PARSE_AFTER_EOF,
   PARSE_BAD_ADDRESS,
   PARSE_BAD_SIZE,
   PARSE_BAD_TYPE,
@@ -34,6 +35,7 @@ const TEXT_SIZE = 0x400000;
 
 const LACKEY = 1;
 const DIN = 2;
+const PIN = 3;
 
 const lackeyTrace = readFileSync(join(TRACES, "ls.lk"));
 const dinTrace = readFileSync(join(TRACES, "ls.din"));
@@ -46,6 +48,8 @@ interface ChunkResult {
   lines: number;
   error: number;
   errorLine: number;
+  /** A pinatrace #eof line has been seen, in this call or before it. */
+  eofSeen: boolean;
 }
 
 type ChunkParser = (
@@ -54,6 +58,7 @@ type ChunkParser = (
   isFinal: boolean,
   firstLine: number,
   maxRecords: number,
+  eofSeen?: boolean,
 ) => ChunkResult;
 
 interface TextExports {
@@ -64,6 +69,8 @@ interface TextExports {
   textParsedLines(): number;
   textParseError(): number;
   textParseErrorLine(): number;
+  textEofSeen(): number;
+  textResetEof(seen: number): void;
 }
 
 let wasm: TextExports;
@@ -110,9 +117,11 @@ afterAll(() => {
   if (buildDirectory) rmSync(buildDirectory, { recursive: true, force: true });
 });
 
-const parseWithWasm: ChunkParser = (format, bytes, isFinal, firstLine, maxRecords) => {
+const parseWithWasm: ChunkParser = (format, bytes, isFinal, firstLine, maxRecords, eofSeen = false) => {
   if (bytes.length > TEXT_SIZE) throw new Error("chunk larger than the TEXT region");
   new Uint8Array(wasm.memory.buffer).set(bytes, TEXT_BASE);
+  // The pinatrace #eof state carries between calls through the host, as in src/trace/source.ts.
+  wasm.textResetEof(eofSeen ? 1 : 0);
   const count = wasm.parseText(format, bytes.length, isFinal ? 1 : 0, firstLine, maxRecords);
   return {
     records: new Uint8Array(wasm.memory.buffer).slice(RECORDS_BASE, RECORDS_BASE + count * 16),
@@ -120,12 +129,21 @@ const parseWithWasm: ChunkParser = (format, bytes, isFinal, firstLine, maxRecord
     lines: wasm.textParsedLines(),
     error: wasm.textParseError(),
     errorLine: wasm.textParseErrorLine(),
+    eofSeen: wasm.textEofSeen() !== 0,
   };
 };
 
-const parseWithTypeScript: ChunkParser = (format, bytes, isFinal, firstLine, maxRecords) => {
+const parseWithTypeScript: ChunkParser = (format, bytes, isFinal, firstLine, maxRecords, eofSeen = false) => {
   const out = new Uint8Array(Math.min(maxRecords, RECORD_CAPACITY) * 16);
-  const result = parseTextChunk(format, bytes, isFinal, firstLine, new DataView(out.buffer), maxRecords);
+  const result = parseTextChunk(
+    format,
+    bytes,
+    isFinal,
+    firstLine,
+    new DataView(out.buffer),
+    maxRecords,
+    eofSeen,
+  );
   return { ...result, records: out.slice(0, result.records * 16) };
 };
 
@@ -168,15 +186,17 @@ function parseStream(
   let line = 1;
   let carry = new Uint8Array(0);
   let offset = 0;
+  let eofSeen = false;
   for (let chunkIndex = 0; ; chunkIndex++) {
     const chunk = data.subarray(offset, offset + chunkSizes[chunkIndex % chunkSizes.length]);
     offset += chunk.length;
     const isFinal = offset >= data.length;
     let buffer = concat([carry, chunk]);
     for (;;) {
-      const result = parse(format, buffer, isFinal, line, maxRecords);
+      const result = parse(format, buffer, isFinal, line, maxRecords, eofSeen);
       records.push(result.records);
       line += result.lines;
+      eofSeen = result.eofSeen;
       buffer = buffer.subarray(result.bytes);
       if (result.error !== PARSE_OK) {
         return {
@@ -413,7 +433,17 @@ describe.each(PARSERS)("text parser (%s)", (_name, getParser) => {
     ["din flush label", DIN, "4 20\n", PARSE_BAD_TYPE, 10, 0],
     ["din two-digit label", DIN, "12 20\n", PARSE_BAD_TYPE, 10, 0],
     ["din label glued", DIN, "0x10 20\n", PARSE_BAD_TYPE, 10, 0],
-    ["din lackey line", DIN, "I  10,4\n", PARSE_BAD_TYPE, 10, 0],
+    // `I` is also the D form's fetch label, so the lackey line fails at its address instead.
+    ["din lackey line (a D-form fetch with a comma)", DIN, "I  10,4\n", PARSE_BAD_ADDRESS, 10, 0],
+    ["din D form without size", DIN, "r 10\n", PARSE_SYNTAX, 10, 0],
+    ["din D form bad size", DIN, "r 10 8z\n", PARSE_BAD_SIZE, 10, 0],
+    ["din D form glued label", DIN, "w10 8\n", PARSE_BAD_TYPE, 10, 0],
+    ["din D form trailing field", DIN, "i 10 8 9\n", PARSE_SYNTAX, 10, 0],
+    ["pinatrace missing colon", PIN, "0x10 R 0x20\n", PARSE_BAD_ADDRESS, 10, 0],
+    ["pinatrace lower-case r", PIN, "0x10: r 0x20\n", PARSE_BAD_TYPE, 10, 0],
+    ["pinatrace bad address", PIN, "0x10: W 0xzz\n", PARSE_BAD_ADDRESS, 10, 0],
+    ["pinatrace missing address", PIN, "0x10: W\n", PARSE_SYNTAX, 10, 0],
+    ["pinatrace record after #eof", PIN, "0x10: W 0x20\n#eof\n0x10: R 0x20\n", PARSE_AFTER_EOF, 12, 1],
     ["din valgrind header", DIN, "==1== hi\n", PARSE_BAD_TYPE, 10, 0],
     ["din bad hex", DIN, "1 10\n\n1 1z\n", PARSE_BAD_ADDRESS, 12, 1],
     ["din empty 0x", DIN, "1 0x\n", PARSE_BAD_ADDRESS, 10, 0],
@@ -499,13 +529,14 @@ describe("format sniffing", () => {
 
 describe("format names and messages", () => {
   it("maps names and codes both ways", () => {
-    expect(TRACE_FORMAT_CODES).toEqual({ lackey: 1, din: 2 });
+    expect(TRACE_FORMAT_CODES).toEqual({ lackey: 1, din: 2, pinatrace: 3 });
     expect(TRACE_FORMAT_NAMES[1]).toBe("lackey");
     expect(TRACE_FORMAT_NAMES[2]).toBe("din");
+    expect(TRACE_FORMAT_NAMES[3]).toBe("pinatrace");
   });
   it("describes every error code", () => {
     expect(describeParseError(PARSE_BAD_ADDRESS)).toBe("bad hex address");
-    for (let code = 0; code <= 5; code++) expect(describeParseError(code)).not.toMatch(/unknown/);
+    for (let code = 0; code <= 6; code++) expect(describeParseError(code)).not.toMatch(/unknown/);
     expect(describeParseError(42)).toMatch(/unknown/);
   });
   it("accepts format names and codes alike", () => {
@@ -514,7 +545,7 @@ describe("format names and messages", () => {
     expect(parseTextChunk(2, bytesOf("1 10\n"), true, 1, out, 1).records).toBe(1);
     expect(() => parseTextChunk("dinero" as "din", bytesOf("1 10\n"), true, 1, out, 1)).toThrow(/unknown/);
     new Uint8Array(wasm.memory.buffer).set(bytesOf("1 10\n"), TEXT_BASE);
-    expect(wasm.parseText(3, 5, 1, 7, 10)).toBe(0);
+    expect(wasm.parseText(4, 5, 1, 7, 10)).toBe(0);
     expect([wasm.textParseError(), wasm.textParseErrorLine(), wasm.textParsedBytes()]).toEqual([
       PARSE_SYNTAX,
       7,
@@ -551,9 +582,40 @@ const dinLine = fc
   .map(
     ([lead, label, gap, prefix, digits, tail]) => `${lead}${label}${gap}${prefix}${digits.join("")}${tail}`,
   );
+const dinExtendedLine = fc
+  .tuple(
+    blanks,
+    fc.constantFrom("r", "w", "i", "R", "W", "I"),
+    fc.constantFrom(" ", "\t"),
+    hexDigits,
+    fc.constantFrom(" ", "\t "),
+    hexDigits,
+    fc.constantFrom("", " ", "\r", " x"),
+  )
+  .map(
+    ([lead, label, gap, digits, gap2, size, tail]) =>
+      `${lead}${label}${gap}${digits.join("")}${gap2}${size.join("")}${tail}`,
+  );
+const pinLine = fc
+  .tuple(
+    blanks,
+    fc.constantFrom("", "0x"),
+    hexDigits,
+    fc.constantFrom(": ", ":", " : "),
+    fc.constantFrom("R", "W", "r"),
+    fc.constantFrom(" ", "\t"),
+    fc.constantFrom("", "0x"),
+    hexDigits,
+    fc.constantFrom("", " ", "\r"),
+  )
+  .map(
+    ([lead, prefix, ip, colon, type, gap, prefix2, address, tail]) =>
+      `${lead}${prefix}${ip.join("")}${colon}${type}${gap}${prefix2}${address.join("")}${tail}`,
+  );
+const pinOtherLine = fc.constantFrom("#eof", "# comment", "#eo");
 // Short strings over the bytes the grammar cares about reach the odd corners of every branch.
 const noiseLine = fc
-  .array(fc.constantFrom(..." \t\rILSM0123x=,9fgz-"), { maxLength: 12 })
+  .array(fc.constantFrom(..." \t\rILSMRWrwi0123x=,9fgz-:#"), { maxLength: 12 })
   .map((characters) => characters.join(""));
 const otherLine = fc.constantFrom("", "==42== Lackey", "\r", "  ");
 
@@ -572,6 +634,13 @@ const formatAndText = fc.oneof(
   traceText(dinLine, false).map((text) => [DIN, text] as const),
   traceText(lackeyLine, true).map((text) => [LACKEY, text] as const),
   traceText(dinLine, true).map((text) => [DIN, text] as const),
+  traceText(fc.oneof(dinLine, dinExtendedLine), true).map((text) => [DIN, text] as const),
+  traceText(fc.oneof({ weight: 10, arbitrary: pinLine }, pinOtherLine), false).map(
+    (text) => [PIN, text] as const,
+  ),
+  traceText(fc.oneof({ weight: 10, arbitrary: pinLine }, pinOtherLine), true).map(
+    (text) => [PIN, text] as const,
+  ),
 );
 
 describe("parser properties", () => {

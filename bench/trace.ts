@@ -1,0 +1,205 @@
+// Benchmarks of trace replay at scale (issue 5): memvirt's own format end to end, ChampSim xz decode
+// alone against decode + simulate, and sweep scaling from 1 to 2 worker threads. Inputs are built
+// from the real `ls /` traces in test/fixtures and cached in the temp folder.
+import { execFileSync } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { defaultConfig } from "../src/config/config.js";
+import { Simulation } from "../src/runner/simulation.js";
+import { ownFormatHeader } from "../src/trace/convert.js";
+import { replayTrace } from "../src/trace/replay.js";
+import { decodedChunks } from "../src/trace/stream.js";
+
+export interface TraceRow {
+  name: string;
+  unit: string;
+  perSecond: number;
+  target?: number;
+}
+
+const cli = new URL("../../bin/memvirt.js", import.meta.url).pathname;
+const fixtures = new URL("../../test/fixtures/", import.meta.url).pathname;
+
+/** Runs the CLI; returns the wall seconds from process start to its exit, and its stdout. */
+function timed(args: string[]): { seconds: number; stdout: string } {
+  const start = process.hrtime.bigint();
+  const stdout = execFileSync(process.execPath, [cli, ...args], { maxBuffer: 1 << 26 }).toString();
+  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, stdout };
+}
+
+/** `copies` of test/fixtures/ls.din, converted once to memvirt's format. */
+function ownTrace(copies: number): string {
+  const path = join(tmpdir(), `memvirt-bench-ls-${copies}x.mvt`);
+  if (existsSync(path)) return path;
+  const din = `${path}.din`;
+  const fixture = readFileSync(join(fixtures, "ls.din"));
+  const fd = openSync(din, "w");
+  for (let i = 0; i < copies; i++) writeSync(fd, fixture);
+  closeSync(fd);
+  execFileSync(process.execPath, [cli, "convert", din, "--format", "din", "--out", path]);
+  unlinkSync(din);
+  return path;
+}
+
+export function ownFormatEndToEnd(quick: boolean): TraceRow {
+  // 636 copies of 47,234 records: 30 M records, 480 MB.
+  const copies = quick ? 64 : 636;
+  const path = ownTrace(copies);
+  const rates: number[] = [];
+  for (let i = 0; i < (quick ? 1 : 3); i++) {
+    const { seconds, stdout } = timed(["run", "--trace", path, "--json"]);
+    rates.push(JSON.parse(stdout).accesses / seconds);
+  }
+  return {
+    name: `memvirt run, ${((copies * 47_234) / 1e6).toFixed(0)} M-record memvirt-format trace (ls.din repeated), process start to JSON`,
+    unit: "records/s",
+    perSecond: Math.max(...rates),
+    target: 50e6,
+  };
+}
+
+/**
+ * A ChampSim trace of `copies` x the instructions of test/fixtures/ls.lk (each lackey I line an
+ * instruction, its L/S/M lines its memory operands), xz-compressed by the system xz.
+ */
+function champsimTrace(copies: number): { path: string; instructions: number } {
+  const path = join(tmpdir(), `memvirt-bench-ls-${copies}x.champsim.xz`);
+  const instructions: { ip: bigint; loads: bigint[]; stores: bigint[] }[] = [];
+  for (const line of readFileSync(join(fixtures, "ls.lk"), "utf8").split("\n")) {
+    const match = /^\s*([ILSM])\s+([0-9a-fA-F]+),\d+\s*$/.exec(line);
+    if (!match) continue;
+    const address = BigInt(`0x${match[2]}`);
+    if (match[1] === "I") instructions.push({ ip: address, loads: [], stores: [] });
+    else if (instructions.length > 0) {
+      const current = instructions[instructions.length - 1];
+      if (match[1] !== "S") current.loads.push(address);
+      if (match[1] !== "L") current.stores.push(address);
+    }
+  }
+  const total = instructions.length * copies;
+  if (existsSync(path)) return { path, instructions: total };
+  const one = Buffer.alloc(instructions.length * 64);
+  instructions.forEach((instruction, i) => {
+    one.writeBigUInt64LE(instruction.ip, i * 64);
+    for (const [slot, address] of instruction.stores.slice(0, 2).entries()) {
+      one.writeBigUInt64LE(address, i * 64 + 16 + slot * 8);
+    }
+    for (const [slot, address] of instruction.loads.slice(0, 4).entries()) {
+      one.writeBigUInt64LE(address, i * 64 + 32 + slot * 8);
+    }
+  });
+  const raw = `${path}.raw`;
+  const fd = openSync(raw, "w");
+  for (let i = 0; i < copies; i++) writeSync(fd, one);
+  closeSync(fd);
+  execFileSync("xz", ["-6", "-T1", "-f", "-k", raw]);
+  renameSync(`${raw}.xz`, path);
+  unlinkSync(raw);
+  return { path, instructions: total };
+}
+
+export async function champsimDecodeVersusSimulate(quick: boolean): Promise<TraceRow[]> {
+  const { path, instructions } = champsimTrace(quick ? 2 : 48);
+  const decodeRates: number[] = [];
+  const simulateRates: number[] = [];
+  const runRates: number[] = [];
+  for (let i = 0; i < (quick ? 1 : 3); i++) {
+    // In this process, like decode alone: the same decoder on the decode worker, plus unpacking and
+    // the simulation on this thread.
+    const simulation = new Simulation(defaultConfig(), { build: "release" });
+    simulation.start();
+    const started = process.hrtime.bigint();
+    const result = await replayTrace(simulation, path, "champsim");
+    simulateRates.push(result.lines / (Number(process.hrtime.bigint() - started) / 1e9));
+    const start = process.hrtime.bigint();
+    let bytes = 0;
+    for await (const chunk of decodedChunks(path, "xz")) bytes += chunk.length;
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    if (bytes !== instructions * 64) throw new Error(`decoded ${bytes} bytes, expected ${instructions * 64}`);
+    decodeRates.push(instructions / seconds);
+    const run = timed(["run", "--trace", path, "--json"]);
+    runRates.push(JSON.parse(run.stdout).source.lines / run.seconds);
+  }
+  const millions = (instructions / 1e6).toFixed(1);
+  return [
+    {
+      name: `ChampSim xz (${millions} M instructions of ls), decode alone (xz-decompress, one thread)`,
+      unit: "instructions/s",
+      perSecond: Math.max(...decodeRates),
+    },
+    {
+      name: "ChampSim xz, decode + simulate (replayTrace, decode worker)",
+      unit: "instructions/s",
+      perSecond: Math.max(...simulateRates),
+    },
+    {
+      name: "ChampSim xz, decode + simulate (memvirt run), process start to JSON",
+      unit: "instructions/s",
+      perSecond: Math.max(...runRates),
+    },
+  ];
+}
+
+/**
+ * `count` random accesses over `pages` pages spread a GiB apart (so each needs its own page tables),
+ * in memvirt's format: walks and demand faults on most accesses, heavy cells for the sweep.
+ */
+function randomTrace(count: number, pages: number): string {
+  const path = join(tmpdir(), `memvirt-bench-random-${count}-${pages}.mvt`);
+  if (existsSync(path)) return path;
+  const body = Buffer.alloc(count * 16);
+  let state = 0x9e3779b97f4a7c15n;
+  for (let i = 0; i < count; i++) {
+    state ^= (state << 13n) & 0xffff_ffff_ffff_ffffn;
+    state ^= state >> 7n;
+    state ^= (state << 17n) & 0xffff_ffff_ffff_ffffn;
+    const page = (state >> 8n) % BigInt(pages);
+    body.writeBigUInt64LE(0x10_0000_0000n + page * 0x4000_1000n + ((state >> 40n) & 0xff8n), i * 16);
+    body.writeUInt8(Number(state & 3n) === 0 ? 1 : 0, i * 16 + 8);
+    body.writeUInt8(8, i * 16 + 9);
+    body.writeUInt32LE(i + 1, i * 16 + 12);
+  }
+  writeFileSync(path, Buffer.concat([Buffer.from(ownFormatHeader()), body]));
+  return path;
+}
+
+export function sweepScaling(quick: boolean): TraceRow[] {
+  const records = quick ? 100_000 : 400_000;
+  const trace = randomTrace(records, 8192);
+  const grid = join(tmpdir(), "memvirt-bench-sweep.json");
+  const configs = {
+    native: {},
+    "native-2m": { guest: { pageSize: "2M" } },
+    ept: { mode: "ept" },
+    "ept-2m": { mode: "ept", host: { pageSize: "2M" } },
+  };
+  writeFileSync(grid, JSON.stringify({ configs, traces: [trace] }));
+  const cells = Object.keys(configs).length;
+  const rows: TraceRow[] = [];
+  for (const workers of [1, 2]) {
+    const out = join(tmpdir(), `memvirt-bench-sweep-${workers}.jsonl`);
+    const rates: number[] = [];
+    for (let i = 0; i < (quick ? 1 : 3); i++) {
+      writeFileSync(out, "");
+      const { seconds } = timed(["sweep", grid, "--out", out, "--workers", String(workers)]);
+      // Simulated records of all cells a second of wall time, process start included.
+      rates.push((cells * records) / seconds);
+    }
+    rows.push({
+      name: `memvirt sweep, ${cells} configs x a ${(records / 1e6).toFixed(1)} M-record random trace (8,192 sparse pages), ${workers} worker${workers > 1 ? "s" : ""}`,
+      unit: "records/s",
+      perSecond: Math.max(...rates),
+    });
+  }
+  return rows;
+}

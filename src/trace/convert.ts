@@ -1,0 +1,76 @@
+// `memvirt convert`: any trace format to memvirt's own. The reader delivers record batches exactly
+// as replay sees them, and they are written out unchanged, so replaying the output gives the
+// statistics of replaying the input (the records are the same bytes).
+
+import { closeSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { defaultConfig } from "../config/config.js";
+import * as L from "../core/layout.js";
+import { Machine, MemvirtError } from "../core/machine.js";
+import type { BuildName } from "../core/wasm.js";
+import {
+  OWN_HEADER_BYTES,
+  OWN_MAGIC,
+  OWN_VERSION,
+  readTrace,
+  type TraceFormat,
+  type TraceFormatOption,
+} from "./source.js";
+
+export interface ConvertResult {
+  input: string;
+  output: string;
+  format: TraceFormat;
+  records: number;
+  bytesWritten: number;
+}
+
+/** The 16-byte header of memvirt's own format. */
+export function ownFormatHeader(): Uint8Array {
+  const header = new Uint8Array(OWN_HEADER_BYTES);
+  header.set(OWN_MAGIC, 0);
+  const view = new DataView(header.buffer);
+  view.setUint32(8, OWN_VERSION, true);
+  view.setUint32(12, L.RECORD_SIZE, true);
+  return header;
+}
+
+/**
+ * Converts `input` to memvirt's format at `output` (written to `output.tmp` and renamed at the end,
+ * so a failed conversion leaves no half file under the final name). A bad input line stops it
+ * with the reader's error, after writing nothing.
+ */
+export async function convertTrace(
+  input: string,
+  format: TraceFormatOption,
+  output: string,
+  build?: BuildName,
+): Promise<ConvertResult> {
+  // Only the core's text parser and its record region are used: a one-CPU machine is enough.
+  const machine = new Machine(defaultConfig().machine, { build });
+  const temporary = `${output}.tmp`;
+  const descriptor = openSync(temporary, "w");
+  let bytesWritten = 0;
+  let position: Awaited<ReturnType<typeof readTrace>>;
+  try {
+    const header = ownFormatHeader();
+    writeSync(descriptor, header);
+    bytesWritten += header.length;
+    position = await readTrace(machine, input, format, (count) => {
+      const records = machine.memory.subarray(L.RECORDS_BASE, L.RECORDS_BASE + count * L.RECORD_SIZE);
+      let written = 0;
+      while (written < records.length) written += writeSync(descriptor, records, written);
+      bytesWritten += records.length;
+    });
+  } catch (error) {
+    closeSync(descriptor);
+    unlinkSync(temporary);
+    throw error;
+  }
+  closeSync(descriptor);
+  try {
+    renameSync(temporary, output);
+  } catch (error) {
+    throw new MemvirtError(`${output}: cannot write: ${(error as Error).message}`);
+  }
+  return { input, output, format: position.format, records: position.records, bytesWritten };
+}

@@ -1,0 +1,196 @@
+// The decoded bytes of a trace file, whatever wraps them: plain, gzip (node:zlib, which inflates on
+// libuv's thread pool, so it overlaps with simulation) or xz (xz-decompress, xz-embedded compiled to
+// WebAssembly, on a decode worker thread: see decodedChunksOverlapped). Chunks stream; nothing holds
+// the whole file.
+
+import { closeSync, createReadStream, existsSync, openSync, readSync } from "node:fs";
+import { Readable } from "node:stream";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import { createGunzip } from "node:zlib";
+import xz from "xz-decompress";
+import { MemvirtError } from "../core/machine.js";
+import { DEFAULT_CHUNK_SIZE, readChunks } from "./reader.js";
+
+export type Compression = "none" | "gzip" | "xz";
+
+/** A malformed or unreadable trace: `FILE:LINE: what is wrong` or `FILE: byte N: ...`, exit code 2. */
+export class TraceError extends MemvirtError {}
+
+const XZ_MAGIC = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+/** The first `count` bytes of the file (fewer when it is shorter). */
+export function readHead(path: string, count: number): Uint8Array {
+  let descriptor: number;
+  try {
+    descriptor = openSync(path, "r");
+  } catch (error) {
+    throw new TraceError(`${path}: cannot open the trace: ${(error as Error).message}`);
+  }
+  try {
+    const head = new Uint8Array(count);
+    const read = readSync(descriptor, head, 0, count, 0);
+    return head.subarray(0, read);
+  } catch (error) {
+    throw new TraceError(`${path}: cannot read the trace: ${(error as Error).message}`);
+  } finally {
+    closeSync(descriptor);
+  }
+}
+
+function startsWith(bytes: Uint8Array, magic: readonly number[]): boolean {
+  return bytes.length >= magic.length && magic.every((byte, i) => bytes[i] === byte);
+}
+
+/** The compression of the file, from its magic bytes. */
+export function detectCompression(path: string): Compression {
+  const head = readHead(path, 6);
+  if (startsWith(head, XZ_MAGIC)) return "xz";
+  if (startsWith(head, GZIP_MAGIC)) return "gzip";
+  return "none";
+}
+
+/** xz-embedded's xz_ret codes, which xz-decompress reports as bare numbers. */
+const XZ_ERRORS: Record<string, string> = {
+  "2": "unsupported integrity check",
+  "3": "out of memory",
+  "4": "dictionary larger than the memory limit",
+  "5": "not an xz stream",
+  "6": "unsupported xz options",
+  "7": "corrupt xz data",
+  "8": "truncated xz data (the file ends inside the stream)",
+};
+
+function describeDecodeError(compression: Compression, error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  if (compression === "xz") {
+    const code = /error code (\d+)/.exec(message)?.[1];
+    if (code && XZ_ERRORS[code]) return XZ_ERRORS[code];
+  }
+  if (compression === "gzip") {
+    if (/unexpected end of file/i.test(message))
+      return "truncated gzip data (the file ends inside the stream)";
+    return `corrupt gzip data (${message})`;
+  }
+  return message;
+}
+
+/**
+ * Yields the decoded bytes of the trace from decoded offset `skip` on. Plain files seek there; a
+ * compressed stream cannot seek, so it is decoded from the start and the first `skip` bytes dropped
+ * (resuming a checkpoint of a compressed trace costs one decode of the part already done).
+ * Decode errors become TraceErrors naming the compressed byte offset reached.
+ */
+export async function* decodedChunks(
+  path: string,
+  compression: Compression,
+  skip = 0,
+  chunkSize = DEFAULT_CHUNK_SIZE,
+  fileBytes: { read: number } = { read: 0 },
+): AsyncGenerator<Uint8Array> {
+  if (compression === "none") {
+    fileBytes.read = skip;
+    const chunks = readChunks(path, chunkSize, skip);
+    for (;;) {
+      let next: IteratorResult<Uint8Array>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        throw new TraceError(
+          `${path}: byte ${fileBytes.read}: cannot read the trace: ${(error as Error).message}`,
+        );
+      }
+      if (next.done) return;
+      fileBytes.read += next.value.length;
+      yield next.value;
+    }
+  }
+  let compressedBytes = 0;
+  const file = createReadStream(path, { highWaterMark: 1 << 20 });
+  file.on("data", (chunk) => {
+    compressedBytes += chunk.length;
+    fileBytes.read = compressedBytes;
+  });
+  let decoded: AsyncIterable<Uint8Array>;
+  if (compression === "gzip") {
+    const gunzip = createGunzip({ chunkSize: 1 << 20 });
+    file.on("error", (error) => gunzip.destroy(error));
+    decoded = file.pipe(gunzip);
+  } else {
+    decoded = new xz.XzReadableStream(Readable.toWeb(file) as ReadableStream<Uint8Array>);
+  }
+  let offset = 0;
+  try {
+    for await (const chunk of decoded) {
+      let bytes = chunk instanceof Uint8Array ? chunk : new Uint8Array(chunk);
+      if (offset + bytes.length <= skip) {
+        offset += bytes.length;
+        continue;
+      }
+      if (offset < skip) bytes = bytes.subarray(skip - offset);
+      offset += chunk.length;
+      yield bytes;
+    }
+  } catch (error) {
+    if (error instanceof MemvirtError) throw error;
+    throw new TraceError(
+      `${path}: byte ${compressedBytes} of the ${compression} file: ${describeDecodeError(compression, error)}`,
+    );
+  } finally {
+    file.destroy();
+  }
+}
+
+/** The compiled decode worker; absent when memvirt runs from its TypeScript sources (tests). */
+const DECODE_WORKER = fileURLToPath(new URL("./decode-worker.js", import.meta.url));
+
+/**
+ * decodedChunks, with the decompression on a worker thread when the file is compressed, so that
+ * decoding the next chunks overlaps with simulating this one. Plain files are read asynchronously
+ * on the calling thread already. Falls back to decoding here when the worker module is not built.
+ */
+export async function* decodedChunksOverlapped(
+  path: string,
+  compression: Compression,
+  skip = 0,
+  chunkSize = DEFAULT_CHUNK_SIZE,
+  fileBytes: { read: number } = { read: 0 },
+): AsyncGenerator<Uint8Array> {
+  if (compression === "none" || !existsSync(DECODE_WORKER)) {
+    yield* decodedChunks(path, compression, skip, chunkSize, fileBytes);
+    return;
+  }
+  type Message =
+    | { kind: "chunk"; bytes: Uint8Array; fileBytes: number }
+    | { kind: "end" }
+    | { kind: "error"; message: string; trace: boolean };
+  const worker = new Worker(DECODE_WORKER, { workerData: { path, compression, skip, chunkSize } });
+  const queue: Message[] = [];
+  let wake: (() => void) | undefined;
+  let failure: Error | undefined;
+  worker.on("message", (message: Message) => {
+    queue.push(message);
+    wake?.();
+  });
+  worker.on("error", (error) => {
+    failure = error;
+    wake?.();
+  });
+  try {
+    for (;;) {
+      while (queue.length === 0 && !failure) await new Promise<void>((resolve) => (wake = resolve));
+      if (failure) throw new TraceError(`${path}: the decode worker failed: ${failure.message}`);
+      const message = queue.shift() as Message;
+      if (message.kind === "end") return;
+      if (message.kind === "error") {
+        throw message.trace ? new TraceError(message.message) : new Error(message.message);
+      }
+      fileBytes.read = message.fileBytes;
+      yield message.bytes;
+      worker.postMessage("taken");
+    }
+  } finally {
+    await worker.terminate();
+  }
+}
