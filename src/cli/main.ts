@@ -1,6 +1,6 @@
 // The memvirt command line. `run` replays a trace or a synthetic workload on a configured machine;
 // `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import {
   defaultConfig,
@@ -15,6 +15,7 @@ import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
 import { DMA_WORKLOADS, isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
+import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
 import { writeHtmlReport } from "../report/html.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
@@ -23,19 +24,28 @@ import { Simulation } from "../runner/simulation.js";
 import { convertTrace } from "../trace/convert.js";
 import { replayTrace } from "../trace/replay.js";
 import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
+import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
 import { WORKLOAD_NAMES, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
+import { runOvercommit } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 import { runSweepCommand } from "./sweep.js";
 
-interface RunOptions {
+export interface RunOptions {
   config?: string;
+  vms?: string;
+  pagesPerVm?: string;
+  sharedFraction?: string;
+  zeroFraction?: string;
+  seconds?: string;
+  timeline?: string;
+  checkInvariants?: boolean;
   trace?: string;
   format: TraceFormatOption;
   workload?: WorkloadName;
-  records: string;
+  records?: string;
   footprint: string;
   stride?: string;
   zipf?: string;
@@ -62,7 +72,12 @@ function loadConfig(path: string | undefined): ResolvedConfig {
   return parseConfigText(text, path);
 }
 
-function numberOption(value: string | undefined, name: string, min: number, max: number): number | undefined {
+export function numberOption(
+  value: string | undefined,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (!Number.isFinite(n) || n < min || n > max) {
@@ -72,7 +87,7 @@ function numberOption(value: string | undefined, name: string, min: number, max:
 }
 
 export function workloadSpec(options: RunOptions, seed: number): WorkloadSpec {
-  const records = numberOption(options.records, "records", 1, 2 ** 40) ?? 0;
+  const records = numberOption(options.records ?? "1000000", "records", 1, 2 ** 40) ?? 0;
   return {
     name: options.workload as WorkloadName,
     records: Math.floor(records),
@@ -101,6 +116,13 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   }
   const config = loadConfig(options.config);
   const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+  if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
+    return runOvercommit(config, options, seed, print, (path, text) => writeFileSync(path, text));
+  }
+  if (options.timeline)
+    throw new MemvirtError(
+      "--timeline: only the multi-VM workloads (identical-vms, cloud-mix, memory-hog) have a timeline",
+    );
   const checkpointEvery = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53) ?? 0;
   if ((options.checkpoint === undefined) !== (checkpointEvery === 0)) {
     throw new MemvirtError("--checkpoint FILE and --checkpoint-every N go together");
@@ -216,15 +238,20 @@ export async function main(
     .default("release");
 
   /** The workload, seed, output and build options `run` and `compare` share. */
-  const workloadOptions = (command: Command, defaults: { workload?: string; records: string }) => {
+  const workloadOptions = (command: Command, defaults: { workload?: string; records?: string }) => {
     const workload = new Option("-w, --workload <name>", "synthetic workload").choices([
       ...WORKLOAD_NAMES,
       ...DMA_WORKLOADS,
+      ...MULTI_VM_WORKLOADS,
     ]);
     if (defaults.workload) workload.default(defaults.workload);
     return command
       .addOption(workload)
-      .option("--records <n>", "workload: records to generate", defaults.records)
+      .option(
+        "--records <n>",
+        "workload: records to generate (default 1000000; multi-VM: per workload)",
+        defaults.records,
+      )
       .option("--footprint <bytes>", "workload: bytes of address space touched (e.g. 256M)", "256M")
       .option("--stride <bytes>", "workload: stride of sequential/strided")
       .option("--zipf <s>", "workload: Zipf exponent")
@@ -253,8 +280,15 @@ export async function main(
       )
       .option("--checkpoint-every <n>", "records between checkpoints")
       .option("--resume <file>", "continue the run saved in a checkpoint")
-      .option("-q, --quiet", "no progress bar"),
-    { records: "1000000" },
+      .option("-q, --quiet", "no progress bar")
+      .option("--vms <n>", "multi-VM workloads: number of VMs")
+      .option("--pages-per-vm <n>", "multi-VM workloads: 4 KiB pages of each VM's application")
+      .option("--shared-fraction <f>", "identical-vms: share of pages from the common OS image")
+      .option("--zero-fraction <f>", "identical-vms: share of zero pages")
+      .option("--seconds <s>", "multi-VM workloads: simulated seconds the run lasts")
+      .option("--timeline <file.csv>", "multi-VM workloads: write the memory timeline as CSV")
+      .option("--check-invariants", "check for stale translations after every overcommit step"),
+    {},
   ).action(async (options: RunOptions) => {
     exitCode = await run(options, print);
   });
@@ -264,9 +298,15 @@ export async function main(
       .command("compare")
       .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
       .option("-c, --config <file>", "base configuration (JSON); mode and page sizes are varied")
-      .option("--modes <list>", "comma-separated modes to include", MODES.join(",")),
+      .option("--modes <list>", "comma-separated modes to include", MODES.join(","))
+      .option("--seed-table", "the comparison table of memory-virtualization techniques, measured"),
     { workload: "zipf", records: "500000" },
-  ).action((options: RunOptions & { modes: string }) => {
+  ).action((options: RunOptions & { modes: string; seedTable?: boolean }) => {
+    if (options.seedTable) {
+      const table = runSeedTable(options.build);
+      print(options.json ? JSON.stringify(table, null, 2) : formatSeedTable(table));
+      return;
+    }
     const config = loadConfig(options.config);
     const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
     if (isDmaWorkload(options.workload)) {

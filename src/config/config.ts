@@ -16,6 +16,7 @@ import type { DirtyLogMode } from "../hypervisor/tdp.js";
 import { DEFAULT_COSTS, EXIT_REASON_NAMES, type HypervisorCosts } from "../hypervisor/technique.js";
 import { defaultIommuConfig, type IommuConfig, resolveDevices, resolveIommu } from "../iommu/config.js";
 import type { DeviceSpec } from "../iommu/devices.js";
+import { type OvercommitConfig, resolveOvercommit } from "../overcommit/config.js";
 
 export type Mode = "native" | "ept" | "npt" | "shadow" | "pv";
 export const MODES: readonly Mode[] = ["native", "ept", "npt", "shadow", "pv"];
@@ -74,6 +75,8 @@ export interface ResolvedConfig {
   /** The IOMMU and the DMA devices the dma-* workloads drive. */
   iommu: IommuConfig;
   devices: DeviceSpec[];
+  /** Memory overcommit (balloon, KSM, zswap, swap, controller); set when the config has the section. */
+  overcommit?: OvercommitConfig;
 }
 
 export class ConfigError extends MemvirtError {}
@@ -359,6 +362,7 @@ export function resolveConfig(input: Json): ResolvedConfig {
     "nestedPsc",
     "iommu",
     "devices",
+    "overcommit",
     "$schema",
     "comment",
   ]);
@@ -535,7 +539,14 @@ export function resolveConfig(input: Json): ResolvedConfig {
   }
   const iommu = resolveIommu(input.iommu);
   const devices = resolveDevices(input.devices);
-  return { mode, seed, guest, machine, memory, host, hypervisor, iommu, devices };
+  const resolved: ResolvedConfig = { mode, seed, guest, machine, memory, host, hypervisor, iommu, devices };
+  if (input.overcommit !== undefined && input.overcommit !== false) {
+    resolved.overcommit = resolveOvercommit(input.overcommit);
+    if (mode !== "ept" && mode !== "npt") fail("mode", 'overcommit needs "ept" or "npt"');
+    if (host.pageSize !== "4K")
+      fail("host.pageSize", 'overcommit reclaims 4 KiB host pages: host.pageSize must be "4K"');
+  }
+  return resolved;
 }
 
 /** Parses config text; JSON syntax errors name the file. */

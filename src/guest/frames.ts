@@ -117,6 +117,11 @@ export class FrameAllocator {
     this.allocated[size]--;
   }
 
+  /** The frames of `size` that were handed out and given back (free page reporting reads them). */
+  releasedFrames(size: PageSize): readonly bigint[] {
+    return this.free[size];
+  }
+
   /** Plain data for checkpoints. */
   snapshot(): FrameAllocatorState {
     return {

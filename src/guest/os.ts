@@ -88,6 +88,11 @@ export class GuestOS {
     readonly config: GuestConfig,
     readonly cpus: number,
     seed: number,
+    /**
+     * Where page tables come from, when not `frames`: Linux groups unmovable allocations such as page
+     * tables into their own pageblocks, so freed application memory can form whole free blocks.
+     */
+    readonly tableFrames?: FrameAllocator,
   ) {
     this.levels = config.levels;
     this.frames = new FrameAllocator(config.memory, config.frames, seed);
@@ -102,7 +107,7 @@ export class GuestOS {
 
   private newTable(): bigint {
     this.stats.tablesAllocated++;
-    return this.frames.alloc("4K");
+    return (this.tableFrames ?? this.frames).alloc("4K");
   }
 
   private entryAddress(table: bigint, la: bigint, level: number): bigint {

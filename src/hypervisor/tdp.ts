@@ -36,6 +36,8 @@ export interface TdpOptions {
   costs: HypervisorCosts;
   dirtyLog: DirtyLogMode;
   cpus: number;
+  /** The machine CPUs this VM's vCPUs run on (default 0..cpus-1); the overcommit host pins one VM per CPU. */
+  cpuIds?: number[];
   /** Cycles between dirty-log harvests while dirty logging is on. */
   dirtyLogIntervalCycles: number;
 }
@@ -83,7 +85,11 @@ export class TdpMmu implements VirtualizationTechnique {
     this.root = host.table();
     this.exitCounter = new ExitCounter(machine, options.costs);
     this.cpu = new GuestCpu(this);
+    this.cpuIds = options.cpuIds ?? Array.from({ length: options.cpus }, (_, cpu) => cpu);
   }
+
+  /** The machine CPUs running this VM's vCPUs. */
+  readonly cpuIds: number[];
 
   /** EPTP: write-back structures, walk length, A/D enable; or nCR3 for NPT. */
   get rootPointer(): bigint {
@@ -94,7 +100,7 @@ export class TdpMmu implements VirtualizationTechnique {
   }
 
   boot(machine: Machine): void {
-    for (let cpu = 0; cpu < this.options.cpus; cpu++) {
+    for (const cpu of this.cpuIds) {
       machine.vmEnter(cpu, {
         nested: this.name,
         root: this.rootPointer,
@@ -162,7 +168,7 @@ export class TdpMmu implements VirtualizationTechnique {
   }
 
   /** Installs the leaf for `gpa` at `size`, creating nested tables above it. */
-  private install(gpa: bigint, size: PageSize, writable: boolean): void {
+  private install(gpa: bigint, size: PageSize, writable: boolean, target?: bigint): void {
     const leafLevel = LEVEL_OF[size];
     let table = this.root;
     for (let level: number = this.options.levels; level > leafLevel; level--) {
@@ -179,10 +185,44 @@ export class TdpMmu implements VirtualizationTechnique {
     }
     const bytes = 1n << BigInt(PAGE_SHIFT[size]);
     const base = gpa & ~(bytes - 1n);
-    const hpa = this.vm.hostAddress(base);
+    const hpa = target ?? this.vm.hostAddress(base);
     const address = table + ((gpa >> BigInt(12 + 9 * (leafLevel - 1))) & 0x1ffn) * 8n;
     this.machine.writePhys64(address, hpa | this.leafBits(writable, size));
     this.counters[size === "4K" ? "pages_4k" : size === "2M" ? "pages_2m" : "pages_1g"]++;
+  }
+
+  /**
+   * Maps the 4 KiB guest page at `gpa` onto host frame `hpa` (replacing any leaf): how KSM points a
+   * sharer at the merged page (read-only), and how a COW break or swap-in installs a private page.
+   * The caller invalidates stale translations.
+   */
+  mapPage(gpa: bigint, hpa: bigint, writable: boolean): void {
+    const leaf = this.leafOf(gpa);
+    if (leaf && leaf.level !== 1) throw new Error(`0x${gpa.toString(16)} is mapped by a large page`);
+    if (leaf) {
+      this.machine.writePhys64(leaf.address, hpa | this.leafBits(writable, "4K"));
+      return;
+    }
+    this.install(gpa & ~0xfffn, "4K", writable, hpa);
+  }
+
+  /** Clears the leaf of the 4 KiB page at `gpa` (balloon inflation, swap-out); the caller flushes. */
+  unmapPage(gpa: bigint): boolean {
+    const leaf = this.leafOf(gpa);
+    if (!leaf) return false;
+    if (leaf.level !== 1) throw new Error(`0x${gpa.toString(16)} is mapped by a large page`);
+    this.machine.writePhys64(leaf.address, 0n);
+    return true;
+  }
+
+  /** The EPT/NPT accessed flag of the leaf for `gpa`, and clears it (page aging, kvm_age_gfn). */
+  testAndClearAccessed(gpa: bigint): boolean {
+    const leaf = this.leafOf(gpa);
+    if (!leaf) return false;
+    const accessed = this.name === "ept" ? 1n << 8n : 1n << 5n;
+    if ((leaf.entry & accessed) === 0n) return false;
+    this.machine.writePhys64(leaf.address, leaf.entry & ~accessed);
+    return true;
   }
 
   /** An EPT violation or #NPF: map the page (the fault path), or emulate MMIO outside every memslot. */
@@ -232,7 +272,7 @@ export class TdpMmu implements VirtualizationTechnique {
   /** Invalidates every vCPU's cached nested translations (kvm_flush_remote_tlbs: INVEPT single-context). */
   flushRemoteTlbs(): void {
     this.counters.remote_tlb_flush++;
-    for (let cpu = 0; cpu < this.options.cpus; cpu++) {
+    for (const cpu of this.cpuIds) {
       if (this.name === "ept") this.machine.invept(cpu, 1, this.rootPointer);
       else this.machine.tlbControl(cpu, 3);
     }
@@ -304,14 +344,14 @@ export class TdpMmu implements VirtualizationTechnique {
   guestStore(gpa: bigint, value: bigint): void {
     if (!this.vm.memslotOf(gpa)) {
       // A store outside guest RAM is an MMIO write: it exits, is emulated, and changes no memory.
-      this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", 0);
+      this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", this.cpuIds[0]);
       this.fault(gpa, true);
       return;
     }
     const leaf = this.leafOf(gpa);
     if (!leaf || !this.isWritable(leaf.entry)) {
       // The store takes an EPT violation (#NPF) first: a VM exit and the fault path.
-      this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", 0);
+      this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", this.cpuIds[0]);
       this.fault(gpa, true);
     } else if (this.options.dirtyLog === "dbit") {
       this.markDirty(gpa);

@@ -21,8 +21,9 @@ export class HostMemory {
   /** Host frames (4K granules) holding hypervisor page tables. */
   readonly tableFrames = new Set<bigint>();
 
-  constructor(memoryBytes: number, seed: number) {
-    this.frames = new FrameAllocator(memoryBytes, "sequential", seed ^ 0x2545f491);
+  /** `frames` replaces the default allocator (the overcommit host counts and caps its frames). */
+  constructor(memoryBytes: number, seed: number, frames?: FrameAllocator) {
+    this.frames = frames ?? new FrameAllocator(memoryBytes, "sequential", seed ^ 0x2545f491);
   }
 
   /** A zeroed 4 KiB host frame for a hypervisor page table (EPT, NPT or shadow). */
@@ -92,6 +93,26 @@ export class Vm {
   hostAddress(gpa: bigint): bigint {
     const { base, hpa } = this.backingOf(gpa);
     return hpa + (gpa - base);
+  }
+
+  /** The host page backing the region at `base`, without allocating. */
+  backingAt(base: bigint): bigint | undefined {
+    return this.backing.get(base);
+  }
+
+  /**
+   * Points the region at `base` at another host page (a KSM merge or COW break, a swap-in), as the
+   * host's own page table for the VM's memory changes. The caller owns freeing the old page.
+   */
+  setBacking(base: bigint, hpa: bigint): void {
+    this.backing.set(base, hpa);
+  }
+
+  /** Drops the backing of the region at `base` (balloon inflation, swap-out); returns the old page. */
+  dropBacking(base: bigint): bigint | undefined {
+    const hpa = this.backing.get(base);
+    this.backing.delete(base);
+    return hpa;
   }
 
   /** The host frames this VM owns: its backing pages (isolation checks use this). */

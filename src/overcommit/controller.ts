@@ -1,0 +1,186 @@
+// The overcommit controller: every intervalMs of simulated time it reads the host's free memory and
+// applies a policy.
+// - vsphere: the vSphere 6 memory states, relative to minFree. Each threshold is where its action
+//   starts as free memory falls: below high (400 %) large pages would be broken (the overcommit host
+//   backs memory with 4K pages, so there are none), below clear (100 %) KSM runs, below soft (64 %)
+//   balloons inflate, below hard (32 %) pages are compressed and swapped, below low (16 %) allocations
+//   block until reclaim has caught up. Falling into a state is immediate; climbing back out needs free
+//   memory hysteresisPercent above the threshold, so the state does not flap.
+// - mom: oVirt MoM's defaults: under pressure (free below 20 %) KSM runs with pages_to_scan raised by
+//   300 (at most 1250) and balloons take at most 5 % of each VM's memory per step; otherwise
+//   pages_to_scan falls by 50 (at least 64) and balloons give 5 % back; below 5 % free (critical) the
+//   host also compresses and swaps.
+import type { OvercommitHost } from "./host.js";
+
+export const VSPHERE_STATES = ["high", "clear", "soft", "hard", "low"] as const;
+export const MOM_STATES = ["normal", "pressure", "critical"] as const;
+export type ControllerState = (typeof VSPHERE_STATES)[number] | (typeof MOM_STATES)[number];
+
+export interface Transition {
+  seconds: number;
+  from: ControllerState;
+  to: ControllerState;
+  /** Free host memory the decision was made on, in pages and in percent of minFree. */
+  freePages: number;
+  freeRatio: number;
+}
+
+export class Controller {
+  nextAt: number;
+  state: ControllerState;
+  readonly secondsIn: Record<string, number> = {};
+  readonly transitions: Transition[] = [];
+  blockedSteps = 0;
+  private lastAt = 0;
+
+  constructor(private readonly host: OvercommitHost) {
+    this.nextAt = 0;
+    this.state = host.oc.controller.policy === "mom" ? "normal" : "high";
+    const states: readonly string[] = host.oc.controller.policy === "mom" ? MOM_STATES : VSPHERE_STATES;
+    for (const s of states) this.secondsIn[s] = 0;
+    if (host.ksm) host.ksm.running = false;
+  }
+
+  get minFreePages(): number {
+    return (this.host.frames.capacity * this.host.oc.controller.minFreePercent) / 100;
+  }
+
+  /** Free memory in percent of minFree. */
+  get freeRatio(): number {
+    return (100 * this.host.frames.freeFrames) / Math.max(1, this.minFreePages);
+  }
+
+  /** The vSphere state for `ratio` (percent of minFree), starting from `current`, with hysteresis. */
+  static vsphereState(
+    ratio: number,
+    current: ControllerState,
+    thresholds: { clear: number; soft: number; hard: number; low: number },
+    hysteresisPercent: number,
+  ): ControllerState {
+    // The boundary above state k (between k-1 and k).
+    const boundary = [
+      Number.POSITIVE_INFINITY,
+      thresholds.clear,
+      thresholds.soft,
+      thresholds.hard,
+      thresholds.low,
+    ];
+    let raw = 0;
+    while (raw < 4 && ratio < boundary[raw + 1]) raw++;
+    let state = Math.max(0, VSPHERE_STATES.indexOf(current as (typeof VSPHERE_STATES)[number]));
+    if (raw > state) return VSPHERE_STATES[raw];
+    while (state > raw && ratio >= boundary[state] * (1 + hysteresisPercent / 100)) state--;
+    return VSPHERE_STATES[state];
+  }
+
+  step(): void {
+    const host = this.host;
+    const now = host.now();
+    this.secondsIn[this.state] += host.seconds(now - this.lastAt);
+    this.lastAt = now;
+    this.nextAt += host.ms(host.oc.controller.intervalMs);
+    const freePages = host.frames.freeFrames;
+    const freeRatio = this.freeRatio;
+    const next = host.oc.controller.policy === "mom" ? this.momStep() : this.vsphereStep();
+    if (next !== this.state) {
+      this.transitions.push({
+        seconds: +host.seconds(now).toFixed(6),
+        from: this.state,
+        to: next,
+        freePages,
+        freeRatio: +freeRatio.toFixed(3),
+      });
+      this.state = next;
+    }
+    host.check("controller");
+  }
+
+  /** Pages to reclaim to bring free memory back to minFree (clear), capped per step. */
+  private deficit(targetPercentOfMinFree = 100): number {
+    const want = (this.minFreePages * targetPercentOfMinFree) / 100 - this.host.frames.freeFrames;
+    return Math.max(0, Math.min(Math.ceil(want), this.host.oc.controller.reclaimPagesPerStep));
+  }
+
+  private vsphereStep(): ControllerState {
+    const host = this.host;
+    const c = host.oc.controller;
+    const state = Controller.vsphereState(this.freeRatio, this.state, c.thresholds, c.hysteresisPercent);
+    const level = VSPHERE_STATES.indexOf(state as (typeof VSPHERE_STATES)[number]);
+    if (host.ksm) host.ksm.running = level >= 1;
+    const alive = host.vms.filter((vm) => vm.alive);
+    if (level >= 2 && host.balloon && alive.length > 0) {
+      // Soft: inflate every balloon by an equal share of what is missing.
+      const share = Math.ceil(this.deficit(c.thresholds.clear) / alive.length);
+      for (const vm of alive) {
+        // No more than the guest can give without OOM-killing (its available memory).
+        const step = Math.min(share, host.guestAvailable(vm));
+        if (step > 0) host.balloon.setTarget(vm, host.balloon.actual(vm) + step);
+      }
+    } else if (level === 0 && host.balloon) {
+      // Plenty of memory again: give ballooned memory back, a step at a time.
+      for (const vm of host.vms) {
+        const actual = host.balloon.actual(vm);
+        if (actual > 0) host.balloon.setTarget(vm, Math.max(0, actual - c.reclaimPagesPerStep));
+      }
+    }
+    if (level >= 3) this.compressAndSwap(this.deficit(c.thresholds.soft));
+    if (level >= 4) {
+      // Low: allocations wait until reclaim has brought free memory back above the low threshold.
+      this.blockedSteps++;
+      const missing = Math.ceil((this.minFreePages * c.thresholds.low) / 100 - host.frames.freeFrames);
+      if (missing > 0) this.compressAndSwap(missing);
+    }
+    return state;
+  }
+
+  private compressAndSwap(pages: number): void {
+    const host = this.host;
+    if (pages <= 0) return;
+    let freed = host.zswap ? host.zswap.reclaim(pages, false) : 0;
+    if (freed < pages && host.swap) freed += host.swap.reclaim(pages - freed, false);
+  }
+
+  private momStep(): ControllerState {
+    const host = this.host;
+    const mom = host.oc.controller.mom;
+    const freePercent = (100 * host.frames.freeFrames) / host.frames.capacity;
+    const state: ControllerState =
+      freePercent < mom.criticalPercent
+        ? "critical"
+        : freePercent < mom.pressurePercent
+          ? "pressure"
+          : "normal";
+    const ksm = host.ksm;
+    if (ksm) {
+      if (state !== "normal") {
+        ksm.running = true;
+        ksm.pagesToScan = Math.min(1250, ksm.pagesToScan + 300);
+      } else {
+        ksm.pagesToScan = Math.max(64, ksm.pagesToScan - 50);
+        if (ksm.pagesToScan === 64) ksm.running = false;
+      }
+    }
+    if (host.balloon) {
+      for (const vm of host.vms) {
+        if (!vm.alive) continue;
+        const step = Math.floor((vm.memoryPages * mom.balloonStepPercent) / 100);
+        const target = host.balloon.target(vm);
+        if (state !== "normal")
+          host.balloon.setTarget(vm, host.balloon.actual(vm) + Math.min(step, host.guestAvailable(vm)));
+        else if (target > 0) host.balloon.setTarget(vm, Math.max(0, target - step));
+      }
+    }
+    if (state === "critical") {
+      const want = Math.ceil((host.frames.capacity * mom.criticalPercent) / 100 - host.frames.freeFrames);
+      this.compressAndSwap(Math.min(want, host.oc.controller.reclaimPagesPerStep));
+    }
+    return state;
+  }
+
+  /** Closes the time-in-state accounting at the end of the run. */
+  finish(): void {
+    const now = this.host.now();
+    this.secondsIn[this.state] += this.host.seconds(now - this.lastAt);
+    this.lastAt = now;
+  }
+}
