@@ -115,8 +115,11 @@ function frameAddressSlow(frame: u64, memo: usize): usize {
   return load<u64>(CTRL_BASE + CFG_MEMORY_GENERATION);
 }
 
-/** Every store into a frame's bytes goes through here (or calls it), so memos see the change. */
-@inline function memoryChanged(): void {
+/**
+ * Every store into a frame's bytes goes through the writers here, or calls this after storing through
+ * backFrame's address (DMA), so memos of memory contents see the change.
+ */
+@inline export function memoryChanged(): void {
   const p = CTRL_BASE + CFG_MEMORY_GENERATION;
   store<u64>(p, load<u64>(p) + 1);
 }

@@ -60,7 +60,7 @@ import {
 } from "../mmu/iowalk";
 import { ADDRESS_MASK } from "../cpu";
 import { RTADDR_SMT } from "../formats/vtd";
-import { backFrame, readPhys64 } from "../phys";
+import { backFrame, memoryChanged, readPhys64 } from "../phys";
 import {
   S_AD_UPDATES,
   S_IO_BYTES,
@@ -323,6 +323,9 @@ export function dmaBatch(start: u32, end: u32): u32 {
       const first = hpa & 0xff8;
       const last = (hpa + <u64>length - 1) & 0xff8;
       for (let offset = first; offset <= last; offset += 8) store<u64>(frame + <usize>offset, data);
+      // A device may write page tables (a guest's, or with the IOMMU off any host table): memos of
+      // memory contents must see it.
+      memoryChanged();
     } else {
       store<u64>(r, readPhys64(hpa & ~<u64>7), DMA_DATA);
     }

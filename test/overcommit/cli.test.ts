@@ -168,7 +168,7 @@ describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
 });
 
 describe("memvirt compare --seed-table", () => {
-  it("measures one row each for EPT/NPT, ballooning, KSM, huge pages, compression and swap, and says why the IOMMU row is missing", async () => {
+  it("measures one row each for EPT/NPT, ballooning, KSM, huge pages, the IOMMU, compression and swap", async () => {
     const { code, output } = await run(["compare", "--seed-table", "--json"]);
     expect(code).toBe(0);
     const table = JSON.parse(output);
@@ -177,6 +177,7 @@ describe("memvirt compare --seed-table", () => {
       "ballooning",
       "KSM",
       "huge pages",
+      "IOMMU",
       "compression",
       "swap",
     ]);
@@ -185,7 +186,13 @@ describe("memvirt compare --seed-table", () => {
     expect(row("KSM").pagesSaved).toBe(3072);
     expect(row("ballooning").pagesSaved).toBeGreaterThan(0);
     expect(row("ballooning").exitsPerMillionAccesses).toBeGreaterThan(0);
-    expect(table.absent.IOMMU).toMatch(/not in this build/);
+    // Strict dma_map/dma_unmap costs cycles per request where no IOMMU costs none, and its tables take
+    // host frames.
+    expect(row("IOMMU").baselineCyclesPerAccess).toBe(0);
+    expect(row("IOMMU").cyclesPerAccess).toBeGreaterThan(0);
+    expect(row("IOMMU").slowdown).toBeNull();
+    expect(row("IOMMU").pagesSaved).toBeLessThan(0);
+    expect(table.absent).toEqual({});
   });
 });
 
