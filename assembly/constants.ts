@@ -287,6 +287,8 @@ export const IO_STATUS: u32 = 0x94;
 export const IO_PSC_DESC: u32 = 0xc0;
 /** Scratch of the IO walk in progress: 32 bytes per entry read (see mmu/iowalk.ts). */
 export const IO_WALK_SCRATCH: u32 = 0x100;
+/** Scratch of the second-level walks a nested (PGTT=3) walk makes, apart from its first-level entries. */
+export const IO_NESTED_WALK_SCRATCH: u32 = 0x300;
 export const IO_FAULT_RECORD_BASE: u32 = 0x1000;
 export const IO_MAX_FAULT_RECORDS: u32 = 256;
 export const IO_CC_BASE: u32 = 0x2000;

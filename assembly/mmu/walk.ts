@@ -8,6 +8,8 @@ import {
   CFG_MAXPHYADDR,
   CFG_PSC_LATENCY,
   CTRL_BASE,
+  IO_NESTED_WALK_SCRATCH,
+  IOMMU_BASE,
   KIND_FETCH,
   KIND_SS_WRITE,
   KIND_WRITE,
@@ -78,7 +80,9 @@ import {
 } from "../formats/x86";
 import { memoryGeneration, readPhys64, writeBacked64 } from "../phys";
 import { S_AD_UPDATES, S_NESTED_WALKS, S_NPSC, S_NTLB, S_PSC, add, bump } from "../stats";
-import { flushReferenceCounts, priceReference } from "../timing/cache";
+import { IOPTE_PR, iopteEncodedShift, iopteNextLevel, iopteReserved, iopteRights } from "../formats/amdvi";
+import { slIsLeaf, slPresent, slReserved } from "../formats/vtd";
+import { flushReferenceCounts, priceReference, priceUncoreReference } from "../timing/cache";
 import { npscDesc, pscDesc, pscFill, pscLookup, pscPresent } from "./psc";
 import {
   A_DIRTY,
@@ -164,6 +168,300 @@ let pscHitLevel: u32 = 0;
   return 0;
 }
 
+// --- the radix walk ---------------------------------------------------------------------------------
+
+// Entry formats the one radix loop reads. x86-64 entries serve three readers: the CPU's guest tables
+// and VT-d first-level tables (FMT_X86), and AMD's nested dimension (FMT_NPT: host NXE, every access a
+// user access).
+export const FMT_X86: u32 = 0;
+export const FMT_NPT: u32 = 1;
+export const FMT_EPT: u32 = 2;
+export const FMT_VTD_SL: u32 = 3;
+export const FMT_AMDVI: u32 = 4;
+
+/** Who walks: a CPU (its caches price each reference) or the IOMMU (shared LLC, then DRAM). */
+export const UNIT_CPU: u32 = 0;
+export const UNIT_IOMMU: u32 = 1;
+
+/**
+ * Where table addresses live, as a type argument of walkRadix (told apart by size): host-physical, or
+ * guest-physical behind a CPU's EPT/NPT or behind VT-d's second level.
+ */
+type NestNone = u8;
+type NestCpu = u16;
+type NestIo = u32;
+
+/** Why the radix loop stopped. */
+export const STOP_LEAF: u32 = 0;
+export const STOP_NOT_PRESENT: u32 = 1;
+/** A reserved bit, or for EPT a misconfiguration. */
+export const STOP_RESERVED: u32 = 2;
+/** The nested translation of a table address failed (the nested walker's outputs say how). */
+export const STOP_NESTED: u32 = 3;
+/** IOMMU only: an entry address with no memory behind it. */
+export const STOP_BEYOND: u32 = 4;
+/** AMD-Vi only: index bits of the levels a Next Level field skipped are not zero. */
+export const STOP_SKIPPED: u32 = 5;
+/** Set by callers that check the leaf's rights: they lack the access. */
+export const STOP_RIGHTS: u32 = 6;
+
+// Outputs of the last radix loop.
+export let radixLevel: u32 = 0;
+export let radixEntry: u64 = 0;
+export let radixUsed: u32 = 0;
+export let radixRefs: u32 = 0;
+export let radixCycles: u32 = 0;
+/** N_R/N_W/N_X ANDed over the entries (x86: R/W only, XD is the CPU's to combine). */
+export let radixRights: u32 = 0;
+/** U/S held at every x86 entry read. */
+export let radixUser: bool = true;
+/** The AND of every entry read (the caller masks its format's accessed bit). */
+export let radixAccessedAll: u64 = 0;
+/** log2 of the leaf's page size. */
+export let radixShift: u32 = 12;
+/** With STOP_NESTED: the guest-physical address whose translation failed. */
+export let radixGpa: u64 = 0;
+
+// Per-walk settings of the radix loop, set by its callers before the loop.
+export let radixAddressReserved: u64 = 0;
+export let radixGbPages: bool = true;
+/** CPU mode bits for FMT_X86 reserved-bit checks (NXE decides whether XD is reserved). */
+export let radixX86Mode: u32 = M_NXE;
+/** VT-d capability bits (IO_F_*) for second-level reserved-bit checks. */
+export let radixCapabilities: u32 = 0;
+/** IOMMU only: host-physical addresses at and above this have no memory. */
+export let radixMemTop: u64 = 0;
+/** NEST_IO: the second-level tables' root and depth. */
+export let radixIoNestedRoot: u64 = 0;
+export let radixIoNestedLevels: u32 = 0;
+
+/** Scratch fields every radix slot has: the entry's host address and value. */
+export const RADIX_HPA: u32 = 0;
+export const RADIX_ENTRY: u32 = 8;
+/** IOMMU slots also keep the entry's level, the next table's level and the rights so far (with IO_USER). */
+export const RADIX_LEVEL: u32 = 16;
+export const RADIX_NEXT_LEVEL: u32 = 20;
+export const RADIX_RIGHTS_SO_FAR: u32 = 24;
+/** CPU guest slots under a nested dimension keep the entry's guest-physical address and its page's rights. */
+export const RADIX_GPA: u32 = 24;
+export const RADIX_TABLE_RIGHTS: u32 = 32;
+/** The IOMMU's user bit in RADIX_RIGHTS_SO_FAR (next to N_R and N_W). */
+export const RADIX_IO_USER: u32 = 4;
+
+/**
+ * The one radix walk (docs/MODEL.md §3, §12, §13). From the table at `base` (a `level`-level table,
+ * host-physical when `baseIsHost`), reads one entry per level along `address`: nested translation of the
+ * entry's address when the tables are guest-physical, the read, its price, then the format's presence,
+ * reserved-bit, rights and leaf rules, and AMD-Vi's level skipping. Every entry read goes into the
+ * caller's scratch (`slots`, `slotSize` bytes each). Returns a STOP_* reason; radix* hold the rest.
+ * Compiled per call site with constant `format` and `unit`, so each copy keeps only its rules. `Nest`
+ * picks where table addresses live (NestNone, NestCpu, NestIo): a type, so the compiler leaves out the
+ * other nestings' code altogether (the CPU's nested translation itself walks radix tables).
+ */
+@inline function walkRadix<Nest>(
+  format: u32,
+  unit: u32,
+  cpu: u32,
+  base: u64,
+  level: u32,
+  baseIsHost: bool,
+  address: u64,
+  rights: u32,
+  user: bool,
+  slots: usize,
+  slotSize: u32,
+  nestedMode: u32,
+  tableNeed: u32,
+  tableAccessBits: u32,
+  startTableRights: u32,
+): u32 {
+  let refs: u32 = 0;
+  let cycles: u32 = 0;
+  let used: u32 = 0;
+  let e: u64 = 0;
+  let accessedAll: u64 = ~(<u64>0);
+  let shift: u32 = 12;
+  let stop: u32 = STOP_LEAF;
+  let hostTables = baseIsHost;
+  // NEST_CPU: the nested rights of the current table's page (a PSC hit's, for the first).
+  let tableRights: u32 = startTableRights;
+  while (true) {
+    shift = 12 + 9 * (level - 1);
+    const entryGpa = base | (((address >> <u64>shift) & 0x1ff) << 3);
+    let entryAddress = entryGpa;
+    if (sizeof<Nest>() == sizeof<NestCpu>()) {
+      if (!hostTables) {
+        if (!translateNestedInline(cpu, nestedMode, entryGpa, tableNeed, tableAccessBits, FOR_TABLE, 0)) {
+          radixGpa = entryGpa;
+          stop = STOP_NESTED;
+          break;
+        }
+        entryAddress = nestedHpa;
+        tableRights = nestedRights;
+      }
+      hostTables = false;
+    } else if (sizeof<Nest>() == sizeof<NestIo>()) {
+      // A first-level table in guest-physical space: its entry's address goes through the second level
+      // first (a read; the A/D write-back needs no second walk, MODEL §13.4).
+      const ok = ioSecondLevel(entryGpa, false);
+      refs += radixRefs;
+      cycles += radixCycles;
+      if (!ok) {
+        radixGpa = entryGpa;
+        stop = STOP_NESTED;
+        break;
+      }
+      entryAddress = ioSecondLevelFrame | (entryGpa & ((<u64>1 << <u64>radixShift) - 1));
+    }
+    if (unit == UNIT_IOMMU && entryAddress >= radixMemTop) {
+      stop = STOP_BEYOND;
+      break;
+    }
+    e = readPhys64(entryAddress);
+    refs++;
+    cycles += unit == UNIT_CPU ? priceReference(cpu, entryAddress) : priceUncoreReference(entryAddress);
+    const slot = slots + <usize>(used++ * slotSize);
+    store<u64>(slot, entryAddress, RADIX_HPA);
+    store<u64>(slot, e, RADIX_ENTRY);
+    if (sizeof<Nest>() == sizeof<NestCpu>()) {
+      store<u64>(slot, entryGpa, RADIX_GPA);
+      store<u32>(slot, tableRights, RADIX_TABLE_RIGHTS);
+    }
+    let next: u32 = level - 1;
+    let leaf = false;
+    if (format == FMT_X86 || format == FMT_NPT) {
+      if ((e & PTE_P) == 0) {
+        stop = STOP_NOT_PRESENT;
+        break;
+      }
+      if (x86Reserved(e, level, format == FMT_NPT ? M_NXE : radixX86Mode, radixAddressReserved, radixGbPages)) {
+        stop = STOP_RESERVED;
+        break;
+      }
+      rights &= format == FMT_NPT ? nptRights(e) : N_R | N_X | <u32>(e & PTE_RW);
+      user = user && (e & PTE_US) != 0;
+      accessedAll &= e;
+      leaf = x86IsLeaf(e, level);
+    } else if (format == FMT_EPT) {
+      if (!eptPresent(e)) {
+        stop = STOP_NOT_PRESENT;
+        break;
+      }
+      if (eptMisconfigured(e, level, radixAddressReserved, true, radixGbPages)) {
+        stop = STOP_RESERVED;
+        break;
+      }
+      rights &= eptRights(e);
+      accessedAll &= e;
+      leaf = eptIsLeaf(e, level);
+    } else if (format == FMT_VTD_SL) {
+      if (!slPresent(e)) {
+        stop = STOP_NOT_PRESENT;
+        break;
+      }
+      if (slReserved(e, level, radixAddressReserved, radixCapabilities)) {
+        stop = STOP_RESERVED;
+        break;
+      }
+      rights &= <u32>e & 3;
+      leaf = slIsLeaf(e, level);
+    } else {
+      if ((e & IOPTE_PR) == 0) {
+        stop = STOP_NOT_PRESENT;
+        break;
+      }
+      if (iopteReserved(e, radixAddressReserved)) {
+        stop = STOP_RESERVED;
+        break;
+      }
+      rights &= iopteRights(e);
+      next = iopteNextLevel(e);
+      if (next == 0) {
+        leaf = true;
+      } else if (next == 7) {
+        // The page is larger than this level's entries and smaller than the whole table.
+        const encoded = iopteEncodedShift(e);
+        if (encoded <= shift || encoded >= shift + 9) {
+          stop = STOP_RESERVED;
+          break;
+        }
+        shift = encoded;
+        leaf = true;
+      } else if (next >= level) {
+        stop = STOP_RESERVED;
+        break;
+      } else if (!skippedBitsClear(address, level, next)) {
+        // Level skipping: the index bits of the levels skipped over must be zero.
+        stop = STOP_SKIPPED;
+        break;
+      }
+    }
+    if (unit == UNIT_IOMMU) {
+      store<u32>(slot, level, RADIX_LEVEL);
+      store<u32>(slot, leaf ? level - 1 : next, RADIX_NEXT_LEVEL);
+      store<u32>(slot, (rights & (N_R | N_W)) | (user ? RADIX_IO_USER : 0), RADIX_RIGHTS_SO_FAR);
+    }
+    if (leaf) break;
+    base = e & ADDRESS_MASK;
+    level = next;
+  }
+  radixLevel = level;
+  radixEntry = e;
+  radixUsed = used;
+  radixRefs = refs;
+  radixCycles = cycles;
+  radixRights = rights;
+  radixUser = user;
+  radixAccessedAll = accessedAll;
+  radixShift = shift;
+  return stop;
+}
+
+/** Whether the index bits of the levels between a level-`level` entry and its next table are zero. */
+@inline export function skippedBitsClear(address: u64, level: u32, next: u32): bool {
+  const low = 12 + 9 * next;
+  const high = 12 + 9 * (level - 1);
+  return ((address >> <u64>low) & ((<u64>1 << <u64>(high - low)) - 1)) == 0;
+}
+
+/** Host frame of the last ioSecondLevel translation (radixShift gives its size, radixRights its rights). */
+export let ioSecondLevelFrame: u64 = 0;
+
+/** Why the last ioSecondLevel failed: a STOP_* reason. */
+export let ioSecondLevelStop: u32 = 0;
+
+/**
+ * VT-d second-level translation of a guest-physical address for nested (PGTT=3) walks, from
+ * radixIoNestedRoot, with its own scratch so the first-level walk's entries survive. False on a fault.
+ */
+export function ioSecondLevel(gpa: u64, write: bool): bool {
+  const stop = walkRadix<NestNone>(
+    FMT_VTD_SL,
+    UNIT_IOMMU,
+    0,
+    radixIoNestedRoot & ADDRESS_MASK,
+    radixIoNestedLevels,
+    true,
+    gpa,
+    N_R | N_W,
+    true,
+    IOMMU_BASE + IO_NESTED_WALK_SCRATCH,
+    32,
+    0,
+    0,
+    0,
+    N_ALL,
+  );
+  ioSecondLevelStop = stop;
+  if (stop != STOP_LEAF) return false;
+  if ((radixRights & (write ? N_W : N_R)) == 0) {
+    ioSecondLevelStop = STOP_RIGHTS;
+    return false;
+  }
+  ioSecondLevelFrame = radixEntry & ADDRESS_MASK & ~((<u64>1 << <u64>radixShift) - 1);
+  return true;
+}
+
 // --- the nested dimension ---------------------------------------------------------------------------
 
 /** Why the nested dimension is translating: a guest paging-structure access or the final address. */
@@ -186,8 +484,6 @@ let nestedTrackDirty: bool = false;
 let nestedTlbDesc: usize = 0;
 let nestedTlbOn: bool = false;
 let nestedPscOn: bool = false;
-let addressReservedBits: u64 = 0;
-let gbPagesSupported: bool = true;
 
 function loadNestedContext(cpu: u32): void {
   const block = cpuBlock(cpu);
@@ -198,8 +494,8 @@ function loadNestedContext(cpu: u32): void {
   nestedTlbDesc = levelDesc(cpu, LEVEL_NESTED);
   nestedTlbOn = levelPresent(nestedTlbDesc);
   nestedPscOn = load<u32>(block + R_NPSC_ANY) != 0;
-  addressReservedBits = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
-  gbPagesSupported = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+  radixAddressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  radixGbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
 }
 
 /** Bit 3 of a nested PSC entry's value: U/S held at every level above (NPT; always set for EPT). */
@@ -275,8 +571,6 @@ const NPSC_USER: u64 = 8;
   nestedWalks++;
   const isEpt = nestedMode == NESTED_EPT;
   const top = nestedTop;
-  const addressReserved = addressReservedBits;
-  const gbPages = gbPagesSupported;
   let base = nestedRootBase;
   let level = top;
   let rights: u32 = N_ALL;
@@ -331,56 +625,28 @@ const NPSC_USER: u64 = 8;
   // What the walk starts from (all, or a PSC hit's accumulation): its own PSC fills build on it.
   const startRights = rights;
   const startUser = user;
-  let used: u32 = 0;
-  let e: u64 = 0;
-  let refs: u32 = 0;
+  const stop = walkNestedTables(isEpt, cpu, base, level, gpa, rights, user);
+  const used = radixUsed;
+  const e = radixEntry;
+  level = radixLevel;
+  rights = radixRights;
+  user = radixUser;
+  const accessedBit = isEpt ? EPT_A : PTE_A;
+  const accessedAll = radixAccessedAll & accessedBit;
+  walkNestedRefs += radixRefs;
+  walkCycles += cycles + radixCycles;
   let fault: u32 = 0;
   let error: u64 = 0;
-  const accessedBit = isEpt ? EPT_A : PTE_A;
-  let accessedAll = accessedBit;
-  while (true) {
-    const entryAddress = base | (((gpa >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
-    e = readPhys64(entryAddress);
-    refs++;
-    cycles += priceReference(cpu, entryAddress);
-    const s = nestedSlot(used++);
-    store<u64>(s, entryAddress);
-    store<u64>(s, e, 8);
-    accessedAll &= e;
-    if (isEpt) {
-      if (!eptPresent(e)) {
-        fault = WALK_EPT_VIOLATION;
-        error = eptQualification(accessBits, 0, final, guestAttrs);
-        break;
-      }
-      if (eptMisconfigured(e, level, addressReserved, true, gbPages)) {
-        fault = WALK_EPT_MISCONFIG;
-        break;
-      }
-      rights &= eptRights(e);
-      if (eptIsLeaf(e, level)) break;
-    } else {
-      if ((e & PTE_P) == 0) {
-        fault = WALK_NPF;
-        error = npfInfo(false, isWrite, false, (need & N_X) != 0, final);
-        break;
-      }
-      // The host runs long mode with EFER.NXE set, so XD is never reserved in nested entries.
-      if (x86Reserved(e, level, M_NXE, addressReserved, gbPages)) {
-        fault = WALK_NPF;
-        error = npfInfo(true, isWrite, true, (need & N_X) != 0, final);
-        break;
-      }
-      rights &= nptRights(e);
-      user = user && (e & PTE_US) != 0;
-      if (x86IsLeaf(e, level)) break;
-    }
-    base = e & ADDRESS_MASK;
-    level--;
-  }
-  walkNestedRefs += refs;
-  walkCycles += cycles;
-  if (fault == 0 && (!user || (rights & need) != need)) {
+  if (stop == STOP_NOT_PRESENT) {
+    fault = isEpt ? WALK_EPT_VIOLATION : WALK_NPF;
+    error = isEpt
+      ? eptQualification(accessBits, 0, final, guestAttrs)
+      : npfInfo(false, isWrite, false, (need & N_X) != 0, final);
+  } else if (stop == STOP_RESERVED) {
+    // EPT: a misconfiguration. NPT: a #NPF with RSVD (the host runs with EFER.NXE, so XD is never reserved).
+    fault = isEpt ? WALK_EPT_MISCONFIG : WALK_NPF;
+    error = isEpt ? 0 : npfInfo(true, isWrite, true, (need & N_X) != 0, final);
+  } else if (!user || (rights & need) != need) {
     if (isEpt) {
       fault = WALK_EPT_VIOLATION;
       error = eptQualification(accessBits, rights, final, guestAttrs);
@@ -443,6 +709,14 @@ const NPSC_USER: u64 = 8;
   }
   finishNested(cpu, isEpt, gpa, sizeCode, used, frame, rights, dirty, startRights, startUser);
   return true;
+}
+
+/** The nested dimension's radix walk: EPT or NPT tables, host-physical, priced by the CPU's caches. */
+function walkNestedTables(isEpt: bool, cpu: u32, base: u64, level: u32, gpa: u64, rights: u32, user: bool): u32 {
+  if (isEpt) {
+    return walkRadix<NestNone>(FMT_EPT, UNIT_CPU, cpu, base, level, true, gpa, rights, user, CTRL_BASE + NESTED_SCRATCH, NESTED_SLOT, 0, 0, 0, N_ALL);
+  }
+  return walkRadix<NestNone>(FMT_NPT, UNIT_CPU, cpu, base, level, true, gpa, rights, user, CTRL_BASE + NESTED_SCRATCH, NESTED_SLOT, 0, 0, 0, N_ALL);
 }
 
 /** translateNestedInline as one function, for the call sites off the hot loop. */
@@ -556,14 +830,15 @@ export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
 }
 
 function walkOneDimension(cpu: u32, la: u64, kind: u32, implicit: bool): void {
-  walkBody(cpu, la, kind, implicit, NESTED_NONE, false);
+  walkBody<NestNone>(cpu, la, kind, implicit, NESTED_NONE);
 }
 
 function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedMode: u32): void {
-  walkBody(cpu, la, kind, implicit, nestedMode, true);
+  walkBody<NestCpu>(cpu, la, kind, implicit, nestedMode);
 }
 
-@inline function walkBody(cpu: u32, la: u64, kind: u32, implicit: bool, nestedMode: u32, virtualized: bool): void {
+@inline function walkBody<Nest>(cpu: u32, la: u64, kind: u32, implicit: bool, nestedMode: u32): void {
+  const virtualized = sizeof<Nest>() == sizeof<NestCpu>();
   const cpuMode = mode(cpu);
   const block = cpuBlock(cpu);
   const currentPcid = pcid(cpu);
@@ -571,8 +846,9 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
   const isEpt = nestedMode == NESTED_EPT;
   const nestedAd = load<u32>(block + R_NESTED_AD) != 0;
   const top: u32 = (cpuMode & M_LA57) != 0 ? 5 : 4;
-  const addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
-  const gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+  radixX86Mode = cpuMode;
+  radixAddressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  radixGbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
 
   // Guest paging-structure reads need R; with EPT A/D on they count as writes (SDM 29.3.3.2), and NPT
   // treats them as read-modify-writes (KVM's PFERR_NESTED_GUEST_PAGE).
@@ -584,7 +860,6 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
   walkNestedRefs = 0;
   walkCycles = 0;
   let cycles: u32 = 0;
-  let refs: u32 = 0;
   let level = top;
   let base = reg(cpu, R_CR3) & ADDRESS_MASK;
   let baseIsHost = !virtualized;
@@ -606,48 +881,52 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
     }
   }
 
-  let used: u32 = 0;
-  let e: u64 = 0;
-  let accessedAll: u64 = PTE_A;
+  // The radix walk of the guest's tables, each table address through the nested dimension first (its
+  // translation inlined: four of a walk's five nested translations are of guest paging-structure pages).
+  const stop = walkRadix<Nest>(
+    FMT_X86,
+    UNIT_CPU,
+    cpu,
+    base,
+    level,
+    baseIsHost,
+    la,
+    N_ALL,
+    true,
+    CTRL_BASE + WALK_SCRATCH,
+    WALK_SLOT,
+    nestedMode,
+    tableNeed,
+    tableAccessBits,
+    tableRights,
+  );
+  const refs = radixRefs;
+  cycles += radixCycles;
+  const used = radixUsed;
+  const e = radixEntry;
+  level = radixLevel;
+  if (stop == STOP_NESTED) {
+    finishNestedFault(radixGpa, refs, cycles);
+    return;
+  }
+  if (stop == STOP_NOT_PRESENT) {
+    finishFault(WALK_NOT_PRESENT, x86ErrorCode(kind, implicit, cpuMode, false, false), 0, refs, cycles);
+    return;
+  }
+  if (stop == STOP_RESERVED) {
+    finishFault(WALK_RESERVED, x86ErrorCode(kind, implicit, cpuMode, true, true), 0, refs, cycles);
+    return;
+  }
+  // The rights down to each entry in TLB attribute form (kept for the PSC fills), and whether every
+  // non-leaf entry allowed writes (shadow-stack pages need it).
+  const accessedAll = radixAccessedAll & PTE_A;
   let nonLeafWritable = (rights & A_RW) != 0;
-  while (true) {
-    const entryGpa = base | (((la >> (12 + 9 * (<u64>level - 1))) & 0x1ff) << 3);
-    let entryAddress = entryGpa;
-    if (!baseIsHost) {
-      // Inlined here: four of a walk's five nested translations are of guest paging-structure pages.
-      if (!translateNestedInline(cpu, nestedMode, entryGpa, tableNeed, tableAccessBits, FOR_TABLE, 0)) {
-        finishNestedFault(entryGpa, refs, cycles);
-        return;
-      }
-      entryAddress = nestedHpa;
-      tableRights = nestedRights;
-    }
-    baseIsHost = !virtualized;
-    e = readPhys64(entryAddress);
-    refs++;
-    cycles += priceReference(cpu, entryAddress);
-    const s = slot(used++);
-    store<u64>(s, entryAddress, SLOT_HPA);
-    store<u64>(s, e, SLOT_ENTRY);
-    if (virtualized) {
-      store<u64>(s, entryGpa, SLOT_GPA);
-      store<u32>(s, tableRights, SLOT_TABLE_RIGHTS);
-    }
-    if ((e & PTE_P) == 0) {
-      finishFault(WALK_NOT_PRESENT, x86ErrorCode(kind, implicit, cpuMode, false, false), 0, refs, cycles);
-      return;
-    }
-    if (x86Reserved(e, level, cpuMode, addressReserved, gbPages)) {
-      finishFault(WALK_RESERVED, x86ErrorCode(kind, implicit, cpuMode, true, true), 0, refs, cycles);
-      return;
-    }
-    rights = combine(rights, e, xdMask);
-    accessedAll &= e;
+  for (let i: u32 = 0; i < used; i++) {
+    const s = slot(i);
+    const entry = load<u64>(s, SLOT_ENTRY);
+    rights = combine(rights, entry, xdMask);
     store<u64>(s, rights, SLOT_RIGHTS);
-    if (x86IsLeaf(e, level)) break;
-    if ((e & PTE_RW) == 0) nonLeafWritable = false;
-    base = e & ADDRESS_MASK;
-    level--;
+    if (i + 1 < used && (entry & PTE_RW) == 0) nonLeafWritable = false;
   }
 
   const guestSizeCode = level - 1;

@@ -181,6 +181,7 @@ export const IO_EVENT_TAIL = 0x90;
 export const IO_STATUS = 0x94;
 export const IO_PSC_DESC = 0xc0;
 export const IO_WALK_SCRATCH = 0x100;
+export const IO_NESTED_WALK_SCRATCH = 0x300;
 export const IO_FAULT_RECORD_BASE = 0x1000;
 export const IO_MAX_FAULT_RECORDS = 256;
 export const IO_CC_BASE = 0x2000;
