@@ -1,9 +1,9 @@
-// The IOMMU's radix walk (SPEC.md A.7; MODEL.md §13): one loop over three entry formats, the VT-d
-// second-level format, the VT-d first-level format (the CPU's x86-64 entries) and the AMD-Vi I/O page
-// table with level skipping. The formats differ only in the small functions of formats/vtd.ts,
-// formats/x86.ts and formats/amdvi.ts. VT-d nested translation (PASID entry PGTT=3) is the same loop
-// twice over: every first-level table address, and the final address, go through a second-level walk,
-// as the CPU's two-dimensional walk does with EPT.
+// The IOMMU's use of the one radix walk (mmu/walk.ts; SPEC.md A.7; MODEL.md §13): VT-d second-level
+// tables, VT-d first-level tables (the CPU's x86-64 entries) and AMD-Vi I/O page tables with level
+// skipping are three formats of that loop, priced as uncore references. VT-d nested translation
+// (PASID entry PGTT=3) runs it in two dimensions: every first-level table address, and the final
+// address, go through a second-level walk, as the CPU's two-dimensional walk does with EPT. What is the
+// IOMMU's own is here: fault causes, the rights check, first-level A/D updates and the outputs.
 import {
   CFG_MAXPHYADDR,
   CTRL_BASE,
@@ -20,11 +20,50 @@ import {
   M_NXE,
 } from "../constants";
 import { ADDRESS_MASK } from "../cpu";
-import { IOPTE_PR, iopteEncodedShift, iopteNextLevel, iopteReserved, iopteRights } from "../formats/amdvi";
-import { slIsLeaf, slPresent, slReserved } from "../formats/vtd";
-import { PTE_A, PTE_D, PTE_P, PTE_RW, PTE_US, physReservedMask, x86IsLeaf, x86Reserved } from "../formats/x86";
-import { readPhys64, writeBacked64 } from "../phys";
+import { N_ALL } from "../formats/ept";
+import { PTE_A, PTE_D, physReservedMask } from "../formats/x86";
+import { writeBacked64 } from "../phys";
 import { priceUncoreReference } from "../timing/cache";
+import {
+  FMT_AMDVI,
+  FMT_VTD_SL,
+  FMT_X86,
+  NestIo,
+  NestNone,
+  RADIX_ENTRY,
+  RADIX_IO_USER,
+  RADIX_LEVEL,
+  RADIX_NEXT_LEVEL,
+  RADIX_RIGHTS_SO_FAR,
+  STOP_BEYOND,
+  STOP_LEAF,
+  STOP_NESTED,
+  STOP_NOT_PRESENT,
+  STOP_RESERVED,
+  STOP_RIGHTS,
+  UNIT_IOMMU,
+  ioSecondLevel,
+  ioSecondLevelFrame,
+  ioSecondLevelStop,
+  radixAccessedAll,
+  radixAddressReserved,
+  radixCapabilities,
+  radixCycles,
+  radixEntry,
+  radixGbPages,
+  radixIoNestedLevels,
+  radixIoNestedRoot,
+  radixMemTop,
+  radixRefs,
+  radixRights,
+  radixShift,
+  radixUsed,
+  radixUser,
+  radixX86Mode,
+  walkRadix,
+} from "./walk";
+
+export { skippedBitsClear } from "./walk";
 
 export const IOFMT_VTD_SL: u32 = 0;
 export const IOFMT_VTD_FL: u32 = 1;
@@ -48,10 +87,6 @@ export let ioWalkCycles: u32 = 0;
 /** Accessed/dirty write-backs of the last walk (first-level entries only). */
 export let ioWalkAdUpdates: u32 = 0;
 
-// Configuration read once per top-level walk.
-let memTop: u64 = 0;
-let addressReserved: u64 = 0;
-let capabilities: u32 = 0;
 
 /**
  * Scratch slot per entry read: u64 address, u64 entry, u32 level, u32 level of the next table, u32
@@ -61,12 +96,12 @@ let capabilities: u32 = 0;
 @inline export function scratch(i: u32): usize {
   return IOMMU_BASE + IO_WALK_SCRATCH + (i << 5);
 }
-export const SLOT_ENTRY: u32 = 8;
-export const SLOT_LEVEL: u32 = 16;
-export const SLOT_NEXT_LEVEL: u32 = 20;
-export const SLOT_RIGHTS: u32 = 24;
+export const SLOT_ENTRY: u32 = RADIX_ENTRY;
+export const SLOT_LEVEL: u32 = RADIX_LEVEL;
+export const SLOT_NEXT_LEVEL: u32 = RADIX_NEXT_LEVEL;
+export const SLOT_RIGHTS: u32 = RADIX_RIGHTS_SO_FAR;
 /** U/S held at every first-level entry so far (a paging-structure cache keeps it with the rights). */
-export const IO_USER: u32 = 4;
+export const IO_USER: u32 = RADIX_IO_USER;
 
 /** Entries the last single-dimension walk recorded in the scratch (0 for nested walks). */
 export let ioWalkRecorded: u32 = 0;
@@ -88,10 +123,7 @@ export function ioWalk(
   nestedLevels: u32,
   record: bool,
 ): bool {
-  memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
-  addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
-  capabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
-  ioWalkAdUpdates = 0;
+  loadWalkSettings();
   // Only a paging-structure cache needs the directory entries recorded (first level records anyway).
   recording = record && nestedLevels == 0;
   return walkLevels(format, root & ADDRESS_MASK, top, IO_R | IO_W | IO_USER, iova, write, nestedRoot, nestedLevels);
@@ -102,19 +134,42 @@ export function ioWalk(
  * `base` is at `level`, and `rights` (IO_R, IO_W, IO_USER) were accumulated above it.
  */
 export function ioWalkFrom(format: u32, base: u64, level: u32, rights: u32, iova: u64, write: bool): bool {
-  memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
-  addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
-  capabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
-  ioWalkAdUpdates = 0;
+  loadWalkSettings();
   recording = true;
   return walkLevels(format, base, level, rights, iova, write, 0, 0);
 }
 
-/** Whether the index bits of the levels between a level-`level` entry and its next table are zero. */
-@inline export function skippedBitsClear(iova: u64, level: u32, next: u32): bool {
-  const low = 12 + 9 * next;
-  const high = 12 + 9 * (level - 1);
-  return ((iova >> <u64>low) & ((<u64>1 << <u64>(high - low)) - 1)) == 0;
+/** The radix loop's settings for a device request: host NXE and the 1G capability for first-level tables. */
+function loadWalkSettings(): void {
+  radixMemTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
+  radixAddressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
+  radixCapabilities = load<u32>(IOMMU_BASE + IO_FLAGS);
+  radixGbPages = (radixCapabilities & IO_F_1G) != 0;
+  radixX86Mode = M_NXE;
+  ioWalkAdUpdates = 0;
+}
+
+/** The radix loop in the request's format (a first-level walk over second-level tables when `nested`). */
+function radix(format: u32, base: u64, level: u32, rights: u32, iova: u64, nested: bool): u32 {
+  const slots = IOMMU_BASE + IO_WALK_SCRATCH;
+  const r = rights & (IO_R | IO_W);
+  const user = (rights & IO_USER) != 0;
+  if (nested) return walkRadix<NestIo>(FMT_X86, UNIT_IOMMU, 0, base, level, true, iova, r, user, slots, 32, 0, 0, 0, N_ALL);
+  if (format == IOFMT_VTD_SL) {
+    return walkRadix<NestNone>(FMT_VTD_SL, UNIT_IOMMU, 0, base, level, true, iova, r, user, slots, 32, 0, 0, 0, N_ALL);
+  }
+  if (format == IOFMT_VTD_FL) {
+    return walkRadix<NestNone>(FMT_X86, UNIT_IOMMU, 0, base, level, true, iova, r, user, slots, 32, 0, 0, 0, N_ALL);
+  }
+  return walkRadix<NestNone>(FMT_AMDVI, UNIT_IOMMU, 0, base, level, true, iova, r, user, slots, 32, 0, 0, 0, N_ALL);
+}
+
+/** The fault of a failed second-level translation, for a read (table entries) or the request's access. */
+function secondLevelFault(write: bool, refs: u32, cycles: u32): bool {
+  const stop = ioSecondLevelStop;
+  if (stop == STOP_RESERVED) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+  if (stop == STOP_BEYOND) return fault(IOF_ENTRY_ACCESS, false, refs, cycles);
+  return fault(write ? IOF_NO_WRITE : IOF_NO_READ, stop == STOP_RIGHTS, refs, cycles);
 }
 
 function fault(cause: u32, present: bool, refs: u32, cycles: u32): bool {
@@ -138,91 +193,21 @@ function walkLevels(
   const vtd = format != IOFMT_AMDVI;
   // VT-d reports a missing entry as the permission the request lacked (R=W=0 is "not present").
   const notPresent = vtd ? (write ? IOF_NO_WRITE : IOF_NO_READ) : IOF_PAGE_NOT_PRESENT;
-  let base = root;
-  let level = top;
-  let rights: u32 = startRights & (IO_R | IO_W);
-  let user = (startRights & IO_USER) != 0;
-  let refs: u32 = 0;
-  let cycles: u32 = 0;
-  let used: u32 = 0;
-  let leafShift: u32 = 12;
-  let e: u64 = 0;
-  let accessedAll: u64 = PTE_A;
-  while (true) {
-    const shift = 12 + 9 * (level - 1);
-    let entryAddress = base | (((iova >> <u64>shift) & 0x1ff) << 3);
-    if (nestedLevels != 0) {
-      // The first-level table is in guest-physical space: its entry's address goes through the
-      // second level first (a read; the A/D write-back below needs no second walk, as in MODEL §13.4).
-      const ok = walkLevels(0, nestedRoot & ADDRESS_MASK, nestedLevels, IO_R | IO_W | IO_USER, entryAddress, false, 0, 0);
-      refs += ioWalkRefs;
-      cycles += ioWalkCycles;
-      if (!ok) return fault(ioWalkCause, ioWalkPresent, refs, cycles);
-      entryAddress = ioWalkFrame | (entryAddress & ((<u64>1 << <u64>ioWalkShift) - 1));
-    }
-    if (entryAddress >= memTop) return fault(IOF_ENTRY_ACCESS, false, refs, cycles);
-    e = readPhys64(entryAddress);
-    refs++;
-    cycles += priceUncoreReference(entryAddress);
-    const slot = scratch(used);
-    if (recording || format == IOFMT_VTD_FL) {
-      store<u64>(slot, entryAddress);
-      store<u64>(slot, e, SLOT_ENTRY);
-      store<u32>(slot, level, SLOT_LEVEL);
-      store<u32>(slot, level - 1, SLOT_NEXT_LEVEL);
-      used++;
-    }
-    if (format == IOFMT_VTD_SL) {
-      if (!slPresent(e)) return fault(notPresent, false, refs, cycles);
-      if (slReserved(e, level, addressReserved, capabilities)) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
-      rights &= <u32>e & 3;
-      if (slIsLeaf(e, level)) {
-        leafShift = shift;
-        break;
-      }
-    } else if (format == IOFMT_VTD_FL) {
-      if ((e & PTE_P) == 0) return fault(notPresent, false, refs, cycles);
-      // Device requests run with the host's EFER.NXE set (XD is never reserved) and the 1G capability.
-      if (x86Reserved(e, level, M_NXE, addressReserved, (capabilities & IO_F_1G) != 0)) {
-        return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
-      }
-      if ((e & PTE_RW) == 0) rights &= IO_R;
-      if ((e & PTE_US) == 0) user = false;
-      accessedAll &= e;
-      if (x86IsLeaf(e, level)) {
-        leafShift = shift;
-        break;
-      }
-    } else {
-      if ((e & IOPTE_PR) == 0) return fault(notPresent, false, refs, cycles);
-      if (iopteReserved(e, addressReserved)) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
-      rights &= iopteRights(e);
-      const next = iopteNextLevel(e);
-      if (next == 0) {
-        leafShift = shift;
-        break;
-      }
-      if (next == 7) {
-        // The page is larger than this level's entries and smaller than the whole table.
-        const encoded = iopteEncodedShift(e);
-        if (encoded <= <u32>shift || encoded >= <u32>shift + 9) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
-        leafShift = encoded;
-        break;
-      }
-      if (next >= level) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
-      // Level skipping: the next table is at level `next`; the index bits of the levels skipped over
-      // must be zero, or no translation exists for the address.
-      if (!skippedBitsClear(iova, level, next)) return fault(notPresent, false, refs, cycles);
-      store<u32>(slot, next, SLOT_NEXT_LEVEL);
-      store<u32>(slot, rights | (user ? IO_USER : 0), SLOT_RIGHTS);
-      base = e & ADDRESS_MASK;
-      level = next;
-      continue;
-    }
-    store<u32>(slot, rights | (user ? IO_USER : 0), SLOT_RIGHTS);
-    base = e & ADDRESS_MASK;
-    level--;
-  }
+  radixIoNestedRoot = nestedRoot;
+  radixIoNestedLevels = nestedLevels;
+  const stop = radix(format, root, top, startRights, iova, nestedLevels != 0);
+  let refs = radixRefs;
+  let cycles = radixCycles;
+  const used = radixUsed;
+  const e = radixEntry;
+  let leafShift = radixShift;
+  let rights = radixRights & (IO_R | IO_W);
+  const user = radixUser;
+  const accessedAll = radixAccessedAll & PTE_A;
+  if (stop == STOP_NESTED) return secondLevelFault(false, refs, cycles);
+  if (stop == STOP_BEYOND) return fault(IOF_ENTRY_ACCESS, false, refs, cycles);
+  if (stop == STOP_RESERVED) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+  if (stop != STOP_LEAF) return fault(notPresent, false, refs, cycles);
 
   // First-level translations are user requests (requests without a privilege attribute): U/S must be set
   // at every level, and read access comes with presence.
@@ -249,14 +234,15 @@ function walkLevels(
   }
   if (nestedLevels != 0) {
     const gpa = frame | (iova & pageMask);
-    const ok = walkLevels(0, nestedRoot & ADDRESS_MASK, nestedLevels, IO_R | IO_W | IO_USER, gpa, write, 0, 0);
-    refs += ioWalkRefs;
-    cycles += ioWalkCycles;
-    if (!ok) return fault(ioWalkCause, ioWalkPresent, refs, cycles);
+    const ok = ioSecondLevel(gpa, write);
+    refs += radixRefs;
+    cycles += radixCycles;
+    if (!ok) return secondLevelFault(write, refs, cycles);
     // The combined translation maps the smaller of the two pages, with the rights of both.
-    if (ioWalkShift < leafShift) leafShift = ioWalkShift;
-    rights &= ioWalkRights;
-    frame = (ioWalkFrame | (gpa & ((<u64>1 << <u64>ioWalkShift) - 1))) & ~((<u64>1 << <u64>leafShift) - 1);
+    const shift = radixShift;
+    if (shift < leafShift) leafShift = shift;
+    rights &= radixRights;
+    frame = (ioSecondLevelFrame | (gpa & ((<u64>1 << <u64>shift) - 1))) & ~((<u64>1 << <u64>leafShift) - 1);
   }
   ioWalkRecorded = recording ? used : 0;
   ioWalkCause = 0;

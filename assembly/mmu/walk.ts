@@ -187,9 +187,9 @@ export const UNIT_IOMMU: u32 = 1;
  * Where table addresses live, as a type argument of walkRadix (told apart by size): host-physical, or
  * guest-physical behind a CPU's EPT/NPT or behind VT-d's second level.
  */
-type NestNone = u8;
-type NestCpu = u16;
-type NestIo = u32;
+export type NestNone = u8;
+export type NestCpu = u16;
+export type NestIo = u32;
 
 /** Why the radix loop stopped. */
 export const STOP_LEAF: u32 = 0;
@@ -258,7 +258,7 @@ export const RADIX_IO_USER: u32 = 4;
  * picks where table addresses live (NestNone, NestCpu, NestIo): a type, so the compiler leaves out the
  * other nestings' code altogether (the CPU's nested translation itself walks radix tables).
  */
-@inline function walkRadix<Nest>(
+@inline export function walkRadix<Nest>(
   format: u32,
   unit: u32,
   cpu: u32,
