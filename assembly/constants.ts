@@ -224,28 +224,32 @@ export const LINE_MEMO_SLOTS: u32 = 1024;
 export const FRAME_MEMO_BASE: u32 = 0x1e80000;
 export const FRAME_MEMO_SLOTS: u32 = 1024;
 /**
- * Memo of nested walks of guest paging-structure pages that succeeded without faults, direct-mapped by
- * guest-physical page: the host
- * addresses of the entries read, and what they gave. While memory is unchanged (CFG_MEMORY_GENERATION),
- * the same nested walk reads the same entries, so a hit prices the same lines and counts the same
- * references without decoding them again: a simulator shortcut with identical results, not hardware.
+ * Memos of nested walks that succeeded without faults: the host addresses and values of the entries
+ * read, and what they gave. Two tables of NESTED_MEMO_SLOTS: walks of guest page-table pages, whole and
+ * direct-mapped by 4 KiB page; then walks of final addresses, direct-mapped by 2 MiB region and kept
+ * down to the page table (or to a large leaf), so a hit reads only the 4K leaf again. While memory is
+ * unchanged (CFG_MEMORY_GENERATION), a walk that hits reads the same entries, so it prices the same
+ * lines and counts the same references without decoding them: a simulator shortcut with identical
+ * results, not hardware.
  */
 export const NESTED_MEMO_BASE: u32 = 0x1e84000;
-export const NESTED_MEMO_SLOTS: u32 = 256;
+export const NESTED_MEMO_SLOTS: u32 = 128;
 export const NESTED_MEMO_SIZE: u32 = 128;
-export const NM_KEY: u32 = 0; // u64 guest-physical page + 1
+export const NM_KEY: u32 = 0; // u64 guest-physical page (or 2 MiB region) + 1
 export const NM_CONTEXT: u32 = 8; // u64 root address | mode | levels << 2 | tracks A/D << 5
 export const NM_GENERATION: u32 = 16; // u64
-export const NM_USED: u32 = 24; // u8 entries read
-export const NM_SIZE_CODE: u32 = 25; // u8
-export const NM_RIGHTS: u32 = 26; // u8 N_* rights, ANDed over the entries
+export const NM_USED: u32 = 24; // u8 entries remembered
+export const NM_SIZE_CODE: u32 = 25; // u8 (large leaves)
+export const NM_RIGHTS: u32 = 26; // u8 N_* rights, ANDed over the entries remembered
 export const NM_FLAGS: u32 = 27; // u8 NMF_*
-export const NM_FRAME: u32 = 32; // u64 host frame, aligned to the page size
+export const NM_FRAME: u32 = 32; // u64 the large leaf's host frame, or the page table's address
 export const NM_ADDRESSES: u32 = 40; // u64 x 5: host address of each entry read, top level first
 export const NM_ENTRIES: u32 = 80; // u64 x 5: each entry's value
 export const NMF_USER: u32 = 1;
 export const NMF_ALL_ACCESSED: u32 = 2;
 export const NMF_LEAF_DIRTY: u32 = 4;
+/** The entries remembered end at the leaf (else at the page-directory entry). */
+export const NMF_LARGE: u32 = 8;
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
  * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7): configuration and the registers the

@@ -52,7 +52,7 @@ export function physInit(log2Capacity: u32, memLimitPages: u32): bool {
   store<u32>(CTRL_BASE + CFG_POOL_BASE, <u32>poolBase);
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
   memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
-  memory.fill(NESTED_MEMO_BASE, 0, NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
+  memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
   store<u64>(CTRL_BASE + CFG_MEMORY_GENERATION, 1);
   if (!ensureMemory(poolBase)) return false;
   memory.fill(DIR_BASE, 0, dirBytes);

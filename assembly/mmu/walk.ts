@@ -27,6 +27,7 @@ import {
   NM_SIZE_CODE,
   NM_USED,
   NMF_ALL_ACCESSED,
+  NMF_LARGE,
   NMF_LEAF_DIRTY,
   NMF_USER,
   NESTED_EPT,
@@ -589,34 +590,74 @@ const NPSC_USER: u64 = 8;
     }
   }
 
-  // A walk from the root may repeat one the memo holds: same entries, same lines, nothing to update.
-  // Only guest paging-structure pages are remembered: a handful of them serve every walk, while final
-  // addresses spread over all of the guest's memory and would only push them out.
-  const fromRoot = level == top && final == FOR_TABLE;
-  const memo = nestedMemoSlot(gpa);
+  // A walk from the root may repeat one the memo holds for this 2 MiB region: the same entries down to
+  // the page table (or to a large leaf), the same lines, nothing to update. Only the 4K leaf is read
+  // and checked again; if anything about it needs the full walk (a fault, an A/D update), nothing has
+  // been priced yet and the full walk runs instead.
+  // Guest page-table pages and final addresses have memos of their own: a handful of table pages serve
+  // every walk and are remembered whole, by 4 KiB page; final addresses spread over all of the guest's
+  // memory, and are remembered down to the page table, by 2 MiB region.
+  const fromRoot = level == top;
+  const keyShift: u64 = final == FOR_TABLE ? 12 : 21;
+  const memo = nestedMemoSlot(gpa, final);
   const context = nestedRootBase | nestedMode | (top << 2) | (trackDirty ? 32 : 0);
-  if (fromRoot && load<u64>(memo, NM_KEY) == (gpa >> 12) + 1 && load<u64>(memo, NM_CONTEXT) == context) {
+  if (fromRoot && load<u64>(memo, NM_KEY) == (gpa >> keyShift) + 1 && load<u64>(memo, NM_CONTEXT) == context) {
     if (load<u64>(memo, NM_GENERATION) == memoryGeneration()) {
       const flags = <u32>load<u8>(memo, NM_FLAGS);
-      const memoRights = <u32>load<u8>(memo, NM_RIGHTS);
-      const settled = !trackDirty || ((flags & NMF_ALL_ACCESSED) != 0 && (!isWrite || (flags & NMF_LEAF_DIRTY) != 0));
-      if (settled && (flags & NMF_USER) != 0 && (memoRights & need) == need) {
-        const used = <u32>load<u8>(memo, NM_USED);
-        for (let i: u32 = 0; i < used; i++) {
+      const stored = <u32>load<u8>(memo, NM_USED);
+      let memoRights = <u32>load<u8>(memo, NM_RIGHTS);
+      let userOk = (flags & NMF_USER) != 0;
+      let sizeCode: u32 = 0;
+      let frame: u64 = 0;
+      let dirty = true;
+      let settled = true;
+      let valid = true;
+      let leafAddress: u64 = 0;
+      let leaf: u64 = 0;
+      const large = (flags & NMF_LARGE) != 0;
+      if (large) {
+        sizeCode = <u32>load<u8>(memo, NM_SIZE_CODE);
+        frame = load<u64>(memo, NM_FRAME);
+        const leafDirty = (flags & NMF_LEAF_DIRTY) != 0;
+        dirty = !trackDirty || leafDirty;
+        settled = !trackDirty || ((flags & NMF_ALL_ACCESSED) != 0 && (!isWrite || leafDirty));
+      } else {
+        leafAddress = load<u64>(memo, NM_FRAME) | (((gpa >> 12) & 0x1ff) << 3);
+        leaf = readPhys64(leafAddress);
+        if (isEpt) {
+          valid = eptPresent(leaf) && !eptMisconfigured(leaf, 1, radixAddressReserved, true, radixGbPages);
+          memoRights &= eptRights(leaf);
+        } else {
+          valid = (leaf & PTE_P) != 0 && !x86Reserved(leaf, 1, M_NXE, radixAddressReserved, radixGbPages);
+          memoRights &= nptRights(leaf);
+          userOk = userOk && (leaf & PTE_US) != 0;
+        }
+        const leafDirty = (leaf & (isEpt ? EPT_D : PTE_D)) != 0;
+        const leafAccessed = (leaf & (isEpt ? EPT_A : PTE_A)) != 0;
+        dirty = !trackDirty || leafDirty;
+        settled = !trackDirty || ((flags & NMF_ALL_ACCESSED) != 0 && leafAccessed && (!isWrite || leafDirty));
+        frame = leaf & ADDRESS_MASK;
+      }
+      if (valid && settled && userOk && (memoRights & need) == need) {
+        for (let i: u32 = 0; i < stored; i++) {
           cycles += priceReference(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)));
         }
+        if (!large) cycles += priceReference(cpu, leafAddress);
+        const used = large ? stored : stored + 1;
         if (nestedPscOn) {
-          for (let i: u32 = 0; i < used; i++) {
+          for (let i: u32 = 0; i < stored; i++) {
             const s = nestedSlot(i);
             store<u64>(s, load<u64>(memo + NM_ADDRESSES + (i << 3)));
             store<u64>(s, load<u64>(memo + NM_ENTRIES + (i << 3)), 8);
           }
+          if (!large) {
+            store<u64>(nestedSlot(stored), leafAddress);
+            store<u64>(nestedSlot(stored), leaf, 8);
+          }
         }
         walkNestedRefs += used;
         walkCycles += cycles;
-        const sizeCode = <u32>load<u8>(memo, NM_SIZE_CODE);
-        const dirty = !trackDirty || (flags & NMF_LEAF_DIRTY) != 0;
-        finishNested(cpu, isEpt, gpa, sizeCode, used, load<u64>(memo, NM_FRAME), memoRights, dirty, N_ALL, true);
+        finishNested(cpu, isEpt, gpa, sizeCode, used, frame, memoRights, dirty, N_ALL, true);
         return true;
       }
     }
@@ -688,24 +729,36 @@ const NPSC_USER: u64 = 8;
   const sizeCode = level - 1;
   const frame = e & ADDRESS_MASK & ~pageMaskOf(sizeCode);
   if (fromRoot) {
-    // Remember the walk, with the entries as they are now (after any A/D update).
-    store<u64>(memo, (gpa >> 12) + 1, NM_KEY);
-    store<u64>(memo, context, NM_CONTEXT);
-    store<u64>(memo, memoryGeneration(), NM_GENERATION);
+    // Remember the walk with the entries as they are now (after any A/D update): a table page's whole,
+    // a final address's down to the page table unless it ends at a large leaf.
+    const large = final == FOR_TABLE || sizeCode > 0;
+    const stored = large ? used : used - 1;
     let allAccessed = accessedBit;
-    for (let i: u32 = 0; i < used; i++) {
+    let storedRights: u32 = N_ALL;
+    let storedUser = true;
+    for (let i: u32 = 0; i < stored; i++) {
       const s = nestedSlot(i);
       const entry = load<u64>(s, 8);
       allAccessed &= entry;
+      storedRights &= isEpt ? eptRights(entry) : nptRights(entry);
+      if (!isEpt && (entry & PTE_US) == 0) storedUser = false;
       store<u64>(memo + NM_ADDRESSES + (i << 3), load<u64>(s));
       store<u64>(memo + NM_ENTRIES + (i << 3), entry);
     }
     const leafDirty = (load<u64>(nestedSlot(used - 1), 8) & dirtyBit) != 0;
-    store<u8>(memo, <u8>used, NM_USED);
+    store<u64>(memo, (gpa >> keyShift) + 1, NM_KEY);
+    store<u64>(memo, context, NM_CONTEXT);
+    store<u64>(memo, memoryGeneration(), NM_GENERATION);
+    store<u8>(memo, <u8>stored, NM_USED);
     store<u8>(memo, <u8>sizeCode, NM_SIZE_CODE);
-    store<u8>(memo, <u8>rights, NM_RIGHTS);
-    store<u8>(memo, <u8>(NMF_USER | (allAccessed != 0 ? NMF_ALL_ACCESSED : 0) | (leafDirty ? NMF_LEAF_DIRTY : 0)), NM_FLAGS);
-    store<u64>(memo, frame, NM_FRAME);
+    store<u8>(memo, <u8>storedRights, NM_RIGHTS);
+    const flags =
+      (storedUser ? NMF_USER : 0) |
+      (allAccessed != 0 ? NMF_ALL_ACCESSED : 0) |
+      (large && leafDirty ? NMF_LEAF_DIRTY : 0) |
+      (large ? NMF_LARGE : 0);
+    store<u8>(memo, <u8>flags, NM_FLAGS);
+    store<u64>(memo, large ? frame : load<u64>(nestedSlot(stored - 1), 8) & ADDRESS_MASK, NM_FRAME);
   }
   finishNested(cpu, isEpt, gpa, sizeCode, used, frame, rights, dirty, startRights, startUser);
   return true;
@@ -736,8 +789,9 @@ function translateNested(
   return (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
 }
 
-@inline function nestedMemoSlot(gpa: u64): usize {
-  return NESTED_MEMO_BASE + (<usize>(<u32>(gpa >> 12) & (NESTED_MEMO_SLOTS - 1)) * NESTED_MEMO_SIZE);
+@inline function nestedMemoSlot(gpa: u64, final: bool): usize {
+  const index = <u32>(gpa >> (final ? 21 : 12)) & (NESTED_MEMO_SLOTS - 1);
+  return NESTED_MEMO_BASE + (final ? NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE : 0) + <usize>index * NESTED_MEMO_SIZE;
 }
 
 /**

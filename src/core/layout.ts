@@ -140,9 +140,9 @@ export const LINE_MEMO_BASE = 0x1e70000;
 export const LINE_MEMO_SLOTS = 1024;
 export const FRAME_MEMO_BASE = 0x1e80000;
 export const FRAME_MEMO_SLOTS = 1024;
-/** Memo of fault-free nested walks (a simulator shortcut), direct-mapped by guest-physical page. */
+/** Memo of fault-free nested walks (a simulator shortcut), direct-mapped by 2 MiB guest-physical region. */
 export const NESTED_MEMO_BASE = 0x1e84000;
-export const NESTED_MEMO_SLOTS = 256;
+export const NESTED_MEMO_SLOTS = 128;
 export const NESTED_MEMO_SIZE = 128;
 export const NM_KEY = 0;
 export const NM_CONTEXT = 8;
@@ -157,6 +157,7 @@ export const NM_ENTRIES = 80;
 export const NMF_USER = 1;
 export const NMF_ALL_ACCESSED = 2;
 export const NMF_LEAF_DIRTY = 4;
+export const NMF_LARGE = 8;
 export const IOMMU_BASE = 0x1e90000;
 export const IOMMU_SIZE = 0x40000;
 export const IO_KIND = 0x00;
