@@ -250,6 +250,29 @@ export const NMF_ALL_ACCESSED: u32 = 2;
 export const NMF_LEAF_DIRTY: u32 = 4;
 /** The entries remembered end at the leaf (else at the page-directory entry). */
 export const NMF_LARGE: u32 = 8;
+/**
+ * Memo of guest walks, direct-mapped by 2 MiB linear region (a simulator shortcut like the others): the
+ * entries from the top level down to the page-directory entry, with each table page's nested references
+ * under EPT/NPT. Used only where no cache stands in between (no guest PSC hit; under a nested dimension
+ * no nested TLB or PSC), so a hit prices exactly the lines and counts exactly the references of the
+ * walk it replaces, then walks the page table itself. Valid for one memory generation.
+ */
+export const WALK_MEMO_BASE: u32 = 0x1e8c000;
+export const WALK_MEMO_SLOTS: u32 = 32;
+export const WALK_MEMO_SIZE: u32 = 512;
+export const WM_KEY: u32 = 0; // u64 (la >> 21) + 1
+export const WM_ROOT: u32 = 8; // u64 CR3's table address | LA57 | NXE << 1
+export const WM_NESTED: u32 = 16; // u64 the nested context (0 without one)
+export const WM_GENERATION: u32 = 24; // u64
+export const WM_LEVELS: u32 = 32; // u32 levels remembered
+export const WM_LEVEL_BASE: u32 = 48;
+export const WM_LEVEL_SIZE: u32 = 72;
+export const WML_GPA: u32 = 0; // u64 the entry's guest-physical address
+export const WML_HPA: u32 = 8; // u64 its host address
+export const WML_ENTRY: u32 = 16; // u64
+export const WML_TABLE_RIGHTS: u32 = 24; // u32 nested rights of its table's page
+export const WML_NESTED_COUNT: u32 = 28; // u32 nested references of its table's page
+export const WML_NESTED: u32 = 32; // u64 x 5 their host addresses
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
  * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7): configuration and the registers the

@@ -18,6 +18,9 @@ import {
   NESTED_MEMO_BASE,
   NESTED_MEMO_SIZE,
   NESTED_MEMO_SLOTS,
+  WALK_MEMO_BASE,
+  WALK_MEMO_SIZE,
+  WALK_MEMO_SLOTS,
 } from "./constants";
 
 const EMPTY: u64 = 0;
@@ -53,6 +56,7 @@ export function physInit(log2Capacity: u32, memLimitPages: u32): bool {
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
   memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
   memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
+  memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
   store<u64>(CTRL_BASE + CFG_MEMORY_GENERATION, 1);
   if (!ensureMemory(poolBase)) return false;
   memory.fill(DIR_BASE, 0, dirBytes);

@@ -29,6 +29,22 @@ import {
   NMF_ALL_ACCESSED,
   NMF_LARGE,
   NMF_LEAF_DIRTY,
+  WALK_MEMO_BASE,
+  WALK_MEMO_SIZE,
+  WALK_MEMO_SLOTS,
+  WM_GENERATION,
+  WM_KEY,
+  WM_LEVEL_BASE,
+  WM_LEVEL_SIZE,
+  WM_LEVELS,
+  WM_NESTED,
+  WM_ROOT,
+  WML_ENTRY,
+  WML_GPA,
+  WML_HPA,
+  WML_NESTED,
+  WML_NESTED_COUNT,
+  WML_TABLE_RIGHTS,
   NMF_USER,
   NESTED_EPT,
   NESTED_MEMO_BASE,
@@ -600,7 +616,7 @@ const NPSC_USER: u64 = 8;
   const fromRoot = level == top;
   const keyShift: u64 = final == FOR_TABLE ? 12 : 21;
   const memo = nestedMemoSlot(gpa, final);
-  const context = nestedRootBase | nestedMode | (top << 2) | (trackDirty ? 32 : 0);
+  const context = nestedMemoContext(nestedMode);
   if (fromRoot && load<u64>(memo, NM_KEY) == (gpa >> keyShift) + 1 && load<u64>(memo, NM_CONTEXT) == context) {
     if (load<u64>(memo, NM_GENERATION) == memoryGeneration()) {
       const flags = <u32>load<u8>(memo, NM_FLAGS);
@@ -874,6 +890,57 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   finishFault(nestedFault, nestedError, gpa, refs, cycles);
 }
 
+@inline function walkMemoSlot(la: u64): usize {
+  return WALK_MEMO_BASE + <usize>(<u32>(la >> 21) & (WALK_MEMO_SLOTS - 1)) * WALK_MEMO_SIZE;
+}
+
+/** The nested context a memo of nested references is valid for: root, mode, depth and A/D tracking. */
+@inline function nestedMemoContext(nestedMode: u32): u64 {
+  return nestedRootBase | nestedMode | (nestedTop << 2) | (nestedTrackDirty ? 32 : 0);
+}
+
+/**
+ * Fills the walk memo from the walk just made (its scratch holds `levels` entries above the page table).
+ * Under a nested dimension each table page's nested references come from the table-page memo, which
+ * must hold them for this memory generation; else, or when the walk updated memory, nothing is kept.
+ */
+function rememberWalk(memo: usize, la: u64, rootContext: u64, nestedContext: u64, levels: u32, virtualized: bool): void {
+  const generation = memoryGeneration();
+  if (virtualized) {
+    for (let i: u32 = 0; i < levels; i++) {
+      const gpa = load<u64>(slot(i), SLOT_GPA);
+      const nested = nestedMemoSlot(gpa, FOR_TABLE);
+      if (
+        load<u64>(nested, NM_KEY) != (gpa >> 12) + 1 ||
+        load<u64>(nested, NM_CONTEXT) != (nestedContext & 0xfffffffffffff03f) ||
+        load<u64>(nested, NM_GENERATION) != generation
+      ) {
+        return;
+      }
+    }
+  }
+  for (let i: u32 = 0; i < levels; i++) {
+    const s = slot(i);
+    const m = memo + WM_LEVEL_BASE + i * WM_LEVEL_SIZE;
+    store<u64>(m, load<u64>(s, SLOT_HPA), WML_HPA);
+    store<u64>(m, load<u64>(s, SLOT_ENTRY), WML_ENTRY);
+    if (virtualized) {
+      const gpa = load<u64>(s, SLOT_GPA);
+      const nested = nestedMemoSlot(gpa, FOR_TABLE);
+      const n = <u32>load<u8>(nested, NM_USED);
+      store<u64>(m, gpa, WML_GPA);
+      store<u32>(m, load<u32>(s, SLOT_TABLE_RIGHTS), WML_TABLE_RIGHTS);
+      store<u32>(m, n, WML_NESTED_COUNT);
+      for (let j: u32 = 0; j < n; j++) store<u64>(m + WML_NESTED + (j << 3), load<u64>(nested + NM_ADDRESSES + (j << 3)));
+    }
+  }
+  store<u64>(memo, (la >> 21) + 1, WM_KEY);
+  store<u64>(memo, rootContext, WM_ROOT);
+  store<u64>(memo, nestedContext, WM_NESTED);
+  store<u64>(memo, generation, WM_GENERATION);
+  store<u32>(memo, levels, WM_LEVELS);
+}
+
 /** x86-64 4- or 5-level walk of `la` for CPU `cpu`, two-dimensional when the CPU runs a guest. */
 export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
@@ -935,6 +1002,41 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
     }
   }
 
+  // A walk from the top with no cache in between may repeat one the walk memo holds for this 2 MiB
+  // region: price and count what it read down to the page-directory entry, then walk the page table.
+  const fromTop = level == top && (!virtualized || (!nestedTlbOn && !nestedPscOn));
+  const walkMemo = walkMemoSlot(la);
+  const rootContext = (reg(cpu, R_CR3) & ADDRESS_MASK) | ((cpuMode & M_LA57) != 0 ? 1 : 0) | (xdMask != 0 ? 2 : 0);
+  const nestedContext = virtualized ? nestedMemoContext(nestedMode) | (<u64>tableNeed << 6) : 0;
+  let prefix: u32 = 0;
+  if (
+    fromTop &&
+    load<u64>(walkMemo, WM_KEY) == (la >> 21) + 1 &&
+    load<u64>(walkMemo, WM_ROOT) == rootContext &&
+    load<u64>(walkMemo, WM_NESTED) == nestedContext &&
+    load<u64>(walkMemo, WM_GENERATION) == memoryGeneration()
+  ) {
+    prefix = load<u32>(walkMemo, WM_LEVELS);
+    for (let i: u32 = 0; i < prefix; i++) {
+      const m = walkMemo + WM_LEVEL_BASE + i * WM_LEVEL_SIZE;
+      const s = slot(i);
+      if (virtualized) {
+        const n = load<u32>(m, WML_NESTED_COUNT);
+        for (let j: u32 = 0; j < n; j++) cycles += priceReference(cpu, load<u64>(m + WML_NESTED + (j << 3)));
+        walkNestedRefs += n;
+        nestedWalks++;
+        store<u64>(s, load<u64>(m, WML_GPA), SLOT_GPA);
+        store<u32>(s, load<u32>(m, WML_TABLE_RIGHTS), SLOT_TABLE_RIGHTS);
+      }
+      const hpa = load<u64>(m, WML_HPA);
+      cycles += priceReference(cpu, hpa);
+      store<u64>(s, hpa, SLOT_HPA);
+      store<u64>(s, load<u64>(m, WML_ENTRY), SLOT_ENTRY);
+    }
+    base = load<u64>(slot(prefix - 1), SLOT_ENTRY) & ADDRESS_MASK;
+    level = top - prefix;
+  }
+
   // The radix walk of the guest's tables, each table address through the nested dimension first (its
   // translation inlined: four of a walk's five nested translations are of guest paging-structure pages).
   const stop = walkRadix<Nest>(
@@ -943,20 +1045,20 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
     cpu,
     base,
     level,
-    baseIsHost,
+    baseIsHost && prefix == 0,
     la,
     N_ALL,
     true,
-    CTRL_BASE + WALK_SCRATCH,
+    CTRL_BASE + WALK_SCRATCH + prefix * WALK_SLOT,
     WALK_SLOT,
     nestedMode,
     tableNeed,
     tableAccessBits,
     tableRights,
   );
-  const refs = radixRefs;
+  const refs = prefix + radixRefs;
   cycles += radixCycles;
-  const used = radixUsed;
+  const used = prefix + radixUsed;
   const e = radixEntry;
   level = radixLevel;
   if (stop == STOP_NESTED) {
@@ -1061,6 +1163,9 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
       pscFill(desc, la, entryLevel, value, currentPcid, vmTag);
     }
   }
+
+  // Remember a walk from the top that ended at a page table, once nothing in it needs updating.
+  if (fromTop && prefix == 0 && guestSizeCode == 0) rememberWalk(walkMemo, la, rootContext, nestedContext, used - 1, virtualized);
 
   walkFault = WALK_OK;
   walkError = 0;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { Machine } from "../../src/core/machine.js";
 import type { PageSize } from "../../src/core/types.js";
 import { bareConfig, HOST_OFFSET, SIZE, TwoDimensional } from "./harness.js";
 
@@ -460,5 +461,69 @@ describe("repeated nested walks of guest page-table pages", () => {
     expect(two.machine.translate(0, LA, READ).fault).toBe(0);
     expect(two.machine.readPhys64(leaf) & (1n << 8n)).toBe(1n << 8n);
     expect(two.machine.stats().adUpdates).toBe(before + 1);
+  });
+});
+
+// The core also remembers guest walks from the top down to the page-directory entry, by 2 MiB region,
+// where no cache stands in between. A remembered walk must still follow every change to memory.
+describe("repeated walks in one 2 MiB region (the walk memo)", () => {
+  for (const nested of ["ept", "npt"] as const) {
+    it(`${nested.toUpperCase()}: a neighbouring page's walk makes the full 24 references, priced alike`, () => {
+      const two = setup(nested, PAIRINGS[0]);
+      two.mapGuest(LA + 0x1000n, DATA_GPA + 0x1000n);
+      two.mapNested(DATA_GPA + 0x1000n);
+      expect(two.machine.translate(0, LA, READ).refs).toBe(24);
+      expect(two.machine.translate(0, LA, READ).refs).toBe(24);
+      const neighbour = two.machine.translate(0, LA + 0x1000n, READ);
+      expect(neighbour.fault).toBe(0);
+      expect(neighbour.refs).toBe(24);
+      expect(neighbour.nestedRefs).toBe(20);
+      expect(neighbour.pa).toBe(DATA_GPA + 0x1000n + HOST_OFFSET);
+    });
+
+    it(`${nested.toUpperCase()}: after the guest rewrites its page-directory entry, the next walk follows the new page table`, () => {
+      const two = setup(nested, PAIRINGS[0]);
+      expect(two.machine.translate(0, LA, READ).fault).toBe(0);
+      expect(two.machine.translate(0, LA, READ).fault).toBe(0);
+      // A second page table mapping LA's page elsewhere, swapped in at the PDE.
+      const oldPde = (() => {
+        let table = two.guestRoot;
+        for (let level = 4; level > 2; level--)
+          table =
+            two.readGuest(table + ((LA >> BigInt(12 + 9 * (level - 1))) & 0x1ffn) * 8n) &
+            0x000f_ffff_ffff_f000n;
+        return table + ((LA >> 21n) & 0x1ffn) * 8n;
+      })();
+      const newTable = two.guestTable();
+      two.mapNested(newTable);
+      two.mapNested(DATA_GPA + 0x5000n);
+      two.writeGuest(newTable + ((LA >> 12n) & 0x1ffn) * 8n, (DATA_GPA + 0x5000n) | 0x67n);
+      two.writeGuest(oldPde, newTable | 0x67n);
+      const result = two.machine.translate(0, LA, READ);
+      expect(result.fault).toBe(0);
+      expect(result.pa).toBe(DATA_GPA + 0x5000n + HOST_OFFSET);
+    });
+  }
+
+  it("natively too: after a PDE rewrite the walk follows the new page table", () => {
+    const machine = new Machine(bareConfig());
+    const root = 0x10_0000n;
+    const pdpt = 0x10_1000n;
+    const pd = 0x10_2000n;
+    const pt = 0x10_3000n;
+    const other = 0x10_4000n;
+    const la = 0x4000_0000n;
+    machine.writePhys64(root, pdpt | 7n);
+    machine.writePhys64(pdpt + 8n, pd | 0x27n);
+    machine.writePhys64(pd, pt | 0x27n);
+    machine.writePhys64(pt, 0x20_0000n | 0x67n);
+    machine.writePhys64(other, 0x30_0000n | 0x67n);
+    machine.setRegs(0, { cr0: 0x8001_0001n, cr3: root, cr4: 0x20n, efer: 0xd00n, cpl: 3 });
+    expect(machine.translate(0, la, READ).pa).toBe(0x20_0000n);
+    expect(machine.translate(0, la, READ).pa).toBe(0x20_0000n);
+    machine.writePhys64(pd, other | 0x27n);
+    const result = machine.translate(0, la, READ);
+    expect(result.pa).toBe(0x30_0000n);
+    expect(result.refs).toBe(4);
   });
 });
