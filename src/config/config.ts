@@ -543,8 +543,11 @@ export function resolveConfig(input: Json): ResolvedConfig {
   if (input.overcommit !== undefined && input.overcommit !== false) {
     resolved.overcommit = resolveOvercommit(input.overcommit);
     if (mode !== "ept" && mode !== "npt") fail("mode", 'overcommit needs "ept" or "npt"');
-    if (host.pageSize !== "4K")
-      fail("host.pageSize", 'overcommit reclaims 4 KiB host pages: host.pageSize must be "4K"');
+    if (host.pageSize === "1G")
+      fail(
+        "host.pageSize",
+        'overcommit backs guest memory with 4K pages or 2M large pages it can break: host.pageSize must be "4K" or "2M"',
+      );
   }
   return resolved;
 }

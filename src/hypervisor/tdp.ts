@@ -74,6 +74,8 @@ export class TdpMmu implements VirtualizationTechnique {
     tables: 1,
   };
   private readonly exitCounter: ExitCounter;
+  /** The table set aside for splitting each 2M leaf of THP-like backing (region base -> table frame). */
+  private readonly deposited = new Map<bigint, bigint>();
 
   constructor(
     readonly machine: Machine,
@@ -157,6 +159,12 @@ export class TdpMmu implements VirtualizationTechnique {
   mappingSize(gpa: bigint): PageSize {
     const slot = this.vm.memslotOf(gpa);
     if (!slot || slot.logDirty || this.options.dirtyLog === "wp") return "4K";
+    // THP-like backing (the overcommit host): 2M where the region is, or on this touch will be, one 2M
+    // host page; 4K once it is split or was backed page by page.
+    if (this.vm.largeBacking)
+      return this.vm.largeAt(gpa) !== undefined || this.vm.canBackLarge(gpa, this.options.levels + 1)
+        ? "2M"
+        : "4K";
     let size = this.vm.backingPageSize;
     while (size !== "4K") {
       const bytes = 1n << BigInt(PAGE_SHIFT[size]);
@@ -185,7 +193,15 @@ export class TdpMmu implements VirtualizationTechnique {
     }
     const bytes = 1n << BigInt(PAGE_SHIFT[size]);
     const base = gpa & ~(bytes - 1n);
+    if (size === "2M" && this.vm.largeBacking) {
+      // THP's page-table deposit: the table a later split needs is set aside now, so splitting (under
+      // reclaim, with no memory free) never has to allocate.
+      this.deposited.set(base, this.host.table());
+      this.counters.tables++;
+    }
     const hpa = target ?? this.vm.hostAddress(base);
+    if (size === "2M" && this.vm.largeBacking && this.vm.largeAt(base) !== hpa)
+      throw new Error(`0x${base.toString(16)}: a 2M leaf needs the region's 2M backing`);
     const address = table + ((gpa >> BigInt(12 + 9 * (leafLevel - 1))) & 0x1ffn) * 8n;
     this.machine.writePhys64(address, hpa | this.leafBits(writable, size));
     this.counters[size === "4K" ? "pages_4k" : size === "2M" ? "pages_2m" : "pages_1g"]++;
@@ -204,6 +220,31 @@ export class TdpMmu implements VirtualizationTechnique {
       return;
     }
     this.install(gpa & ~0xfffn, "4K", writable, hpa);
+  }
+
+  /**
+   * Splits the 2M leaf mapping `gpa` (KVM's eager huge page split, tdp_mmu_split_huge_page): a new
+   * table of 512 4K leaves maps the same host frames with the same rights, memory type and A/D flags,
+   * and replaces the leaf. Returns false when `gpa` has no 2M leaf. The caller invalidates.
+   */
+  splitLarge(gpa: bigint): boolean {
+    const leaf = this.leafOf(gpa);
+    if (leaf?.level !== 2) return false;
+    const region = gpa & ~0x1f_ffffn;
+    let table = this.deposited.get(region);
+    this.deposited.delete(region);
+    if (table === undefined) {
+      table = this.host.table();
+      this.counters.tables++;
+    }
+    const largeBit = this.name === "ept" ? EPT_LARGE : X86_PS;
+    const base = leaf.entry & ADDRESS_MASK & ~0x1f_ffffn;
+    const attributes = leaf.entry & ~ADDRESS_MASK & ~largeBit;
+    for (let i = 0n; i < 512n; i++)
+      this.machine.writePhys64(table + i * 8n, (base + (i << 12n)) | attributes);
+    this.machine.writePhys64(leaf.address, table | this.nonLeafBits());
+    this.counters.pages_4k += 512;
+    return true;
   }
 
   /** Clears the leaf of the 4 KiB page at `gpa` (balloon inflation, swap-out); the caller flushes. */

@@ -39,8 +39,28 @@ export class HostMemory {
   }
 }
 
+/**
+ * A source of 2 MiB host pages for a VM whose backing is 4K with THP-like large pages (the overcommit
+ * host): `largeAvailable` says whether a 2M-aligned run of 512 free frames can be had without reclaim.
+ */
+export interface LargeBacking {
+  /** Whether 512 frames plus `reserve` more are free. */
+  largeAvailable(reserve: number): boolean;
+  allocLarge(): bigint;
+}
+
+const LARGE_BYTES = 1n << 21n;
+
 export class Vm {
   readonly memslots: Memslot[] = [];
+  /**
+   * With `largeBacking` (4K backing only): 2M guest-physical regions backed by one 2M-aligned host page
+   * (region base -> host base) until they are split; the backing map lists their 512 frames one by one.
+   */
+  private readonly large = new Map<bigint, bigint>();
+  /** 2M regions that have had backing, large or small: only a region's first touch may get a 2M page. */
+  private readonly touched = new Set<bigint>();
+  largeBacking?: LargeBacking;
   /** Backing: guest-physical base of each backed host page -> its host-physical base. */
   private readonly backing = new Map<bigint, bigint>();
   /** Dirty 4 KiB guest pages, while a slot logs dirty pages. */
@@ -82,11 +102,62 @@ export class Vm {
     if (hpa === undefined) {
       if (!this.memslotOf(gpa))
         throw new MemvirtError(`VM ${this.id}: 0x${gpa.toString(16)} is in no memslot`, 1);
-      hpa = this.host.frames.alloc(this.backingPageSize);
-      this.backing.set(base, hpa);
+      if (this.largeBacking && this.canBackLarge(gpa)) {
+        // THP: the region's first touch takes a whole 2M host page, listed frame by frame.
+        const region = gpa & ~(LARGE_BYTES - 1n);
+        const large = this.largeBacking.allocLarge();
+        this.large.set(region, large);
+        for (let offset = 0n; offset < LARGE_BYTES; offset += 0x1000n)
+          this.backing.set(region + offset, large + offset);
+        hpa = large + (base - region);
+      } else {
+        hpa = this.host.frames.alloc(this.backingPageSize);
+        this.backing.set(base, hpa);
+      }
+      if (this.largeBacking) this.touched.add(gpa & ~(LARGE_BYTES - 1n));
       fresh = true;
     }
     return { base, hpa, fresh };
+  }
+
+  /**
+   * Whether the first touch of `gpa` would back its 2M region with one 2M host page: the region never
+   * had backing, lies wholly in one memslot that does not log dirty pages, and a 2M run is free (with
+   * `reserve` frames to spare, for the tables mapping it).
+   */
+  canBackLarge(gpa: bigint, reserve = 0): boolean {
+    if (!this.largeBacking || this.backingPageSize !== "4K") return false;
+    const region = gpa & ~(LARGE_BYTES - 1n);
+    if (this.touched.has(region)) return false;
+    const slot = this.memslotOf(gpa);
+    if (!slot || slot.logDirty || region < slot.base || region + LARGE_BYTES > slot.base + slot.size)
+      return false;
+    return this.largeBacking.largeAvailable(reserve);
+  }
+
+  /** The 2M host page backing `gpa`'s region while it is one (not split), or undefined. */
+  largeAt(gpa: bigint): bigint | undefined {
+    return this.large.get(gpa & ~(LARGE_BYTES - 1n));
+  }
+
+  /** The 2M-backed regions (base -> host base), in the order they were backed. */
+  largeRegions(): IterableIterator<[bigint, bigint]> {
+    return this.large.entries();
+  }
+
+  get largeCount(): number {
+    return this.large.size;
+  }
+
+  /**
+   * Splits the 2M backing of `gpa`'s region: from now on its 512 frames are individual 4K backing
+   * pages (each can be remapped or freed). Returns the host base of the former 2M page.
+   */
+  splitLarge(gpa: bigint): bigint | undefined {
+    const region = gpa & ~(LARGE_BYTES - 1n);
+    const hpa = this.large.get(region);
+    this.large.delete(region);
+    return hpa;
   }
 
   /** Host-physical address of guest-physical `gpa` (backing it if needed). */
@@ -105,11 +176,21 @@ export class Vm {
    * host's own page table for the VM's memory changes. The caller owns freeing the old page.
    */
   setBacking(base: bigint, hpa: bigint): void {
+    if (this.largeAt(base) !== undefined)
+      throw new MemvirtError(
+        `VM ${this.id}: 0x${base.toString(16)} is backed by a 2M page (split it first)`,
+        1,
+      );
     this.backing.set(base, hpa);
   }
 
   /** Drops the backing of the region at `base` (balloon inflation, swap-out); returns the old page. */
   dropBacking(base: bigint): bigint | undefined {
+    if (this.largeAt(base) !== undefined)
+      throw new MemvirtError(
+        `VM ${this.id}: 0x${base.toString(16)} is backed by a 2M page (split it first)`,
+        1,
+      );
     const hpa = this.backing.get(base);
     this.backing.delete(base);
     return hpa;

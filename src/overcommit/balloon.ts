@@ -186,6 +186,8 @@ export class Balloon {
       host.swap?.discard(key);
       const hpa = host.frameOf(vm, gpa);
       if (hpa === undefined) continue;
+      // Discarding one page of a 2M mapping splits it (as MADV_DONTNEED on part of a THP does).
+      host.breakLargePage(vm, gpa, "balloon");
       vm.tdp.unmapPage(gpa);
       vm.vm.dropBacking(gpa);
       if (host.ksm?.isSharer(key)) host.ksm.forget(key);

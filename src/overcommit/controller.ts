@@ -1,15 +1,18 @@
 // The overcommit controller: every intervalMs of simulated time it reads the host's free memory and
 // applies a policy.
 // - vsphere: the vSphere 6 memory states, relative to minFree. Each threshold is where its action
-//   starts as free memory falls: below high (400 %) large pages would be broken (the overcommit host
-//   backs memory with 4K pages, so there are none), below clear (100 %) KSM runs, below soft (64 %)
+//   starts as free memory falls: below high (400 %) large pages are broken (with host.pageSize "2M" the
+//   host backs each region's first touch with a 2M page; each step splits up to reclaimPagesPerStep /
+//   512 of them into 4K mappings so KSM, balloons and reclaim can take their pages one by one; the
+//   split itself frees nothing), below clear (100 %) KSM runs, below soft (64 %)
 //   balloons inflate, below hard (32 %) pages are compressed and swapped, below low (16 %) allocations
 //   block until reclaim has caught up. Falling into a state is immediate; climbing back out needs free
 //   memory hysteresisPercent above the threshold, so the state does not flap.
 // - mom: oVirt MoM's defaults: under pressure (free below 20 %) KSM runs with pages_to_scan raised by
 //   300 (at most 1250) and balloons take at most 5 % of each VM's memory per step; otherwise
 //   pages_to_scan falls by 50 (at least 64) and balloons give 5 % back; below 5 % free (critical) the
-//   host also compresses and swaps.
+//   host also compresses and swaps. MoM has no large-page action: a mechanism that needs a 4K page of
+//   a 2M mapping splits it (OvercommitHost.breakLargePage), under either policy.
 import type { OvercommitHost } from "./host.js";
 
 export const VSPHERE_STATES = ["high", "clear", "soft", "hard", "low"] as const;
@@ -31,7 +34,13 @@ export class Controller {
   readonly secondsIn: Record<string, number> = {};
   readonly transitions: Transition[] = [];
   blockedSteps = 0;
+  /** The break-large-pages action: 2M mappings split, and the shootdowns and exits the splits caused. */
+  largePagesBroken = 0;
+  largePageInvalidations = 0;
+  largePageExits = 0;
   private lastAt = 0;
+  /** The VM whose 2M mappings the break action splits next (round robin). */
+  private breakCursor = 0;
 
   constructor(private readonly host: OvercommitHost) {
     this.nextAt = 0;
@@ -106,6 +115,7 @@ export class Controller {
     const c = host.oc.controller;
     const state = Controller.vsphereState(this.freeRatio, this.state, c.thresholds, c.hysteresisPercent);
     const level = VSPHERE_STATES.indexOf(state as (typeof VSPHERE_STATES)[number]);
+    if (this.freeRatio < c.thresholds.high) this.breakLargePages(Math.ceil(c.reclaimPagesPerStep / 512));
     if (host.ksm) host.ksm.running = level >= 1;
     const alive = host.vms.filter((vm) => vm.alive);
     if (level >= 2 && host.balloon && alive.length > 0) {
@@ -131,6 +141,33 @@ export class Controller {
       if (missing > 0) this.compressAndSwap(missing);
     }
     return state;
+  }
+
+  /**
+   * Below the high threshold: split up to `count` 2M mappings, taking the VMs in turn and each VM's
+   * oldest 2M region first. Splitting frees no memory; it lets the other actions work on 4K pages.
+   */
+  private breakLargePages(count: number): void {
+    const host = this.host;
+    const n = host.vms.length;
+    const exits = host.exitsBy.split;
+    const invalidations = host.invalidationsBy.split;
+    let broken = 0;
+    for (let tried = 0; broken < count && tried < n; ) {
+      const vm = host.vms[this.breakCursor % n];
+      this.breakCursor = (this.breakCursor + 1) % n;
+      const first = vm.vm.largeRegions().next();
+      if (!first.done && host.breakLargePage(vm, first.value[0], "controller")) {
+        broken++;
+        tried = 0;
+        host.check("large page split");
+      } else {
+        tried++;
+      }
+    }
+    this.largePagesBroken += broken;
+    this.largePageExits += host.exitsBy.split - exits;
+    this.largePageInvalidations += host.invalidationsBy.split - invalidations;
   }
 
   private compressAndSwap(pages: number): void {

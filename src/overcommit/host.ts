@@ -2,7 +2,9 @@
 // (TDP MMU), VPID and guest kernel, pinned one vCPU to one physical CPU so each has its own TLBs and
 // caches. Host memory has a capacity; the overcommit mechanisms (KSM, the balloon, zswap, swap and the
 // controller that drives them) run on the simulated clock from budget exits, change EPT entries, and
-// invalidate every vCPU's stale translations as KVM does, paying for it in exits and cycles.
+// invalidate every vCPU's stale translations as KVM does, paying for it in exits and cycles. With
+// host.pageSize "2M" regions are backed THP-like by 2M pages, and broken into 4K mappings by the
+// controller or by a mechanism that needs one of their pages.
 import type { ResolvedConfig } from "../config/config.js";
 import * as L from "../core/layout.js";
 import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
@@ -12,7 +14,7 @@ import { FrameAllocator } from "../guest/frames.js";
 import { ADDRESS_MASK, GuestOS, type Process } from "../guest/os.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
 import { TdpMmu } from "../hypervisor/tdp.js";
-import { CYCLES_VM_EXIT, type ExitAction } from "../hypervisor/technique.js";
+import { CYCLES_TDP, CYCLES_VM_EXIT, type ExitAction } from "../hypervisor/technique.js";
 import { HostMemory, Vm } from "../hypervisor/vm.js";
 import { Balloon } from "./balloon.js";
 import type { OvercommitConfig } from "./config.js";
@@ -27,8 +29,11 @@ import { HostSwap, Zswap } from "./zswap.js";
 export const CYCLES_OVERCOMMIT = 6;
 export const CYCLES_DEVICE_WAIT = 7;
 
-export type Mechanism = "ksm" | "balloon" | "zswap" | "swap" | "guest";
-export const MECHANISMS: readonly Mechanism[] = ["ksm", "balloon", "zswap", "swap", "guest"];
+/** `split`: breaking 2M mappings into 4K ones (the controller's action, or for a mechanism needing a 4K page). */
+export type Mechanism = "ksm" | "balloon" | "zswap" | "swap" | "guest" | "split";
+export const MECHANISMS: readonly Mechanism[] = ["ksm", "balloon", "zswap", "swap", "guest", "split"];
+/** What a 2M mapping was split for. */
+export type SplitCause = "controller" | "ksm" | "balloon" | "zswap" | "swap";
 
 const CR0_PE = 1n;
 const CR4_PAE = 1n << 5n;
@@ -196,9 +201,31 @@ export class OvercommitHost {
   readonly swap?: HostSwap;
   readonly controller?: Controller;
   /** VM exits the overcommit mechanisms caused, and the invalidations (vCPU shootdowns) they issued. */
-  readonly exitsBy: Record<Mechanism, number> = { ksm: 0, balloon: 0, zswap: 0, swap: 0, guest: 0 };
-  readonly invalidationsBy: Record<Mechanism, number> = { ksm: 0, balloon: 0, zswap: 0, swap: 0, guest: 0 };
-  readonly cyclesBy: Record<Mechanism, number> = { ksm: 0, balloon: 0, zswap: 0, swap: 0, guest: 0 };
+  readonly exitsBy: Record<Mechanism, number> = { ksm: 0, balloon: 0, zswap: 0, swap: 0, guest: 0, split: 0 };
+  readonly invalidationsBy: Record<Mechanism, number> = {
+    ksm: 0,
+    balloon: 0,
+    zswap: 0,
+    swap: 0,
+    guest: 0,
+    split: 0,
+  };
+  readonly cyclesBy: Record<Mechanism, number> = {
+    ksm: 0,
+    balloon: 0,
+    zswap: 0,
+    swap: 0,
+    guest: 0,
+    split: 0,
+  };
+  /** 2M mappings split, by what they were split for. */
+  readonly largePagesSplitBy: Record<SplitCause, number> = {
+    controller: 0,
+    ksm: 0,
+    balloon: 0,
+    zswap: 0,
+    swap: 0,
+  };
   /** Simulated time the host idled after the accesses (no vCPU ran). */
   idleCycles = 0;
   readonly timeline: TimelineSample[] = [];
@@ -258,6 +285,8 @@ export class OvercommitHost {
     const spec = this.workload.vms[index];
     const config = this.config;
     const vm = new Vm(index + 1, this.hostMemory, "4K", config.hypervisor.vpid ? index + 1 : 0);
+    // host.pageSize "2M": THP-like backing, a 2M host page for each region's first touch while one is free.
+    if (config.host.pageSize === "2M") vm.largeBacking = this.frames;
     // Guest RAM is the memslot; the guest kernel's allocator counts against memoryPages.
     const guestBytes = Math.max(2 ** 30, Math.ceil((spec.memoryPages * 4096) / 2 ** 30) * 2 ** 30);
     // RAM, then one more gigabyte from which the guest kernel takes its page tables.
@@ -356,6 +385,27 @@ export class OvercommitHost {
     const cycles = this.oc.shootdownCycles * vm.tdp.cpuIds.length;
     this.charge(mechanism, cycles);
     return cycles;
+  }
+
+  /**
+   * Breaks the 2M mapping of `gpa`'s region (KVM's eager huge page split; vSphere breaking large pages):
+   * the EPT leaf becomes a table of 512 4K leaves to the same frames with the same rights, every vCPU's
+   * translations are shot down, and from then on the region's backing is 512 frames that KSM, the
+   * balloon, zswap and swap take one by one. Returns whether the region was 2M-backed.
+   */
+  breakLargePage(vm: GuestVm, gpa: bigint, cause: SplitCause): boolean {
+    const region = gpa & ~0x1f_ffffn;
+    const hpa = vm.vm.largeAt(region);
+    if (hpa === undefined) return false;
+    // The table comes from the deposit made when the 2M leaf was installed: nothing is allocated.
+    const mapped = vm.tdp.splitLarge(region);
+    vm.vm.splitLarge(region);
+    this.frames.splitLarge(hpa);
+    this.largePagesSplitBy[cause]++;
+    // Building the table is the TDP MMU's work; a region backed but not mapped yet needs no flush.
+    this.charge("split", this.config.hypervisor.costs.tdpFault, CYCLES_TDP);
+    if (mapped) this.flush(vm, "split");
+    return true;
   }
 
   /** Runs the invariant checker when it is on (tests, --check-invariants). */

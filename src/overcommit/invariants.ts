@@ -2,7 +2,9 @@
 // caches out of linear memory (the layout in src/core/layout.ts) and each VM's EPT/NPT out of
 // physical memory, and fails when any cached entry of any vCPU still reaches a host frame the VM's
 // nested tables no longer map there, or grants a write they no longer grant. It also checks that the
-// host's frame accounting adds up. The host runs it after every mechanism step when it is on.
+// host's frame accounting adds up. The host runs it after every mechanism step when it is on. A 2M
+// leaf or a 2M cached translation stands for its 512 4K pages: a 2M entry that still maps the same
+// frames with the same rights after a split is not stale, one whose region has since changed a page is.
 import * as L from "../core/layout.js";
 import { MemvirtError } from "../core/machine.js";
 import type { GuestVm, OvercommitHost } from "./host.js";
@@ -16,8 +18,10 @@ const A_RW = 1n;
 interface EptView {
   /** Host frame -> whether some leaf maps it writable. */
   frames: Map<bigint, boolean>;
-  /** Guest-physical page -> host frame and writability. */
+  /** Guest-physical page -> host frame and writability (a 2M leaf gives its 512 pages). */
   leaves: Map<bigint, { hpa: bigint; writable: boolean }>;
+  /** 2M regions mapped by one 2M leaf (region base -> host base and writability). */
+  large: Map<bigint, { hpa: bigint; writable: boolean }>;
   /** Host frames holding this VM's nested tables. */
   tables: Set<bigint>;
 }
@@ -25,7 +29,7 @@ interface EptView {
 function readEpt(host: OvercommitHost, vm: GuestVm): EptView {
   const machine = host.machine;
   const ept = vm.tdp.name === "ept";
-  const view: EptView = { frames: new Map(), leaves: new Map(), tables: new Set() };
+  const view: EptView = { frames: new Map(), leaves: new Map(), tables: new Set(), large: new Map() };
   const walk = (table: bigint, level: number, base: bigint) => {
     view.tables.add(table);
     for (let index = 0n; index < 512n; index++) {
@@ -35,11 +39,16 @@ function readEpt(host: OvercommitHost, vm: GuestVm): EptView {
       const gpa = base + (index << BigInt(12 + 9 * (level - 1)));
       const large = (entry & (1n << 7n)) !== 0n;
       if (level === 1 || large) {
-        if (level !== 1) throw new MemvirtError(`VM ${vm.vm.id}: large nested leaf under overcommit`, 1);
-        const hpa = entry & ADDRESS;
+        if (level > 2) throw new MemvirtError(`VM ${vm.vm.id}: 1G nested leaf under overcommit`, 1);
+        const base = entry & ADDRESS & ~((1n << BigInt(12 + 9 * (level - 1))) - 1n);
         const writable = (entry & 2n) !== 0n;
-        view.leaves.set(gpa, { hpa, writable });
-        view.frames.set(hpa, (view.frames.get(hpa) ?? false) || writable);
+        if (level === 2) view.large.set(gpa, { hpa: base, writable });
+        const pages = level === 2 ? 512n : 1n;
+        for (let i = 0n; i < pages; i++) {
+          const hpa = base + (i << 12n);
+          view.leaves.set(gpa + (i << 12n), { hpa, writable });
+          view.frames.set(hpa, (view.frames.get(hpa) ?? false) || writable);
+        }
       } else {
         walk(entry & ADDRESS, level - 1, gpa);
       }
@@ -110,36 +119,47 @@ export function checkInvariants(host: OvercommitHost, step: string): number {
         const pcidWord = memory.getUint32(entry + 16, true);
         const vmTag = memory.getUint32(entry + 20, true);
         const sizeCode = Number((tag >> 1n) & 3n);
-        if (sizeCode !== 0) fail(`cpu ${cpu} caches a large page under 4K host backing`);
-        const hpa = frameWord & ADDRESS;
+        if (sizeCode > 1) fail(`cpu ${cpu} caches a 1G page under overcommit`);
+        // A 2M entry is as good as its 512 4K pages: each must still be mapped to the same frame.
+        const pages = sizeCode === 1 ? 512n : 1n;
+        const shift = sizeCode === 1 ? 21n : 12n;
+        const base = frameWord & ADDRESS & ~((1n << shift) - 1n);
         const allowsWrite =
           (pcidWord & DENY_W) === 0 && (level === LEVEL_NESTED || (frameWord & A_RW) !== 0n);
         const index = level === LEVEL_NESTED ? vmOfRoot.get(vmTag) : vmOfContext.get(vmTag);
         if (index === undefined) continue; // an entry of the host context or of no VM on this host
         const view = views[index];
-        if (level === LEVEL_NESTED) {
-          const gpa = (tag >> 3n) << 12n;
-          const leaf = view.leaves.get(gpa);
-          if (!leaf || leaf.hpa !== hpa) {
-            fail(
-              `cpu ${cpu}'s nested TLB maps GPA 0x${gpa.toString(16)} of VM ${index + 1} to 0x${hpa.toString(16)}, its EPT to ${leaf ? `0x${leaf.hpa.toString(16)}` : "nothing"}`,
-            );
-            continue;
+        if (level === LEVEL_NESTED && sizeCode === 1) {
+          // The common case at once: the region is still one 2M leaf to the same frames.
+          const leaf = view.large.get((tag >> 3n) << shift);
+          if (leaf && leaf.hpa === base && (leaf.writable || !allowsWrite)) continue;
+        }
+        for (let i = 0n; i < pages; i++) {
+          const hpa = base + (i << 12n);
+          if (level === LEVEL_NESTED) {
+            const gpa = ((tag >> 3n) << shift) + (i << 12n);
+            const leaf = view.leaves.get(gpa);
+            if (!leaf || leaf.hpa !== hpa) {
+              fail(
+                `cpu ${cpu}'s nested TLB maps GPA 0x${gpa.toString(16)} of VM ${index + 1} to 0x${hpa.toString(16)}, its EPT to ${leaf ? `0x${leaf.hpa.toString(16)}` : "nothing"}`,
+              );
+              continue;
+            }
+            if (allowsWrite && !leaf.writable)
+              fail(
+                `cpu ${cpu}'s nested TLB lets VM ${index + 1} write GPA 0x${gpa.toString(16)}, which its EPT write-protects`,
+              );
+          } else {
+            const writable = view.frames.get(hpa);
+            if (writable === undefined)
+              fail(
+                `cpu ${cpu}'s TLB (level ${level}) reaches host frame 0x${hpa.toString(16)}, which VM ${index + 1}'s EPT no longer maps`,
+              );
+            if (allowsWrite && !writable)
+              fail(
+                `cpu ${cpu}'s TLB (level ${level}) lets VM ${index + 1} write host frame 0x${hpa.toString(16)}, which its EPT maps read-only`,
+              );
           }
-          if (allowsWrite && !leaf.writable)
-            fail(
-              `cpu ${cpu}'s nested TLB lets VM ${index + 1} write GPA 0x${gpa.toString(16)}, which its EPT write-protects`,
-            );
-        } else {
-          const writable = view.frames.get(hpa);
-          if (writable === undefined)
-            fail(
-              `cpu ${cpu}'s TLB (level ${level}) reaches host frame 0x${hpa.toString(16)}, which VM ${index + 1}'s EPT no longer maps`,
-            );
-          if (allowsWrite && !writable)
-            fail(
-              `cpu ${cpu}'s TLB (level ${level}) lets VM ${index + 1} write host frame 0x${hpa.toString(16)}, which its EPT maps read-only`,
-            );
         }
       }
     }
@@ -159,9 +179,21 @@ export function checkInvariants(host: OvercommitHost, step: string): number {
       }
     }
   }
-  // Frame accounting: every VM page's backing is either its own frame or a KSM page it shares.
+  // Frame accounting: every VM page's backing is either its own frame or a KSM page it shares, and a
+  // 2M leaf exists exactly where the VM's backing is one 2M host page it maps.
   for (let i = 0; i < host.vms.length; i++) {
     const vm = host.vms[i];
+    for (const [region, leaf] of views[i].large)
+      if (vm.vm.largeAt(region) !== leaf.hpa)
+        fail(
+          `VM ${i + 1}'s EPT maps 0x${region.toString(16)} with a 2M leaf, but its backing there is not one 2M page`,
+        );
+    for (const [region] of vm.vm.largeRegions()) {
+      if (views[i].large.has(region)) continue;
+      for (let offset = 0n; offset < 1n << 21n; offset += 1n << 12n)
+        if (views[i].leaves.has(region + offset))
+          fail(`VM ${i + 1}'s 2M-backed region 0x${region.toString(16)} is mapped by 4K leaves`);
+    }
     for (const [gpa, leaf] of views[i].leaves) {
       const backing = vm.vm.backingAt(gpa);
       if (backing !== leaf.hpa)

@@ -215,6 +215,8 @@ export class Ksm {
   /** The tree page becomes a KSM page: its EPT entry is write-protected (one shootdown). */
   private newStableNode(vm: GuestVm, gpa: bigint, contentKey: string): StableNode {
     const host = this.host;
+    // A page of a 2M mapping is merged alone: the mapping is split first.
+    host.breakLargePage(vm, gpa, "ksm");
     const hpa = host.frameOf(vm, gpa) as bigint;
     vm.tdp.mapPage(gpa, hpa, false);
     host.flush(vm, "ksm");
@@ -232,6 +234,7 @@ export class Ksm {
    */
   private merge(vm: GuestVm, gpa: bigint, node: StableNode): void {
     const host = this.host;
+    host.breakLargePage(vm, gpa, "ksm");
     const old = host.frameOf(vm, gpa) as bigint;
     vm.tdp.mapPage(gpa, old, false);
     host.flush(vm, "ksm");

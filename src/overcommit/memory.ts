@@ -4,9 +4,13 @@
 import { type Machine, MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import { FrameAllocator } from "../guest/frames.js";
+import type { LargeBacking } from "../hypervisor/vm.js";
 import { PAGE_BYTES, type PageContent, ZERO_CONTENT } from "./content.js";
 
-export class HostFrames extends FrameAllocator {
+/** 4 KiB frames in a 2M page. */
+export const LARGE_FRAMES = 512;
+
+export class HostFrames extends FrameAllocator implements LargeBacking {
   /** Frames handed out (4 KiB each). */
   used = 0;
   /** Frames the zswap pool occupies (its compressed data, packed). */
@@ -33,8 +37,39 @@ export class HostFrames extends FrameAllocator {
     return Math.max(0, this.capacity - this.used - this.poolFrames);
   }
 
+  /**
+   * THP's allocation of a 2M page: it needs a 2M-aligned run of 512 free frames (with `reserve` more
+   * to spare) and never waits for reclaim; without one the region is backed with 4K frames. Host
+   * physical addresses come from a sparse space with 2M-aligned runs, so the run is there whenever
+   * 512 frames of capacity are free (fragmentation is not modelled).
+   */
+  largeAvailable(reserve: number): boolean {
+    return this.freeFrames >= LARGE_FRAMES + reserve;
+  }
+
+  /** A 2M host page: 512 frames of capacity, 2M aligned. */
+  allocLarge(): bigint {
+    if (!this.largeAvailable(0)) throw new MemvirtError("no 2M run free for a large page", 1);
+    this.used += LARGE_FRAMES;
+    this.largePages++;
+    return super.alloc("2M");
+  }
+
+  /**
+   * A 2M page becomes 512 4K frames (its mapping was split): each is released on its own from now on.
+   */
+  splitLarge(_base: bigint): void {
+    this.largePages--;
+    this.allocated["2M"]--;
+    this.allocated["4K"] += LARGE_FRAMES;
+  }
+
+  /** 2M pages handed out and not split. */
+  largePages = 0;
+
   alloc(size: PageSize): bigint {
-    if (size !== "4K") throw new MemvirtError(`the overcommit host backs memory with 4K frames, not ${size}`);
+    if (size !== "4K")
+      throw new MemvirtError(`the overcommit host backs memory with 4K frames or 2M pages, not ${size}`);
     if (this.freeFrames === 0) {
       this.directReclaims++;
       this.reclaim(1);

@@ -27,6 +27,9 @@ export interface OvercommitReport {
     zswapPoolPages: number;
     scrubbedFrames: number;
     directReclaims: number;
+    /** 2M host pages backing 2M mappings now, and the 2M mappings split, by what they were split for. */
+    largePages: number;
+    largePagesSplit: Record<string, number>;
   };
   guests: Record<string, number | boolean | string>[];
   ksm?: Record<string, unknown>;
@@ -78,6 +81,8 @@ export function buildOvercommitReport(
       zswapPoolPages,
       scrubbedFrames: host.frames.scrubbed,
       directReclaims: host.frames.directReclaims,
+      largePages: host.frames.largePages,
+      largePagesSplit: { ...host.largePagesSplitBy },
     },
     guests: host.vms.map((vm) => ({
       vm: vm.vm.id,
@@ -125,6 +130,9 @@ export function buildOvercommitReport(
       transitions: c.transitions.length,
       transitionLog: c.transitions,
       blockedSteps: c.blockedSteps,
+      largePagesBroken: c.largePagesBroken,
+      largePageInvalidations: c.largePageInvalidations,
+      largePageExits: c.largePageExits,
       minFreePages: Math.round(c.minFreePages),
     };
   }
@@ -175,7 +183,9 @@ export function formatOvercommitReport(r: OvercommitReport): string {
         r.controller.secondsInState as Record<string, number>,
       )
         .map(([s, v]) => `${s} ${v.toFixed(2)}`)
-        .join(", ")}`,
+        .join(
+          ", ",
+        )}${r.controller.largePagesBroken ? `; ${count(r.controller.largePagesBroken as number)} large pages broken` : ""}`,
     ]);
   const by = (record: Record<string, number>) =>
     Object.entries(record)

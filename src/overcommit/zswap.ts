@@ -6,7 +6,7 @@
 // it or reads it from the swap device, with readahead of its cluster.
 
 import { isSameFilled, PAGE_BYTES, type PageContent } from "./content.js";
-import type { GuestVm, Mechanism, OvercommitHost } from "./host.js";
+import type { GuestVm, OvercommitHost } from "./host.js";
 import { CYCLES_DEVICE_WAIT } from "./host.js";
 
 export interface ZswapCounters {
@@ -198,7 +198,14 @@ export class HostSwap {
 }
 
 /** Unmaps a guest page from its VM, shoots down stale translations and frees the frame. */
-export function evict(host: OvercommitHost, vm: GuestVm, gpa: bigint, mechanism: Mechanism): PageContent {
+export function evict(
+  host: OvercommitHost,
+  vm: GuestVm,
+  gpa: bigint,
+  mechanism: "zswap" | "swap",
+): PageContent {
+  // A page of a 2M mapping goes alone: the mapping is split first (as reclaim splits a THP).
+  host.breakLargePage(vm, gpa, mechanism);
   const hpa = host.frameOf(vm, gpa) as bigint;
   const content = host.frames.contentOf(hpa);
   vm.tdp.unmapPage(gpa);

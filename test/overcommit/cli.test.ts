@@ -104,6 +104,49 @@ describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
     }
   });
 
+  it('with host.pageSize "2M" the JSON reports the large pages, the splits and controller.largePagesBroken', async () => {
+    const path = config("large.json", {
+      mode: "ept",
+      host: { memory: "24M", pageSize: "2M" },
+      overcommit: { controller: { intervalMs: 10 } },
+    });
+    const { code, output } = await run([
+      "run",
+      "--config",
+      path,
+      "--workload",
+      "memory-hog",
+      "--pages-per-vm",
+      "1024",
+      "--records",
+      "20000",
+      "--seconds",
+      "0.5",
+      "--check-invariants",
+      "--json",
+    ]);
+    expect(code).toBe(0);
+    const report = JSON.parse(output);
+    expect(report.controller).toHaveProperty("largePagesBroken");
+    expect(report.controller).toHaveProperty("largePageInvalidations");
+    expect(report.controller).toHaveProperty("largePageExits");
+    expect(report.controller.largePagesBroken).toBeGreaterThan(0);
+    expect(report.memory).toHaveProperty("largePages");
+    expect(report.memory.largePagesSplit.controller).toBe(report.controller.largePagesBroken);
+    expect(report.invalidationsByMechanism.split).toBeGreaterThanOrEqual(
+      report.controller.largePageInvalidations,
+    );
+    expect(report.exitsByMechanism).toHaveProperty("split");
+    expect(report.invariantChecks).toBeGreaterThan(0);
+  });
+
+  it('host.pageSize "1G" under overcommit is an error naming host.pageSize, with exit code 2', async () => {
+    const path = config("gb.json", { mode: "ept", host: { pageSize: "1G" }, overcommit: {} });
+    const { code, stderr } = await run(["run", "--config", path, "--workload", "identical-vms"]);
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/host\.pageSize/);
+  });
+
   it("a bad overcommit key is an error naming the key, with exit code 2", async () => {
     const path = config("bad.json", { mode: "ept", overcommit: { ksm: { pagesToScan: 0 } } });
     const { code, stderr } = await run(["run", "--config", path, "--workload", "identical-vms"]);
