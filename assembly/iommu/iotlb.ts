@@ -21,7 +21,7 @@ import {
   IOMMU_BASE,
   POLICY_LRU,
 } from "../constants";
-import { tick, victimWay } from "../mmu/setassoc";
+import { fillTagged, tick, victimWay } from "../mmu/setassoc";
 
 // IOTLB entry: u64 tag = vpn << 3 | size << 1 | 1; u64 frame | rights; u32 domain; u32 requester; u64 stamp.
 const T_TAG: u32 = 0;
@@ -291,25 +291,9 @@ export function ioPscFill(iova: u64, level: u32, value: u64, domain: u32, reques
   const desc = pscDesc();
   const prefix = iova >> (12 + 9 * (<u64>level - 1));
   const tag = (prefix << 4) | (<u64>level << 1) | 1;
-  const ways = load<u32>(desc + AD_WAYS);
   const set = pscSet(prefix, level, domain);
-  let way = ways;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * IO_PSC_ENTRY_SIZE);
-    if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
-      way = w;
-      break;
-    }
-  }
-  if (way == ways) {
-    way = victimWay(set, ways, IO_PSC_ENTRY_SIZE, T_STAMP, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
-  }
-  const e = set + <usize>(way * IO_PSC_ENTRY_SIZE);
-  store<u64>(e, tag, T_TAG);
-  store<u64>(e, value, P_VALUE);
-  store<u32>(e, domain, T_DOMAIN);
-  store<u32>(e, requester, T_REQUESTER);
-  store<u64>(e, tick(), T_STAMP);
+  // T_TAG, P_VALUE, T_DOMAIN, T_REQUESTER and T_STAMP are the common tagged layout fillTagged writes.
+  fillTagged(set, load<u32>(desc + AD_WAYS), IO_PSC_ENTRY_SIZE, tag, value, domain, requester, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
 }
 
 /** Removes the paging-structure cache entries of `domain` (or ANY) and `requester` (or ANY). */

@@ -16,7 +16,7 @@ import {
 } from "../constants";
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
-import { tick, victimWay } from "./setassoc";
+import { fillTagged, tick } from "./setassoc";
 import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } from "./tlb";
 
 /** Descriptor of the cache for paging level `level` (5..2). */
@@ -64,24 +64,8 @@ export function pscFill(desc: usize, la: u64, level: u32, value: u64, pcid: u32,
   const tag = pscTag(la, level);
   const key = (tag << 1) | 1;
   const set = setBaseOf(desc, tag);
-  const ways = load<u32>(desc + AD_WAYS);
-  let way = ways;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * PSC_ENTRY_SIZE);
-    if (load<u64>(e, E_TAG) == key && load<u32>(e, E_PCID) == pcid && load<u32>(e, E_VMTAG) == vmTag) {
-      way = w;
-      break;
-    }
-  }
-  if (way == ways) {
-    way = victimWay(set, ways, PSC_ENTRY_SIZE, E_STAMP, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
-  }
-  const e = set + <usize>(way * PSC_ENTRY_SIZE);
-  store<u64>(e, key, E_TAG);
-  store<u64>(e, value, E_FRAME);
-  store<u32>(e, pcid, E_PCID);
-  store<u32>(e, vmTag, E_VMTAG);
-  store<u64>(e, tick(), E_STAMP);
+  // E_TAG, E_FRAME, E_PCID, E_VMTAG and E_STAMP are the common tagged layout fillTagged writes.
+  fillTagged(set, load<u32>(desc + AD_WAYS), PSC_ENTRY_SIZE, key, value, pcid, vmTag, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
 }
 
 /**

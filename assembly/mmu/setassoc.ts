@@ -67,3 +67,36 @@ export function victimWay(
   if (policy == POLICY_RANDOM) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return best;
 }
+
+/**
+ * Fills an entry of the common tagged layout (u64 key at 0, u64 value at 8, two u32 tags at 16 and 20,
+ * u64 stamp at 24) into the set at `set`: over the way that already holds the same key and tags, else
+ * over the policy's victim. Paging-structure caches of the CPUs and of the IOMMU share it.
+ */
+export function fillTagged(
+  set: usize,
+  ways: u32,
+  entrySize: u32,
+  key: u64,
+  value: u64,
+  tagA: u32,
+  tagB: u32,
+  policy: u32,
+  rngAddress: usize,
+): void {
+  let way = ways;
+  for (let w: u32 = 0; w < ways; w++) {
+    const e = set + <usize>(w * entrySize);
+    if (load<u64>(e) == key && load<u32>(e, 16) == tagA && load<u32>(e, 20) == tagB) {
+      way = w;
+      break;
+    }
+  }
+  if (way == ways) way = victimWay(set, ways, entrySize, 24, policy, rngAddress);
+  const e = set + <usize>(way * entrySize);
+  store<u64>(e, key);
+  store<u64>(e, value, 8);
+  store<u32>(e, tagA, 16);
+  store<u32>(e, tagB, 20);
+  store<u64>(e, tick(), 24);
+}
