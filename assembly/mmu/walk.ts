@@ -1,8 +1,10 @@
-// The radix page walk (SDM 4.5, 29.3; APM 15.25), in both dimensions. The guest dimension walks x86-64
-// tables from CR3, or from the deepest paging-structure-cache hit; under EPT or NPT every guest table
-// address, and the final guest-physical address, is translated through the nested dimension, which
-// is the same radix walk over EPT or NPT entries with its own TLB and paging-structure caches. Faults
-// are results: `walkFault`, `walkError` and `walkGpa` tell the caller which exit to raise.
+// The radix page walk (SDM 4.5, 29.3; APM 15.25; VT-d 3.6-3.8; AMD IOMMU 2.2), one loop (walkRadix)
+// for every entry format: the CPU's and VT-d first-level x86-64 tables, EPT, NPT, VT-d second-level and
+// AMD-Vi I/O tables. The CPU's guest dimension walks x86-64 tables from CR3, or from the deepest
+// paging-structure-cache hit; under EPT or NPT every guest table address, and the final guest-physical
+// address, is translated through the nested dimension, which is the same loop over EPT or NPT entries
+// with its own TLB and paging-structure caches. The IOMMU's walks (mmu/iowalk.ts) run the same loop.
+// Faults are results: `walkFault`, `walkError` and `walkGpa` tell the caller which exit to raise.
 import {
   CFG_GBPAGES,
   CFG_MAXPHYADDR,
