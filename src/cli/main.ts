@@ -316,6 +316,11 @@ export async function main(
       print(options.json ? JSON.stringify(result, null, 2) : formatIommuCompare(result));
       return;
     }
+    if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
+      throw new MemvirtError(
+        `--workload ${options.workload}: multi-VM workloads run on an overcommitted host under ept or npt only, so there is no per-mode comparison; use memvirt run --workload ${options.workload}, or compare --seed-table`,
+      );
+    }
     const modes = options.modes.split(",").map((m) => m.trim());
     for (const mode of modes) {
       if (!(MODES as readonly string[]).includes(mode))

@@ -60,6 +60,19 @@ describe("memvirt run", () => {
     }
   });
 
+  it("compare refuses a multi-VM workload with exit code 2 and says where it runs", async () => {
+    const stderr: string[] = [];
+    const original = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((text: string) => stderr.push(text)) as typeof process.stderr.write;
+    try {
+      const { code } = await run(["compare", "--workload", "identical-vms"]);
+      expect(code).toBe(2);
+      expect(stderr.join("")).toMatch(/--workload identical-vms: .*memvirt run --workload identical-vms/);
+    } finally {
+      process.stderr.write = original;
+    }
+  });
+
   it("a config with an unknown key exits 2 naming the key", async () => {
     const path = join(temp, "bad.json");
     writeFileSync(path, JSON.stringify({ tlb: { l1d: { entries: 64, ways: 4, size: 3 } } }));
