@@ -9,6 +9,7 @@ import {
   parseBytes,
   parseConfigText,
   type ResolvedConfig,
+  resolveConfig,
 } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
@@ -117,7 +118,9 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   const config = loadConfig(options.config);
   const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
   if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
-    return runOvercommit(config, options, seed, print, (path, text) => writeFileSync(path, text));
+    // Several VMs need a nested dimension: without a config file they run under EPT.
+    const hostConfig = options.config ? config : resolveConfig({ mode: "ept" });
+    return runOvercommit(hostConfig, options, seed, print, (path, text) => writeFileSync(path, text));
   }
   if (options.timeline)
     throw new MemvirtError(

@@ -203,10 +203,17 @@ describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
     expect(report.accesses).toBeGreaterThan(0);
   });
 
-  it("multi-VM workloads need ept or npt", async () => {
-    const { code, stderr } = await run(["run", "--workload", "identical-vms"]);
+  it("multi-VM workloads need ept or npt: a config asking for another mode is refused naming the key", async () => {
+    const path = config("native.json", { mode: "native" });
+    const { code, stderr } = await run(["run", "--config", path, "--workload", "identical-vms"]);
     expect(code).toBe(2);
     expect(stderr).toMatch(/"mode"/);
+  });
+
+  it("without a config file, a multi-VM workload runs under EPT", async () => {
+    const { code, output } = await run(["run", "--workload", "identical-vms", "--records", "2000", "--json"]);
+    expect(code).toBe(0);
+    expect(JSON.parse(output).mode).toBe("ept");
   });
 });
 
