@@ -139,6 +139,14 @@ function isBlank(character: u32): bool {
   return character == CHAR_SPACE || character == CHAR_TAB || character == CHAR_CARRIAGE_RETURN;
 }
 
+/** The first position at or after `position` that is not a blank, or `end`. */
+// @ts-ignore: decorator
+@inline
+function skipBlanks(position: usize, end: usize): usize {
+  while (position < end && isBlank(load<u8>(position))) position++;
+  return position;
+}
+
 /** Digit value, or 16 and above for a byte that is not a hex digit. */
 // @ts-ignore: decorator
 @inline
@@ -211,7 +219,7 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
   if (end - position >= 2 && load<u8>(position) == CHAR_EQUALS && load<u8>(position + 1) == CHAR_EQUALS) {
     return LINE_SKIPPED;
   }
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return LINE_SKIPPED;
 
   const type: u32 = load<u8>(position);
@@ -223,7 +231,7 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
   position++;
   if (position == end) return PARSE_SYNTAX;
   if (!isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
 
   const address = parseHexAddress(position, end);
@@ -245,7 +253,7 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
   }
   if (sizeDigits == 0) return PARSE_BAD_SIZE;
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position != end) return PARSE_SYNTAX;
 
   storeRecord(record, address, kind, min(size, 255), line);
@@ -257,7 +265,7 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
 @inline
 function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   let position = start;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return LINE_SKIPPED;
 
   const letter = u32(load<u8>(position)) | 0x20;
@@ -278,7 +286,7 @@ function parseDinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
   // Din labels equal the record kinds for read (0), write (1) and fetch (2).
   if (label > 2) return PARSE_BAD_TYPE;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
 
   if (
@@ -304,20 +312,20 @@ function parseDinExtendedLine(letter: u32, start: usize, end: usize, record: usi
   let position = start;
   if (position == end) return PARSE_SYNTAX;
   if (!isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
   const address = parseHexAddress(position, end);
   if (hexEnd == 0) return PARSE_BAD_ADDRESS;
   position = hexEnd;
   if (position == end) return PARSE_SYNTAX;
   if (!isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
   const size = parseHexAddress(position, end);
   if (hexEnd == 0) return PARSE_BAD_SIZE;
   position = hexEnd;
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position != end) return PARSE_SYNTAX;
   const kind = letter == (CHAR_R | 0x20) ? KIND_READ : letter == (CHAR_W | 0x20) ? KIND_WRITE : KIND_FETCH;
   storeRecord(record, address, kind, u32(min<u64>(size, 255)), line);
@@ -339,7 +347,7 @@ function skipHexPrefix(position: usize, end: usize): usize {
 @inline
 function parsePinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   let position = start;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return LINE_SKIPPED;
   if (u32(load<u8>(position)) == CHAR_HASH) {
     if (
@@ -359,7 +367,7 @@ function parsePinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   position = hexEnd;
   if (position == end || u32(load<u8>(position)) != CHAR_COLON) return PARSE_BAD_ADDRESS;
   position++;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
   const type = u32(load<u8>(position));
   let kind: u32;
@@ -369,14 +377,14 @@ function parsePinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   position++;
   if (position == end) return PARSE_SYNTAX;
   if (!isBlank(load<u8>(position))) return PARSE_BAD_TYPE;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
   position = skipHexPrefix(position, end);
   const address = parseHexAddress(position, end);
   if (hexEnd == 0) return PARSE_BAD_ADDRESS;
   position = hexEnd;
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_ADDRESS;
-  while (position < end && isBlank(load<u8>(position))) position++;
+  position = skipBlanks(position, end);
   if (position != end) return PARSE_SYNTAX;
   storeRecord(record, address, kind, 0, line);
   return PARSE_OK;
