@@ -172,19 +172,28 @@ export function restoreCoreGlobals(): void {
   rngIndex = load<u64>(p);
 }
 
+/** Set by the first machineInit of this instance. */
+let initialized = false;
+
 /** Resets the whole machine: configuration, registers, caches, memory directory, statistics. */
 export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: u32, memLimitPages: u32, rngSeed: u64): i32 {
   if (<usize>__heap_base > STATIC_END) return ERR_REGION_FULL;
   if (cpus == 0 || cpus > MAX_CPUS || maxPhyAddr < 32 || maxPhyAddr > 52 || dirLog2 < 4 || dirLog2 > 26) {
     return ERR_BAD_ARGUMENT;
   }
-  memory.fill(CTRL_BASE, 0, CTRL_SIZE);
-  memory.fill(TLB_BASE, 0, TLB_SIZE);
-  memory.fill(PSC_BASE, 0, PSC_SIZE);
-  memory.fill(CACHE_BASE, 0, CACHE_SIZE);
-  memory.fill(MEMO_BASE, 0, MEMO_REGION_SIZE);
-  memory.fill(LINE_MEMO_BASE, 0, MAX_CPUS * LINE_MEMO_SLOTS * 4);
-  memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
+  // A fresh instance's linear memory is all zero: clearing it again would touch (and make resident)
+  // every page of the fixed regions, tens of MiB, for nothing. Only a second init clears.
+  const clear = initialized;
+  initialized = true;
+  if (clear) {
+    memory.fill(CTRL_BASE, 0, CTRL_SIZE);
+    memory.fill(TLB_BASE, 0, TLB_SIZE);
+    memory.fill(PSC_BASE, 0, PSC_SIZE);
+    memory.fill(CACHE_BASE, 0, CACHE_SIZE);
+    memory.fill(MEMO_BASE, 0, MEMO_REGION_SIZE);
+    memory.fill(LINE_MEMO_BASE, 0, MAX_CPUS * LINE_MEMO_SLOTS * 4);
+    memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
+  }
   store<u32>(CTRL_BASE + CFG_CPUS, cpus);
   store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
   store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
@@ -197,7 +206,7 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   resetReplay();
   resetContexts();
   clearStats();
-  if (!phys.physInit(dirLog2, memLimitPages)) return ERR_OUT_OF_MEMORY;
+  if (!phys.physInit(dirLog2, memLimitPages, clear)) return ERR_OUT_OF_MEMORY;
   for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
   return 0;
 }

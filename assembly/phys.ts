@@ -41,8 +41,9 @@ export const PHYS_DIRECTORY_FULL: i32 = 2;
 export const PHYS_OUT_OF_MEMORY: i32 = 3;
 export const PHYS_MISALIGNED: i32 = 4;
 
-/** Lays out the directory and pool; false when linear memory cannot hold the directory. */
-export function physInit(log2Capacity: u32, memLimitPages: u32): bool {
+/** Lays out the directory and pool; false when linear memory cannot hold the directory. `clear` is
+ *  false on a fresh instance, whose memory is already zero. */
+export function physInit(log2Capacity: u32, memLimitPages: u32, clear: bool): bool {
   dirLog2 = log2Capacity;
   dirMask = (1 << log2Capacity) - 1;
   dirCount = 0;
@@ -54,12 +55,16 @@ export function physInit(log2Capacity: u32, memLimitPages: u32): bool {
   store<u32>(CTRL_BASE + CFG_DIR_LOG2, log2Capacity);
   store<u32>(CTRL_BASE + CFG_POOL_BASE, <u32>poolBase);
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
-  memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
-  memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
-  memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
+  if (clear) {
+    memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
+    memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
+    memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
+  }
   store<u64>(CTRL_BASE + CFG_MEMORY_GENERATION, 1);
+  // Memory grown here is zero too; memory the instance already had may hold an old directory.
+  const had = <usize>memory.size() << 16;
   if (!ensureMemory(poolBase)) return false;
-  memory.fill(DIR_BASE, 0, dirBytes);
+  if (clear) memory.fill(DIR_BASE, 0, min(dirBytes, had > DIR_BASE ? had - DIR_BASE : 0));
   return true;
 }
 
