@@ -8,6 +8,7 @@ import type { PagingCpu } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
   CYCLES_TDP,
+  type DirtyLogMode,
   type ExitAction,
   ExitCounter,
   GuestCpu,
@@ -25,8 +26,6 @@ const X86_P = 1n;
 const X86_RW = 2n;
 const X86_US = 4n;
 const X86_PS = 1n << 7n;
-
-export type DirtyLogMode = "off" | "wp" | "dbit";
 
 export interface TdpOptions {
   format: "ept" | "npt";

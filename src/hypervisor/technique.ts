@@ -27,6 +27,25 @@ export interface HypervisorCosts {
   exitByReason?: Partial<Record<string, number>>;
 }
 
+/** How the VMM logs the guest's dirty pages: not at all, by write protection, or by the nested D flags. */
+export type DirtyLogMode = "off" | "wp" | "dbit";
+
+/** The "hypervisor" config section: what every technique is configured with. */
+export interface HypervisorConfig {
+  costs: HypervisorCosts;
+  /** Tag guest TLB entries with a VPID/ASID; off, every VM exit and entry flushes them. */
+  vpid: boolean;
+  /** EPTP bit 6: the hardware keeps A/D flags in EPT entries. */
+  eptAccessedDirty: boolean;
+  dirtyLog: DirtyLogMode;
+  /** Simulated cycles between dirty-log harvests (KVM_GET_DIRTY_LOG by the VMM), from budget exits. */
+  dirtyLogIntervalCycles: number;
+  /** Shadow MMU: pages before the oldest are zapped (KVM's n_max_mmu_pages; 0: 20 per mille of guest pages, min 64). */
+  maxShadowPages: number;
+  /** Shadow MMU: keep leaf shadow pages unsync instead of write-protecting their guest tables. */
+  unsync: boolean;
+}
+
 export const DEFAULT_COSTS: HypervisorCosts = {
   exit: 1200,
   tdpFault: 3000,
