@@ -21,6 +21,7 @@ import {
   defaultHypervisor,
   type HostConfig,
   type HypervisorConfig,
+  hasNestedTables,
   type Mode,
   resolveHost,
   resolveHypervisor,
@@ -103,7 +104,7 @@ const CROSS_RULES: CrossRule[] = [
   },
   {
     key: "mode",
-    broken: (c) => c.overcommit !== undefined && c.mode !== "ept" && c.mode !== "npt",
+    broken: (c) => c.overcommit !== undefined && !hasNestedTables(c.mode),
     why: () => 'overcommit needs "ept" or "npt"',
   },
   {

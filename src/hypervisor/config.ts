@@ -9,11 +9,16 @@ import {
   type HypervisorConfig,
   type HypervisorCosts,
 } from "./technique.js";
+import { MODES, type Mode, TECHNIQUES } from "./techniques.js";
 
 export type { DirtyLogMode, HypervisorConfig } from "./technique.js";
 
-export type Mode = "native" | "ept" | "npt" | "shadow" | "pv";
-export const MODES: readonly Mode[] = ["native", "ept", "npt", "shadow", "pv"];
+export { MODES, type Mode } from "./techniques.js";
+
+/** Whether `mode`'s technique fills nested tables (what overcommit and several VMs need). */
+export function hasNestedTables(mode: Mode): boolean {
+  return TECHNIQUES[mode].nestedTables;
+}
 
 /** The host under a virtualized guest: its paging depth (EPT/NPT levels), backing pages and memory. */
 export interface HostConfig {

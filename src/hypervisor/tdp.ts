@@ -13,6 +13,8 @@ import {
   ExitCounter,
   GuestCpu,
   type HypervisorCosts,
+  type NestedTables,
+  type TechniqueModule,
   type VirtualizationTechnique,
 } from "./technique.js";
 import type { HostMemory, Vm } from "./vm.js";
@@ -55,7 +57,7 @@ export interface TdpStats {
   tables: number;
 }
 
-export class TdpMmu implements VirtualizationTechnique {
+export class TdpMmu implements VirtualizationTechnique, NestedTables {
   readonly name: "ept" | "npt";
   readonly cpu: PagingCpu;
   readonly root: bigint;
@@ -418,3 +420,25 @@ export class TdpMmu implements VirtualizationTechnique {
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
   }
 }
+
+/** EPT or NPT in the technique table: the TDP MMU in the given format. */
+function tdpTechnique(format: "ept" | "npt"): TechniqueModule {
+  return {
+    virtual: true,
+    nestedTables: true,
+    create: ({ machine, vm, memory, cpuIds }, { hypervisor, hostLevels }) =>
+      new TdpMmu(machine, vm, memory, {
+        format,
+        levels: hostLevels,
+        accessedDirty: format === "npt" || hypervisor.eptAccessedDirty,
+        costs: hypervisor.costs,
+        dirtyLog: hypervisor.dirtyLog,
+        dirtyLogIntervalCycles: hypervisor.dirtyLogIntervalCycles,
+        cpus: cpuIds.length,
+        cpuIds: [...cpuIds],
+      }),
+  };
+}
+
+export const eptTechnique = tdpTechnique("ept");
+export const nptTechnique = tdpTechnique("npt");

@@ -12,6 +12,8 @@ import type { BuildName } from "../core/wasm.js";
 import { FrameAllocator } from "../guest/frames.js";
 import { GuestOS } from "../guest/os.js";
 import { NativeCpu } from "../guest/paging-cpu.js";
+import { HOST_CLASSES } from "../host/host.js";
+import { NativePaging } from "../hypervisor/native.js";
 import { ParavirtualPaging } from "../hypervisor/pv.js";
 import { ShadowMmu } from "../hypervisor/shadow.js";
 import { TdpMmu } from "../hypervisor/tdp.js";
@@ -23,7 +25,8 @@ import { type ClassRegistry, decodeState, encodeState, StateError } from "../uti
 import { Simulation } from "./simulation.js";
 
 const MAGIC = "MVCKPT01";
-const FORMAT_VERSION = 1;
+/** 2: the host graph of the one Host (guests, timers, hooks); version 1 held a Simulation's own. */
+const FORMAT_VERSION = 2;
 
 /** Every host class whose instances live in a simulation's state. A new one must be added here;
  *  saving a checkpoint that holds an unknown class fails with its path rather than restoring wrongly. */
@@ -40,6 +43,8 @@ const CLASSES: ClassRegistry = new Map<string, abstract new (...args: never[]) =
     HostMemory,
     Vm,
     Rng,
+    NativePaging,
+    ...HOST_CLASSES,
   }),
 );
 

@@ -1,10 +1,10 @@
-// Replays a trace through a simulation: the reader (trace/source.ts) fills the core's record region
-// batch by batch and the simulation runs each batch, servicing its exits. Reading the next chunk
+// Replays a trace on a host: the reader (trace/source.ts) fills the core's record region batch by
+// batch and the host's loop runs each batch, servicing its exits. Reading the next chunk
 // (and inflating it, on the decode worker) overlaps with simulating the current one. Checkpoints are taken
 // between batches, where no record is half done.
 
 import * as L from "../core/layout.js";
-import { BadRecordError, type Simulation } from "../runner/simulation.js";
+import { BadRecordError, type Host } from "../host/host.js";
 import {
   readTrace,
   TraceError,
@@ -36,7 +36,7 @@ export interface ReplayOptions {
 }
 
 export async function replayTrace(
-  simulation: Simulation,
+  host: Host,
   path: string,
   formatOption: TraceFormatOption,
   options: ReplayOptions = {},
@@ -47,12 +47,12 @@ export async function replayTrace(
   const fileBytes = { read: 0 };
   const last = options.last ?? {};
   const position = await readTrace(
-    simulation.machine,
+    host.machine,
     path,
     formatOption,
     (count, after) => {
       try {
-        simulation.replayBuffer(count);
+        host.replay(count);
       } catch (error) {
         if (error instanceof BadRecordError) {
           // Only memvirt's format can hold such a record (the other readers write CPU 0 and valid

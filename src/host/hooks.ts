@@ -1,0 +1,35 @@
+// The host's hook table, as plug-ins see it. The host's loop calls these and nothing else: a guest's
+// kernel for its #PFs (the guest's technique sits in front of it, see hypervisor/technique.ts), the
+// nested-fault hooks before the guest's technique (overcommit's COW breaks and swap-ins), the hooks on
+// completed records (what a store leaves in a page) and the timers that run host work on the
+// simulated clock (dirty-log harvests, ksmd, the balloon, the controller). A plug-in implements the
+// hooks it needs and is handed the services it needs; it never imports the host.
+import type { ExitRecord } from "../core/machine.js";
+import type { FaultOutcome } from "../guest/os.js";
+import type { ExitAction } from "../hypervisor/technique.js";
+
+/** A guest kernel's #PF handler, called with the guest's own CPU number. */
+export interface GuestKernel {
+  pageFault(cpu: number, la: bigint, errorCode: bigint): FaultOutcome;
+}
+
+/**
+ * Sees a nested fault (EPT violation, misconfiguration, #NPF) of guest `guest` before the guest's
+ * technique does; returns what to do with the record, or undefined to pass it on.
+ */
+export interface NestedFaultHook {
+  nestedFault(guest: number, exit: ExitRecord): ExitAction | undefined;
+}
+
+/** Told which records of the record region completed, [start, end), before any exit is handled. */
+export interface RecordsHook {
+  recordsCompleted(start: number, end: number): void;
+}
+
+/** Host work on the simulated clock: fired when `nextAt` (host cycles) has come. */
+export interface HostTimer {
+  readonly nextAt: number;
+  /** Cycles between firings when the timer is regular; the core stops at the finest period. */
+  readonly period?: number;
+  fire(now: number): void;
+}
