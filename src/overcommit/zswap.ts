@@ -44,7 +44,7 @@ export interface SwapCounters {
  * The clock hand over every VM's application pages: a page whose EPT accessed flag is set gets a second
  * chance (the flag is cleared); one whose flag is still clear is cold.
  */
-class ColdPages {
+export class ColdPages {
   private list: bigint[] = [];
   private hand = 0;
 
