@@ -14,12 +14,25 @@ export interface Rate {
   samples: number;
 }
 
-function cpuSeconds(): number {
+/** One line of the bench's table. */
+export interface Row {
+  name: string;
+  unit: string;
+  rate: Rate;
+  /** The same work on the TypeScript reference model. */
+  reference?: Rate;
+  /** The goal: a rate, or a ratio when below 1e6. */
+  target?: number;
+}
+
+/** CPU seconds (user + system) this process, all its threads included, has used so far. */
+export function cpuSeconds(): number {
   const { user, system } = process.cpuUsage();
   return (user + system) / 1e6;
 }
 
-function summarize(values: number[]): Rate {
+/** The median of several measurements, with their min and max. */
+export function summarize(values: number[]): Rate {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   const median = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
