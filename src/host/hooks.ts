@@ -26,6 +26,25 @@ export interface RecordsHook {
   recordsCompleted(start: number, end: number): void;
 }
 
+/** A DMA engine on the host (the IOMMU): it translates batches of requests from its record region. */
+export interface DmaUnit {
+  recordView(): DataView;
+  runRecords(count: number): void;
+  /** Empties the fault log, as the host's interrupt handler does after every batch. */
+  drainFaults(): void;
+}
+
+/** DMA traffic (the devices of the dma-* workloads): batches of requests, and what became of them. */
+export interface DmaSource {
+  /**
+   * Writes the next batch into the unit's record region; returns its request count, 0 at the end.
+   * `records` gives the region's view once the batch's buffers are mapped (mapping may grow memory).
+   */
+  fill(records: () => DataView): number;
+  /** The batch's requests ran (each record holds its status): the operations complete. */
+  results(view: DataView, count: number): void;
+}
+
 /** Host work on the simulated clock: fired when `nextAt` (host cycles) has come. */
 export interface HostTimer {
   readonly nextAt: number;

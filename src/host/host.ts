@@ -34,7 +34,7 @@ import type {
   TechniqueSettings,
 } from "../hypervisor/technique.js";
 import { HostMemory, type LargeBacking, Vm } from "../hypervisor/vm.js";
-import type { GuestKernel, HostTimer, NestedFaultHook, RecordsHook } from "./hooks.js";
+import type { DmaSource, DmaUnit, GuestKernel, HostTimer, NestedFaultHook, RecordsHook } from "./hooks.js";
 
 const CR0_PE = 1n;
 const CR4_PAE = 1n << 5n;
@@ -226,6 +226,20 @@ export class Host {
       }
       if (exit.reason === "none") return;
       index = this.handleExit(exit);
+    }
+  }
+
+  /**
+   * DMA traffic: the source fills a batch of requests, the unit translates them, the source completes
+   * its operations, and the host drains the unit's fault log (its interrupt handler), to the end.
+   */
+  runDma(unit: DmaUnit, source: DmaSource): void {
+    for (;;) {
+      const count = source.fill(() => unit.recordView());
+      if (count === 0) return;
+      unit.runRecords(count);
+      source.results(unit.recordView(), count);
+      unit.drainFaults();
     }
   }
 
