@@ -2,42 +2,21 @@
 // its own VM, KSM and the controller act on them, the interleaving is the traces' alone, and a
 // checkpoint resumes to the statistics of an uninterrupted run, also after a SIGKILL.
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { main } from "../../src/cli/main.js";
 import { resolveConfig } from "../../src/config/config.js";
 import { OvercommitHost } from "../../src/overcommit/host.js";
 import { buildOvercommitReport } from "../../src/overcommit/report.js";
 import { loadCheckpoint, type MultiCheckpoint, saveCheckpoint } from "../../src/runner/checkpoint.js";
 import { convertTrace } from "../../src/trace/convert.js";
 import { type MultiTracePosition, replayTraces, TraceVms } from "../../src/trace/multi.js";
+import { build, runMemvirt as run, scratch } from "../cli/in-process.js";
 import { randomRecords, writeOwnTrace } from "./own-trace.js";
 
-const temp = mkdtempSync(join(tmpdir(), "memvirt-multi-"));
-const build = process.env.MEMVIRT_BUILD === "debug" ? "debug" : "release";
+const { dir: temp, config } = scratch("memvirt-multi-");
 const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url).pathname;
 const cli = new URL("../../bin/memvirt.js", import.meta.url).pathname;
-
-async function run(args: string[]): Promise<{ code: number; output: string; stderr: string }> {
-  const lines: string[] = [];
-  const stderr: string[] = [];
-  const original = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((text: string) => stderr.push(text)) as typeof process.stderr.write;
-  try {
-    const code = await main(["node", "memvirt", ...args, "--build", build], (text) => lines.push(text));
-    return { code, output: lines.join("\n"), stderr: stderr.join("") };
-  } finally {
-    process.stderr.write = original;
-  }
-}
-
-function config(name: string, value: unknown): string {
-  const path = join(temp, name);
-  writeFileSync(path, JSON.stringify(value));
-  return path;
-}
 
 /** A host too small for two `ls` VMs: KSM, the balloon and the controller have work to do. */
 const SHORT = {
