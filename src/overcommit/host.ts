@@ -210,7 +210,9 @@ export class OvercommitHost extends Host implements OvercommitServices, GuestMem
       tableFrames: new TableFrames(BigInt(guestBytes), config.seed + index),
     });
     const { os, vm } = guest;
-    if (!vm) throw new MemvirtError(`mode "${config.mode}" runs no VM`, 1);
+    // The config's rules let only modes with nested tables overcommit (hypervisor/techniques.ts).
+    if (!vm || !TECHNIQUES[config.mode].nestedTables)
+      throw new MemvirtError(`mode "${config.mode}" has no nested tables for the host to manage`, 1);
     const process = os.createProcess();
     for (const region of spec.regions) {
       os.addVma(
