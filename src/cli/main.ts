@@ -11,7 +11,7 @@ import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
 import { writeHtmlReport } from "../report/html.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
-import { type CheckpointRun, loadCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
+import { type CheckpointRun, readCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
 import { Simulation } from "../runner/simulation.js";
 import { convertTrace } from "../trace/convert.js";
 import { replayTrace } from "../trace/replay.js";
@@ -116,7 +116,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
 async function resume(options: RunOptions, print: (text: string) => void): Promise<number> {
   if (options.workload) throw new MemvirtError("--resume continues a trace run; it takes no --workload");
   // The build comes from the checkpoint: static data sits at different addresses in the two builds.
-  const checkpoint = loadCheckpoint(options.resume as string);
+  const checkpoint = readCheckpoint(options.resume as string);
   const run = checkpoint.run;
   // Moved traces can be named again; positions are in decoded bytes, the same wherever a file lives.
   const traces = options.trace ?? [];

@@ -174,11 +174,21 @@ export function saveCheckpoint(
   }
 }
 
+/** Reads the checkpoint of a run on one guest (readCheckpoint reads either kind). */
+export function loadCheckpoint(path: string, build?: BuildName): Checkpoint {
+  const checkpoint = readCheckpoint(path, build);
+  if ("host" in checkpoint)
+    throw new MemvirtError(
+      `${path}: a checkpoint of a run of ${checkpoint.run.traces?.length} traces, one per VM; read it with readCheckpoint`,
+    );
+  return checkpoint;
+}
+
 /**
- * Reads a checkpoint and rebuilds its simulation: a machine and host objects from the saved
+ * Reads a checkpoint, of either kind, and rebuilds its host: a machine and host objects from the saved
  * configuration, then the saved core memory, globals and host state over them.
  */
-export function loadCheckpoint(path: string, build?: BuildName): Checkpoint | MultiCheckpoint {
+export function readCheckpoint(path: string, build?: BuildName): Checkpoint | MultiCheckpoint {
   let file: Buffer;
   try {
     file = readFileSync(path);

@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { resolveConfig } from "../../src/config/config.js";
 import { OvercommitHost } from "../../src/overcommit/host.js";
 import { buildOvercommitReport } from "../../src/overcommit/report.js";
-import { loadCheckpoint, type MultiCheckpoint, saveCheckpoint } from "../../src/runner/checkpoint.js";
+import { type MultiCheckpoint, readCheckpoint, saveCheckpoint } from "../../src/runner/checkpoint.js";
 import { convertTrace } from "../../src/trace/convert.js";
 import { type MultiTracePosition, replayTraces, TraceVms } from "../../src/trace/multi.js";
 import { build, runMemvirt as run, scratch } from "../cli/in-process.js";
@@ -170,7 +170,7 @@ describe("checkpoints of a run of several traces", () => {
     expect(taken?.records).toBeGreaterThanOrEqual(50_000);
     expect(taken?.records).toBeLessThan(whole.records);
 
-    const saved = loadCheckpoint(checkpoint, build) as MultiCheckpoint;
+    const saved = readCheckpoint(checkpoint, build) as MultiCheckpoint;
     const rest = await replayTraces(saved.host, specs, { build, resume: saved.position });
     saved.host.finish();
     expect(rest.records).toBe(whole.records);
@@ -203,7 +203,7 @@ describe("checkpoints of a run of several traces", () => {
     child.kill("SIGKILL");
     // The run must really have died mid-way, or this test would prove nothing.
     expect(await exited).toBe("SIGKILL");
-    const saved = loadCheckpoint(checkpoint, build) as MultiCheckpoint;
+    const saved = readCheckpoint(checkpoint, build) as MultiCheckpoint;
     expect(saved.position.records).toBeGreaterThan(0);
     expect(saved.position.records).toBeLessThan(40_000);
 
