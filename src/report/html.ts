@@ -95,8 +95,6 @@ interface ColumnChartSpec {
   series: Series[];
   columns: Column[];
   scale: "linear" | "log" | "auto";
-  /** How a bar's value is printed above it and in its hover text. */
-  format?: (value: number) => string;
 }
 
 function figure(title: string, svg: string, legend = ""): string {
@@ -115,7 +113,6 @@ function legend(series: Series[]): string {
  * column are turned 40 degrees.
  */
 function columnChart(spec: ColumnChartSpec): string {
-  const format = spec.format ?? compact;
   const all = spec.columns.flatMap((column) => column.values.filter((v): v is number => v !== undefined));
   const max = Math.max(0, ...all);
   const scale =
@@ -130,10 +127,10 @@ function columnChart(spec: ColumnChartSpec): string {
   const tickLabels = scale.ticks.map((tick) => compact(tick));
   const left = 30 + CHAR * Math.max(...tickLabels.map((label) => label.length)) + 8;
   const plotHeight = 200;
-  const top = 12 + CHAR * Math.max(1, ...all.map((v) => format(v).length));
+  const top = 12 + CHAR * Math.max(1, ...all.map((v) => compact(v).length));
   const turned = spec.columns.some((column, i) => column.label.length * CHAR > widths[i] + groupGap - 2);
   const longest = Math.max(1, ...spec.columns.map((column) => column.label.length));
-  const labelDepth = turned ? longest * CHAR * 0.643 + 14 : 16;
+  const labelDepth = turned ? longest * CHAR * Math.sin((40 * Math.PI) / 180) + 14 : 16;
   const plotWidth = widths.reduce((sum, w) => sum + w + groupGap, groupGap);
   const width = Math.ceil(left + plotWidth + 12);
   const height = Math.ceil(top + plotHeight + labelDepth + 24);
@@ -157,8 +154,8 @@ function columnChart(spec: ColumnChartSpec): string {
         const barTop = y(value);
         const h = top + plotHeight - barTop;
         const series = spec.series[s];
-        const note = column.notes?.[s] ?? `${series.name}: ${format(value)}`;
-        bars += `<rect x="${(x + 1).toFixed(1)}" y="${barTop.toFixed(1)}" width="${bar - 2}" height="${h.toFixed(1)}" fill="${series.color}"><title>${escapeHtml(`${column.label}, ${note}`)}</title></rect><text class="value" transform="translate(${(x + bar / 2 + 3).toFixed(1)},${(barTop - 3).toFixed(1)}) rotate(-90)">${escapeHtml(format(value))}</text>`;
+        const note = column.notes?.[s] ?? `${series.name}: ${compact(value)}`;
+        bars += `<rect x="${(x + 1).toFixed(1)}" y="${barTop.toFixed(1)}" width="${bar - 2}" height="${h.toFixed(1)}" fill="${series.color}"><title>${escapeHtml(`${column.label}, ${note}`)}</title></rect><text class="value" transform="translate(${(x + bar / 2 + 3).toFixed(1)},${(barTop - 3).toFixed(1)}) rotate(-90)">${escapeHtml(compact(value))}</text>`;
         x += bar;
       });
       if (bars === "") x += bar;
@@ -396,20 +393,24 @@ function compareColumns(result: CompareResult, value: (row: CompareRow) => numbe
 
 function compareSection(result: CompareResult): string {
   const w = result.workload;
-  const cycles = columnChart({
-    title: "Cycles per access by mode and page-size pairing (guest pages / host backing)",
-    yTitle: "cycles per access",
-    xTitle: "translation technique",
-    ...compareColumns(result, (row) => row.cyclesPerAccess),
-    scale: "auto",
-  });
-  const exits = columnChart({
-    title: "VM exits per million accesses by mode and page-size pairing",
-    yTitle: "VM exits per million accesses",
-    xTitle: "translation technique",
-    ...compareColumns(result, (row) => row.exitsPerMillionAccesses),
-    scale: "auto",
-  });
+  const chart = (title: string, yTitle: string, value: (row: CompareRow) => number) =>
+    columnChart({
+      title,
+      yTitle,
+      xTitle: "translation technique",
+      ...compareColumns(result, value),
+      scale: "auto",
+    });
+  const cycles = chart(
+    "Cycles per access by mode and page-size pairing (guest pages / host backing)",
+    "cycles per access",
+    (row) => row.cyclesPerAccess,
+  );
+  const exits = chart(
+    "VM exits per million accesses by mode and page-size pairing",
+    "VM exits per million accesses",
+    (row) => row.exitsPerMillionAccesses,
+  );
   const config = effectiveConfig(result);
   const rows = table(
     [
