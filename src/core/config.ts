@@ -1,6 +1,6 @@
 // The machine's sections of the configuration: CPUs, physical address width, the TLBs, the
 // paging-structure caches of both dimensions, the data-cache model and the core's own memory, with
-// Skylake-class defaults (SPEC.md A.6). Validated here, named by key; config.ts composes the sections.
+// Skylake-class defaults (docs/tlb-geometry.md). Validated here, named by key; config.ts composes the sections.
 import {
   fail,
   flag,

@@ -1,5 +1,5 @@
 // memvirt run with the overcommit section and the multi-VM workloads: the JSON keys, the timeline CSV
-// and the errors (SPEC.md B5).
+// and the errors (docs/overcommit.md).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
