@@ -18,7 +18,7 @@ import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
 import { DMA_WORKLOADS, isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
-import { writeHtmlReport } from "../report/html.js";
+import { writeHtmlReport } from "../report/html-file.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
 import { type CheckpointRun, loadCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
 import { Simulation } from "../runner/simulation.js";

@@ -2,7 +2,7 @@
 
 import { SingleBar } from "cli-progress";
 import type { BuildName } from "../core/wasm.js";
-import { writeHtmlReport } from "../report/html.js";
+import { writeHtmlReport } from "../report/html-file.js";
 import { readGrid, runSweep } from "../runner/sweep.js";
 
 export interface SweepCommandOptions {

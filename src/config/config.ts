@@ -135,6 +135,7 @@ export function defaultConfig(): ResolvedConfig {
       cpus: 1,
       maxPhyAddr: 46,
       gbPages: true,
+      eptExecuteOnly: true,
       seed: 1,
       tlb: skylakeTlb(),
       psc: defaultPsc(),
@@ -372,7 +373,7 @@ export function resolveConfig(input: Json): ResolvedConfig {
   machine.cpus = integer(input.cpus ?? 1, "cpus", 1, 16);
   if (input.machine !== undefined) {
     if (!isObject(input.machine)) fail("machine", "must be an object");
-    onlyKeys(input.machine, "machine", ["maxPhyAddr", "gbPages"]);
+    onlyKeys(input.machine, "machine", ["maxPhyAddr", "gbPages", "eptExecuteOnly"]);
     machine.maxPhyAddr = integer(
       input.machine.maxPhyAddr ?? machine.maxPhyAddr,
       "machine.maxPhyAddr",
@@ -382,6 +383,11 @@ export function resolveConfig(input: Json): ResolvedConfig {
     if (input.machine.gbPages !== undefined) {
       if (typeof input.machine.gbPages !== "boolean") fail("machine.gbPages", "must be true or false");
       machine.gbPages = input.machine.gbPages;
+    }
+    if (input.machine.eptExecuteOnly !== undefined) {
+      if (typeof input.machine.eptExecuteOnly !== "boolean")
+        fail("machine.eptExecuteOnly", "must be true or false");
+      machine.eptExecuteOnly = input.machine.eptExecuteOnly;
     }
   }
   const guest = { ...base.guest };

@@ -2,9 +2,7 @@
 // network) with, for each run, TLB hit rates by level, the walk-cost histogram and the cycle
 // breakdown, then tables comparing the runs (and `memvirt compare`'s rows when given).
 
-import { writeFileSync } from "node:fs";
 import type { CompareResult } from "../cli/compare.js";
-import { MemvirtError } from "../core/machine.js";
 import type { RunReport } from "./report.js";
 
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1"];
@@ -209,12 +207,4 @@ table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-
 td:first-child,th:first-child{text-align:left}.error{color:#b00}
 </style></head><body><h1>memvirt report</h1>${sections}${comparison}</body></html>
 `;
-}
-
-export function writeHtmlReport(path: string, reports: RunReport[], compare?: CompareResult): void {
-  try {
-    writeFileSync(path, renderHtmlReport(reports, compare));
-  } catch (error) {
-    throw new MemvirtError(`${path}: cannot write the report: ${(error as Error).message}`);
-  }
 }

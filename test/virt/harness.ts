@@ -56,13 +56,12 @@ export class TwoDimensional {
   }
 
   enter(vpid = this.options.vpid ?? 1): void {
-    this.machine.vmEnter(0, {
-      nested: this.nested,
-      root: this.rootValue,
-      nestedLevels: this.nestedLevels,
-      vpid,
-      nestedAccessedDirty: this.options.accessedDirty,
-    });
+    this.machine.vmEnter(
+      0,
+      this.nested === "ept"
+        ? { nested: "ept", root: this.rootValue, vpid }
+        : { nested: "npt", root: this.rootValue, nestedLevels: this.nestedLevels, vpid },
+    );
   }
 
   hostTable(): bigint {

@@ -1,3 +1,16 @@
+// memvirt/reference: the independent TypeScript model of docs/MODEL.md (the MMU with its nested
+// dimension, and the IOMMU), written from that text alone. memvirt's own differential tests compare the
+// WebAssembly core against it; embedders can run their own the same way.
+
+export {
+  CAUSE,
+  type RefDmaRequest,
+  type RefDmaResult,
+  type RefGeometry,
+  RefIommu,
+  type RefIommuConfig,
+  type RefIommuKind,
+} from "./iommu.js";
 export type { NestedStats, RefVmEntry } from "./machine.js";
 export {
   defaultRegs,

@@ -1,0 +1,27 @@
+// memvirt's public API in Node: everything of index.ts, plus what works on files and threads (trace
+// files, conversion, checkpoints, written reports, sweeps on worker threads, the CLI itself).
+// package.json's "node" condition makes `import ... from "memvirt"` resolve here in Node.
+
+/** The command line: `main(process.argv)` runs it and resolves to its exit code. */
+export { main } from "./cli/main.js";
+export * from "./index.js";
+export { writeHtmlReport } from "./report/html-file.js";
+export {
+  type Checkpoint,
+  type CheckpointRun,
+  loadCheckpoint,
+  saveCheckpoint,
+} from "./runner/checkpoint.js";
+export {
+  type Grid,
+  readGrid,
+  readRows,
+  runSweep,
+  type SweepCell,
+  type SweepOptions,
+  type SweepResult,
+  type SweepRow,
+} from "./runner/sweep.js";
+export { type ConvertResult, convertTrace } from "./trace/convert.js";
+export { replayTrace } from "./trace/replay.js";
+export { readTrace } from "./trace/stream.js";
