@@ -1,14 +1,33 @@
 import { defineConfig } from "vitest/config";
 
 // Every test runs against both WebAssembly builds: release (what users run and bench measures) and
-// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD.
+// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The package tests
+// install the packed tarball and run it in Node and Chromium, once.
 export default defineConfig({
   test: {
     testTimeout: 120_000,
     hookTimeout: 120_000,
     projects: [
-      { extends: true, test: { name: "release", include: ["test/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } } },
-      { extends: true, test: { name: "debug", include: ["test/**/*.test.ts"], env: { MEMVIRT_BUILD: "debug" } } },
+      {
+        extends: true,
+        test: {
+          name: "release",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/package/**"],
+          env: { MEMVIRT_BUILD: "release" },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "debug",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/package/**"],
+          env: { MEMVIRT_BUILD: "debug" },
+        },
+      },
+      // The package as a user installs it (npm pack, install, Node, esbuild, Chromium): once, not per build.
+      { extends: true, test: { name: "package", include: ["test/package/**/*.test.ts"] } },
     ],
   },
 });

@@ -168,24 +168,26 @@ async function readUrl(source: URL | string): Promise<Uint8Array<ArrayBuffer>> {
   return new Uint8Array(await response.arrayBuffer());
 }
 
-/**
- * Compiles the core, asynchronously (as a browser's main thread requires). Without `wasm` it loads
- * the packaged build (`build`, default release) once per process and keeps the module, so later
- * machines of that build, `new Machine(config)` included, instantiate it without loading again.
- */
-export async function loadCore(
-  options: { build?: BuildName; wasm?: WasmSource } = {},
-): Promise<WebAssembly.Module> {
-  const { wasm } = options;
+async function compile(wasm: WasmSource): Promise<WebAssembly.Module> {
   if (wasm instanceof WebAssembly.Module) return wasm;
-  if (wasm !== undefined) return WebAssembly.compile(isUrl(wasm) ? await readUrl(wasm) : wasm);
+  return WebAssembly.compile(isUrl(wasm) ? await readUrl(wasm) : wasm);
+}
+
+/**
+ * Compiles the core asynchronously (as a browser's main thread requires) and keeps it as the core of
+ * `build` (default release) in this process, page or worker: later machines of that build, `new
+ * Machine(config)` and the Simulations and hosts built on it included, instantiate it without loading
+ * again. Without `wasm` it loads the packaged build; with `wasm` (bytes, a module, or a URL such as the
+ * one a bundler gives for "memvirt/wasm/release.wasm") that core stands for the build.
+ */
+export async function loadCore(options: { build?: BuildName; wasm?: WasmSource } = {}): Promise<WebAssembly.Module> {
   const build = options.build ?? defaultBuild();
-  let module = modules.get(build);
+  let module = options.wasm === undefined ? modules.get(build) : await compile(options.wasm);
   if (!module) {
     const fs = nodeFs();
     module = await WebAssembly.compile(fs ? readPackaged(fs, build) : await readUrl(packagedWasmUrl(build)));
-    modules.set(build, module);
   }
+  modules.set(build, module);
   return module;
 }
 
@@ -237,7 +239,8 @@ export async function instantiateCoreAsync(
   build: BuildName = defaultBuild(),
   wasm?: WasmSource,
 ): Promise<CoreExports> {
-  const module = await loadCore({ build, wasm });
+  // A core given here serves this instance only; loadCore makes one the build's core.
+  const module = wasm === undefined ? await loadCore({ build }) : await compile(wasm);
   const { exports } = await instantiate<Record<string, unknown>>(module, imports(build));
   return exports as unknown as CoreExports;
 }

@@ -258,24 +258,31 @@ export async function readTraceData(
       },
     }),
   );
-  const decoded: DecodedChunks = (skip) =>
+  const decoded: DecodedChunks = (skip, chunkSize) =>
     skipped(compression === "none" ? counted : decompressStream(counted, compression), skip, (error) => {
       if (error instanceof MemvirtError || compression === "none") return error;
       return new TraceError(
         `${name}: byte ${fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
       );
-    });
+    }, chunkSize);
   return readDecodedTrace(machine, name, compression, decoded, formatOption, onBatch, options);
 }
 
-/** The chunks of `stream` from byte `skip` on, with read errors passed through `wrap`. */
+/**
+ * The bytes of `stream` from byte `skip` on, in chunks of `chunkSize` bytes (the last may be shorter),
+ * as a file is read: a network or a decompressor delivers pieces of any size, and the format is told
+ * from a whole first chunk. Read errors pass through `wrap`.
+ */
 async function* skipped(
   stream: ReadableStream<Uint8Array>,
   skip: number,
   wrap: (error: unknown) => unknown,
+  chunkSize: number,
 ): AsyncGenerator<Uint8Array> {
   const reader = stream.getReader();
   let offset = 0;
+  let chunk = new Uint8Array(chunkSize);
+  let filled = 0;
   try {
     for (;;) {
       let next: ReadableStreamReadResult<Uint8Array>;
@@ -284,7 +291,7 @@ async function* skipped(
       } catch (error) {
         throw wrap(error);
       }
-      if (next.done) return;
+      if (next.done) break;
       let bytes = next.value;
       if (offset + bytes.length <= skip) {
         offset += bytes.length;
@@ -292,8 +299,20 @@ async function* skipped(
       }
       if (offset < skip) bytes = bytes.subarray(skip - offset);
       offset += next.value.length;
-      yield bytes;
+      while (bytes.length > 0) {
+        const take = Math.min(bytes.length, chunkSize - filled);
+        chunk.set(bytes.subarray(0, take), filled);
+        filled += take;
+        bytes = bytes.subarray(take);
+        if (filled === chunkSize) {
+          yield chunk;
+          // The reader may hold on to the chunk it was given until it asks for the next one.
+          chunk = new Uint8Array(chunkSize);
+          filled = 0;
+        }
+      }
     }
+    if (filled > 0) yield chunk.subarray(0, filled);
   } finally {
     // Stops the download or decompression when the reader gives up early (a bad line).
     await reader.cancel().catch(() => {});
