@@ -19,27 +19,8 @@ import {
   CD_SETS_LOG2,
   CD_WAYS,
   CFG_CACHE_DESC,
-  BR_CYCLES,
-  BR_OUTCOME,
-  BR_PA,
-  BR_PAGE_SHIFT,
-  BR_REFS,
   CFG_CPUS,
-  EXIT_BAD_RECORD,
-  EXIT_EPT_MISCONFIG,
-  EXIT_EPT_VIOLATION,
-  EXIT_GP,
-  EXIT_NONE,
-  EXIT_NPF,
-  EXIT_PAGE_FAULT,
-  KIND_MASK,
-  KIND_SS_WRITE,
   NESTED_EPT,
-  REC_CPU,
-  REC_KIND,
-  RECORD_CAPACITY,
-  RECORD_SIZE,
-  RECORDS_BASE,
   CFG_DRAM_LATENCY,
   CFG_EPT_EXECUTE_ONLY,
   CFG_GBPAGES,
@@ -131,12 +112,8 @@ import { npscDesc, pscDesc } from "./mmu/psc";
 import { resetClock, splitmix64 } from "./mmu/setassoc";
 import { levelDesc, validEntries } from "./mmu/tlb";
 import {
-  RESULT_EPT_MISCONFIG,
   RESULT_EPT_VIOLATION,
-  RESULT_GP,
-  RESULT_NPF,
   RESULT_OK,
-  RESULT_PF,
   access,
   accessCycles,
   accessError,
@@ -151,7 +128,7 @@ import { restoreModuleGlobals, saveModuleGlobals, snapshotScratch } from "./snap
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
 
-export { replay, setBudget } from "./replay";
+export { replay, setBudget, translateBatch } from "./replay";
 export {
   parseText,
   sniffText,
@@ -433,49 +410,6 @@ export function tlbValidEntries(cpu: u32, level: u32): u32 {
 export function walkOnly(cpu: u32, la: u64, kind: u32): u32 {
   walkX86(cpu, la, kind, false);
   return walkFault;
-}
-
-/**
- * The embedding batch: translates records [start, end) of the record buffer, each a fresh access (as
- * `translate`), and writes its result over it (BR_*): the physical address, or for a fault the error
- * code or qualification; the outcome as an exit reason; the page size; the references; the cycles.
- * A fault does not stop the batch (the host simulator decides what a fault means to it) and causes
- * no VM transition. Every record counts as one access. Returns the number translated.
- */
-export function translateBatch(start: u32, end: u32): u32 {
-  const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
-  if (end > RECORD_CAPACITY) end = RECORD_CAPACITY;
-  for (let i = start; i < end; i++) {
-    const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
-    const la = load<u64>(record);
-    const kindByte = <u32>load<u8>(record, REC_KIND);
-    const cpu = <u32>load<u16>(record, REC_CPU);
-    if (cpu >= cpus || (kindByte & KIND_MASK) > KIND_SS_WRITE) {
-      store<u64>(record, 0);
-      store<u32>(record, EXIT_BAD_RECORD, BR_OUTCOME);
-      store<u32>(record, 0, BR_CYCLES);
-      continue;
-    }
-    const result = access(cpu, la, kindByte, true);
-    const ok = result == RESULT_OK;
-    store<u64>(record, ok ? accessPa : accessError, BR_PA);
-    store<u8>(record, <u8>batchOutcome(result), BR_OUTCOME);
-    store<u8>(record, ok ? <u8>(12 + 9 * accessSizeCode) : 0, BR_PAGE_SHIFT);
-    store<u16>(record, <u16>min<u32>(accessRefs, 0xffff), BR_REFS);
-    store<u32>(record, <u32>min<u64>(<u64>accessCycles, 0xffffffff), BR_CYCLES);
-    bump(S_HISTOGRAM + histogramBucket(accessCycles));
-  }
-  if (end > start) add(S_ACCESSES, end - start);
-  return end > start ? end - start : 0;
-}
-
-@inline function batchOutcome(result: u32): u32 {
-  if (result == RESULT_OK) return EXIT_NONE;
-  if (result == RESULT_PF) return EXIT_PAGE_FAULT;
-  if (result == RESULT_GP) return EXIT_GP;
-  if (result == RESULT_EPT_VIOLATION) return EXIT_EPT_VIOLATION;
-  if (result == RESULT_EPT_MISCONFIG) return EXIT_EPT_MISCONFIG;
-  return EXIT_NPF;
 }
 
 /** Nested references of the last access (0 on a TLB hit, which leaves walkNestedRefs stale). */

@@ -2,6 +2,11 @@
 // a record needs software (a fault becomes an exit record, as a CPU hands a #PF to its kernel), or
 // the cycle budget for the slice runs out. No call crosses into JavaScript per access.
 import {
+  BR_CYCLES,
+  BR_OUTCOME,
+  BR_PA,
+  BR_PAGE_SHIFT,
+  BR_REFS,
   CFG_CPUS,
   CTRL_BASE,
   EX_CPU,
@@ -31,6 +36,7 @@ import {
   KIND_SS_WRITE,
   REC_CPU,
   REC_KIND,
+  RECORD_CAPACITY,
   RECORD_SIZE,
   RECORDS_BASE,
   STATS_BASE,
@@ -48,11 +54,13 @@ import {
   accessCycles,
   accessError,
   accessGpa,
+  accessPa,
   accessRefs,
+  accessSizeCode,
   memoSlot,
 } from "./mmu/translate";
 import { tick, translationGeneration } from "./mmu/setassoc";
-import { E_STAMP, levelDesc } from "./mmu/tlb";
+import { ATTR_MASK, E_FRAME, E_STAMP, entrySizeCode, levelDesc } from "./mmu/tlb";
 import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXIT_REASONS, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
 
 const STATS_CYCLES_ADDRESS: usize = STATS_BASE + (<usize>S_CYCLES << 3);
@@ -226,4 +234,65 @@ export function completePending(): void {
   completeRecord(pendingCycles);
   pendingIndex = -1;
   pendingCycles = 0;
+}
+
+/**
+ * The embedding batch: translates records [start, end) of the record buffer, each a fresh access (as
+ * the `translate` export does), and writes its result over it (BR_*): the physical address, or for a
+ * fault the error code or qualification; the outcome as an exit reason; the page size; the references;
+ * the cycles. A fault does not stop the batch (the host simulator decides what a fault means to it) and
+ * causes no VM transition. Every record counts as one access. Returns the number translated.
+ */
+export function translateBatch(start: u32, end: u32): u32 {
+  const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
+  if (end > RECORD_CAPACITY) end = RECORD_CAPACITY;
+  if (start >= end) return 0;
+  for (let i = start; i < end; i++) {
+    const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
+    const la = load<u64>(record);
+    const kindByte = <u32>load<u8>(record, REC_KIND);
+    const cpu = <u32>load<u16>(record, REC_CPU);
+    if (cpu >= cpus || (kindByte & KIND_MASK) > KIND_SS_WRITE) {
+      store<u64>(record, 0, BR_PA);
+      store<u32>(record, EXIT_BAD_RECORD, BR_OUTCOME);
+      store<u32>(record, 0, BR_CYCLES);
+      bump(S_ACCESSES);
+      continue;
+    }
+    // The L1 hit memo of replay: the same entry an L1 lookup would find, and what that hit counts.
+    if (kindByte <= KIND_FETCH) {
+      const level: u32 = kindByte == KIND_FETCH ? 1 : 0;
+      const memo = memoSlot(cpu, level, la);
+      if (
+        load<u64>(memo + MEMO_PAGE) == la >> 12 &&
+        load<u32>(memo + MEMO_GENERATION) == translationGeneration &&
+        ((load<u32>(memo + MEMO_ALLOWED) >> kindByte) & 1) != 0
+      ) {
+        const entry = <usize>load<u32>(memo + MEMO_ENTRY);
+        if (load<u32>(memo + MEMO_LRU) != 0) store<u64>(entry, tick(), E_STAMP);
+        const sizeCode = entrySizeCode(entry);
+        const frame = load<u64>(entry, E_FRAME) & ~ATTR_MASK;
+        store<u64>(record, frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1)), BR_PA);
+        // Outcome EXIT_NONE, the page shift, no references: one word.
+        store<u32>(record, EXIT_NONE | ((12 + 9 * sizeCode) << 8), BR_OUTCOME);
+        store<u32>(record, load<u32>(levelDesc(cpu, level) + TL_LATENCY), BR_CYCLES);
+        // Counted as replay counts its memo hits: an access, an L1 hit, its latency, in bulk.
+        if (cpu != memoCpu) flushMemoHits(cpu);
+        if (level == 0) memoHitsData++;
+        else memoHitsFetch++;
+        continue;
+      }
+    }
+    const result = access(cpu, la, kindByte, true);
+    const ok = result == RESULT_OK;
+    bump(S_ACCESSES);
+    store<u64>(record, ok ? accessPa : accessError, BR_PA);
+    store<u8>(record, ok ? <u8>EXIT_NONE : <u8>exitReasonOf(result), BR_OUTCOME);
+    store<u8>(record, ok ? <u8>(12 + 9 * accessSizeCode) : 0, BR_PAGE_SHIFT);
+    store<u16>(record, <u16>min<u32>(accessRefs, 0xffff), BR_REFS);
+    store<u32>(record, accessCycles, BR_CYCLES);
+    bump(S_HISTOGRAM + histogramBucket(accessCycles));
+  }
+  flushMemoHits(memoCpu);
+  return end - start;
 }

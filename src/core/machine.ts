@@ -123,6 +123,16 @@ export interface MachineOptions {
   memoryLimitMiB?: number;
 }
 
+// The result block of a single translation, as word indices (module constants: V8 folds these, not
+// loads from the layout namespace).
+const RS_PAGE_SHIFT_WORD = (L.RESULT_BASE + L.RS_PAGE_SHIFT) / 4;
+const RS_ERROR_WORD = (L.RESULT_BASE + L.RS_ERROR) / 4;
+const RS_REFS_WORD = (L.RESULT_BASE + L.RS_REFS) / 4;
+const RS_CYCLES_WORD = (L.RESULT_BASE + L.RS_CYCLES) / 4;
+const RS_NESTED_REFS_WORD = (L.RESULT_BASE + L.RS_NESTED_REFS) / 4;
+const RS_PA_QUAD = (L.RESULT_BASE + L.RS_PA) / 8;
+const RS_GPA_QUAD = (L.RESULT_BASE + L.RS_GPA) / 8;
+
 /** vmEnter's refusals (assembly/abi.ts). */
 const ERR_EPTP_MEMORY_TYPE = -5;
 const ERR_EPTP_WALK_LENGTH = -6;
@@ -172,6 +182,9 @@ export class Machine {
     this.build = options.build ?? defaultBuild();
     this.core = options.core ?? instantiateCore(this.build, options.wasm);
     this.physicalLimit = 1n << BigInt(config.maxPhyAddr);
+    this.cpus = config.cpus;
+    this.translateCore = this.core.translate;
+    this.inGuest = new Array<boolean>(config.cpus).fill(false);
     const limitPages = Math.floor(((options.memoryLimitMiB ?? 0) * 1024 * 1024) / 65536);
     this.check(
       this.core.machineInit(
@@ -428,27 +441,33 @@ export class Machine {
    * `retry` marks the retry of an access whose fault was fixed: its TLB lookups are not counted again.
    */
   translate(cpu: number, la: bigint, kind: number, flags = 0, retry = false): AccessResult {
-    this.cpuBlock(cpu);
-    const fault = this.core.translate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff, retry ? 1 : 0);
-    this.refreshViews();
-    const base = L.RESULT_BASE;
-    const shift = this.u32[(base + L.RS_PAGE_SHIFT) / 4];
+    // The per-access path of embedders: no BigInt arithmetic, no view rebuilt unless memory grew, and
+    // the 64-bit words that fit a double (error code, cycles) read as two 32-bit halves.
+    if (!(cpu >= 0 && cpu < this.cpus && (cpu | 0) === cpu)) throw new MemvirtError(`no cpu ${cpu}`);
+    const fault = this.translateCore(cpu, la, (kind | flags) & 0xff, retry ? 1 : 0);
+    // Growing linear memory detaches the old buffer, and views of a detached buffer have length 0:
+    // cheaper to test than fetching memory.buffer on every call.
+    if (this.u32.length === 0) this.refreshViews();
+    const u32 = this.u32;
+    const shift = u32[RS_PAGE_SHIFT_WORD];
     const result: AccessResult = {
       fault,
-      pa: this.u64[(base + L.RS_PA) / 8],
-      errorCode: Number(this.u64[(base + L.RS_ERROR) / 8]),
-      pageSize: shift === 0 ? 0 : 2 ** shift,
-      refs: this.u32[(base + L.RS_REFS) / 4],
-      cycles: Number(this.u64[(base + L.RS_CYCLES) / 8]),
+      pa: fault === 0 ? this.u64[RS_PA_QUAD] : 0n,
+      errorCode: u32[RS_ERROR_WORD] + u32[RS_ERROR_WORD + 1] * 2 ** 32,
+      pageSize: shift === 0 ? 0 : 1 << shift, // shifts 12, 21, 30: `2 ** shift` costs V8 a call
+      refs: u32[RS_REFS_WORD],
+      cycles: u32[RS_CYCLES_WORD] + u32[RS_CYCLES_WORD + 1] * 2 ** 32,
     };
     if (this.inGuest[cpu]) {
-      result.gpa = this.u64[(base + L.RS_GPA) / 8];
-      result.nestedRefs = this.u32[(base + L.RS_NESTED_REFS) / 4];
+      result.gpa = this.u64[RS_GPA_QUAD];
+      result.nestedRefs = u32[RS_NESTED_REFS_WORD];
     }
     return result;
   }
 
-  private readonly inGuest: boolean[] = [];
+  private readonly inGuest: boolean[];
+  private readonly cpus: number;
+  private readonly translateCore: CoreExports["translate"];
 
   /**
    * VM entry: the CPU now runs a guest whose paging is translated through `entry.nested` (or not, for

@@ -180,7 +180,9 @@ async function compile(wasm: WasmSource): Promise<WebAssembly.Module> {
  * again. Without `wasm` it loads the packaged build; with `wasm` (bytes, a module, or a URL such as the
  * one a bundler gives for "memvirt/wasm/release.wasm") that core stands for the build.
  */
-export async function loadCore(options: { build?: BuildName; wasm?: WasmSource } = {}): Promise<WebAssembly.Module> {
+export async function loadCore(
+  options: { build?: BuildName; wasm?: WasmSource } = {},
+): Promise<WebAssembly.Module> {
   const build = options.build ?? defaultBuild();
   let module = options.wasm === undefined ? modules.get(build) : await compile(options.wasm);
   if (!module) {

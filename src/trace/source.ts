@@ -259,12 +259,17 @@ export async function readTraceData(
     }),
   );
   const decoded: DecodedChunks = (skip, chunkSize) =>
-    skipped(compression === "none" ? counted : decompressStream(counted, compression), skip, (error) => {
-      if (error instanceof MemvirtError || compression === "none") return error;
-      return new TraceError(
-        `${name}: byte ${fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
-      );
-    }, chunkSize);
+    skipped(
+      compression === "none" ? counted : decompressStream(counted, compression),
+      skip,
+      (error) => {
+        if (error instanceof MemvirtError || compression === "none") return error;
+        return new TraceError(
+          `${name}: byte ${fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
+        );
+      },
+      chunkSize,
+    );
   return readDecodedTrace(machine, name, compression, decoded, formatOption, onBatch, options);
 }
 

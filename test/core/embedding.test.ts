@@ -28,6 +28,13 @@ const ACCESSES: [bigint, number][] = [
   [0x8000_0000_0000n, AccessKind.Read], // non-canonical: #GP
   [0x1010n, AccessKind.Write],
   [0x2ff8n, AccessKind.Read],
+  // Further hits on pages already in the L1 TLBs (the batch's L1-hit memo serves these).
+  [0x1100n, AccessKind.Read],
+  [0x1200n, AccessKind.Write],
+  [0x1300n, AccessKind.Fetch],
+  [0x1310n, AccessKind.Fetch],
+  [0x2000n, AccessKind.Read],
+  [0x2008n, AccessKind.Read],
 ];
 
 describe("translateBatch: one result per record, as translate gives it", () => {
@@ -55,7 +62,7 @@ describe("translateBatch: one result per record, as translate gives it", () => {
       expect(view.getUint16(at + BATCH_RESULT.refs, true)).toBe(r.refs);
       expect(view.getUint32(at + BATCH_RESULT.cycles, true)).toBe(r.cycles);
     });
-    expect(expected.map((r) => r.fault)).toEqual([0, 0, 0, 14, 14, 13, 0, 0]);
+    expect(expected.map((r) => r.fault)).toEqual([0, 0, 0, 14, 14, 13, 0, 0, 0, 0, 0, 0, 0, 0]);
     expect(batched.stats()).toEqual(single.stats());
   });
 

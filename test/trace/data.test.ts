@@ -104,7 +104,9 @@ describe("bad data stops with the reader's message", () => {
   it("truncated xz data names the compressed byte reached", async () => {
     const xz = readFileSync(fixture("ls-head.champsim.xz"));
     const cut = new Uint8Array(xz.subarray(0, xz.length - 40));
-    await expect(fromData(cut, "cut.xz")).rejects.toThrow(/^cut\.xz: byte \d+ of the xz data: truncated xz data/);
+    await expect(fromData(cut, "cut.xz")).rejects.toThrow(
+      /^cut\.xz: byte \d+ of the xz data: truncated xz data/,
+    );
   });
 
   it("content in no format is refused with the formats to choose from", async () => {
