@@ -1,6 +1,10 @@
-// memvirt/reference: the independent TypeScript model of docs/MODEL.md (the MMU with its nested
-// dimension, and the IOMMU), written from that text alone. memvirt's own differential tests compare the
-// WebAssembly core against it; embedders can run their own the same way.
+/**
+ * The independent TypeScript model of docs/MODEL.md (the MMU with its nested dimension, and the IOMMU),
+ * written from that text alone. memvirt's own differential tests compare the WebAssembly core against
+ * it; embedders can run their own the same way: `import { RefMachine } from "memvirt/reference"`.
+ *
+ * @module memvirt/reference
+ */
 
 export {
   CAUSE,

@@ -1,9 +1,18 @@
-// memvirt's public API, the same on every host: Node, a browser page, a Web Worker, a bundled
-// application. Nothing it reaches imports a Node module; the Node entry (node.ts) adds what reads and
-// writes files. Anything not exported here is internal and may change.
+/**
+ * memvirt's public API, the same on every host: Node, a browser page, a Web Worker, a bundled
+ * application. Nothing it reaches imports a Node module; in Node, `import ... from "memvirt"` also has
+ * what reads and writes files (see memvirt (Node)). Anything not exported here is internal.
+ *
+ * What it holds: the core (`Machine`, its configuration types, `loadCore`); the configuration
+ * (`defaultConfig`, `parseConfigText`, `resolveConfig`); `Simulation` (machine, guest kernel and the
+ * configured hypervisor technique); traces given as bytes, a Blob or a stream, plain, gzip or xz
+ * (`replayTraceData`, `readTraceData`); workloads (synthetic, multi-VM with overcommit, DMA through the
+ * IOMMU); comparisons; reports (`buildReport`, `formatTable`, `formatCsv`, `renderHtmlReport`).
+ *
+ * @module memvirt
+ */
 
 export { type CompareResult, type CompareRow, formatCompare, runCompare } from "./cli/compare.js";
-// Configuration: the JSON the CLI reads, resolved with Skylake-class defaults.
 export {
   ConfigError,
   defaultConfig,
@@ -19,7 +28,6 @@ export {
   resolveConfig,
 } from "./config/config.js";
 export { MemvirtError } from "./core/errors.js";
-// The core: one machine with CPUs, TLBs, paging-structure caches, the data-cache model and memory.
 export {
   BATCH_RESULT,
   type CoreState,
@@ -99,16 +107,13 @@ export {
 } from "./overcommit/report.js";
 export { formatCsv } from "./report/csv.js";
 export { renderHtmlReport } from "./report/html.js";
-// Reports: the JSON object, the table, CSV and the self-contained HTML page.
 export { buildReport, formatTable, type RunReport, type RunSource, VERSION } from "./report/report.js";
-// A simulation: the machine, the guest kernel and the hypervisor technique the config names.
 export {
   BadRecordError,
   type ExitCounts,
   Simulation,
   type SimulationOptions,
 } from "./runner/simulation.js";
-// Traces given as bytes, a Blob or a stream (every format, plain, gzip or xz).
 export { type Compression, compressionOf, TraceError } from "./trace/decompress.js";
 export {
   type ReplayOptions,
@@ -136,7 +141,6 @@ export {
   type MultiVmWorkloadName,
 } from "./workload/multivm.js";
 export { runWorkload } from "./workload/run.js";
-// Workloads: synthetic access patterns, multi-VM hosts with overcommit, DMA through the IOMMU.
 export {
   createWorkload,
   WORKLOAD_NAMES,

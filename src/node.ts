@@ -1,6 +1,10 @@
-// memvirt's public API in Node: everything of index.ts, plus what works on files and threads (trace
-// files, conversion, checkpoints, written reports, sweeps on worker threads, the CLI itself).
-// package.json's "node" condition makes `import ... from "memvirt"` resolve here in Node.
+/**
+ * memvirt's public API in Node: everything of the browser-safe entry, plus what works on files and
+ * threads (trace files, conversion, checkpoints, written reports, sweeps on worker threads, the CLI).
+ * package.json's "node" condition makes `import ... from "memvirt"` resolve here in Node.
+ *
+ * @module memvirt (Node)
+ */
 
 /** The command line: `main(process.argv)` runs it and resolves to its exit code. */
 export { main } from "./cli/main.js";

@@ -3,36 +3,8 @@
 // against the core and the reference model.
 
 import { describe, expect, it } from "vitest";
-import { RefMachine } from "../../reference/machine.js";
-import { Machine, type VmEntry } from "../../src/core/machine.js";
-import type { AccessResult, MachineConfig, PscConfig, Regs } from "../../src/core/types.js";
-import { bareConfig } from "./harness.js";
-
-/** The operations these cases need, on either implementation. */
-interface Target {
-  writePhys64(pa: bigint, value: bigint): void;
-  readPhys64(pa: bigint): bigint;
-  setRegs(cpu: number, regs: Partial<Regs>): void;
-  vmEnter(cpu: number, entry: VmEntry): void;
-  translate(cpu: number, la: bigint, kind: number): AccessResult;
-}
-
-const IMPLEMENTATIONS: [string, (config: MachineConfig) => Target][] = [
-  ["core", (config) => new Machine(config)],
-  [
-    "reference",
-    (config) => {
-      const ref = new RefMachine(config);
-      return {
-        writePhys64: (pa, value) => ref.writePhys64(pa, value),
-        readPhys64: (pa) => ref.readPhys64(pa),
-        setRegs: (cpu, regs) => ref.setRegs(cpu, regs),
-        vmEnter: (cpu, entry) => ref.vmEnter(cpu, entry),
-        translate: (cpu, la, kind) => ref.access(cpu, la, kind),
-      };
-    },
-  ],
-];
+import type { MachineConfig, PscConfig } from "../../src/core/types.js";
+import { bareConfig, IMPLEMENTATIONS, type Target } from "./harness.js";
 
 const READ = 0;
 const FETCH = 2;
