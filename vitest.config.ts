@@ -1,8 +1,10 @@
 import { defineConfig } from "vitest/config";
 
 // Every test runs against both WebAssembly builds: release (what users run and bench measures) and
-// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The package tests
-// install the packed tarball and run it in Node and Chromium, once.
+// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The debug build runs a
+// quarter of the fast-check differential cases (FC_RUNS_SCALE): the release build runs all of them, and
+// the debug build's part is its assertions, which a quarter of the cases exercise as well.
+// The package tests install the packed tarball and run it in Node and Chromium, once.
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -23,7 +25,7 @@ export default defineConfig({
           name: "debug",
           include: ["test/**/*.test.ts"],
           exclude: ["test/package/**"],
-          env: { MEMVIRT_BUILD: "debug" },
+          env: { MEMVIRT_BUILD: "debug", FC_RUNS_SCALE: process.env.FC_RUNS_SCALE ?? "0.25" },
         },
       },
       // The package as a user installs it (npm pack, install, Node, esbuild, Chromium): once, not per build.
