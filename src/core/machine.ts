@@ -77,7 +77,11 @@ export const NESTED_EXECUTE = 4;
  * is nCR3, walked with the host's paging depth.
  */
 export type VmEntry =
-  | { nested: "none" /** VPID or ASID; 0 means VPIDs are off. */; vpid?: number }
+  | {
+      nested: "none";
+      /** VPID or ASID; 0 means VPIDs are off. */
+      vpid?: number;
+    }
   | {
       nested: "ept";
       /** EPTP: memory type (bits 2:0, UC 0 or WB 6), walk length - 1 (5:3), A/D enable (6), EPT PML4/PML5 address. */
@@ -173,7 +177,7 @@ export class Machine {
 
   /**
    * A machine, synchronously: in Node (which reads the packaged core from disk), in a worker, or
-   * anywhere once the build was loaded (`await loadCore()`, or an earlier `Machine.create`).
+   * anywhere once the build was loaded (`await loadCore()`, or an earlier `Machine.create` of that build).
    */
   constructor(
     readonly config: MachineConfig,
