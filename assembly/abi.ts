@@ -145,7 +145,7 @@ const ERR_GEOMETRY: i32 = -1;
 const ERR_REGION_FULL: i32 = -2;
 const ERR_BAD_ARGUMENT: i32 = -3;
 const ERR_OUT_OF_MEMORY: i32 = -4;
-/** VM entry refused (SDM 26.2.1.1): an EPTP memory type other than UC (0) or WB (6). */
+/** VM entry refused (SDM 27.2.1.1): an EPTP memory type other than UC (0) or WB (6). */
 const ERR_EPTP_MEMORY_TYPE: i32 = -5;
 /** VM entry refused: an EPTP walk length (bits 5:3, plus one) other than 4 or 5. */
 const ERR_EPTP_WALK_LENGTH: i32 = -6;
@@ -422,9 +422,9 @@ function walkNestedRefsOf(result: u32): u32 {
 /**
  * Enters guest mode on a CPU: `nestedMode` NESTED_NONE (shadow or paravirtual paging: the hardware walks
  * the tables CR3 names), NESTED_EPT with `root` the EPTP as the VMCS holds it (memory type in bits 2:0,
- * walk length minus one in bits 5:3, A/D enable in bit 6: SDM 24.6.11), or NESTED_NPT with `root` nCR3
+ * walk length minus one in bits 5:3, A/D enable in bit 6: SDM 25.6.11), or NESTED_NPT with `root` nCR3
  * walked with the host's `nptLevels`; `vpid` is the VPID or ASID (0: VPIDs off). Returns the context id,
- * or a negative error: the VM-entry checks of SDM 26.2.1.1 on the EPTP refuse it as hardware would.
+ * or a negative error: the VM-entry checks of SDM 27.2.1.1 on the EPTP refuse it as hardware would.
  */
 export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nptLevels: u32, vpid: u32): i32 {
   if (nestedMode > NESTED_NPT || vpid > 0xffff) return ERR_BAD_ARGUMENT;

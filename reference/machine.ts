@@ -918,9 +918,9 @@ export class RefMachine {
   // ---- virtualization (§12) --------------------------------------------------------------------
 
   /**
-   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a
-   * VM transition that removes every entry of VPID-0 contexts (§12.4; SPEC.md A.3: every VM entry and
-   * exit flushes VPID 0).
+   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a VM
+   * transition that removes every entry of VPID-0 contexts (§12.4; docs/ept-npt.md §VPIDs and cached
+   * mappings: every VM entry and exit flushes VPID 0).
    */
   vmEnter(cpu: number, entry: RefVmEntry): void {
     const state = this.cpu(cpu);
@@ -933,7 +933,7 @@ export class RefMachine {
     let levels = 4;
     let nestedAd = mode === "npt";
     if (mode === "ept") {
-      // §12 and SDM 24.6.11 / 26.2.1.1: the EPTP is checked at VM entry, and it alone configures the walk.
+      // §12 and SDM 25.6.11 / 27.2.1.1: the EPTP is checked at VM entry, and it alone configures the walk.
       const memoryType = Number(root & 7n);
       if (memoryType !== 0 && memoryType !== 6) throw new Error(`EPTP memory type ${memoryType} is reserved`);
       levels = Number((root >> 3n) & 7n) + 1;

@@ -1,9 +1,11 @@
 // `memvirt sweep GRID --out rows.jsonl [--csv rows.csv] [--workers N]`.
 
 import { SingleBar } from "cli-progress";
+import { ConfigError, parseConfigText } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
-import { writeHtmlReport } from "../report/html-file.js";
-import { readGrid, runSweep } from "../runner/sweep.js";
+import type { SweepPageCell, SweepPageConfig } from "../report/html.js";
+import { writeSweepReport } from "../report/html-file.js";
+import { type Grid, readGrid, runSweep, type SweepRow } from "../runner/sweep.js";
 
 export interface SweepCommandOptions {
   out: string;
@@ -48,12 +50,40 @@ export async function runSweepCommand(gridPath: string, options: SweepCommandOpt
     },
   });
   bar?.stop();
-  if (options.report) {
-    const reports = result.rows.flatMap((row) => (row.report ? [row.report] : []));
-    writeHtmlReport(options.report, reports);
-  }
+  if (options.report) writeSweepReport(options.report, ...sweepPage(grid, result.rows));
   options.print(
     `sweep: ${grid.cells.length} cells, ${result.ran} run, ${result.skipped} already done, ${result.failed} failed; rows in ${options.out}${options.csv ? ` and ${options.csv}` : ""}`,
   );
   return result.failed > 0 ? 2 : 0;
+}
+
+/**
+ * The sweep page's cells in grid order, named by config and by the trace as the grid wrote it, and each
+ * config resolved as the workers resolve it (the rows, which may come from an earlier run of the sweep,
+ * hold reports but not configs).
+ */
+function sweepPage(grid: Grid, rows: SweepRow[]): [SweepPageCell[], SweepPageConfig[]] {
+  const byId = new Map(rows.map((row) => [row.cell, row]));
+  const cells: SweepPageCell[] = grid.cells.map((cell) => {
+    const row = byId.get(cell.id);
+    return {
+      config: cell.config,
+      trace: cell.id.slice(cell.config.length + 1),
+      status: row?.status ?? "not run",
+      error: row?.error,
+      report: row?.report,
+    };
+  });
+  const configs = new Map<string, SweepPageConfig>();
+  for (const cell of grid.cells) {
+    if (configs.has(cell.config)) continue;
+    try {
+      const config = parseConfigText(JSON.stringify(cell.configValue), cell.origin);
+      configs.set(cell.config, { name: cell.config, config });
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      configs.set(cell.config, { name: cell.config, error: error.message });
+    }
+  }
+  return [cells, [...configs.values()]];
 }

@@ -57,7 +57,7 @@ function build(target: Target, levels: 4 | 5, dataRights = 7n): bigint {
   return leafOfData;
 }
 
-describe("VM entry decodes the EPTP as the VMCS holds it (SDM 24.6.11, 26.2.1.1)", () => {
+describe("VM entry decodes the EPTP as the VMCS holds it (SDM 25.6.11, 27.2.1.1)", () => {
   for (const [name, create] of IMPLEMENTATIONS) {
     for (const levels of [4, 5] as const) {
       it(`[${name}] an EPTP with bits 5:3 = ${levels - 1} walks ${levels} EPT levels: a full 2D walk makes 5 x ${levels} nested references`, () => {
@@ -119,7 +119,7 @@ describe("VM entry decodes the EPTP as the VMCS holds it (SDM 24.6.11, 26.2.1.1)
   }
 });
 
-describe("eptExecuteOnly: an EPT entry with permissions 100b (SDM 28.2.3.1, IA32_VMX_EPT_VPID_CAP bit 0)", () => {
+describe("eptExecuteOnly: an EPT entry with permissions 100b (SDM 29.3.3.1, IA32_VMX_EPT_VPID_CAP bit 0)", () => {
   for (const [name, create] of IMPLEMENTATIONS) {
     it(`[${name}] with execute-only support (the default), a 100b leaf translates a fetch and makes a read an EPT violation`, () => {
       const target = create(bareConfig());
