@@ -1,14 +1,34 @@
 import { defineConfig } from "vitest/config";
 
 // Every test runs against both WebAssembly builds: release (what users run and bench measures) and
-// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD.
+// debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The cluster tests
+// (real redis-server and Slurm daemons, sweeps across processes) test the engines around the core,
+// not the core: they run once, on the release build.
+const cluster = "test/cluster/**/*.test.ts";
 export default defineConfig({
   test: {
     testTimeout: 120_000,
     hookTimeout: 120_000,
     projects: [
-      { extends: true, test: { name: "release", include: ["test/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } } },
-      { extends: true, test: { name: "debug", include: ["test/**/*.test.ts"], env: { MEMVIRT_BUILD: "debug" } } },
+      {
+        extends: true,
+        test: {
+          name: "release",
+          include: ["test/**/*.test.ts"],
+          exclude: [cluster],
+          env: { MEMVIRT_BUILD: "release" },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "debug",
+          include: ["test/**/*.test.ts"],
+          exclude: [cluster],
+          env: { MEMVIRT_BUILD: "debug" },
+        },
+      },
+      { extends: true, test: { name: "cluster", include: [cluster], env: { MEMVIRT_BUILD: "release" } } },
     ],
   },
 });
