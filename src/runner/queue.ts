@@ -171,6 +171,7 @@ const RECHECK_EVERY = 10;
 export function queueExecutor(url: string, fullGrid: Grid): NonNullable<SweepOptions["execute"]> {
   const ids = jobIds(fullGrid);
   return async (cells, emit) => {
+    if (cells.length === 0) return;
     await probeRedis(url);
     const { Job, Queue, QueueEvents } = await import("bullmq");
     const connection = redisConnection(url);
@@ -222,7 +223,7 @@ export function queueExecutor(url: string, fullGrid: Grid): NonNullable<SweepOpt
       };
       events.on("completed", onFinished);
       events.on("failed", onFinished);
-      if (cells.length > 0) await enqueue(cells);
+      await enqueue(cells);
       for (let round = 1; remaining.size > 0; round++) {
         await finishedIds();
         if (round % RECHECK_EVERY === 0) {

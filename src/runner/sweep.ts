@@ -61,6 +61,12 @@ export function readGrid(path: string, build: BuildName): Grid {
     }
     return { file, path: isAbsolute(file) ? file : resolve(base, file), format: format as TraceFormatOption };
   });
+  // A cell is known by its config's name and its trace as written: each must name one cell.
+  traceList.forEach(({ file }, i) => {
+    const first = traceList.findIndex((trace) => trace.file === file);
+    if (first < i)
+      throw new MemvirtError(`${path}: traces[${i}]: ${file} is listed twice (traces[${first}])`);
+  });
   const cells: SweepCell[] = [];
   for (const [name, value] of Object.entries(configs as Record<string, unknown>)) {
     for (const trace of traceList) {
