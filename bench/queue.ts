@@ -4,15 +4,16 @@
 // (`--quick`: fewer and smaller runs).
 //
 // Wall time is from the sweep's process start to its exit, as a user waits for it; workers are started
-// and warmed before (a worker outlives many sweeps). CPU time is every process's user + system time
-// from /proc: the sweep's (and its threads'), the workers' and redis-server's. Each variant runs once
-// per round, the rounds interleaved, and the figures are medians with min-max.
+// and warmed before (a worker outlives many sweeps). CPU time is every process's user + system time:
+// the sweep's (its threads' included) as the kernel charged it, the workers' and redis-server's from
+// /proc. Each variant runs once per round, the rounds interleaved; figures are medians with min-max.
 
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { formatRate, runProcess, summarize } from "./harness.js";
 import { randomTrace } from "./trace.js";
 
 const quick = process.argv.includes("--quick");
@@ -21,14 +22,13 @@ const fixtures = new URL("../../test/fixtures/", import.meta.url).pathname;
 const temp = mkdtempSync(join(tmpdir(), "memvirt-bench-queue-"));
 const TICKS = Number(spawnSync("getconf", ["CLK_TCK"]).stdout.toString().trim()) || 100;
 
-/** User + system CPU seconds of a live process (`self`: this one's reaped children instead). */
-function cpuSeconds(pid: number | "self"): number {
+/** User + system CPU seconds a live process (all its threads) has used so far, from /proc. */
+function processCpuSeconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after the command name, which is in parentheses and may hold spaces.
+  // Fields after the command name, which is in parentheses and may hold spaces; utime and stime are
+  // the line's fields 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime are fields 14 and 15 of the line, cutime and cstime 16 and 17.
-  const [user, system] = pid === "self" ? [fields[13], fields[14]] : [fields[11], fields[12]];
-  return (Number(user) + Number(system)) / TICKS;
+  return (Number(fields[11]) + Number(fields[12])) / TICKS;
 }
 
 function freePort(): Promise<number> {
@@ -55,14 +55,11 @@ function startWorker(url: string): Promise<ChildProcess> {
   });
 }
 
-/** Runs a sweep to its exit: wall seconds from process start, and its CPU seconds. */
-function sweep(args: string[]): { wall: number; cpu: number } {
-  const cpu = cpuSeconds("self");
+/** Runs a sweep to its exit: wall seconds from process start, and the CPU seconds it was charged. */
+function sweep(args: string[]): Sample {
   const start = process.hrtime.bigint();
-  const result = spawnSync(process.execPath, [cli, "sweep", ...args, "--quiet"]);
-  const wall = Number(process.hrtime.bigint() - start) / 1e9;
-  if (result.status !== 0) throw new Error(`sweep ${args.join(" ")}: ${result.stderr}`);
-  return { wall, cpu: cpuSeconds("self") - cpu };
+  const { cpuSeconds } = runProcess(process.execPath, [cli, "sweep", ...args, "--quiet"]);
+  return { wall: Number(process.hrtime.bigint() - start) / 1e9, cpu: cpuSeconds };
 }
 
 /** A grid of `count` cells: the configs round robin over the trace. */
@@ -97,15 +94,17 @@ function local(path: string, threads: number): Sample {
 function queued(path: string, url: string, workers: ChildProcess[], redis: number): Sample {
   const out = join(temp, "queued.jsonl");
   rmSync(out, { force: true });
-  const others = () => cpuSeconds(redis) + workers.reduce((sum, w) => sum + cpuSeconds(w.pid as number), 0);
+  const others = () =>
+    processCpuSeconds(redis) + workers.reduce((sum, w) => sum + processCpuSeconds(w.pid as number), 0);
   const before = others();
   const { wall, cpu } = sweep([path, "--out", out, "--queue", url]);
   return { wall, cpu: cpu + others() - before };
 }
 
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-const spread = (values: number[], digits: number) =>
-  `${median(values).toFixed(digits)} (${Math.min(...values).toFixed(digits)}-${Math.max(...values).toFixed(digits)})`;
+/** "1.23 (1.10–1.31)": the median of `values` with their min and max. */
+function spread(values: number[], digits: number): string {
+  return formatRate(summarize(values), 1, "", digits);
+}
 
 async function main(): Promise<void> {
   const port = await freePort();
