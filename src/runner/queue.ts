@@ -11,7 +11,7 @@
 import { createHash } from "node:crypto";
 import { closeSync, constants, openSync, realpathSync } from "node:fs";
 import { hostname } from "node:os";
-import { isAbsolute, relative, resolve } from "node:path";
+import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { Job } from "bullmq";
 import { MemvirtError } from "../core/machine.js";
 import { VERSION } from "../report/report.js";
@@ -232,8 +232,10 @@ export function queueExecutor(url: string, fullGrid: Grid): NonNullable<SweepOpt
           const states = await Promise.all(
             [...remaining].map(async (id) => [id, await queue.getJobState(id)] as const),
           );
-          const lost = states.filter(([, state]) => state === "unknown").map(([id]) => byJob.get(id));
-          if (lost.length > 0) await enqueue(lost as SweepCell[]);
+          const lost = states
+            .filter(([id, state]) => state === "unknown" && remaining.has(id) && !collecting.has(id))
+            .map(([id]) => byJob.get(id) as SweepCell);
+          if (lost.length > 0) await enqueue(lost);
         }
         if (remaining.size === 0) break;
         await new Promise<void>((done) => {
@@ -274,7 +276,7 @@ function tracePath(cell: SweepCell, root: string | undefined): string {
     real = resolve(cell.trace);
   }
   const inside = relative(root, real);
-  if (inside.startsWith("..") || isAbsolute(inside)) {
+  if (inside === ".." || inside.startsWith(`..${sep}`) || isAbsolute(inside)) {
     throw new MemvirtError(`${cell.trace}: outside this worker's --trace-root ${root}`);
   }
   return real;
