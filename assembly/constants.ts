@@ -275,7 +275,7 @@ export const WML_NESTED_COUNT: u32 = 28; // u32 nested references of its table's
 export const WML_NESTED: u32 = 32; // u64 x 5 their host addresses
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
- * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7): configuration and the registers the
+ * The IOMMU's own state (Intel VT-d or AMD-Vi, docs/iommu.md): configuration and the registers the
  * host programs (root/device-table address, invalidation queue, event log), the VT-d fault-recording
  * registers, and the context cache and IOTLB arrays. Its tables live in host physical memory.
  */
@@ -362,8 +362,9 @@ export const DMA_BAD: u32 = 0xff;
 export const DMA_UNSUPPORTED: u32 = 0xfe;
 
 /**
- * Fault causes. 1..0xD are the VT-d fault reasons (SPEC.md A.7) and are what a VT-d fault record holds;
- * IOF_PASID_ENTRY is recorded as VT-d reason 0x58; AMD-Vi reports each cause as an event (MODEL.md §13).
+ * Fault causes. 1..0xD are the VT-d fault reasons (docs/iommu.md §VT-d: fault records and fault reasons) and
+ * are what a VT-d fault record holds; IOF_PASID_ENTRY is recorded as VT-d reason 0x58; AMD-Vi reports each
+ * cause as an event (MODEL.md §13).
  */
 export const IOF_ROOT_NOT_PRESENT: u32 = 1;
 export const IOF_CONTEXT_NOT_PRESENT: u32 = 2;

@@ -1,6 +1,6 @@
-// The Intel EPT entry format (SDM Vol. 3C §29.3.2; SPEC.md A.3) and the AMD NPT reading of the x86
-// format (APM Vol. 2 §15.25; SPEC.md A.4), as the nested dimension of a two-dimensional walk sees them.
-// Both are reduced to nested rights N_R/N_W/N_X (an AND over the levels).
+// The Intel EPT entry format (SDM Vol. 3C §29.3.2; docs/ept-npt.md §EPT entries) and the AMD NPT reading of
+// the x86 format (APM Vol. 2 §15.25; docs/ept-npt.md §NPT and the VMCB), as the nested dimension of a
+// two-dimensional walk sees them. Both are reduced to nested rights N_R/N_W/N_X (an AND over the levels).
 
 export const N_R: u32 = 1;
 export const N_W: u32 = 2;

@@ -1,4 +1,4 @@
-// The IOMMU's use of the one radix walk (mmu/walk.ts; SPEC.md A.7; MODEL.md §13): VT-d second-level
+// The IOMMU's use of the one radix walk (mmu/walk.ts; docs/iommu.md; docs/MODEL.md §13): VT-d second-level
 // tables, VT-d first-level tables (the CPU's x86-64 entries) and AMD-Vi I/O page tables with level
 // skipping are three formats of that loop, priced as uncore references. VT-d nested translation
 // (PASID entry PGTT=3) runs it in two dimensions: every first-level table address, and the final

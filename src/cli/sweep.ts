@@ -6,12 +6,20 @@ import { mkdirSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { SingleBar } from "cli-progress";
 import { type Command, Option } from "commander";
+import { ConfigError, parseConfigText } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import type { BuildName } from "../core/wasm.js";
-import { writeHtmlReport } from "../report/html.js";
+import { type SweepPageCell, type SweepPageConfig, writeSweepReport } from "../report/html.js";
 import { queueExecutor, runQueueWorker } from "../runner/queue.js";
 import { cellRanges, mergeExecutor, slurmScript } from "../runner/slurm.js";
-import { type Grid, readGrid, runSweep, type SweepOptions, selectCells } from "../runner/sweep.js";
+import {
+  type Grid,
+  readGrid,
+  runSweep,
+  type SweepOptions,
+  type SweepRow,
+  selectCells,
+} from "../runner/sweep.js";
 
 export interface SweepCommandOptions {
   out: string;
@@ -63,15 +71,43 @@ export async function runSweepCommand(grid: Grid, options: SweepCommandOptions):
   } finally {
     bar?.stop();
   }
-  if (options.report) {
-    const reports = result.rows.flatMap((row) => (row.report ? [row.report] : []));
-    writeHtmlReport(options.report, reports);
-  }
+  if (options.report) writeSweepReport(options.report, ...sweepPage(grid, result.rows));
   const missing = result.missing > 0 ? `, ${result.missing} missing` : "";
   options.print(
     `sweep: ${grid.cells.length} cells, ${result.ran} ${options.verb ?? "run"}, ${result.skipped} already done, ${result.failed} failed${missing}; rows in ${options.out}${options.csv ? ` and ${options.csv}` : ""}`,
   );
   return result.failed > 0 || result.missing > 0 ? 2 : 0;
+}
+
+/**
+ * The sweep page's cells in grid order, named by config and by the trace as the grid wrote it, and each
+ * config resolved as the workers resolve it (the rows, which may come from an earlier run of the sweep,
+ * hold reports but not configs).
+ */
+function sweepPage(grid: Grid, rows: SweepRow[]): [SweepPageCell[], SweepPageConfig[]] {
+  const byId = new Map(rows.map((row) => [row.cell, row]));
+  const cells: SweepPageCell[] = grid.cells.map((cell) => {
+    const row = byId.get(cell.id);
+    return {
+      config: cell.config,
+      trace: cell.id.slice(cell.config.length + 1),
+      status: row?.status ?? "not run",
+      error: row?.error,
+      report: row?.report,
+    };
+  });
+  const configs = new Map<string, SweepPageConfig>();
+  for (const cell of grid.cells) {
+    if (configs.has(cell.config)) continue;
+    try {
+      const config = parseConfigText(JSON.stringify(cell.configValue), cell.origin);
+      configs.set(cell.config, { name: cell.config, config });
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      configs.set(cell.config, { name: cell.config, error: error.message });
+    }
+  }
+  return [cells, [...configs.values()]];
 }
 
 /** What the host CLI hands the sweep commands (they never import it). */

@@ -1,5 +1,5 @@
 // The user-facing configuration: parsing, validation with messages that name the key, defaults
-// (a Skylake-class core, SPEC.md A.6), and lowering into the core's MachineConfig.
+// (a Skylake-class core, docs/tlb-geometry.md), and lowering into the core's MachineConfig.
 import { MemvirtError } from "../core/machine.js";
 import {
   type CacheLevelConfig,
@@ -86,7 +86,7 @@ type JsonObject = { [key: string]: Json };
 
 const POLICIES: Policy[] = ["lru", "fifo", "random"];
 
-// --- defaults: Skylake-class (SPEC.md A.6) ---------------------------------------------------------
+// --- defaults: Skylake-class (docs/tlb-geometry.md) ------------------------------------------------
 
 export function skylakeTlb(): MachineConfig["tlb"] {
   const array = (sizes: PageSize[], entries: number, ways: number): TlbArrayConfig => ({

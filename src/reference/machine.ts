@@ -906,9 +906,9 @@ export class RefMachine {
   // ---- virtualization (§12) --------------------------------------------------------------------
 
   /**
-   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a
-   * VM transition that removes every entry of VPID-0 contexts (§12.4; SPEC.md A.3: every VM entry and
-   * exit flushes VPID 0).
+   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a VM
+   * transition that removes every entry of VPID-0 contexts (§12.4; docs/ept-npt.md §VPIDs and cached
+   * mappings: every VM entry and exit flushes VPID 0).
    */
   vmEnter(cpu: number, entry: RefVmEntry): void {
     const state = this.cpu(cpu);

@@ -75,7 +75,7 @@ export function decodeEpt(
   return { kind: "present", leaf, rights, user: true, next: entry & ADDRESS_MASK };
 }
 
-/** NPT entries are long-mode entries with the host's NXE = 1 (§12.1, SPEC.md A.4). */
+/** NPT entries are long-mode entries with the host's NXE = 1 (§12.1, docs/ept-npt.md §NPT and the VMCB). */
 export function decodeNpt(
   entry: bigint,
   level: number,

@@ -24,7 +24,7 @@ import {
 } from "../../src/trace/text.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-// The real traces of ../shared/traces, kept in the repository so a clone tests on its own.
+// Real traces of real programs (valgrind lackey, Dinero), kept in the repository so a clone tests on its own.
 const TRACES = resolve(ROOT, "test/fixtures");
 // Mirrors of assembly/constants.ts; the core's layout test owns keeping src/core in step, and these
 // few values are all the harness needs.
