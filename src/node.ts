@@ -16,6 +16,8 @@ export {
   loadCheckpoint,
   saveCheckpoint,
 } from "./runner/checkpoint.js";
+/** Sweeps on `memvirt worker` processes through a Redis queue (bullmq is loaded on first use). */
+export { queueExecutor, runQueueWorker } from "./runner/queue.js";
 export {
   type Grid,
   readGrid,
