@@ -75,10 +75,25 @@ export function describeUrl(url: string): string {
   }
 }
 
+/**
+ * The queue's client libraries, which are optional peer dependencies: a plain install of memvirt does
+ * not carry their ~13 MB, and a machine that sweeps through Redis installs them beside it.
+ */
+async function queueLibrary<T>(name: "bullmq" | "ioredis", load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (error) {
+    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    throw new MemvirtError(
+      `--queue needs the ${name} package, which memvirt does not install by itself: npm install bullmq@6.7.6 ioredis@6.1.0`,
+    );
+  }
+}
+
 /** Connects once, without retrying, so that an unreachable Redis is a clear error (exit 2), not a hang. */
 export async function probeRedis(url: string): Promise<void> {
   const { url: _, ...options } = redisConnection(url);
-  const { Redis } = await import("ioredis");
+  const { Redis } = await queueLibrary("ioredis", () => import("ioredis"));
   const client = new Redis(url, {
     ...options,
     lazyConnect: true,
@@ -175,7 +190,7 @@ export function queueExecutor(url: string, fullGrid: Grid): NonNullable<SweepOpt
   return async (cells, emit) => {
     if (cells.length === 0) return;
     await probeRedis(url);
-    const { Job, Queue, QueueEvents } = await import("bullmq");
+    const { Job, Queue, QueueEvents } = await queueLibrary("bullmq", () => import("bullmq"));
     const connection = redisConnection(url);
     const queue = new Queue<JobData, SweepRow>(QUEUE_NAME, { connection, prefix: KEY_PREFIX });
     const events = new QueueEvents(QUEUE_NAME, { connection, prefix: KEY_PREFIX });
@@ -307,7 +322,7 @@ export async function runQueueWorker(options: WorkerOptions): Promise<void> {
     }
   }
   await probeRedis(options.url);
-  const { UnrecoverableError, WaitingError, Worker } = await import("bullmq");
+  const { UnrecoverableError, WaitingError, Worker } = await queueLibrary("bullmq", () => import("bullmq"));
   const pool = new CellPool(options.concurrency);
   const host = hostname();
 
