@@ -24,6 +24,8 @@ export const CFG_MEM_LIMIT_PAGES: u32 = 0x1c;
  * core keeps its memos and their generation in step.
  */
 export const CFG_MEMORY_GENERATION: u32 = 0x28;
+/** EPT execute-only translations supported (IA32_VMX_EPT_VPID_CAP bit 0): 1, or 0 when 100b is a misconfiguration. */
+export const CFG_EPT_EXECUTE_ONLY: u32 = 0x30;
 /** Cache levels: 3 descriptors (l1, l2, llc) of CACHE_DESC_SIZE bytes. */
 export const CFG_CACHE_DESC: u32 = 0x40;
 export const CACHE_DESC_SIZE: u32 = 32;
@@ -194,6 +196,12 @@ export const REC_KIND: u32 = 8; // u8 kind | IMPLICIT flag
 export const REC_SIZE: u32 = 9; // u8 access size in bytes
 export const REC_CPU: u32 = 10; // u16 cpu
 export const REC_LINE: u32 = 12; // u32 source line (text traces), for error reports
+// What translateBatch writes over each record (the embedding batch: one result per record).
+export const BR_PA: u32 = 0; // u64 physical address; for a fault, the #PF error code or exit qualification
+export const BR_OUTCOME: u32 = 8; // u8 exit reason (EXIT_NONE: translated)
+export const BR_PAGE_SHIFT: u32 = 9; // u8 log2 of the page size (0 on a fault)
+export const BR_REFS: u32 = 10; // u16 page-walk references (0 on a TLB hit)
+export const BR_CYCLES: u32 = 12; // u32 cycles
 
 // --- text input for in-core trace parsing ---------------------------------------------------------
 export const TEXT_BASE: u32 = 0x130000;

@@ -5,11 +5,11 @@
 import { closeSync, existsSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
+import { RefMachine } from "../reference/machine.js";
 import { defaultConfig } from "../src/config/config.js";
 import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
 import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
-import { RefMachine } from "../src/reference/machine.js";
 import { formatRate, measureRate, type Rate, type Row, runProcess, summarize } from "./harness.js";
 import { DMA_CAPACITY, dmaBatch } from "./iommu.js";
 import { champsimDecodeVersusSimulate, ownFormatEndToEnd, sweepScaling } from "./trace.js";
@@ -188,13 +188,8 @@ function mapPagesUnderEpt(machine: Machine): void {
   };
   mapPages(guest);
   for (let page = 0; page < PAGES; page++) mapNested(DATA_BASE + BigInt(page) * 0x1000n);
-  machine.vmEnter(0, {
-    nested: "ept",
-    root: eptRoot | 6n | (3n << 3n) | (1n << 6n),
-    nestedLevels: 4,
-    vpid: 1,
-    nestedAccessedDirty: true,
-  });
+  // EPTP: write-back, 4-level walk, A/D enabled.
+  machine.vmEnter(0, { nested: "ept", root: eptRoot | 6n | (3n << 3n) | (1n << 6n), vpid: 1 });
 }
 
 async function virtualized(

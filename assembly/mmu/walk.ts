@@ -6,6 +6,7 @@
 // with its own TLB and paging-structure caches. The IOMMU's walks (mmu/iowalk.ts) run the same loop.
 // Faults are results: `walkFault`, `walkError` and `walkGpa` tell the caller which exit to raise.
 import {
+  CFG_EPT_EXECUTE_ONLY,
   CFG_GBPAGES,
   CFG_MAXPHYADDR,
   CFG_PSC_LATENCY,
@@ -244,6 +245,8 @@ export let radixGpa: u64 = 0;
 // Per-walk settings of the radix loop, set by its callers before the loop.
 export let radixAddressReserved: u64 = 0;
 export let radixGbPages: bool = true;
+/** EPT execute-only support (config `machine.eptExecuteOnly`): without it, 100b is a misconfiguration. */
+export let radixEptExecuteOnly: bool = true;
 /** CPU mode bits for FMT_X86 reserved-bit checks (NXE decides whether XD is reserved). */
 export let radixX86Mode: u32 = M_NXE;
 /** VT-d capability bits (IO_F_*) for second-level reserved-bit checks. */
@@ -366,7 +369,7 @@ export const RADIX_IO_USER: u32 = 4;
         stop = STOP_NOT_PRESENT;
         break;
       }
-      if (eptMisconfigured(e, level, radixAddressReserved, true, radixGbPages)) {
+      if (eptMisconfigured(e, level, radixAddressReserved, radixEptExecuteOnly, radixGbPages)) {
         stop = STOP_RESERVED;
         break;
       }
@@ -515,6 +518,7 @@ function loadNestedContext(cpu: u32): void {
   nestedPscOn = load<u32>(block + R_NPSC_ANY) != 0;
   radixAddressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   radixGbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+  radixEptExecuteOnly = load<u32>(CTRL_BASE + CFG_EPT_EXECUTE_ONLY) != 0;
 }
 
 /** Bit 3 of a nested PSC entry's value: U/S held at every level above (NPT; always set for EPT). */
@@ -643,7 +647,7 @@ const NPSC_USER: u64 = 8;
         leafAddress = load<u64>(memo, NM_FRAME) | (((gpa >> 12) & 0x1ff) << 3);
         leaf = readPhys64(leafAddress);
         if (isEpt) {
-          valid = eptPresent(leaf) && !eptMisconfigured(leaf, 1, radixAddressReserved, true, radixGbPages);
+          valid = eptPresent(leaf) && !eptMisconfigured(leaf, 1, radixAddressReserved, radixEptExecuteOnly, radixGbPages);
           memoRights &= eptRights(leaf);
         } else {
           valid = (leaf & PTE_P) != 0 && !x86Reserved(leaf, 1, M_NXE, radixAddressReserved, radixGbPages);
@@ -972,6 +976,7 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
   radixX86Mode = cpuMode;
   radixAddressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   radixGbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+  radixEptExecuteOnly = load<u32>(CTRL_BASE + CFG_EPT_EXECUTE_ONLY) != 0;
 
   // Guest paging-structure reads need R; with EPT A/D on they count as writes (SDM 29.3.3.2), and NPT
   // treats them as read-modify-writes (KVM's PFERR_NESTED_GUEST_PAGE).

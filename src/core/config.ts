@@ -71,6 +71,7 @@ export function defaultMachine(seed = 1): MachineConfig {
     cpus: 1,
     maxPhyAddr: 46,
     gbPages: true,
+    eptExecuteOnly: true,
     seed,
     tlb: skylakeTlb(),
     psc: defaultPsc(),
@@ -215,9 +216,10 @@ export function resolveMachine(input: JsonObject, seed: number): MachineConfig {
   machine.cpus = integer(input.cpus ?? 1, "cpus", 1, 16);
   if (input.machine !== undefined) {
     const m = object(input.machine, "machine");
-    onlyKeys(m, "machine", ["maxPhyAddr", "gbPages"]);
+    onlyKeys(m, "machine", ["maxPhyAddr", "gbPages", "eptExecuteOnly"]);
     machine.maxPhyAddr = integer(m.maxPhyAddr ?? machine.maxPhyAddr, "machine.maxPhyAddr", 36, 52);
     machine.gbPages = flag(m.gbPages, "machine.gbPages", machine.gbPages);
+    machine.eptExecuteOnly = flag(m.eptExecuteOnly, "machine.eptExecuteOnly", machine.eptExecuteOnly ?? true);
   }
   if (input.tlb !== undefined) {
     if (input.tlb === null || input.tlb === false) {

@@ -22,7 +22,7 @@ import {
   EFER_NXE,
   type PageSize,
 } from "../core/types.js";
-import type { BuildName } from "../core/wasm.js";
+import type { BuildName, CoreExports, WasmSource } from "../core/wasm.js";
 import type { GuestConfig } from "../guest/config.js";
 import type { FrameAllocator } from "../guest/frames.js";
 import { GuestOS } from "../guest/os.js";
@@ -92,6 +92,10 @@ export interface GuestPlan {
 
 export interface HostOptions {
   build?: BuildName;
+  /** The core to run, as `MachineOptions.wasm` takes it. */
+  wasm?: WasmSource;
+  /** An instance made by `instantiateCoreAsync` (what `Simulation.create` passes). */
+  core?: CoreExports;
   /** Machine CPUs (default: the config's). */
   cpus?: number;
   /** Whether guests run in VMs: host memory exists, and the nested caches with it. */
@@ -128,6 +132,8 @@ export class Host {
     }
     this.machine = new Machine(machineConfig, {
       build: options.build,
+      wasm: options.wasm,
+      core: options.core,
       backedFramesLog2: config.memory.backedFramesLog2,
       memoryLimitMiB: config.memory.limitMiB,
     });

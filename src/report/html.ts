@@ -9,9 +9,7 @@
 // Every column chart is one function (`columnChart`) with a y-axis of ticks and values and labelled
 // columns, so the histogram and the comparisons read the same way.
 
-import { writeFileSync } from "node:fs";
 import type { CompareResult } from "../cli/compare.js";
-import { MemvirtError } from "../core/machine.js";
 import { iommuRows } from "../iommu/workload.js";
 import { effectiveConfig, type RunReport } from "./report.js";
 
@@ -607,20 +605,4 @@ export function renderHtmlReport(reports: RunReport[], compare?: CompareResult):
 /** The page of a sweep: its cells side by side, charts comparing them, each config and each cell. */
 export function renderSweepReport(cells: SweepPageCell[], configs: SweepPageConfig[]): string {
   return page("memvirt sweep", sweepSections(cells, configs));
-}
-
-function writePage(path: string, html: string): void {
-  try {
-    writeFileSync(path, html);
-  } catch (error) {
-    throw new MemvirtError(`${path}: cannot write the report: ${(error as Error).message}`);
-  }
-}
-
-export function writeHtmlReport(path: string, reports: RunReport[], compare?: CompareResult): void {
-  writePage(path, renderHtmlReport(reports, compare));
-}
-
-export function writeSweepReport(path: string, cells: SweepPageCell[], configs: SweepPageConfig[]): void {
-  writePage(path, renderSweepReport(cells, configs));
 }

@@ -4,7 +4,7 @@
 
 import type { ResolvedConfig } from "../config/config.js";
 import type { Stats } from "../core/types.js";
-import type { BuildName } from "../core/wasm.js";
+import { type BuildName, type CoreExports, instantiateCoreAsync, type WasmSource } from "../core/wasm.js";
 import type { GuestOS, Process } from "../guest/os.js";
 import { type Guest, Host } from "../host/host.js";
 import type { VirtualizationTechnique } from "../hypervisor/technique.js";
@@ -14,6 +14,10 @@ export { BadRecordError, type ExitCounts } from "../host/host.js";
 
 export interface SimulationOptions {
   build?: BuildName;
+  /** The core to run, as `MachineOptions.wasm` takes it. */
+  wasm?: WasmSource;
+  /** An instance made by `instantiateCoreAsync` (what `Simulation.create` passes). */
+  core?: CoreExports;
 }
 
 export class Simulation extends Host {
@@ -22,9 +26,15 @@ export class Simulation extends Host {
   private sliceLeft = -1;
   private current = 0;
 
+  /** A simulation on every host, a browser's main thread included (see `Machine.create`). */
+  static async create(config: ResolvedConfig, options: SimulationOptions = {}): Promise<Simulation> {
+    const core = options.core ?? (await instantiateCoreAsync(options.build, options.wasm));
+    return new Simulation(config, { ...options, core });
+  }
+
   constructor(config: ResolvedConfig, options: SimulationOptions = {}) {
     const technique = TECHNIQUES[config.mode];
-    super(config, { build: options.build, virtual: technique.virtual });
+    super(config, { ...options, virtual: technique.virtual });
     this.addGuest({
       technique,
       settings: {

@@ -12,7 +12,8 @@ import type { BuildName } from "../core/wasm.js";
 import type { Host } from "../host/host.js";
 import { fingerprintOf, makeContent, type PageContent } from "../overcommit/content.js";
 import type { MultiVmLayout } from "../overcommit/host.js";
-import { readTrace, TraceError, type TraceFormatOption, type TracePosition } from "./source.js";
+import { TraceError, type TraceFormatOption, type TracePosition } from "./source.js";
+import { readTrace } from "./stream.js";
 
 /** Records each VM runs per round: 16 VMs' slices fill the record region. */
 export const SLICE = L.RECORD_CAPACITY / L.MAX_CPUS;

@@ -21,7 +21,7 @@ import {
   TRACE_FORMAT_CODES,
   TRACE_FORMAT_NAMES,
   type TraceFormatCode,
-} from "../../src/trace/text.js";
+} from "./text-twin.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 // Real traces of real programs (valgrind lackey, Dinero), kept in the repository so a clone tests on its own.

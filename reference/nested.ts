@@ -55,6 +55,7 @@ export function decodeEpt(
   level: number,
   reservedAddressMask: bigint,
   gbPages: boolean,
+  executeOnly: boolean,
 ): NestedEntry {
   const rights = Number(entry & 7n);
   if (rights === 0) return { kind: "notPresent" };
@@ -64,6 +65,7 @@ export function decodeEpt(
   const misconfigured =
     rights === 2 ||
     rights === 6 ||
+    (rights === 4 && !executeOnly) ||
     (entry & reservedAddressMask) !== 0n ||
     (!leaf && (entry & EPT_NON_LEAF_RESERVED) !== 0n) ||
     (large && level >= 4) ||
@@ -81,6 +83,7 @@ export function decodeNpt(
   level: number,
   reservedAddressMask: bigint,
   gbPages: boolean,
+  _executeOnly: boolean,
 ): NestedEntry {
   if ((entry & X86_PRESENT) === 0n) return { kind: "notPresent" };
   const ps = (entry & X86_PS) !== 0n;
