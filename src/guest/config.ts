@@ -22,6 +22,15 @@ export interface GuestConfig {
   processes: number;
   /** Records each process runs before the scheduler switches to the next (0: never switch). */
   quantum: number;
+  /**
+   * Cycles of a system call that changes the address space (mmap, munmap, mprotect, madvise, fork,
+   * exec, exit) besides its page-table work, which the model prices itself: entry, return, the VMAs.
+   */
+  syscallCycles: number;
+  /** Cycles per CPU an IPI reaches natively: the ICR write, the interrupt and the handler's return. */
+  ipiCycles: number;
+  /** Cycles to copy one 4 KiB page (a copy-on-write fault that cannot reuse the page). */
+  copyCycles: number;
 }
 
 export function defaultGuest(): GuestConfig {
@@ -35,6 +44,9 @@ export function defaultGuest(): GuestConfig {
     globalPages: true,
     processes: 1,
     quantum: 0,
+    syscallCycles: 2000,
+    ipiCycles: 2000,
+    copyCycles: 500,
   };
 }
 
@@ -52,6 +64,9 @@ export function resolveGuest(value: Json | undefined): GuestConfig {
     "globalPages",
     "processes",
     "quantum",
+    "syscallCycles",
+    "ipiCycles",
+    "copyCycles",
   ]);
   guest.processes = integer(g.processes ?? guest.processes, "guest.processes", 1, 4095);
   guest.quantum = integer(g.quantum ?? guest.quantum, "guest.quantum", 0, 2 ** 31);
@@ -60,6 +75,8 @@ export function resolveGuest(value: Json | undefined): GuestConfig {
   guest.frames = oneOf(g.frames ?? guest.frames, "guest.frames", ["sequential", "random"] as const);
   if (g.memory !== undefined) guest.memory = parseBytes(g.memory, "guest.memory");
   guest.faultCycles = integer(g.faultCycles ?? guest.faultCycles, "guest.faultCycles", 0, 1e9);
+  for (const key of ["syscallCycles", "ipiCycles", "copyCycles"] as const)
+    guest[key] = integer(g[key] ?? guest[key], `guest.${key}`, 0, 1e9);
   guest.pcid = flag(g.pcid, "guest.pcid", guest.pcid);
   guest.globalPages = flag(g.globalPages, "guest.globalPages", guest.globalPages);
   if (guest.memory < 2 ** 30) fail("guest.memory", "must be at least 1G");

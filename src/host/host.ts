@@ -26,7 +26,7 @@ import type { BuildName, CoreExports, WasmSource } from "../core/wasm.js";
 import type { GuestConfig } from "../guest/config.js";
 import type { FrameAllocator } from "../guest/frames.js";
 import { GuestOS } from "../guest/os.js";
-import type { PagingCpu } from "../guest/paging-cpu.js";
+import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
 import type {
   ExitAction,
   PagingTechnique,
@@ -368,6 +368,25 @@ class PinnedCpu implements PagingCpu {
   }
   releaseTable(pa: bigint): void {
     this.inner.releaseTable(pa);
+  }
+  lazyMmu(on: boolean): void {
+    this.inner.lazyMmu(on);
+  }
+  flushTlbOthers(
+    from: number,
+    targets: readonly number[],
+    flush: TlbFlush,
+    handler: (cpu: number) => void,
+  ): void {
+    const first = this.firstCpu;
+    const pinned = targets.map((target) => first + target);
+    this.inner.flushTlbOthers(first + from, pinned, flush, (cpu) => handler(cpu - first));
+  }
+  pinTables(root: bigint): void {
+    this.inner.pinTables(root);
+  }
+  unpinTables(root: bigint): void {
+    this.inner.unpinTables(root);
   }
 }
 

@@ -8,6 +8,7 @@ import {
   EXIT_REASON_NAMES,
   type HypervisorConfig,
   type HypervisorCosts,
+  IPI_DELIVERIES,
 } from "./technique.js";
 import { MODES, type Mode, TECHNIQUES } from "./techniques.js";
 
@@ -41,6 +42,7 @@ export function defaultHypervisor(): HypervisorConfig {
     dirtyLogIntervalCycles: 10_000_000,
     maxShadowPages: 0,
     unsync: true,
+    ipi: "exit",
   };
 }
 
@@ -74,6 +76,7 @@ export function resolveHypervisor(value: Json | undefined, mode: Mode): Hypervis
       "exitCyclesByReason",
       "maxShadowPages",
       "unsync",
+      "ipi",
     ]);
     if (h.exitCyclesByReason !== undefined) {
       const byReason = h.exitCyclesByReason;
@@ -104,6 +107,7 @@ export function resolveHypervisor(value: Json | undefined, mode: Mode): Hypervis
       "wp",
       "dbit",
     ] as const);
+    hypervisor.ipi = oneOf(h.ipi ?? hypervisor.ipi, "hypervisor.ipi", IPI_DELIVERIES);
     hypervisor.maxShadowPages = integer(
       h.maxShadowPages ?? hypervisor.maxShadowPages,
       "hypervisor.maxShadowPages",

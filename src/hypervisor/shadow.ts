@@ -24,15 +24,18 @@ import {
   type Regs,
   RFLAGS_AC,
 } from "../core/types.js";
-import type { PagingCpu } from "../guest/paging-cpu.js";
+import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
+  CYCLES_GUEST_KERNEL,
   CYCLES_SHADOW,
   type ExitAction,
   ExitCounter,
   GuestCpu,
   type HypervisorCosts,
+  type IpiDelivery,
   type TechniqueModule,
+  VirtualIpis,
   type VirtualizationTechnique,
 } from "./technique.js";
 import type { HostMemory, Vm } from "./vm.js";
@@ -112,6 +115,8 @@ export interface ShadowOptions {
    * page dirty, and each harvest write-protects the pages it returns. 0 cycles: no harvests.
    */
   dirtyLogIntervalCycles?: number;
+  /** How guest IPIs reach the other vCPUs (default "exit"). */
+  ipi?: IpiDelivery;
 }
 
 export interface ShadowStats {
@@ -240,6 +245,9 @@ export class ShadowMmu implements VirtualizationTechnique {
     dirty_log_harvests: 0,
   };
   private readonly exitCounter: ExitCounter;
+  private readonly ipis: VirtualIpis;
+  /** Exits the targets of guest shootdowns took for their INVLPGs and CR3 reloads. */
+  private targetFlushExits = 0;
   private readonly maxPages: number;
   /** The shadow page cache (mmu_page_hash), keyed by gfn and role. */
   private readonly hash = new Map<bigint, ShadowPage>();
@@ -274,6 +282,7 @@ export class ShadowMmu implements VirtualizationTechnique {
     readonly options: ShadowOptions,
   ) {
     this.exitCounter = new ExitCounter(machine, options.costs);
+    this.ipis = new VirtualIpis(machine, this.exitCounter, options.costs, options.ipi ?? "exit");
     this.cpu = new GuestCpu(this);
     const guestPages = Math.floor(options.guestMemory / 4096);
     const configured = options.maxShadowPages || Math.floor((guestPages * 20) / 1000);
@@ -312,6 +321,20 @@ export class ShadowMmu implements VirtualizationTechnique {
 
   exits(): Record<string, number> {
     return { ...this.exitCounter.byReason };
+  }
+
+  /**
+   * The IPIs, the targets' trapped flushes (their exits count with the IPIs'), and the hypervisor's own
+   * flushes of every vCPU when it zaps or narrows SPTEs.
+   */
+  shootdownStats(): Record<string, number> {
+    const { ipis, exits, postedInterrupts } = this.ipis.counters;
+    return {
+      ipis,
+      exits: exits + this.targetFlushExits,
+      postedInterrupts,
+      remoteTlbFlushes: this.counters.remote_tlb_flush,
+    };
   }
 
   // --- guest memory ------------------------------------------------------------------------------
@@ -1014,6 +1037,25 @@ export class ShadowMmu implements VirtualizationTechnique {
   }
 
   /**
+   * The guest's shootdown IPIs go through KVM's local APIC; each target's INVLPG or CR3 reload then
+   * traps on that vCPU and resyncs the shadow there.
+   */
+  guestFlushOthers(
+    from: number,
+    targets: readonly number[],
+    flush: TlbFlush,
+    handler: (cpu: number) => void,
+  ): void {
+    this.machine.chargeCycles(flush.ipiCycles * targets.length, CYCLES_GUEST_KERNEL);
+    this.ipis.send(from, targets);
+    const before = this.exitCounter.total;
+    for (const target of targets) handler(target);
+    this.targetFlushExits += this.exitCounter.total - before;
+    // The kernel goes on storing from the CPU that sent the IPIs.
+    this.currentCpu = from;
+  }
+
+  /**
    * The guest kernel's store to one of its page-table entries. It lands in guest memory directly unless
    * the page is write-protected: then a leaf table may go unsync (the store faults once, the page becomes
    * writable), and otherwise the store traps and is emulated (kvm_mmu_pte_write).
@@ -1129,6 +1171,12 @@ export class ShadowMmu implements VirtualizationTechnique {
     if (action === "complete") {
       this.counters.pf_emulate++;
       this.machine.chargeCycles(this.costs.emulate, CYCLES_EMULATION);
+      // The emulated store reached a write-tracked page, so page tracking tells the shadow MMU
+      // (kvm_mmu_pte_write): a frame that no longer holds a table is zapped by write flooding. A data
+      // store changes no bytes here, so the entry it covers keeps its value.
+      const entry = walk.gpa & ~7n;
+      this.ptWrite(entry, this.guestLoad(entry));
+      this.commit();
     } else {
       this.counters.pf_fixed++;
       this.machine.chargeCycles(this.costs.shadowFault, CYCLES_SHADOW);
@@ -1403,5 +1451,6 @@ export const shadowTechnique: TechniqueModule = {
       maxShadowPages: hypervisor.maxShadowPages,
       guestMemory,
       dirtyLogIntervalCycles: hypervisor.dirtyLogIntervalCycles,
+      ipi: hypervisor.ipi,
     }),
 };

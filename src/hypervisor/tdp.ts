@@ -4,17 +4,20 @@
 // the nested dirty flags.
 import type { ExitRecord, Machine } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
-import type { PagingCpu } from "../guest/paging-cpu.js";
+import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
+  CYCLES_GUEST_KERNEL,
   CYCLES_TDP,
   type DirtyLogMode,
   type ExitAction,
   ExitCounter,
   GuestCpu,
   type HypervisorCosts,
+  type IpiDelivery,
   type NestedTables,
   type TechniqueModule,
+  VirtualIpis,
   type VirtualizationTechnique,
 } from "./technique.js";
 import type { HostMemory, Vm } from "./vm.js";
@@ -41,6 +44,8 @@ export interface TdpOptions {
   cpuIds?: number[];
   /** Cycles between dirty-log harvests while dirty logging is on. */
   dirtyLogIntervalCycles: number;
+  /** How guest IPIs reach the other vCPUs (default "exit"). */
+  ipi?: IpiDelivery;
 }
 
 export interface TdpStats {
@@ -75,6 +80,7 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     tables: 1,
   };
   private readonly exitCounter: ExitCounter;
+  private readonly ipis: VirtualIpis;
   /** The table set aside for splitting each 2M leaf of THP-like backing (region base -> table frame). */
   private readonly deposited = new Map<bigint, bigint>();
 
@@ -87,6 +93,7 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     this.name = options.format;
     this.root = host.table();
     this.exitCounter = new ExitCounter(machine, options.costs);
+    this.ipis = new VirtualIpis(machine, this.exitCounter, options.costs, options.ipi ?? "exit");
     this.cpu = new GuestCpu(this);
     this.cpuIds = options.cpuIds ?? Array.from({ length: options.cpus }, (_, cpu) => cpu);
   }
@@ -419,6 +426,22 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     if (!this.vm.memslotOf(gpa)) return 0n;
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
   }
+
+  /** The guest's shootdown IPIs go through KVM's local APIC; the targets flush on their own, unseen. */
+  guestFlushOthers(
+    from: number,
+    targets: readonly number[],
+    flush: TlbFlush,
+    handler: (cpu: number) => void,
+  ): void {
+    this.machine.chargeCycles(flush.ipiCycles * targets.length, CYCLES_GUEST_KERNEL);
+    this.ipis.send(from, targets);
+    for (const target of targets) handler(target);
+  }
+
+  shootdownStats(): Record<string, number> {
+    return { ...this.ipis.counters };
+  }
 }
 
 /** EPT or NPT in the technique table: the TDP MMU in the given format. */
@@ -436,6 +459,7 @@ function tdpTechnique(format: "ept" | "npt"): TechniqueModule {
         dirtyLogIntervalCycles: hypervisor.dirtyLogIntervalCycles,
         cpus: cpuIds.length,
         cpuIds: [...cpuIds],
+        ipi: hypervisor.ipi,
       }),
   };
 }

@@ -3,7 +3,7 @@
 // host's loop calls), and what the host hands it in return. The handlers charge their cycles to the
 // machine clock, so each technique's cost comes out of the model.
 import type { ExitRecord, Machine } from "../core/machine.js";
-import type { PagingCpu } from "../guest/paging-cpu.js";
+import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
 import type { HostMemory, Vm } from "./vm.js";
 
 /** Cycles of the hypervisor's work, configurable (`hypervisor` config section). */
@@ -26,6 +26,15 @@ export interface HypervisorCosts {
   exitByReason?: Partial<Record<string, number>>;
 }
 
+/**
+ * How a guest IPI reaches another vCPU: "exit", the ICR write exits and the running target is kicked out
+ * (an external-interrupt exit) to have the interrupt injected; "posted", APICv/AVIC posted interrupts:
+ * the ICR write exits, the target takes the interrupt without exiting; "ipiv", IPI virtualization
+ * (Intel IPIv, AMD AVIC to running vCPUs): neither side exits.
+ */
+export type IpiDelivery = "exit" | "posted" | "ipiv";
+export const IPI_DELIVERIES: readonly IpiDelivery[] = ["exit", "posted", "ipiv"];
+
 /** How the VMM logs the guest's dirty pages: not at all, by write protection, or by the nested D flags. */
 export type DirtyLogMode = "off" | "wp" | "dbit";
 
@@ -43,6 +52,8 @@ export interface HypervisorConfig {
   maxShadowPages: number;
   /** Shadow MMU: keep leaf shadow pages unsync instead of write-protecting their guest tables. */
   unsync: boolean;
+  /** How guest IPIs (TLB shootdowns) reach other vCPUs under EPT, NPT and shadow paging. */
+  ipi: IpiDelivery;
 }
 
 export const DEFAULT_COSTS: HypervisorCosts = {
@@ -98,6 +109,8 @@ export interface PagingTechnique {
   periodic?(): void;
   /** Cycles between periodic() calls, or 0 for none. */
   readonly periodCycles?: number;
+  /** What the guest's TLB shootdowns cost the technique (IPI exits, posted interrupts, hypercalls). */
+  shootdownStats?(): Record<string, number>;
 }
 
 /** A technique that runs its guest in a VM on host memory. */
@@ -174,11 +187,15 @@ export const EXIT_REASON_NAMES = [
   "invlpg",
   "invpcid",
   "hypercall",
+  "msrWrite",
+  "externalInterrupt",
 ] as const;
 
 /** Counts exits by reason and charges the round trip (per reason when configured, else `exit`). */
 export class ExitCounter {
   readonly byReason: Record<string, number> = {};
+  /** Exits taken, all reasons. */
+  total = 0;
 
   constructor(
     private readonly machine: Machine,
@@ -187,6 +204,7 @@ export class ExitCounter {
 
   private charge(reason: string): void {
     this.byReason[reason] = (this.byReason[reason] ?? 0) + 1;
+    this.total++;
     this.machine.chargeCycles(this.costs.exitByReason?.[reason] ?? this.costs.exit, CYCLES_VM_EXIT);
   }
 
@@ -203,8 +221,47 @@ export class ExitCounter {
 }
 
 /**
+ * KVM's local-APIC side of a guest IPI to running vCPUs of the VM, as `hypervisor.ipi` configures it:
+ * the exits it takes and the delivery work (charged as APIC emulation).
+ */
+export class VirtualIpis {
+  /** IPIs (one per target), the exits they took, and those delivered as posted interrupts. */
+  readonly counters = { ipis: 0, exits: 0, postedInterrupts: 0 };
+
+  constructor(
+    private readonly machine: Machine,
+    private readonly exits: ExitCounter,
+    private readonly costs: HypervisorCosts,
+    private readonly delivery: IpiDelivery,
+  ) {}
+
+  /**
+   * One IPI from vCPU `from` to `targets` (a multicast, as x2APIC cluster mode and KVM's PV send-IPI
+   * make it: one ICR write).
+   */
+  send(from: number, targets: readonly number[]): void {
+    this.counters.ipis += targets.length;
+    if (this.delivery === "ipiv" || targets.length === 0) return;
+    // The ICR write (WRMSR 0x830) exits; KVM delivers to each target.
+    this.exits.take("msrWrite", from);
+    this.counters.exits++;
+    for (const target of targets) {
+      this.machine.chargeCycles(this.costs.inject, CYCLES_EMULATION);
+      if (this.delivery === "posted") {
+        this.counters.postedInterrupts++;
+        continue;
+      }
+      // The target runs in guest mode: a host IPI kicks it out, and the interrupt is injected on entry.
+      this.exits.take("externalInterrupt", target);
+      this.counters.exits++;
+    }
+  }
+}
+
+/**
  * What a technique does with the guest kernel's paging operations: the stores and loads of its page
- * tables, CR3 loads and invalidations. Each technique decides which of them trap.
+ * tables, CR3 loads and invalidations, and the paravirtual hooks around them. Each technique decides
+ * which of them trap.
  */
 export interface GuestPagingHandlers {
   readonly machine: Machine;
@@ -213,6 +270,18 @@ export interface GuestPagingHandlers {
   guestLoadCr3(cpu: number, value: bigint): void;
   guestInvlpg(cpu: number, la: bigint): void;
   guestInvpcid(cpu: number, type: number, pcid: number, la: bigint): void;
+  /** flush_tlb_multi: the guest's IPIs (or a paravirtual hypercall), and the targets' flushes. */
+  guestFlushOthers(
+    from: number,
+    targets: readonly number[],
+    flush: TlbFlush,
+    handler: (cpu: number) => void,
+  ): void;
+  /** Paravirtual hooks; a technique the guest does not tell about them leaves them out. */
+  guestLazyMmu?(on: boolean): void;
+  guestPinTables?(root: bigint): void;
+  guestUnpinTables?(root: bigint): void;
+  guestReleaseTable?(pa: bigint): void;
 }
 
 /** The guest kernel's CPU inside a VM: every paging operation goes to the technique's handlers. */
@@ -243,6 +312,29 @@ export class GuestCpu implements PagingCpu {
     this.handlers.machine.chargeCycles(cycles, CYCLES_GUEST_KERNEL);
   }
 
-  /** The hypervisor is not told when the guest frees a page-table page (KVM is not either). */
-  releaseTable(_pa: bigint): void {}
+  /** Only a paravirtual hypervisor is told when the guest frees a page-table page (KVM is not). */
+  releaseTable(pa: bigint): void {
+    this.handlers.guestReleaseTable?.(pa);
+  }
+
+  lazyMmu(on: boolean): void {
+    this.handlers.guestLazyMmu?.(on);
+  }
+
+  flushTlbOthers(
+    from: number,
+    targets: readonly number[],
+    flush: TlbFlush,
+    handler: (cpu: number) => void,
+  ): void {
+    this.handlers.guestFlushOthers(from, targets, flush, handler);
+  }
+
+  pinTables(root: bigint): void {
+    this.handlers.guestPinTables?.(root);
+  }
+
+  unpinTables(root: bigint): void {
+    this.handlers.guestUnpinTables?.(root);
+  }
 }

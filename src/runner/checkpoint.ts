@@ -18,7 +18,7 @@ import { NativePaging } from "../hypervisor/native.js";
 import { ParavirtualPaging } from "../hypervisor/pv.js";
 import { ShadowMmu } from "../hypervisor/shadow.js";
 import { TdpMmu } from "../hypervisor/tdp.js";
-import { ExitCounter, GuestCpu } from "../hypervisor/technique.js";
+import { ExitCounter, GuestCpu, VirtualIpis } from "../hypervisor/technique.js";
 import { HostMemory, Vm } from "../hypervisor/vm.js";
 import { Balloon } from "../overcommit/balloon.js";
 import { Controller } from "../overcommit/controller.js";
@@ -46,6 +46,7 @@ const CLASSES: ClassRegistry = new Map<string, abstract new (...args: never[]) =
     ShadowMmu,
     TdpMmu,
     ExitCounter,
+    VirtualIpis,
     GuestCpu,
     HostMemory,
     Vm,

@@ -426,7 +426,7 @@ describe("shadow paging: unsync leaf pages", () => {
     expect(sim.os.stats.segvs).toBe(1);
   });
 
-  it("a shootdown for a process that is not running (INVPCID, one address) resyncs the SPTE under its cached root", () => {
+  it("an INVPCID of one address for a PCID that is not running resyncs the SPTE under its cached root", () => {
     const sim = simulation();
     const a = sim.spawnDemandPagedProcess();
     const b = sim.spawnDemandPagedProcess();
@@ -436,12 +436,34 @@ describe("shadow paging: unsync leaf pages", () => {
     const shadow = shadowOf(sim);
     expect(shadow.counters.mmu_unsync).toBe(1);
     sim.os.switchTo(0, b);
-    // A's page table is unsync, so the kernel's store lands; its shootdown for A is an INVPCID on CPU 0.
-    sim.os.unmapRange(a, LA, 0x1000n);
+    // A's page table is unsync, so the store lands; then an INVPCID type 0 for A's PCID on CPU 0.
+    sim.os.cpu.writeEntry(leafOf(sim, a, LA).address, 0n, 1);
+    sim.os.cpu.invpcid(0, 0, a.pcid, LA);
     expect(exitCount(sim, "invpcid")).toBe(1);
     // Back to A with the no-flush bit: no sync, yet the unmapped page must not translate.
     sim.os.switchTo(0, a);
     expect(shadow.counters.synced_pages).toBe(0);
+    expect(sim.machine.translate(0, LA, READ).fault).toBe(PF);
+    expect(sim.machine.translate(0, LA + 0x1000n, READ).fault).toBe(0);
+  });
+
+  it("a shootdown for a process that is not running waits for its next switch, which flushes and resyncs the root", () => {
+    const sim = simulation();
+    const a = sim.spawnDemandPagedProcess();
+    const b = sim.spawnDemandPagedProcess();
+    sim.os.switchTo(0, a);
+    touch(sim, LA);
+    touch(sim, LA + 0x1000n);
+    const shadow = shadowOf(sim);
+    sim.os.switchTo(0, b);
+    sim.os.unmapRange(a, LA, 0x1000n);
+    // No instruction now: CPU 0 runs B. Linux marks the CPU behind on A's flushes (tlb_gen).
+    expect(exitCount(sim, "invlpg") + exitCount(sim, "invpcid")).toBe(0);
+    expect(a.staleOn.has(0)).toBe(true);
+    sim.os.switchTo(0, a);
+    expect(sim.machine.getRegs(0).cr3 >> 63n).toBe(0n);
+    expect(sim.os.stats.deferredFlushes).toBe(1);
+    expect(shadow.counters.synced_pages).toBe(1);
     expect(sim.machine.translate(0, LA, READ).fault).toBe(PF);
     expect(sim.machine.translate(0, LA + 0x1000n, READ).fault).toBe(0);
   });

@@ -1,0 +1,207 @@
+// What page-table churn costs each technique: the IPIs of a shootdown under EPT/NPT and shadow paging
+// (hypervisor.ipi), the shadow MMU's trapped flushes, Xen-PV's batched updates, pins and flush
+// hypercalls, and nothing but the guest's own work under EPT.
+import { describe, expect, it } from "vitest";
+import { type Mode, type ResolvedConfig, resolveConfig } from "../../src/config/config.js";
+import type { Process } from "../../src/guest/os.js";
+import { MULTICALL_BATCH, type ParavirtualPaging } from "../../src/hypervisor/pv.js";
+import type { ShadowMmu } from "../../src/hypervisor/shadow.js";
+import type { IpiDelivery } from "../../src/hypervisor/technique.js";
+import { Simulation } from "../../src/runner/simulation.js";
+
+const READ = 0;
+const WRITE = 1;
+const PF = 14;
+const PAGE = 0x1000n;
+const RW = { writable: true, user: true, executable: false };
+
+function simulation(mode: Mode, change: (config: ResolvedConfig) => void = () => {}): Simulation {
+  const config = resolveConfig({ mode, guest: { memory: "4G" }, host: { memory: "16G" } });
+  change(config);
+  return new Simulation(config);
+}
+
+function touch(sim: Simulation, la: bigint, kind = READ, cpu = 0): void {
+  const view = sim.recordView();
+  view.setBigUint64(0, la, true);
+  view.setUint8(8, kind);
+  view.setUint8(9, 8);
+  view.setUint16(10, cpu, true);
+  sim.replayBuffer(1);
+}
+
+function running(sim: Simulation, cpus: number[]): Process {
+  const process = sim.os.createProcess();
+  for (const cpu of cpus) sim.os.switchTo(cpu, process);
+  return process;
+}
+
+function exits(sim: Simulation): Record<string, number> {
+  return sim.technique?.exits() ?? {};
+}
+
+function delta(after: Record<string, number>, before: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [key, n] of Object.entries(after))
+    if (n !== (before[key] ?? 0)) out[key] = n - (before[key] ?? 0);
+  return out;
+}
+
+/** A 2-vCPU guest whose process runs on both, with one page touched by vCPU 1; munmap it from vCPU 0. */
+function shootdown(mode: Mode, ipi: IpiDelivery = "exit") {
+  const sim = simulation(mode, (c) => {
+    c.machine.cpus = 2;
+    c.hypervisor.ipi = ipi;
+  });
+  running(sim, [0, 1]);
+  const at = sim.os.mmap(0, 2n * PAGE, RW);
+  touch(sim, at, WRITE, 0);
+  touch(sim, at + PAGE, WRITE, 0);
+  touch(sim, at, WRITE, 1);
+  const before = exits(sim);
+  sim.os.munmap(0, at, PAGE);
+  return { sim, at, exits: delta(exits(sim), before) };
+}
+
+describe("shootdowns under EPT and NPT: the IPI is the cost (hypervisor.ipi)", () => {
+  for (const mode of ["ept", "npt"] as const) {
+    it(`${mode}, "exit": the ICR write exits (WRMSR) and the running target is kicked out (external interrupt)`, () => {
+      const { sim, at, exits } = shootdown(mode);
+      expect(exits).toEqual({ msrWrite: 1, externalInterrupt: 1 });
+      expect(sim.technique?.shootdownStats?.()).toEqual({ ipis: 1, exits: 2, postedInterrupts: 0 });
+      expect(sim.machine.translate(1, at, READ).fault).toBe(PF);
+    });
+  }
+
+  it('"posted": only the ICR write exits; the target takes a posted interrupt', () => {
+    const { sim, at, exits } = shootdown("ept", "posted");
+    expect(exits).toEqual({ msrWrite: 1 });
+    expect(sim.technique?.shootdownStats?.()).toEqual({ ipis: 1, exits: 1, postedInterrupts: 1 });
+    expect(sim.machine.translate(1, at, READ).fault).toBe(PF);
+  });
+
+  it('"ipiv": IPI virtualization delivers it with no exit on either side', () => {
+    const { sim, at, exits } = shootdown("ept", "ipiv");
+    expect(exits).toEqual({});
+    expect(sim.machine.translate(1, at, READ).fault).toBe(PF);
+  });
+
+  it("once guest memory is backed, mmap, munmap, mprotect, madvise, fork and exit take no VM exit at all", () => {
+    const sim = simulation("ept");
+    const idle = running(sim, [0]);
+    const cycle = () => {
+      const process = sim.os.createProcess();
+      sim.os.switchTo(0, process);
+      const at = sim.os.mmap(0, 16n * PAGE, RW);
+      for (let i = 0n; i < 16n; i++) touch(sim, at + i * PAGE, WRITE);
+      sim.os.mprotect(0, at, 4n * PAGE, { ...RW, writable: false });
+      sim.os.madviseDontNeed(0, at + 4n * PAGE, 4n * PAGE);
+      const child = sim.os.fork(0);
+      sim.os.switchTo(0, child);
+      touch(sim, at + 8n * PAGE, WRITE);
+      sim.os.exit(0, process);
+      sim.os.munmap(0, at, 16n * PAGE);
+      sim.os.exit(0, idle);
+    };
+    cycle();
+    const before = exits(sim);
+    cycle();
+    expect(delta(exits(sim), before)).toEqual({});
+    expect(sim.os.stats.syscalls).toMatchObject({ fork: 2, exit: 4, munmap: 2 });
+  });
+});
+
+describe("shootdowns and churn under shadow paging", () => {
+  it("the target vCPU's INVLPG traps too and resyncs the shadow; its exits count with the IPI's", () => {
+    const { sim, at, exits } = shootdown("shadow");
+    expect(exits.msrWrite).toBe(1);
+    expect(exits.externalInterrupt).toBe(1);
+    expect(exits.invlpg).toBe(2);
+    const paid = sim.technique?.shootdownStats?.() ?? {};
+    expect(paid.exits).toBe(3);
+    expect(paid.ipis).toBe(1);
+    expect(sim.machine.translate(1, at, READ).fault).toBe(PF);
+    expect(sim.machine.translate(1, at + PAGE, READ).fault).toBe(0);
+  });
+
+  it("a data store emulated on a freed upper-level table counts as write flooding: the third zaps its shadow page", () => {
+    const sim = simulation("shadow");
+    running(sim, [0]);
+    const shadow = sim.technique as ShadowMmu;
+    const near = 0x1000_0000n;
+    sim.os.mmap(0, 16n * PAGE, RW, { address: near });
+    touch(sim, near, WRITE);
+    // A mapping in a PML4 slot of its own: munmap frees its page table, directory and PDPT, the PDPT
+    // last, so the next frame the guest allocates is the PDPT's, still shadowed and write-tracked.
+    const at = sim.os.mmap(0, PAGE, RW);
+    touch(sim, at, WRITE);
+    sim.os.munmap(0, at, PAGE);
+    expect(sim.os.stats.tablesFreed).toBe(3);
+    touch(sim, near + PAGE, WRITE);
+    const emulated = shadow.counters.pf_emulate;
+    const flooded = shadow.counters.mmu_flooded;
+    for (let i = 0n; i < 10n; i++) touch(sim, near + PAGE + i * 8n, WRITE);
+    expect(shadow.counters.mmu_flooded).toBe(flooded + 1);
+    expect(shadow.counters.pf_emulate - emulated).toBeLessThanOrEqual(3);
+  });
+});
+
+describe("page-table churn under Xen-style paravirtual paging", () => {
+  it("a shootdown is one TLB_FLUSH_MULTI or INVLPG_MULTI hypercall: the guest sends no IPI", () => {
+    const { sim, at, exits } = shootdown("pv");
+    const pv = sim.technique as ParavirtualPaging;
+    expect(exits.msrWrite).toBeUndefined();
+    expect(pv.counters.tlb_flush_multi).toBe(1);
+    expect(pv.shootdownStats()).toEqual({ ipis: 1, exits: 1 });
+    expect(sim.machine.translate(1, at, READ).fault).toBe(PF);
+  });
+
+  it("in lazy MMU mode updates go 32 to a multicall: fork's copy is a handful of hypercalls, not one per entry", () => {
+    const sim = simulation("pv");
+    running(sim, [0]);
+    const pv = sim.technique as ParavirtualPaging;
+    const at = sim.os.mmap(0, 100n * PAGE, RW);
+    for (let i = 0n; i < 100n; i++) touch(sim, at + i * PAGE, WRITE);
+    const before = { ...pv.counters };
+    sim.os.fork(0);
+    const updates = pv.counters.update_requests - before.update_requests;
+    // Each of the 100 pages: the parent's entry made read-only, the child's written; plus 3 links.
+    expect(updates).toBe(203);
+    expect(pv.counters.mmu_update - before.mmu_update).toBe(0);
+    // The child's root is pinned first (one multicall); in lazy mode the 204 updates and the 3 new
+    // tables' pins share buffers of 32; then the parent's flush reloads CR3 (one mmuext_op).
+    expect(pv.counters.multicall - before.multicall).toBe(1 + Math.ceil((updates + 3) / MULTICALL_BATCH));
+    expect(pv.counters.mmuext_op - before.mmuext_op).toBe(1);
+  });
+
+  it("outside lazy mode every update to a pinned table is a hypercall of its own, and a new table is pinned first", () => {
+    const sim = simulation("pv");
+    running(sim, [0]);
+    const pv = sim.technique as ParavirtualPaging;
+    sim.os.mmap(0, PAGE, RW, { address: 0x1000_0000n });
+    const before = { ...pv.counters };
+    touch(sim, 0x1000_0000n, WRITE);
+    // A demand fault under an empty root: three tables linked (each pinned, then the update), one leaf.
+    expect(pv.counters.mmu_update - before.mmu_update).toBe(4);
+    expect(pv.counters.pinned_tables - before.pinned_tables).toBe(3);
+    expect(pv.counters.mmuext_op - before.mmuext_op).toBe(3);
+  });
+
+  it("exit unpins the address space first, so tearing it down is plain stores, no mmu_update", () => {
+    const sim = simulation("pv");
+    const idle = running(sim, [0]);
+    const process = sim.os.createProcess();
+    sim.os.switchTo(0, process);
+    const at = sim.os.mmap(0, 40n * PAGE, RW);
+    for (let i = 0n; i < 40n; i++) touch(sim, at + i * PAGE, WRITE);
+    const pv = sim.technique as ParavirtualPaging;
+    const before = { ...pv.counters };
+    sim.os.exit(0, idle);
+    expect(pv.counters.update_requests - before.update_requests).toBe(0);
+    // 40 leaves and 3 links (the root's entry among them).
+    expect(pv.counters.direct_writes - before.direct_writes).toBe(40 + 3);
+    expect(pv.counters.unpinned_tables - before.unpinned_tables).toBe(4);
+    // The unpin walk: 4 tables and the UNPIN request in one multicall.
+    expect(pv.counters.multicall - before.multicall).toBe(1);
+  });
+});
