@@ -6,8 +6,7 @@ import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { attachConfig, buildReport, type RunReport } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
-import { runWorkload } from "../workload/run.js";
-import type { WorkloadSpec } from "../workload/synthetic.js";
+import { type HostWorkloadSpec, runWorkload } from "../workload/run.js";
 
 export interface CompareRow {
   mode: Mode;
@@ -27,10 +26,15 @@ export interface CompareRow {
   exitsPerMillionAccesses: number;
   /** Share of cycles spent in exits and hypervisor handlers. */
   hypervisorCycleShare: number;
+  /** With a workload that changes page tables: the guest's address-space system calls. */
+  syscalls?: number;
+  /** With a workload that shoots down TLBs: the guest's shootdowns, and the VM exits they cost. */
+  shootdowns?: number;
+  shootdownExits?: number;
 }
 
 export interface CompareResult {
-  workload: WorkloadSpec;
+  workload: HostWorkloadSpec;
   rows: CompareRow[];
 }
 
@@ -53,7 +57,7 @@ const PAIRINGS: { mode: Mode; guest: PageSize; host: PageSize | null }[] = [
 
 export function runCompare(
   base: ResolvedConfig,
-  workload: WorkloadSpec,
+  workload: HostWorkloadSpec,
   build: BuildName,
   modes: readonly Mode[],
   onRow?: (row: CompareRow) => void,
@@ -93,6 +97,11 @@ export function runCompare(
       exitsPerMillionAccesses: +(((v?.exitsTotal ?? 0) * 1e6) / Math.max(1, report.accesses)).toFixed(1),
       hypervisorCycleShare: +(hypervisorCycles / Math.max(1, report.cycles)).toFixed(4),
     };
+    if (report.syscalls) row.syscalls = Object.values(report.syscalls.calls).reduce((a, b) => a + b, 0);
+    if (report.shootdowns) {
+      row.shootdowns = report.shootdowns.shootdowns;
+      row.shootdownExits = report.shootdowns.technique.exits ?? 0;
+    }
     rows.push(row);
     onRow?.(row);
   }
@@ -114,6 +123,8 @@ export function formatCompare(result: CompareResult): string {
     "exits/M",
     "hv cycles",
   ];
+  const churn = result.rows.some((r) => r.shootdowns !== undefined);
+  if (churn) header.push("shootdowns", "their exits");
   const lines = result.rows.map((r) => [
     r.mode,
     `${r.guestPageSize}/${r.hostPageSize ?? "-"}`,
@@ -126,6 +137,9 @@ export function formatCompare(result: CompareResult): string {
     r.vmExits.toLocaleString("en-US"),
     r.exitsPerMillionAccesses.toLocaleString("en-US"),
     `${(100 * r.hypervisorCycleShare).toFixed(1)}%`,
+    ...(churn
+      ? [(r.shootdowns ?? 0).toLocaleString("en-US"), (r.shootdownExits ?? 0).toLocaleString("en-US")]
+      : []),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const format = (cells: string[]) =>
@@ -138,5 +152,11 @@ export function formatCompare(result: CompareResult): string {
     "",
     "vs native: cycles per access against bare metal with the same guest page size. exits/M: VM exits per",
     "million accesses. hv cycles: share of all cycles spent in VM exits and hypervisor handlers.",
+    ...(churn
+      ? [
+          "shootdowns: TLB flushes the guest sent to other vCPUs; their exits: the VM exits those took (IPIs,",
+          "the targets' trapped flushes under shadow paging; PV: its flush hypercalls).",
+        ]
+      : []),
   ].join("\n");
 }

@@ -16,12 +16,20 @@ import { Simulation } from "../runner/simulation.js";
 import { convertTrace } from "../trace/convert.js";
 import { replayTrace } from "../trace/replay.js";
 import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
+import { CHURN_WORKLOADS } from "../workload/churn.js";
 import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
 import { WORKLOAD_NAMES } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
-import { collect, loadConfig, numberOption, type RunOptions, workloadSpec } from "./options.js";
+import {
+  collect,
+  dmaOperations,
+  loadConfig,
+  numberOption,
+  type RunOptions,
+  workloadSpec,
+} from "./options.js";
 import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 import { registerSweepCommands } from "./sweep.js";
@@ -86,7 +94,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   simulation.start();
   if (isDmaWorkload(options.workload)) {
     // Device DMA through the IOMMU: --records counts I/O operations (packets, commands, copies).
-    const operations = Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
+    const operations = dmaOperations(options);
     const iommu = runDmaWorkload(platformOf(simulation), { name: options.workload, operations, seed });
     const report = buildReport(simulation, { kind: "workload", name: options.workload, operations, seed });
     report.iommu = iommu;
@@ -203,6 +211,7 @@ export async function main(
   const workloadOptions = (command: Command, defaults: { workload?: string; records?: string }) => {
     const workload = new Option("-w, --workload <name>", "synthetic workload").choices([
       ...WORKLOAD_NAMES,
+      ...CHURN_WORKLOADS,
       ...DMA_WORKLOADS,
       ...MULTI_VM_WORKLOADS,
     ]);
@@ -214,7 +223,10 @@ export async function main(
         "workload: records to generate (default 1000000; multi-VM: per workload)",
         defaults.records,
       )
-      .option("--footprint <bytes>", "workload: bytes of address space touched (e.g. 256M)", "256M")
+      .option(
+        "--footprint <bytes>",
+        "workload: bytes of address space touched (default 256M; pt-churn: per program, 1M; mmap-churn: heap, 16M; threads-shootdown: shared region, 8M)",
+      )
       .option("--stride <bytes>", "workload: stride of sequential/strided")
       .option("--zipf <s>", "workload: Zipf exponent")
       .option("--write-fraction <f>", "workload: share of writes")
@@ -273,7 +285,7 @@ export async function main(
     const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
     if (isDmaWorkload(options.workload)) {
       // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
-      const operations = Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
+      const operations = dmaOperations(options);
       const result = runIommuCompare(config, options.workload, operations, seed, options.build);
       print(options.json ? JSON.stringify(result, null, 2) : formatIommuCompare(result));
       return;

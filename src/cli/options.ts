@@ -4,7 +4,9 @@ import { defaultConfig, parseBytes, parseConfigText, type ResolvedConfig } from 
 import { MemvirtError } from "../core/machine.js";
 import type { BuildName } from "../core/wasm.js";
 import type { TraceFormatOption } from "../trace/source.js";
-import type { WorkloadName, WorkloadSpec } from "../workload/synthetic.js";
+import { CHURN_FOOTPRINT, type ChurnWorkloadName, isChurnWorkload } from "../workload/churn.js";
+import type { HostWorkloadSpec } from "../workload/run.js";
+import type { WorkloadName } from "../workload/synthetic.js";
 
 export interface RunOptions {
   config?: string;
@@ -18,9 +20,10 @@ export interface RunOptions {
   /** One trace per VM (`--trace` repeated); one trace runs on one guest. */
   trace?: string[];
   format: TraceFormatOption;
-  workload?: WorkloadName;
+  workload?: WorkloadName | ChurnWorkloadName;
   records?: string;
-  footprint: string;
+  /** Default: 256M, or the churn workload's own (CHURN_FOOTPRINT). */
+  footprint?: string;
   stride?: string;
   zipf?: string;
   writeFraction?: string;
@@ -60,12 +63,34 @@ export function numberOption(
   return n;
 }
 
-export function workloadSpec(options: RunOptions, seed: number): WorkloadSpec {
-  const records = numberOption(options.records ?? "1000000", "records", 1, 2 ** 40) ?? 0;
+/** The documented default of --records for workloads (multi-VM workloads have their own). */
+export const DEFAULT_RECORDS = 1_000_000;
+
+/** The I/O operations of a DMA workload: --records, by default as many as a workload has records. */
+export function dmaOperations(options: RunOptions): number {
+  return Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? DEFAULT_RECORDS);
+}
+
+export function workloadSpec(options: RunOptions, seed: number): HostWorkloadSpec {
+  const records = numberOption(options.records ?? String(DEFAULT_RECORDS), "records", 1, 2 ** 40) ?? 0;
+  const footprint =
+    options.footprint === undefined
+      ? isChurnWorkload(options.workload)
+        ? CHURN_FOOTPRINT[options.workload]
+        : 256 * 2 ** 20
+      : parseBytes(options.footprint, "--footprint");
+  if (isChurnWorkload(options.workload))
+    return {
+      name: options.workload,
+      records: Math.floor(records),
+      footprint,
+      writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
+      seed,
+    };
   return {
     name: options.workload as WorkloadName,
     records: Math.floor(records),
-    footprint: parseBytes(options.footprint, "--footprint"),
+    footprint,
     stride: numberOption(options.stride, "stride", 8, 2 ** 40),
     zipfS: numberOption(options.zipf, "zipf", 0, 10),
     writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),

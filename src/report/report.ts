@@ -64,6 +64,29 @@ export interface RunReport extends Stats {
       emulation: number;
     };
   };
+  /** Present when the guest kernel made address-space system calls (the churn workloads). */
+  syscalls?: {
+    /** Calls by name: mmap, munmap, mprotect, madvise, fork, exec, exit. */
+    calls: Record<string, number>;
+    pagesUnmapped: number;
+    tablesFreed: number;
+    /** Write faults on pages fork left read-only, and those that copied the page. */
+    cowFaults: number;
+    cowCopies: number;
+  };
+  /** Present when the guest kernel flushed TLBs after changing its page tables. */
+  shootdowns?: {
+    /** Flushes the kernel sent to other CPUs running the address space, and the CPUs they reached. */
+    shootdowns: number;
+    targets: number;
+    /** The flushes on the CPUs themselves: single pages (INVLPG) and whole address spaces (CR3 reloads). */
+    invlpg: number;
+    fullFlushes: number;
+    /** Switches that flushed because the CPU had missed a flush while it ran something else. */
+    deferredFlushes: number;
+    /** What the shootdowns cost the technique: IPIs, their exits (exits), posted interrupts, hypercalls. */
+    technique: Record<string, number>;
+  };
   /** Present for the dma-* workloads: the IOMMU, its driver and the devices. */
   iommu?: IommuReport;
   /** Set when the run stopped early on bad input; the statistics cover the records before it. */
@@ -149,8 +172,32 @@ export function buildReport(simulation: Simulation, source: RunSource, error?: s
       },
     };
   }
+  addChurn(report, simulation);
   if (error) report.error = error;
   return attachConfig(report, simulation.config);
+}
+
+/** The syscalls and shootdowns sections, when the guest kernel changed its page tables. */
+function addChurn(report: RunReport, simulation: Simulation): void {
+  const stats = simulation.os.stats;
+  if (Object.values(stats.syscalls).some((n) => n > 0))
+    report.syscalls = {
+      calls: { ...stats.syscalls },
+      pagesUnmapped: stats.pagesUnmapped,
+      tablesFreed: stats.tablesFreed,
+      cowFaults: stats.cowFaults,
+      cowCopies: stats.cowCopies,
+    };
+  const flushes = stats.tlbFlushes.invlpg + stats.tlbFlushes.full + stats.deferredFlushes + stats.shootdowns;
+  if (flushes > 0)
+    report.shootdowns = {
+      shootdowns: stats.shootdowns,
+      targets: stats.shootdownTargets,
+      invlpg: stats.tlbFlushes.invlpg,
+      fullFlushes: stats.tlbFlushes.full,
+      deferredFlushes: stats.deferredFlushes,
+      technique: simulation.guest.technique.shootdownStats?.() ?? {},
+    };
 }
 
 function cyclesByWho(simulation: Simulation, total: number): RunReport["cyclesByWho"] {
@@ -259,6 +306,35 @@ export function formatTable(report: RunReport): string {
       [
         "cycles by who",
         `guest kernel ${count(v.cycles.guestKernel)}, exits ${count(v.cycles.vmExits)}, TDP ${count(v.cycles.tdp)}, shadow ${count(v.cycles.shadow)}, hypercalls ${count(v.cycles.hypercalls)}, emulation ${count(v.cycles.emulation)}`,
+      ],
+    );
+  }
+  if (report.syscalls) {
+    const sc = report.syscalls;
+    rows.push(
+      [
+        "system calls",
+        Object.entries(sc.calls)
+          .filter(([, n]) => n > 0)
+          .map(([name, n]) => `${name} ${count(n)}`)
+          .join(", "),
+      ],
+      [
+        "page-table changes",
+        `${count(sc.pagesUnmapped)} pages unmapped, ${count(sc.tablesFreed)} page tables freed, ${count(sc.cowFaults)} copy-on-write faults (${count(sc.cowCopies)} copies)`,
+      ],
+    );
+  }
+  if (report.shootdowns) {
+    const sd = report.shootdowns;
+    const paid = Object.entries(sd.technique)
+      .map(([name, n]) => `${name} ${count(n)}`)
+      .join(", ");
+    rows.push(
+      ["TLB shootdowns", `${count(sd.shootdowns)} to ${count(sd.targets)} CPUs${paid ? ` (${paid})` : ""}`],
+      [
+        "TLB flushes",
+        `${count(sd.invlpg)} INVLPG, ${count(sd.fullFlushes)} whole address spaces, ${count(sd.deferredFlushes)} at a later switch`,
       ],
     );
   }

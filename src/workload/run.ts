@@ -1,9 +1,15 @@
-// Runs a synthetic workload on a host: the generator fills the core's record buffer, one batch at a
-// time, and the host's loop replays each batch.
+// Runs a workload on a host: a synthetic generator fills the core's record buffer, one batch at a
+// time, and the host's loop replays each batch; a churn workload also makes the guest kernel's system
+// calls between its batches.
 import type { Host } from "../host/host.js";
+import { type ChurnSpec, isChurnWorkload, runChurnWorkload } from "./churn.js";
 import { createWorkload, type WorkloadSpec } from "./synthetic.js";
 
-export function runWorkload(host: Host, spec: WorkloadSpec): number {
+/** Every workload that runs on one guest: a synthetic access stream or a churn workload. */
+export type HostWorkloadSpec = WorkloadSpec | ChurnSpec;
+
+export function runWorkload(host: Host, spec: HostWorkloadSpec): number {
+  if (isChurnSpec(spec)) return runChurnWorkload(host, spec);
   const workload = createWorkload(spec);
   let total = 0;
   while (true) {
@@ -12,4 +18,8 @@ export function runWorkload(host: Host, spec: WorkloadSpec): number {
     host.replay(count);
     total += count;
   }
+}
+
+function isChurnSpec(spec: HostWorkloadSpec): spec is ChurnSpec {
+  return isChurnWorkload(spec.name);
 }
