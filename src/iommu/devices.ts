@@ -95,7 +95,7 @@ export class Nic extends DmaDevice {
     this.txRing = buffers.map(this.sid, 1, true).bus[0];
   }
 
-  next(buffers: DmaBuffers): Operation {
+  next(buffers: DmaBuffers, _rng?: Rng): Operation {
     const packet = BigInt(++this.operations);
     const receive = this.operations % 2 === 1;
     const ring = receive ? this.rxRing : this.txRing;
@@ -111,6 +111,61 @@ export class Nic extends DmaDevice {
       requests,
       complete: () => buffers.unmap(this.sid, buffer),
     };
+  }
+}
+
+/** What the dma-faulty workload's device does wrong. */
+export const MISBEHAVIOURS = ["unmappedIova", "readOnlyWrite", "unassignedRequester"] as const;
+export type Misbehaviour = (typeof MISBEHAVIOURS)[number];
+
+/** An I/O virtual address no driver maps (256 GiB: above every IOVA and guest memory here). */
+export const UNMAPPED_IOVA = 0x40_0000_0000n;
+
+/**
+ * A NIC that misbehaves: every 16th operation (a transmit) it also issues one rogue write, chosen at
+ * random: to an IOVA nobody mapped, into the packet buffer its driver mapped for the device to read
+ * only, or under a requester id nobody attached (a function of its own device that was never set up,
+ * as a buggy or malicious device can spoof). Behind an IOMMU each is refused and reported; without one
+ * each lands in memory.
+ */
+export class FaultyNic extends Nic {
+  readonly rogue: Record<Misbehaviour, number> = {
+    unmappedIova: 0,
+    readOnlyWrite: 0,
+    unassignedRequester: 0,
+  };
+
+  constructor(
+    kind: DeviceKind,
+    sid: number,
+    virtualFunction: boolean,
+    /** A requester id on this device's bus that no device uses. */
+    private readonly unassigned: number,
+  ) {
+    super(kind, sid, virtualFunction);
+  }
+
+  next(buffers: DmaBuffers, rng: Rng): Operation {
+    const operation = super.next(buffers);
+    if (this.operations % 16 !== 0) return operation;
+    const misbehaviour = MISBEHAVIOURS[rng.below(MISBEHAVIOURS.length)];
+    this.rogue[misbehaviour]++;
+    // The packet buffer of this (transmit) operation, mapped for the device to read.
+    const buffer = operation.requests[1].address & ~0xfffn;
+    const data = BigInt(this.operations);
+    const rogue: DmaRequest =
+      misbehaviour === "unmappedIova"
+        ? {
+            sid: this.sid,
+            address: UNMAPPED_IOVA + BigInt(this.operations % 512) * 64n,
+            write: true,
+            length: 64,
+            data,
+          }
+        : misbehaviour === "readOnlyWrite"
+          ? { sid: this.sid, address: buffer, write: true, length: 64, data }
+          : { sid: this.unassigned, address: buffer, write: true, length: 64, data };
+    return { requests: [...operation.requests, rogue], complete: operation.complete };
   }
 }
 
@@ -200,15 +255,23 @@ export class Gpu extends DmaDevice {
   }
 }
 
-/** The physical function and its virtual functions for a spec. */
-export function createDevices(spec: DeviceSpec): DmaDevice[] {
+/** The requester ids of a spec's functions: the physical one, then its virtual functions. */
+export function requesterIds(spec: DeviceSpec): number[] {
+  return Array.from({ length: spec.virtualFunctions + 1 }, (_, i) => spec.sid + i);
+}
+
+/**
+ * The physical function and its virtual functions for a spec; with `unassigned`, NICs misbehave,
+ * spoofing that requester id (the dma-faulty workload).
+ */
+export function createDevices(spec: DeviceSpec, unassigned?: number): DmaDevice[] {
   const make = (sid: number, vf: boolean): DmaDevice =>
     spec.kind === "nic"
-      ? new Nic("nic", sid, vf)
+      ? unassigned === undefined
+        ? new Nic("nic", sid, vf)
+        : new FaultyNic("nic", sid, vf, unassigned)
       : spec.kind === "nvme"
         ? new Nvme("nvme", sid, vf)
         : new Gpu("gpu", sid, vf);
-  const devices = [make(spec.sid, false)];
-  for (let i = 1; i <= spec.virtualFunctions; i++) devices.push(make(spec.sid + i, true));
-  return devices;
+  return requesterIds(spec).map((sid) => make(sid, sid !== spec.sid));
 }

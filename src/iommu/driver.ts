@@ -31,6 +31,11 @@ export interface DriverSetup {
   /** Deferred mode: unmaps queued before one domain-wide invalidation (Linux's IOVA_FQ_SIZE). */
   flushQueue: number;
   costs: DriverCosts;
+  /**
+   * The highest requester id on the platform (what ACPI's IVRS tells Linux as last_bdf): AMD-Vi device
+   * table entries up to it start valid and blocking, so a requester nobody attached cannot DMA.
+   */
+  lastRequester?: number;
 }
 
 export interface DriverStats {
@@ -118,6 +123,10 @@ export class IommuDriver {
       this.iommu.setRoot(this.vtd.rtaddr);
     } else {
       this.amd = new AmdDeviceTable(machine, frames);
+      // init_device_table_dma: V and TV set, no translation and no IR/IW: an unattached requester's
+      // DMA is refused (an IO_PAGE_FAULT) instead of passing untranslated, as V=0 would let it.
+      for (let sid = 0; sid <= (setup.lastRequester ?? -1); sid++)
+        this.amd.setDte(sid, { mode: 0, domain: 0, read: false, write: false });
       this.iommu.setRoot(this.amd.base);
       this.iommu.setEventLog(frames.alloc("4K"), 256);
     }

@@ -5,6 +5,7 @@ import * as L from "../core/layout.js";
 import { type Machine, MemvirtError } from "../core/machine.js";
 import * as S from "../core/stats-layout.js";
 import type { Policy, SetAssocConfig } from "../core/types.js";
+import { formatBdf } from "./tables.js";
 
 export type IommuKind = "vtd" | "amdvi";
 const KIND_CODE = { none: L.IOMMU_NONE, vtd: L.IOMMU_VTD, amdvi: L.IOMMU_AMDVI } as const;
@@ -102,6 +103,46 @@ export interface IommuEvent {
   flags: number;
   address: bigint;
 }
+
+/** AMD-Vi event codes (dword 1 bits 31:28). */
+export const EVENT_CODES: Record<number, string> = {
+  1: "ILLEGAL_DEV_TABLE_ENTRY",
+  2: "IO_PAGE_FAULT",
+  3: "DEV_TAB_HARDWARE_ERROR",
+  4: "PAGE_TAB_HARDWARE_ERROR",
+  5: "ILLEGAL_COMMAND_ERROR",
+};
+
+/** IO_PAGE_FAULT flag bits (dword 1 bits 27:16) by name. */
+const EVENT_FLAGS: [string, number][] = [
+  ["I", 0x008],
+  ["PR", 0x010],
+  ["RW", 0x020],
+  ["RZ", 0x080],
+  ["TR", 0x100],
+];
+
+/** One fault as software's handler read it: a VT-d fault record or an AMD-Vi event. */
+export type DrainedFault =
+  | {
+      record: "vtd";
+      reason: number;
+      cause: string;
+      source: string;
+      address: string;
+      access: "read" | "write";
+    }
+  | { event: string; device: string; domain: number; address: string; flags: string[] };
+
+/** What the fault handler drained: VT-d fault records, AMD-Vi events by code, and the first few. */
+export interface DrainedFaults {
+  records: number;
+  events: Record<string, number>;
+  first: DrainedFault[];
+}
+
+/** Faults the handler keeps decoded in full (the rest are counted). */
+const KEPT_FAULTS = 8;
 
 export interface IommuStats {
   translations: number;
@@ -270,10 +311,41 @@ export class Iommu {
     this.machine.core.iommuClearFaultRecord(index);
   }
 
-  /** Software's interrupt handler: clears every fault record and consumes the event log. */
+  /** What drainFaults has read so far. */
+  readonly drained: DrainedFaults = { records: 0, events: {}, first: [] };
+
+  /**
+   * Software's interrupt handler: reads and clears every fault record, and consumes the event log,
+   * keeping count of both (and the first few decoded) in `drained`.
+   */
   drainFaults(): void {
-    for (const record of this.faultRecords()) this.clearFaultRecord(record.index);
-    this.takeEvents();
+    const hex = (address: bigint) => `0x${address.toString(16)}`;
+    const keep = (fault: DrainedFault) => {
+      if (this.drained.first.length < KEPT_FAULTS) this.drained.first.push(fault);
+    };
+    for (const record of this.faultRecords()) {
+      this.drained.records++;
+      keep({
+        record: "vtd",
+        reason: record.reason,
+        cause: record.reason === 0x58 ? "pasidEntry" : (FAULT_CAUSES[record.reason] ?? "unknown"),
+        source: formatBdf(record.sid),
+        address: hex(record.address),
+        access: record.write ? "write" : "read",
+      });
+      this.clearFaultRecord(record.index);
+    }
+    for (const event of this.takeEvents()) {
+      const name = EVENT_CODES[event.code] ?? `code ${event.code}`;
+      this.drained.events[name] = (this.drained.events[name] ?? 0) + 1;
+      keep({
+        event: name,
+        device: formatBdf(event.deviceId),
+        domain: event.domain,
+        address: hex(event.address),
+        flags: EVENT_FLAGS.filter(([, bit]) => (event.flags & bit) !== 0).map(([flag]) => flag),
+      });
+    }
   }
 
   /** An AMD-Vi event log of `entries` 16-byte events at host-physical `base`. */

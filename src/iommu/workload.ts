@@ -19,19 +19,24 @@ import {
   type DeviceSpec,
   type DmaBuffers,
   type DmaDevice,
+  FaultyNic,
   type MappedBuffer,
+  type Misbehaviour,
   type Operation,
+  requesterIds,
 } from "./devices.js";
 import { type Domain, type DriverStats, IommuDriver } from "./driver.js";
-import { Iommu, type IommuHardwareConfig, type IommuStats } from "./hardware.js";
+import { type DrainedFaults, Iommu, type IommuHardwareConfig, type IommuStats } from "./hardware.js";
 import { formatBdf } from "./tables.js";
 
-export const DMA_WORKLOADS = ["dma-nic", "dma-nvme", "dma-gpu"] as const;
+export const DMA_WORKLOADS = ["dma-nic", "dma-nvme", "dma-gpu", "dma-faulty"] as const;
 export type DmaWorkloadName = (typeof DMA_WORKLOADS)[number];
 const KIND_OF: Record<DmaWorkloadName, DeviceKind> = {
   "dma-nic": "nic",
   "dma-nvme": "nvme",
   "dma-gpu": "gpu",
+  // NICs that misbehave (FaultyNic).
+  "dma-faulty": "nic",
 };
 
 export function isDmaWorkload(name: string | undefined): name is DmaWorkloadName {
@@ -74,6 +79,10 @@ export interface IommuReport extends IommuStats {
   /** Translations per second of simulated time spent translating and in the driver (null when none). */
   translationsPerSecond: number | null;
   driver: DriverStats;
+  /** Present when the fault handler drained any: VT-d fault records, AMD-Vi events, the first few. */
+  faultLog?: DrainedFaults;
+  /** dma-faulty: the rogue requests the devices issued, by misbehaviour. */
+  rogueRequests?: Record<Misbehaviour, number>;
 }
 
 /** Operations per batch: a NAPI-like budget, small enough that one batch's requests fit the buffer. */
@@ -101,7 +110,9 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
   if (config.devices.length > 0 && specs.length === 0)
     throw new MemvirtError(`config key "devices": no "${kind}" device for workload ${spec.name}`);
   if (specs.length === 0) specs.push({ kind, sid: 0x0100, virtualFunctions: 0 });
-  const devices: DmaDevice[] = specs.flatMap(createDevices);
+  const used = new Set(config.devices.concat(specs).flatMap(requesterIds));
+  const unassigned = spec.name === "dma-faulty" ? unusedRequester(specs[0].sid, used) : undefined;
+  const devices: DmaDevice[] = specs.flatMap((device) => createDevices(device, unassigned));
   if (iommu.mode === "passthrough" && !platform.vm)
     throw new MemvirtError(
       'config key "iommu.mode": "passthrough" assigns devices to a VM; set "mode" to "ept", "npt", "shadow" or "pv"',
@@ -122,6 +133,8 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
     levels: iommu.levels,
     flushQueue: iommu.flushQueue,
     costs: { pteCycles: iommu.pteCycles, invalidationCycles: iommu.invalidationCycles },
+    // The platform's requester ids: every function of the buses its devices sit on.
+    lastRequester: Math.max(...used) | 0xff,
   });
   const buffers =
     iommu.mode === "passthrough"
@@ -149,7 +162,31 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
     cyclesPerTranslation: round(stats.cycles / Math.max(1, stats.translations)),
     translationsPerSecond: seconds > 0 ? Math.round(stats.translations / seconds) : null,
     driver: { ...driver.stats },
+    ...faultSections(driver.iommu.drained, devices),
   };
+}
+
+/** The fault log, when faults were drained, and the rogue requests of misbehaving devices. */
+function faultSections(
+  drained: DrainedFaults,
+  devices: readonly DmaDevice[],
+): Pick<IommuReport, "faultLog" | "rogueRequests"> {
+  const sections: Pick<IommuReport, "faultLog" | "rogueRequests"> = {};
+  if (drained.records > 0 || Object.keys(drained.events).length > 0)
+    sections.faultLog = { ...drained, events: { ...drained.events }, first: [...drained.first] };
+  for (const device of devices) {
+    if (!(device instanceof FaultyNic)) continue;
+    sections.rogueRequests ??= { unmappedIova: 0, readOnlyWrite: 0, unassignedRequester: 0 };
+    for (const [name, n] of Object.entries(device.rogue)) sections.rogueRequests[name as Misbehaviour] += n;
+  }
+  return sections;
+}
+
+/** The first function on `sid`'s bus, from `sid` on, that no device uses (a requester nobody attached). */
+function unusedRequester(sid: number, used: ReadonlySet<number>): number {
+  for (let candidate = sid + 1; candidate < ((sid >> 8) + 1) << 8; candidate++)
+    if (!used.has(candidate)) return candidate;
+  throw new MemvirtError(`config key "devices": bus ${formatBdf(sid).slice(0, 2)} has no free requester id`);
 }
 
 /** The devices' I/O operations as DMA traffic: NAPI-like batches, each operation's requests in turn. */
@@ -266,6 +303,29 @@ export function platformOf(host: Host): DmaPlatform {
 
 const count = (n: number) => n.toLocaleString("en-US");
 
+/** Rows for the rogue requests and the fault records and events the handler read. */
+function faultRows(report: IommuReport): [string, string][] {
+  const rows: [string, string][] = [];
+  if (report.rogueRequests)
+    rows.push([
+      "rogue requests",
+      `unmapped IOVA ${count(report.rogueRequests.unmappedIova)}, write to a read-only mapping ${count(report.rogueRequests.readOnlyWrite)}, unassigned requester ${count(report.rogueRequests.unassignedRequester)}`,
+    ]);
+  const log = report.faultLog;
+  if (!log) return rows;
+  const events = Object.entries(log.events).map(([name, n]) => `${name} ${count(n)}`);
+  rows.push(["fault log", [`${count(log.records)} VT-d fault records`, ...events].join(", ")]);
+  for (const fault of log.first.slice(0, 4)) {
+    rows.push([
+      "",
+      "record" in fault
+        ? `fault record: reason ${fault.reason} (${fault.cause}), source ${fault.source}, ${fault.access} of ${fault.address}`
+        : `event ${fault.event}: device ${fault.device}, domain ${fault.domain}, address ${fault.address}${fault.flags.length ? `, ${fault.flags.join(" ")}` : ""}`,
+    ]);
+  }
+  return rows;
+}
+
 /** Rows of the run table for the IOMMU. */
 export function iommuRows(report: IommuReport): [string, string][] {
   const list = (record: Record<string, number>) =>
@@ -297,6 +357,7 @@ export function iommuRows(report: IommuReport): [string, string][] {
     ],
     ["invalidations", list(report.invalidations)],
     ["DMA faults", `${list(report.faults)} (${count(report.faultsRecorded)} recorded)`],
+    ...faultRows(report),
     [
       "IOMMU cycles",
       `${count(report.cycles)} (${report.cyclesPerTranslation} per translation); driver ${count(report.driver.cycles)}`,
