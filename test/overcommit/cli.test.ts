@@ -197,12 +197,17 @@ describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
 });
 
 describe("memvirt compare --seed-table", () => {
-  it("measures one row each for EPT/NPT, ballooning, KSM, huge pages, the IOMMU, compression and swap", async () => {
+  it("measures a row each for EPT/NPT, shadow paging and PV page tables (Zipf and pt-churn), ballooning, KSM, huge pages, the IOMMU, compression and swap", async () => {
     const { code, output } = await run(["compare", "--seed-table", "--json"]);
     expect(code).toBe(0);
     const table = JSON.parse(output);
     expect(table.rows.map((r: { technique: string }) => r.technique)).toEqual([
       "EPT/NPT",
+      "shadow paging",
+      "PV page tables",
+      "EPT/NPT, pt-churn",
+      "shadow paging, pt-churn",
+      "PV page tables, pt-churn",
       "ballooning",
       "KSM",
       "huge pages",
@@ -212,6 +217,15 @@ describe("memvirt compare --seed-table", () => {
     ]);
     const row = (name: string) => table.rows.find((r: { technique: string }) => r.technique === name);
     expect(row("EPT/NPT").slowdown).toBeGreaterThan(1);
+    // Where page tables churn, trapped updates and shadow pages cost more than nested paging.
+    for (const name of ["shadow paging, pt-churn", "PV page tables, pt-churn"]) {
+      expect(row(name).slowdown).toBeGreaterThan(row("EPT/NPT, pt-churn").slowdown);
+      expect(row(name).exitsPerMillionAccesses).toBeGreaterThan(
+        row("EPT/NPT, pt-churn").exitsPerMillionAccesses,
+      );
+    }
+    expect(row("shadow paging").pagesSaved).toBeLessThan(0);
+    expect(row("PV page tables").pagesSaved).toBe(0);
     expect(row("KSM").pagesSaved).toBe(3072);
     expect(row("ballooning").pagesSaved).toBeGreaterThan(0);
     expect(row("ballooning").exitsPerMillionAccesses).toBeGreaterThan(0);
