@@ -153,9 +153,63 @@ add("memory-hog", [
   "2",
   "--json",
 ]);
+// Page-table churn: the guest's system calls under each kind of technique, shootdowns on 4 vCPUs.
+for (const mode of ["native", "pv", "shadow", "ept"])
+  add(`pt-churn-${mode}`, [
+    "run",
+    "--config",
+    configFile(`churn-${mode}`, { mode }),
+    "--workload",
+    "pt-churn",
+    "--records",
+    "20000",
+    "--json",
+  ]);
+add("mmap-churn-shadow", [
+  "run",
+  "--config",
+  configFile("mmap-churn", { mode: "shadow", cpus: 2 }),
+  "--workload",
+  "mmap-churn",
+  "--records",
+  "20000",
+  "--footprint",
+  "2M",
+  "--json",
+]);
+for (const [mode, ipi] of [
+  ["ept", "exit"],
+  ["npt", "posted"],
+  ["shadow", "exit"],
+  ["pv", "exit"],
+])
+  add(`threads-shootdown-${mode}`, [
+    "run",
+    "--config",
+    configFile(`threads-${mode}`, { mode, cpus: 4, hypervisor: { ipi } }),
+    "--workload",
+    "threads-shootdown",
+    "--records",
+    "20000",
+    "--footprint",
+    "2M",
+    "--json",
+  ]);
+for (const kind of ["vtd", "amdvi"])
+  add(`dma-faulty-${kind}`, [
+    "run",
+    "--config",
+    configFile(`faulty-${kind}`, { iommu: { kind } }),
+    "--workload",
+    "dma-faulty",
+    "--records",
+    "3000",
+    "--json",
+  ]);
 // compare, the IOMMU compare, and the seed table.
 add("compare-zipf", ["compare", "--workload", "zipf", "--records", "30000", "--footprint", "32M", "--json"]);
 add("compare-dma-nvme", ["compare", "--workload", "dma-nvme", "--records", "2000", "--json"]);
+add("compare-pt-churn", ["compare", "--workload", "pt-churn", "--records", "10000", "--json"]);
 add("seed-table", ["compare", "--seed-table", "--json"]);
 add("demo", ["demo", "--json"]);
 
