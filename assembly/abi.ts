@@ -26,6 +26,7 @@ import {
   CFG_PSC_LATENCY,
   CTRL_BASE,
   CTRL_SIZE,
+  POLICY_COUNT,
   LINE_MEMO_BASE,
   LINE_MEMO_SLOTS,
   MAX_CPUS,
@@ -35,8 +36,7 @@ import {
   PD_PRESENT,
   PSC_BASE,
   PSC_ENTRY_SIZE,
-  NESTED_NONE,
-  NESTED_NPT,
+  NestedMode,
   PSC_SIZE,
   R_IN_GUEST,
   R_NESTED_AD,
@@ -66,6 +66,9 @@ import {
   TLB_BASE,
   TLB_ENTRY_SIZE,
   TLB_SIZE,
+  IommuKind,
+  FaultType,
+  SetupError,
 } from "./constants";
 import {
   IO_CC_DESC,
@@ -93,7 +96,7 @@ import {
   IO_ROOT,
   IO_SAGAW,
   IO_STATUS,
-  IOMMU_AMDVI,
+  IommuKind,
   IOMMU_BASE,
   IOMMU_SIZE,
 } from "./constants";
@@ -109,8 +112,6 @@ import { npscDesc, pscDesc } from "./mmu/psc";
 import { resetClock, splitmix64 } from "./mmu/setassoc";
 import { levelDesc, validEntries } from "./mmu/tlb";
 import {
-  RESULT_EPT_VIOLATION,
-  RESULT_OK,
   access,
   accessCycles,
   accessError,
@@ -138,10 +139,6 @@ export {
 } from "./trace/text";
 
 /** Errors of the set-up calls. */
-const ERR_GEOMETRY: i32 = -1;
-const ERR_REGION_FULL: i32 = -2;
-const ERR_BAD_ARGUMENT: i32 = -3;
-const ERR_OUT_OF_MEMORY: i32 = -4;
 
 let tlbUsed: u32 = 0;
 let pscUsed: u32 = 0;
@@ -177,9 +174,9 @@ let initialized = false;
 
 /** Resets the whole machine: configuration, registers, caches, memory directory, statistics. */
 export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: u32, memLimitPages: u32, rngSeed: u64): i32 {
-  if (<usize>__heap_base > STATIC_END) return ERR_REGION_FULL;
+  if (<usize>__heap_base > STATIC_END) return SetupError.RegionFull;
   if (cpus == 0 || cpus > MAX_CPUS || maxPhyAddr < 32 || maxPhyAddr > 52 || dirLog2 < 4 || dirLog2 > 26) {
-    return ERR_BAD_ARGUMENT;
+    return SetupError.BadArgument;
   }
   // A fresh instance's linear memory is all zero: clearing it again would touch (and make resident)
   // every page of the fixed regions, tens of MiB, for nothing. Only a second init clears.
@@ -206,7 +203,7 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   resetReplay();
   resetContexts();
   clearStats();
-  if (!phys.physInit(dirLog2, memLimitPages, clear)) return ERR_OUT_OF_MEMORY;
+  if (!phys.physInit(dirLog2, memLimitPages, clear)) return SetupError.OutOfMemory;
   for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
   return 0;
 }
@@ -232,7 +229,7 @@ function initArray(desc: usize, base: u32, setsLog2: u32, ways: u32, sizeMask: u
 
 /** Enables TLB level `level` (0 l1d, 1 l1i, 2 l2, 3 nested) of a CPU with a probe latency. */
 export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
-  if (level > 3) return ERR_BAD_ARGUMENT;
+  if (level > 3) return SetupError.BadArgument;
   const desc = levelDesc(cpu, level);
   store<u32>(desc + TL_PRESENT, 1);
   store<u32>(desc + TL_LATENCY, latency);
@@ -241,15 +238,15 @@ export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
 
 /** Appends an array holding the page sizes in `sizeMask` (bit 0 4K, 1 2M, 2 1G) to a TLB level. */
 export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways: u32, policy: u32): i32 {
-  if (level > 3 || sizeMask == 0 || sizeMask > 7 || policy > 2) return ERR_BAD_ARGUMENT;
+  if (level > 3 || sizeMask == 0 || sizeMask > 7 || policy >= POLICY_COUNT) return SetupError.BadArgument;
   const desc = levelDesc(cpu, level);
   const count = load<u32>(desc + TL_COUNT);
-  if (count >= MAX_TLB_ARRAYS) return ERR_REGION_FULL;
-  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  if (count >= MAX_TLB_ARRAYS) return SetupError.RegionFull;
+  if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
+  if (setsLog2 < 0) return SetupError.Geometry;
   const bytes = entries * TLB_ENTRY_SIZE;
-  if (tlbUsed + bytes > TLB_SIZE) return ERR_REGION_FULL;
+  if (tlbUsed + bytes > TLB_SIZE) return SetupError.RegionFull;
   initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, tlbUsed, <u32>setsLog2, ways, sizeMask, policy);
   tlbUsed += bytes;
   store<u32>(desc + TL_COUNT, count + 1);
@@ -259,12 +256,12 @@ export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways
 
 /** Enables the paging-structure cache for paging level `level` (5..2), of the nested dimension if `nested`. */
 export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: u32, nested: bool): i32 {
-  if (level < 2 || level > 5 || policy > 2) return ERR_BAD_ARGUMENT;
-  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  if (level < 2 || level > 5 || policy >= POLICY_COUNT) return SetupError.BadArgument;
+  if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
+  if (setsLog2 < 0) return SetupError.Geometry;
   const bytes = entries * PSC_ENTRY_SIZE;
-  if (pscUsed + bytes > PSC_SIZE) return ERR_REGION_FULL;
+  if (pscUsed + bytes > PSC_SIZE) return SetupError.RegionFull;
   const desc = nested ? npscDesc(cpu, level) : pscDesc(cpu, level);
   initArray(desc, pscUsed, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + PD_PRESENT, 1);
@@ -279,14 +276,14 @@ export function setPscLatency(cycles: u32): void {
 
 /** Enables data-cache level `level` (0 l1, 1 l2: one per CPU; 2 llc: shared). */
 export function cacheLevel(level: u32, size: u32, ways: u32, latency: u32): i32 {
-  if (level > 2) return ERR_BAD_ARGUMENT;
+  if (level > 2) return SetupError.BadArgument;
   const lines = size >> 6;
-  if (ways == 0 || lines % ways != 0 || (size & 63) != 0) return ERR_GEOMETRY;
+  if (ways == 0 || lines % ways != 0 || (size & 63) != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(lines / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
+  if (setsLog2 < 0) return SetupError.Geometry;
   const copies = level == 2 ? 1 : load<u32>(CTRL_BASE + CFG_CPUS);
   const bytes = lines * CACHE_LINE_SIZE;
-  if (<u64>cacheUsed + <u64>bytes * copies > CACHE_SIZE) return ERR_REGION_FULL;
+  if (<u64>cacheUsed + <u64>bytes * copies > CACHE_SIZE) return SetupError.RegionFull;
   const desc = CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
   store<u32>(desc + CD_PRESENT, 1);
   store<u32>(desc + CD_SETS_LOG2, <u32>setsLog2);
@@ -357,11 +354,11 @@ export function translate(cpu: u32, la: u64, kindByte: u32, retry: bool): u32 {
   const result = access(cpu, la, kindByte, !retry);
   store<u32>(RESULT_BASE + RS_FAULT, result);
   store<u64>(RESULT_BASE + RS_ERROR, accessError);
-  store<u64>(RESULT_BASE + RS_GPA, result >= RESULT_EPT_VIOLATION ? accessGpa : 0);
+  store<u64>(RESULT_BASE + RS_GPA, result >= <u32>FaultType.EptViolation ? accessGpa : 0);
   store<u32>(RESULT_BASE + RS_NESTED_REFS, walkNestedRefsOf(result));
-  store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == RESULT_OK ? 12 + 9 * accessSizeCode : 0);
+  store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == FaultType.None ? 12 + 9 * accessSizeCode : 0);
   store<u32>(RESULT_BASE + RS_REFS, accessRefs);
-  store<u64>(RESULT_BASE + RS_PA, result == RESULT_OK ? accessPa : 0);
+  store<u64>(RESULT_BASE + RS_PA, result == FaultType.None ? accessPa : 0);
   store<u64>(RESULT_BASE + RS_CYCLES, accessCycles);
   bump(S_HISTOGRAM + histogramBucket(accessCycles));
   return result;
@@ -402,28 +399,28 @@ function walkNestedRefsOf(result: u32): u32 {
 // --- virtualization ------------------------------------------------------------------------------------
 
 /**
- * Enters guest mode on a CPU: `nestedMode` NESTED_NONE (shadow or paravirtual paging: the hardware walks
- * the tables CR3 names), NESTED_EPT with `root` the EPTP, or NESTED_NPT with `root` nCR3; `vpid` is the
+ * Enters guest mode on a CPU: `nestedMode` NestedMode.None (shadow or paravirtual paging: the hardware walks
+ * the tables CR3 names), NestedMode.Ept with `root` the EPTP, or NestedMode.Npt with `root` nCR3; `vpid` is the
  * VPID or ASID (0: VPIDs off). Returns the context id, or a negative error.
  */
 export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nestedLevels: u32, vpid: u32, nestedAd: bool): i32 {
-  if (nestedMode > NESTED_NPT || vpid > 0xffff) return ERR_BAD_ARGUMENT;
+  if (nestedMode > <u32>NestedMode.Npt || vpid > 0xffff) return SetupError.BadArgument;
   const block = cpuBlock(cpu);
   let rootTag: i32 = 0;
-  if (nestedMode != NESTED_NONE) {
-    if (nestedLevels != 4 && nestedLevels != 5) return ERR_BAD_ARGUMENT;
+  if (nestedMode != NestedMode.None) {
+    if (nestedLevels != 4 && nestedLevels != 5) return SetupError.BadArgument;
     rootTag = rootTagFor(root & ADDRESS_MASK);
-    if (rootTag < 0) return ERR_REGION_FULL;
+    if (rootTag < 0) return SetupError.RegionFull;
   }
   const context = contextFor(vpid, <u32>rootTag);
-  if (context < 0) return ERR_REGION_FULL;
+  if (context < 0) return SetupError.RegionFull;
   store<u32>(block + R_NESTED_MODE, nestedMode);
   store<u32>(block + R_NESTED_LEVELS, nestedLevels);
   store<u64>(block + R_NESTED_ROOT, root);
   store<u32>(block + R_ROOT_TAG, <u32>rootTag);
   store<u32>(block + R_VPID, vpid);
   // NPT keeps A/D in nested entries always; EPT only when EPTP bit 6 enables it.
-  store<u32>(block + R_NESTED_AD, nestedAd || nestedMode == NESTED_NPT ? 1 : 0);
+  store<u32>(block + R_NESTED_AD, nestedAd || nestedMode == NestedMode.Npt ? 1 : 0);
   store<u32>(block + R_VMTAG, <u32>context);
   store<u32>(block + R_IN_GUEST, 1);
   recomputeMode(cpu);
@@ -435,7 +432,7 @@ export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nestedLevels: u32,
 export function vmLeave(cpu: u32): void {
   const block = cpuBlock(cpu);
   vmTransition(cpu);
-  store<u32>(block + R_NESTED_MODE, NESTED_NONE);
+  store<u32>(block + R_NESTED_MODE, NestedMode.None);
   store<u32>(block + R_ROOT_TAG, 0);
   store<u32>(block + R_VPID, 0);
   store<u32>(block + R_VMTAG, 0);
@@ -477,12 +474,12 @@ export function lastWalkError(): u64 {
 // --- the IOMMU ---------------------------------------------------------------------------------------
 
 /**
- * Resets the IOMMU: `kind` IOMMU_NONE, IOMMU_VTD or IOMMU_AMDVI; `sagaw` the supported VT-d AW values
+ * Resets the IOMMU: `kind` IommuKind.None, IommuKind.Vtd or IommuKind.Amdvi; `sagaw` the supported VT-d AW values
  * (bit mask); `flags` IO_F_*; structure and data accesses at or above `memTop` fail; `faultRecords`
  * VT-d fault-recording registers.
  */
 export function iommuInit(kind: u32, sagaw: u32, flags: u32, memTop: u64, iotlbLatency: u32, faultRecords: u32): i32 {
-  if (kind > IOMMU_AMDVI || faultRecords > IO_MAX_FAULT_RECORDS) return ERR_BAD_ARGUMENT;
+  if (kind > <u32>IommuKind.Amdvi || faultRecords > IO_MAX_FAULT_RECORDS) return SetupError.BadArgument;
   memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
   store<u32>(IOMMU_BASE + IO_KIND, kind);
   store<u32>(IOMMU_BASE + IO_SAGAW, sagaw);
@@ -494,11 +491,11 @@ export function iommuInit(kind: u32, sagaw: u32, flags: u32, memTop: u64, iotlbL
 }
 
 function ioArray(desc: usize, entries: u32, ways: u32, policy: u32, max: u32): i32 {
-  if (policy > 2) return ERR_BAD_ARGUMENT;
-  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  if (policy >= POLICY_COUNT) return SetupError.BadArgument;
+  if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
-  if (entries > max) return ERR_REGION_FULL;
+  if (setsLog2 < 0) return SetupError.Geometry;
+  if (entries > max) return SetupError.RegionFull;
   initArray(desc, 0, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + IO_DESC_PRESENT, 1);
   return 0;

@@ -1,6 +1,8 @@
-// The one map of linear memory. src/core/layout.ts mirrors it and test/core/layout.test.ts keeps the
-// two in step. Regions are fixed so the host can build its typed views once; only the frame
-// directory and frame pool at the top depend on the configuration.
+// The one map of linear memory, and the codes the core and the host exchange through it. This file is
+// the only copy: scripts/generate-layout.mjs writes the host's src/core/layout.ts from it at build
+// time (every exported integer constant and `const enum`, with its comment). Regions are fixed so the
+// host can build its typed views once; only the frame directory and frame pool at the top depend on
+// the configuration.
 
 /** AssemblyScript puts its static data below this; the core never allocates on its heap. */
 export const STATIC_END: u32 = 0x10000;
@@ -58,7 +60,7 @@ export const R_PCID: u32 = 0x44;
 export const R_VMTAG: u32 = 0x48;
 /** Nonzero when some paging-structure cache of the CPU is present, so walks without any skip them. */
 export const R_PSC_ANY: u32 = 0x4c;
-/** The nested dimension: NESTED_NONE, NESTED_EPT or NESTED_NPT. */
+/** The nested dimension (NestedMode). */
 export const R_NESTED_MODE: u32 = 0x50;
 /** Nested paging levels (4 or 5). */
 export const R_NESTED_LEVELS: u32 = 0x54;
@@ -74,9 +76,13 @@ export const R_NESTED_AD: u32 = 0x68;
 export const R_NPSC_ANY: u32 = 0x6c;
 /** Nonzero while the CPU runs a guest (set by vmEnter), so VM transitions know to flush VPID 0. */
 export const R_IN_GUEST: u32 = 0x70;
-export const NESTED_NONE: u32 = 0;
-export const NESTED_EPT: u32 = 1;
-export const NESTED_NPT: u32 = 2;
+/** The nested dimension a CPU translates guest-physical addresses through (R_NESTED_MODE). */
+export const enum NestedMode {
+  /** Native, shadow or paravirtual paging: the hardware walks the tables CR3 names. */
+  None = 0,
+  Ept = 1,
+  Npt = 2,
+}
 // mode bits
 export const M_USER: u32 = 1 << 0;
 export const M_WP: u32 = 1 << 1;
@@ -281,7 +287,7 @@ export const WML_NESTED: u32 = 32; // u64 x 5 their host addresses
  */
 export const IOMMU_BASE: u32 = 0x1e90000;
 export const IOMMU_SIZE: u32 = 0x40000;
-/** IOMMU_NONE, IOMMU_VTD or IOMMU_AMDVI. */
+/** IommuKind. */
 export const IO_KIND: u32 = 0x00;
 /** VT-d: supported AW values as a bit mask (CAP.SAGAW: bit 1 = 3 levels, 2 = 4, 3 = 5). */
 export const IO_SAGAW: u32 = 0x04;
@@ -327,9 +333,11 @@ export const IO_IOTLB_MAX_ENTRIES: u32 = 4096;
 export const IO_PSC_BASE: u32 = 0x30000;
 export const IO_PSC_ENTRY_SIZE: u32 = 32;
 export const IO_PSC_MAX_ENTRIES: u32 = 2048;
-export const IOMMU_NONE: u32 = 0;
-export const IOMMU_VTD: u32 = 1;
-export const IOMMU_AMDVI: u32 = 2;
+export const enum IommuKind {
+  None = 0,
+  Vtd = 1,
+  Amdvi = 2,
+}
 /** Capabilities: 2M and 1G second-level pages (CAP.SLLPS), snoop control (ECAP.SC). */
 export const IO_F_2M: u32 = 1;
 export const IO_F_1G: u32 = 2;
@@ -339,7 +347,7 @@ export const IO_F_SNOOP: u32 = 4;
  * Device DMA requests, one PCIe memory request each (at most 4 KiB, never crossing a 4 KiB boundary):
  * u64 address, u64 data (written by a write with DMA_DATA; a read with DMA_DATA returns the first
  * qword), u64 host-physical address (out), u16 requester id, u8 flags, u8 status (out: 0 or a fault
- * cause IOF_*), u32 PASID (bits 19:0) | (length - 1) << 20.
+ * cause IoFault), u32 PASID (bits 19:0) | (length - 1) << 20.
  */
 export const DMA_BASE: u32 = 0x1ed0000;
 export const DMA_RECORD_SIZE: u32 = 32;
@@ -362,41 +370,47 @@ export const DMA_BAD: u32 = 0xff;
 export const DMA_UNSUPPORTED: u32 = 0xfe;
 
 /**
- * Fault causes. 1..0xD are the VT-d fault reasons (SPEC.md A.7) and are what a VT-d fault record holds;
- * IOF_PASID_ENTRY is recorded as VT-d reason 0x58; AMD-Vi reports each cause as an event (MODEL.md §13).
+ * IOMMU fault causes. 1..0xD are the VT-d fault reasons (SPEC.md A.7) and are what a VT-d fault record
+ * holds; PasidEntry is recorded as VT-d reason 0x58; AMD-Vi reports each cause as an event (MODEL.md §13).
  */
-export const IOF_ROOT_NOT_PRESENT: u32 = 1;
-export const IOF_CONTEXT_NOT_PRESENT: u32 = 2;
-export const IOF_INVALID_CONTEXT: u32 = 3;
-export const IOF_ADDRESS_BEYOND: u32 = 4;
-export const IOF_NO_WRITE: u32 = 5;
-export const IOF_NO_READ: u32 = 6;
-export const IOF_ENTRY_ACCESS: u32 = 7;
-export const IOF_ROOT_ACCESS: u32 = 8;
-export const IOF_CONTEXT_ACCESS: u32 = 9;
-export const IOF_ROOT_RESERVED: u32 = 0xa;
-export const IOF_CONTEXT_RESERVED: u32 = 0xb;
-export const IOF_ENTRY_RESERVED: u32 = 0xc;
-export const IOF_TT_BLOCKED: u32 = 0xd;
-export const IOF_PASID_ENTRY: u32 = 0xe;
-export const IOF_ILLEGAL_DTE: u32 = 0xf;
-export const IOF_PAGE_NOT_PRESENT: u32 = 0x10;
-export const IOF_CAUSES: u32 = 0x11;
+export const enum IoFault {
+  None = 0,
+  RootNotPresent = 1,
+  ContextNotPresent = 2,
+  InvalidContext = 3,
+  AddressBeyondWidth = 4,
+  NoWrite = 5,
+  NoRead = 6,
+  EntryAccessFailed = 7,
+  RootAccessFailed = 8,
+  ContextAccessFailed = 9,
+  RootReserved = 0xa,
+  ContextReserved = 0xb,
+  EntryReserved = 0xc,
+  TranslationTypeBlocked = 0xd,
+  PasidEntry = 0xe,
+  IllegalDeviceTableEntry = 0xf,
+  PageNotPresent = 0x10,
+}
+/** Statistics slots for fault causes (S_IO_FAULTS + cause). */
+export const IO_FAULT_CAUSES: u32 = 0x11;
 
-/** Invalidation kinds, for statistics (S_IO_INVALIDATIONS + kind). */
-export const IOI_CONTEXT_GLOBAL: u32 = 0;
-export const IOI_CONTEXT_DOMAIN: u32 = 1;
-export const IOI_CONTEXT_DEVICE: u32 = 2;
-export const IOI_IOTLB_GLOBAL: u32 = 3;
-export const IOI_IOTLB_DOMAIN: u32 = 4;
-export const IOI_IOTLB_PAGE: u32 = 5;
-export const IOI_PASID_IOTLB: u32 = 6;
-export const IOI_PASID_CACHE: u32 = 7;
-export const IOI_WAIT: u32 = 8;
-export const IOI_DEVTAB_ENTRY: u32 = 9;
-export const IOI_IOMMU_PAGES: u32 = 10;
-export const IOI_ALL: u32 = 11;
-export const IOI_REJECTED: u32 = 12;
+/** IOMMU invalidation kinds, for statistics (S_IO_INVALIDATIONS + kind). */
+export const enum IoInvalidation {
+  ContextGlobal = 0,
+  ContextDomain = 1,
+  ContextDevice = 2,
+  IotlbGlobal = 3,
+  IotlbDomain = 4,
+  IotlbPage = 5,
+  PasidIotlb = 6,
+  PasidCache = 7,
+  Wait = 8,
+  DeviceTableEntry = 9,
+  IommuPages = 10,
+  InvalidateAll = 11,
+  Rejected = 12,
+}
 /** VT-d FSTS bits, and AMD-Vi status bits. */
 export const FSTS_PFO: u32 = 1;
 export const FSTS_PPF: u32 = 2;
@@ -410,26 +424,84 @@ export const DIR_ENTRY_SIZE: u32 = 16;
 export const FRAME_SIZE: u32 = 4096;
 
 // --- exit reasons ---------------------------------------------------------------------------------
-export const EXIT_NONE: u32 = 0;
-export const EXIT_PAGE_FAULT: u32 = 1;
-export const EXIT_GP: u32 = 2;
-export const EXIT_BUDGET: u32 = 3;
-export const EXIT_BAD_RECORD: u32 = 4;
-export const EXIT_EPT_VIOLATION: u32 = 5;
-export const EXIT_EPT_MISCONFIG: u32 = 6;
-export const EXIT_NPF: u32 = 7;
+/** Why a replay stopped (EX_REASON); the host names them (docs/MODEL.md §10). */
+export const enum ExitReason {
+  None = 0,
+  PageFault = 1,
+  GeneralProtection = 2,
+  Budget = 3,
+  BadRecord = 4,
+  EptViolation = 5,
+  EptMisconfig = 6,
+  Npf = 7,
+}
+/** Statistics slots for exit reasons (S_EXIT_REASONS + reason). */
 export const EXIT_REASONS: u32 = 16;
 
+/** The outcome of one access (`translate`'s result): the exception or VM exit it raises. */
+export const enum FaultType {
+  None = 0,
+  GeneralProtection = 13,
+  PageFault = 14,
+  /** VM exit reasons 48 and 49 (SDM Appendix C). */
+  EptViolation = 48,
+  EptMisconfig = 49,
+  /** The #NPF exit code 0x400 (APM 15.25.6). */
+  NestedPageFault = 0x400,
+}
+
 // --- access kinds ---------------------------------------------------------------------------------
-export const KIND_READ: u32 = 0;
-export const KIND_WRITE: u32 = 1;
-export const KIND_FETCH: u32 = 2;
-export const KIND_SS_READ: u32 = 3;
-export const KIND_SS_WRITE: u32 = 4;
+/** A record's kind byte: the access kind in bits 6:0, KIND_IMPLICIT for implicit supervisor accesses. */
+export const enum AccessKind {
+  Read = 0,
+  Write = 1,
+  Fetch = 2,
+  ShadowStackRead = 3,
+  ShadowStackWrite = 4,
+}
 export const KIND_MASK: u32 = 0x7f;
 export const KIND_IMPLICIT: u32 = 0x80;
 
-// --- policies --------------------------------------------------------------------------------------
-export const POLICY_LRU: u32 = 0;
-export const POLICY_FIFO: u32 = 1;
-export const POLICY_RANDOM: u32 = 2;
+// --- structures -------------------------------------------------------------------------------------
+/** Replacement policies of every set-associative structure (AD_POLICY); see mmu/setassoc.ts. */
+export const enum Policy {
+  Lru = 0,
+  Fifo = 1,
+  Random = 2,
+}
+/** How many policies there are: set-up calls refuse codes at or above it. */
+export const POLICY_COUNT: u32 = 3;
+
+/** A CPU's TLB levels (CPU_TLB_LEVELS + level * TLB_LEVEL_SIZE). */
+export const enum TlbLevel {
+  L1d = 0,
+  L1i = 1,
+  L2 = 2,
+  /** The nested (guest-physical -> host-physical) TLB, tagged by root instead of context. */
+  Nested = 3,
+}
+
+/** Data-cache levels (CFG_CACHE_DESC + level * CACHE_DESC_SIZE): l1 and l2 per CPU, llc shared. */
+export const enum CacheLevel {
+  L1 = 0,
+  L2 = 1,
+  Llc = 2,
+}
+
+// --- errors -----------------------------------------------------------------------------------------
+/** Errors of the physical-memory writers (0 = ok). */
+export const enum PhysError {
+  Ok = 0,
+  BeyondMaxPhyAddr = 1,
+  DirectoryFull = 2,
+  OutOfMemory = 3,
+  Misaligned = 4,
+}
+
+/** Errors of the set-up calls (negative; 0 or a positive result is success). */
+export const enum SetupError {
+  Geometry = -1,
+  RegionFull = -2,
+  BadArgument = -3,
+  OutOfMemory = -4,
+}

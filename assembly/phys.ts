@@ -21,6 +21,7 @@ import {
   WALK_MEMO_BASE,
   WALK_MEMO_SIZE,
   WALK_MEMO_SLOTS,
+  PhysError,
 } from "./constants";
 
 const EMPTY: u64 = 0;
@@ -35,11 +36,6 @@ export let freeHead: u32 = 0xffffffff;
 export let limitPages: i32 = 0;
 
 /** Error codes returned by the writers (0 = ok). */
-export const PHYS_OK: i32 = 0;
-export const PHYS_BEYOND_MAXPHYADDR: i32 = 1;
-export const PHYS_DIRECTORY_FULL: i32 = 2;
-export const PHYS_OUT_OF_MEMORY: i32 = 3;
-export const PHYS_MISALIGNED: i32 = 4;
 
 /** Lays out the directory and pool; false when linear memory cannot hold the directory. `clear` is
  *  false on a fresh instance, whose memory is already zero. */
@@ -152,7 +148,7 @@ export function backFrame(frame: u64): usize {
   const existing = frameAddress(frame);
   if (existing != 0) return existing;
   if (dirCount + 1 > ((dirMask + 1) >> 2) * 3) {
-    lastError = PHYS_DIRECTORY_FULL;
+    lastError = PhysError.DirectoryFull;
     return 0;
   }
   let slot: u32;
@@ -161,7 +157,7 @@ export function backFrame(frame: u64): usize {
     freeHead = load<u32>(poolBase + (<usize>slot << 12));
   } else {
     if (!ensureMemory(poolBase + ((<usize>slotsUsed + 1) << 12))) {
-      lastError = PHYS_OUT_OF_MEMORY;
+      lastError = PhysError.OutOfMemory;
       return 0;
     }
     slot = slotsUsed++;
@@ -181,16 +177,16 @@ export function backFrame(frame: u64): usize {
 }
 
 export function writePhys64(pa: u64, value: u64): i32 {
-  if ((pa & 7) != 0) return PHYS_MISALIGNED;
-  if (pa >> maxPhyAddr() != 0) return PHYS_BEYOND_MAXPHYADDR;
+  if ((pa & 7) != 0) return PhysError.Misaligned;
+  if (pa >> maxPhyAddr() != 0) return PhysError.BeyondMaxPhyAddr;
   const frame = pa >> 12;
   // Writing zero to an unbacked frame changes nothing a reader can see: keep it unbacked.
-  if (value == 0 && frameAddress(frame) == 0) return PHYS_OK;
+  if (value == 0 && frameAddress(frame) == 0) return PhysError.Ok;
   const base = backFrame(frame);
   if (base == 0) return lastError;
   store<u64>(base + <usize>(pa & 0xff8), value);
   memoryChanged();
-  return PHYS_OK;
+  return PhysError.Ok;
 }
 
 /** Drops a frame's backing: it reads as zeros again (a scrubbed, freed frame). */

@@ -12,38 +12,25 @@ import {
   EX_QUAL,
   EX_REASON,
   EX_REFS,
-  EXIT_BAD_RECORD,
+  ExitReason,
   EXIT_BASE,
-  EXIT_BUDGET,
-  EXIT_EPT_MISCONFIG,
-  EXIT_EPT_VIOLATION,
-  EXIT_NPF,
-  EXIT_GP,
-  EXIT_NONE,
-  EXIT_PAGE_FAULT,
-  KIND_FETCH,
+  AccessKind,
   KIND_MASK,
   MEMO_ALLOWED,
   MEMO_ENTRY,
   MEMO_GENERATION,
   MEMO_LRU,
   MEMO_PAGE,
-  KIND_SS_WRITE,
   REC_CPU,
   REC_KIND,
   RECORD_SIZE,
   RECORDS_BASE,
   STATS_BASE,
   TL_LATENCY,
+  FaultType,
 } from "./constants";
 import { vmTransition } from "./mmu/invalidate";
 import {
-  RESULT_EPT_MISCONFIG,
-  RESULT_EPT_VIOLATION,
-  RESULT_GP,
-  RESULT_NPF,
-  RESULT_OK,
-  RESULT_PF,
   access,
   accessCycles,
   accessError,
@@ -73,7 +60,7 @@ export function setBudget(cycles: u64): void {
 export function resetReplay(): void {
   pendingIndex = -1;
   pendingCycles = 0;
-  store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
+  store<u32>(EXIT_BASE + EX_REASON, ExitReason.None);
 }
 
 @inline export function histogramBucket(cycles: u64): u32 {
@@ -89,11 +76,11 @@ export function resetReplay(): void {
 
 /** The exit reason for an access result. */
 @inline function exitReasonOf(result: u32): u32 {
-  if (result == RESULT_PF) return EXIT_PAGE_FAULT;
-  if (result == RESULT_GP) return EXIT_GP;
-  if (result == RESULT_EPT_VIOLATION) return EXIT_EPT_VIOLATION;
-  if (result == RESULT_EPT_MISCONFIG) return EXIT_EPT_MISCONFIG;
-  return EXIT_NPF;
+  if (result == FaultType.PageFault) return ExitReason.PageFault;
+  if (result == FaultType.GeneralProtection) return ExitReason.GeneralProtection;
+  if (result == FaultType.EptViolation) return ExitReason.EptViolation;
+  if (result == FaultType.EptMisconfig) return ExitReason.EptMisconfig;
+  return ExitReason.Npf;
 }
 
 function raiseExit(
@@ -115,7 +102,7 @@ function raiseExit(
   store<u64>(p + EX_GUEST_PHYS, gpa);
   store<u64>(p + EX_QUAL, qualification);
   store<u32>(p + EX_REFS, refs);
-  if (reason != EXIT_BUDGET) bump(S_EXITS);
+  if (reason != ExitReason.Budget) bump(S_EXITS);
   bump(S_EXIT_REASONS + reason);
 }
 
@@ -125,22 +112,22 @@ function raiseExit(
  */
 export function replay(start: u32, end: u32): u32 {
   const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
-  store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
+  store<u32>(EXIT_BASE + EX_REASON, ExitReason.None);
   for (let i = start; i < end; i++) {
     const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
     const la = load<u64>(record);
     const kindByte = <u32>load<u8>(record, REC_KIND);
     const cpu = <u32>load<u16>(record, REC_CPU);
-    if (cpu >= cpus || (kindByte & KIND_MASK) > KIND_SS_WRITE) {
+    if (cpu >= cpus || (kindByte & KIND_MASK) > <u32>AccessKind.ShadowStackWrite) {
       flushMemoHits(cpu);
-      raiseExit(EXIT_BAD_RECORD, i, cpu, kindByte, la, 0, 0);
+      raiseExit(ExitReason.BadRecord, i, cpu, kindByte, la, 0, 0);
       return i;
     }
     const retry = <i32>i == pendingIndex;
     // Fast path: a plain access to the page of this CPU's last L1 hit, with nothing changed since,
     // finds the same entry; only its LRU stamp moves. Statistics are added in bulk at the end.
-    if (kindByte <= KIND_FETCH && !retry) {
-      const level: u32 = kindByte == KIND_FETCH ? 1 : 0;
+    if (kindByte <= <u32>AccessKind.Fetch && !retry) {
+      const level: u32 = kindByte == AccessKind.Fetch ? 1 : 0;
       const memo = memoSlot(cpu, level, la);
       if (
         load<u64>(memo + MEMO_PAGE) == la >> 12 &&
@@ -152,7 +139,7 @@ export function replay(start: u32, end: u32): u32 {
         if (level == 0) memoHitsData++;
         else memoHitsFetch++;
         if (budget != 0 && budgetReached(cpu)) {
-          raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
+          raiseExit(ExitReason.Budget, i + 1, cpu, 0, 0, 0, 0);
           return i + 1;
         }
         continue;
@@ -164,20 +151,20 @@ export function replay(start: u32, end: u32): u32 {
     }
     const result = access(cpu, la, kindByte, !retry);
     const spent = (retry ? pendingCycles : 0) + <u64>accessCycles;
-    if (result != RESULT_OK) {
+    if (result != FaultType.None) {
       flushMemoHits(cpu);
       pendingIndex = <i32>i;
       pendingCycles = spent;
       const reason = exitReasonOf(result);
       // Nested faults are VM exits: without VPIDs the exit and the next entry flush the guest's TLB.
-      if (reason >= EXIT_EPT_VIOLATION) vmTransition(cpu);
+      if (reason >= <u32>ExitReason.EptViolation) vmTransition(cpu);
       raiseExit(reason, i, cpu, kindByte, la, accessError, accessRefs, accessGpa);
       return i;
     }
     pendingIndex = -1;
     completeRecord(spent);
     if (budget != 0 && budgetReached(cpu)) {
-      raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
+      raiseExit(ExitReason.Budget, i + 1, cpu, 0, 0, 0, 0);
       return i + 1;
     }
   }

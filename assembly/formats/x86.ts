@@ -1,10 +1,7 @@
 // The x86-64 paging-entry format (SDM Vol. 3A §4.5; SPEC.md A.1): where the bits sit, which are
 // reserved, what makes a leaf, and the access-rights rules (§4.6) that TLB hits and walks share.
 import {
-  KIND_FETCH,
-  KIND_SS_READ,
-  KIND_SS_WRITE,
-  KIND_WRITE,
+  AccessKind,
   M_AC,
   M_NXE,
   M_PKE,
@@ -68,8 +65,8 @@ export const ACCESS_FAULT: u32 = 1 << 31;
  */
 @inline export function x86AccessCheck(kind: u32, implicit: bool, cpuMode: u32, attrs: u64, pkru: u32, pkrs: u32): u32 {
   const user = (cpuMode & M_USER) != 0 && !implicit;
-  const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
-  const shadowStack = kind >= KIND_SS_READ;
+  const isWrite = kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite;
+  const shadowStack = kind >= <u32>AccessKind.ShadowStackRead;
   const userPage = (attrs & A_US) != 0;
   const writable = (attrs & A_RW) != 0;
   let fault = false;
@@ -82,7 +79,7 @@ export const ACCESS_FAULT: u32 = 1 << 31;
     } else {
       fault = isWrite && !writable && (cpuMode & M_WP) != 0;
     }
-    if (kind == KIND_FETCH) {
+    if (kind == AccessKind.Fetch) {
       if ((attrs & A_XD) != 0) fault = true;
       if (!user && userPage && (cpuMode & M_SMEP) != 0) fault = true;
     } else if (!user && userPage && (cpuMode & M_SMAP) != 0 && (implicit || (cpuMode & M_AC) == 0)) {
@@ -90,7 +87,7 @@ export const ACCESS_FAULT: u32 = 1 << 31;
     }
   }
   let keyDenied = false;
-  if (kind != KIND_FETCH) {
+  if (kind != AccessKind.Fetch) {
     let rights: u32 = 0;
     const key = <u32>(attrs >> A_PKEY_SHIFT) & 0xf;
     if (userPage && (cpuMode & M_PKE) != 0) rights = (pkru >> (key << 1)) & 3;
@@ -106,10 +103,10 @@ export const ACCESS_FAULT: u32 = 1 << 31;
 @inline export function x86ErrorCode(kind: u32, implicit: bool, cpuMode: u32, present: bool, reserved: bool): u32 {
   let code: u32 = 0;
   if (present) code |= PF_P;
-  if (kind == KIND_WRITE || kind == KIND_SS_WRITE) code |= PF_W;
+  if (kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite) code |= PF_W;
   if ((cpuMode & M_USER) != 0 && !implicit) code |= PF_U;
   if (reserved) code |= PF_RSVD;
-  if (kind == KIND_FETCH && (cpuMode & (M_SMEP | M_NXE)) != 0) code |= PF_ID;
-  if (kind >= KIND_SS_READ) code |= PF_SS;
+  if (kind == AccessKind.Fetch && (cpuMode & (M_SMEP | M_NXE)) != 0) code |= PF_ID;
+  if (kind >= <u32>AccessKind.ShadowStackRead) code |= PF_SS;
   return code;
 }

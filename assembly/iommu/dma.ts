@@ -24,15 +24,9 @@ import {
   IO_KIND,
   IO_MEM_TOP,
   IO_ROOT,
-  IOF_ADDRESS_BEYOND,
-  IOF_INVALID_CONTEXT,
-  IOF_NO_READ,
-  IOF_NO_WRITE,
-  IOF_PAGE_NOT_PRESENT,
-  IOF_TT_BLOCKED,
-  IOMMU_AMDVI,
+  IoFault,
+  IommuKind,
   IOMMU_BASE,
-  IOMMU_NONE,
 } from "../constants";
 import {
   IOFMT_AMDVI,
@@ -138,7 +132,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   dmaRefs = 0;
   dmaCycles = load<u32>(IOMMU_BASE + IO_IOTLB_LATENCY);
   const kind = load<u32>(IOMMU_BASE + IO_KIND);
-  if (kind == IOMMU_NONE) {
+  if (kind == IommuKind.None) {
     // No IOMMU: the bus address is the host-physical address.
     bump(S_IO_UNTRANSLATED);
     dmaAddress = iova;
@@ -147,7 +141,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   }
   bump(S_IO_TRANSLATIONS);
   // Only scalable-mode VT-d resolves per PASID; elsewhere the PASID of a request is not looked at.
-  const perPasid = kind != IOMMU_AMDVI && (load<u64>(IOMMU_BASE + IO_ROOT) & RTADDR_SMT) != 0;
+  const perPasid = kind != IommuKind.Amdvi && (load<u64>(IOMMU_BASE + IO_ROOT) & RTADDR_SMT) != 0;
   const key: u64 = perPasid && hasPasid ? 1 | (<u64>sid << 1) | (<u64>1 << 17) | (<u64>(pasid & 0xfffff) << 18) : 1 | (<u64>sid << 1);
   let context: usize = ccPresent() ? ccLookup(key) : 0;
   if (context != 0) bump(S_IO_CC);
@@ -167,7 +161,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   if (translated) {
     // ATS translated requests carry a host-physical address from the device's own TLB; only a context
     // that enables device TLBs lets them through (VT-d reason 0xD otherwise).
-    if ((info & CI_ATS) == 0) return fail(IOF_TT_BLOCKED, sid, hasPasid, pasid, iova, write, true, true, domain, fpd);
+    if ((info & CI_ATS) == 0) return fail(IoFault.TranslationTypeBlocked, sid, hasPasid, pasid, iova, write, true, true, domain, fpd);
     bump(S_IO_UNTRANSLATED);
     dmaAddress = iova;
     return 0;
@@ -178,12 +172,12 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     return 0;
   }
   if (contextKind == CK_AMD_NO_TABLE) {
-    return fail(IOF_INVALID_CONTEXT, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+    return fail(IoFault.InvalidContext, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
   }
   const amdRights: u32 = ((info & CI_IR) != 0 ? IO_R : 0) | ((info & CI_IW) != 0 ? IO_W : 0);
   if (contextKind == CK_AMD_UNTRANSLATED) {
     if ((amdRights & (write ? IO_W : IO_R)) == 0) {
-      return fail(write ? IOF_NO_WRITE : IOF_NO_READ, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
+      return fail(write ? IoFault.NoWrite : IoFault.NoRead, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
     }
     bump(S_IO_UNTRANSLATED);
     dmaAddress = iova;
@@ -193,7 +187,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   // A walk: the input address must fit the tables' width (AMD-Vi mode 6 covers all 64 bits).
   const levels = infoLevels(info);
   if (levels < 6 && (iova >> (12 + 9 * <u64>levels)) != 0) {
-    return fail(IOF_ADDRESS_BEYOND, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+    return fail(IoFault.AddressBeyondWidth, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
   }
   const requester = perPasid ? PASID_TAG | load<u32>(context, C_PASID) : sid;
   const need = write ? IO_W : IO_R;
@@ -224,7 +218,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     // A cached entry that skips levels still needs the skipped index bits of this address clear.
     if (!skippedBitsClear(iova, ioPscLevel, next)) {
       bump(S_IO_WALKS);
-      return fail(IOF_PAGE_NOT_PRESENT, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+      return fail(IoFault.PageNotPresent, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
     }
     ok = ioWalkFrom(format, value & ADDRESS_MASK, next, <u32>value & 7, iova, write);
   } else {
@@ -241,7 +235,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     // AMD-Vi ANDs the DTE's IR/IW into the page tables' permissions.
     rights &= amdRights;
     if ((rights & need) == 0) {
-      return fail(write ? IOF_NO_WRITE : IOF_NO_READ, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
+      return fail(write ? IoFault.NoWrite : IoFault.NoRead, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
     }
   }
   if (pscOn) {

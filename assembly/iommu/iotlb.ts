@@ -19,9 +19,8 @@ import {
   IO_PSC_DESC,
   IO_PSC_ENTRY_SIZE,
   IOMMU_BASE,
-  POLICY_LRU,
 } from "../constants";
-import { fillTagged, tick, victimWay } from "../mmu/setassoc";
+import { fillTagged, policyHit, tick, victimWay } from "../mmu/setassoc";
 
 // IOTLB entry: u64 tag = vpn << 3 | size << 1 | 1; u64 frame | rights; u32 domain; u32 requester; u64 stamp.
 const T_TAG: u32 = 0;
@@ -53,7 +52,7 @@ const T_STAMP: u32 = 24;
 export function iotlbLookup(iova: u64, domain: u32, requester: u32): usize {
   const desc = iotlbDesc();
   const ways = load<u32>(desc + AD_WAYS);
-  const lru = <u32>load<u16>(desc + AD_POLICY) == POLICY_LRU;
+  const policy = <u32>load<u16>(desc + AD_POLICY);
   for (let size: u32 = 0; size < 3; size++) {
     const vpn = iova >> (12 + 9 * <u64>size);
     const tag = (vpn << 3) | (<u64>size << 1) | 1;
@@ -61,7 +60,7 @@ export function iotlbLookup(iova: u64, domain: u32, requester: u32): usize {
     for (let w: u32 = 0; w < ways; w++) {
       const e = set + <usize>(w * IO_IOTLB_ENTRY_SIZE);
       if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
-        if (lru) store<u64>(e, tick(), T_STAMP);
+        policyHit(policy, e, T_STAMP);
         return e;
       }
     }
@@ -182,7 +181,7 @@ export function ccLookup(key: u64): usize {
   for (let w: u32 = 0; w < ways; w++) {
     const e = set + <usize>(w * IO_CC_ENTRY_SIZE);
     if (load<u64>(e, C_KEY) == key) {
-      if (<u32>load<u16>(desc + AD_POLICY) == POLICY_LRU) store<u64>(e, tick(), C_STAMP);
+      policyHit(<u32>load<u16>(desc + AD_POLICY), e, C_STAMP);
       return e;
     }
   }
@@ -274,7 +273,7 @@ export function ioPscLookup(iova: u64, top: u32, domain: u32, requester: u32): u
     for (let w: u32 = 0; w < ways; w++) {
       const e = set + <usize>(w * IO_PSC_ENTRY_SIZE);
       if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
-        if (<u32>load<u16>(desc + AD_POLICY) == POLICY_LRU) store<u64>(e, tick(), T_STAMP);
+        policyHit(<u32>load<u16>(desc + AD_POLICY), e, T_STAMP);
         ioPscLevel = level;
         return e;
       }

@@ -11,11 +11,7 @@ import {
   IO_FLAGS,
   IO_MEM_TOP,
   IO_WALK_SCRATCH,
-  IOF_ENTRY_ACCESS,
-  IOF_ENTRY_RESERVED,
-  IOF_NO_READ,
-  IOF_NO_WRITE,
-  IOF_PAGE_NOT_PRESENT,
+  IoFault,
   IOMMU_BASE,
   M_NXE,
 } from "../constants";
@@ -74,7 +70,7 @@ export const IO_R: u32 = 1;
 export const IO_W: u32 = 2;
 
 // Outputs of the last walk.
-/** 0, or the fault cause (IOF_*). */
+/** 0, or the fault cause (IoFault). */
 export let ioWalkCause: u32 = 0;
 /** Whether the entry the fault was found at was present (AMD-Vi's PR flag). */
 export let ioWalkPresent: bool = false;
@@ -167,9 +163,9 @@ function radix(format: u32, base: u64, level: u32, rights: u32, iova: u64, neste
 /** The fault of a failed second-level translation, for a read (table entries) or the request's access. */
 function secondLevelFault(write: bool, refs: u32, cycles: u32): bool {
   const stop = ioSecondLevelStop;
-  if (stop == STOP_RESERVED) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
-  if (stop == STOP_BEYOND) return fault(IOF_ENTRY_ACCESS, false, refs, cycles);
-  return fault(write ? IOF_NO_WRITE : IOF_NO_READ, stop == STOP_RIGHTS, refs, cycles);
+  if (stop == STOP_RESERVED) return fault(IoFault.EntryReserved, true, refs, cycles);
+  if (stop == STOP_BEYOND) return fault(IoFault.EntryAccessFailed, false, refs, cycles);
+  return fault(write ? IoFault.NoWrite : IoFault.NoRead, stop == STOP_RIGHTS, refs, cycles);
 }
 
 function fault(cause: u32, present: bool, refs: u32, cycles: u32): bool {
@@ -192,7 +188,7 @@ function walkLevels(
 ): bool {
   const vtd = format != IOFMT_AMDVI;
   // VT-d reports a missing entry as the permission the request lacked (R=W=0 is "not present").
-  const notPresent = vtd ? (write ? IOF_NO_WRITE : IOF_NO_READ) : IOF_PAGE_NOT_PRESENT;
+  const notPresent = vtd ? (write ? IoFault.NoWrite : IoFault.NoRead) : IoFault.PageNotPresent;
   radixIoNestedRoot = nestedRoot;
   radixIoNestedLevels = nestedLevels;
   const stop = radix(format, root, top, startRights, iova, nestedLevels != 0);
@@ -205,14 +201,14 @@ function walkLevels(
   const user = radixUser;
   const accessedAll = radixAccessedAll & PTE_A;
   if (stop == STOP_NESTED) return secondLevelFault(false, refs, cycles);
-  if (stop == STOP_BEYOND) return fault(IOF_ENTRY_ACCESS, false, refs, cycles);
-  if (stop == STOP_RESERVED) return fault(IOF_ENTRY_RESERVED, true, refs, cycles);
+  if (stop == STOP_BEYOND) return fault(IoFault.EntryAccessFailed, false, refs, cycles);
+  if (stop == STOP_RESERVED) return fault(IoFault.EntryReserved, true, refs, cycles);
   if (stop != STOP_LEAF) return fault(notPresent, false, refs, cycles);
 
   // First-level translations are user requests (requests without a privilege attribute): U/S must be set
   // at every level, and read access comes with presence.
   if (!user) rights = 0;
-  if ((rights & (write ? IO_W : IO_R)) == 0) return fault(write ? IOF_NO_WRITE : IOF_NO_READ, true, refs, cycles);
+  if ((rights & (write ? IO_W : IO_R)) == 0) return fault(write ? IoFault.NoWrite : IoFault.NoRead, true, refs, cycles);
 
   const pageMask = (<u64>1 << <u64>leafShift) - 1;
   let frame = e & ADDRESS_MASK & ~pageMask;

@@ -16,7 +16,7 @@ import {
 } from "../constants";
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
-import { fillTagged, tick } from "./setassoc";
+import { fillTagged, policyHit } from "./setassoc";
 import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } from "./tlb";
 
 /** Descriptor of the cache for paging level `level` (5..2). */
@@ -52,7 +52,7 @@ export function pscLookup(desc: usize, la: u64, level: u32, pcid: u32, vmTag: u3
   for (let w: u32 = 0; w < ways; w++) {
     const e = set + <usize>(w * PSC_ENTRY_SIZE);
     if (load<u64>(e, E_TAG) == key && load<u32>(e, E_PCID) == pcid && load<u32>(e, E_VMTAG) == vmTag) {
-      if (<u32>load<u16>(desc + AD_POLICY) == 0) store<u64>(e, tick(), E_STAMP);
+      policyHit(<u32>load<u16>(desc + AD_POLICY), e, E_STAMP);
       return e;
     }
   }

@@ -1,6 +1,6 @@
 // Replacement shared by every set-associative structure in the core: TLB arrays, paging-structure
 // caches and the data-cache model. Entries keep their tag word at offset 0 (0 = invalid).
-import { POLICY_RANDOM } from "../constants";
+import { Policy } from "../constants";
 
 /** One stamp clock for the whole core. Only the order of stamps inside one set matters, and a single
  * monotonic counter orders them exactly as per-structure counters would. */
@@ -41,6 +41,16 @@ export function splitmix64(z: u64): u64 {
 }
 
 /**
+ * A hit on `entry` (stamp at `stampOffset`) in an array of `policy`: LRU refreshes the stamp, its
+ * recency; FIFO and random keep the fill stamp, so they evict in fill order. Returns whether it moved.
+ */
+@inline export function policyHit(policy: u32, entry: usize, stampOffset: u32): bool {
+  if (policy != Policy.Lru) return false;
+  store<u64>(entry + stampOffset, tick());
+  return true;
+}
+
+/**
  * Way to replace in the set at `setBase`: the lowest invalid way, else by policy. LRU and FIFO
  * differ only in whether hits refresh the stamp, so both take the smallest stamp here.
  */
@@ -64,7 +74,7 @@ export function victimWay(
       best = w;
     }
   }
-  if (policy == POLICY_RANDOM) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  if (policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return best;
 }
 

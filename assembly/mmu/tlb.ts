@@ -10,7 +10,6 @@ import {
   AD_WAYS,
   ARRAY_DESC_SIZE,
   CPU_TLB_LEVELS,
-  POLICY_LRU,
   TL_ARRAYS,
   TL_COUNT,
   TL_PRESENT,
@@ -21,7 +20,7 @@ import {
 } from "../constants";
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
-import { tick, translationsChanged, victimWay } from "./setassoc";
+import { policyHit, tick, translationsChanged, victimWay } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;
@@ -40,11 +39,7 @@ export const A_SS: u64 = 32;
 export const A_PKEY_SHIFT: u64 = 8;
 export const ATTR_MASK: u64 = 0xfff;
 
-export const LEVEL_L1D: u32 = 0;
-export const LEVEL_L1I: u32 = 1;
-export const LEVEL_L2: u32 = 2;
 /** The nested (guest-physical -> host-physical) TLB, tagged by root instead of context. */
-export const LEVEL_NESTED: u32 = 3;
 
 /**
  * The pcid word holds the PCID in bits 11:0 and, in bits 19:16, what the nested dimension denies the
@@ -105,8 +100,7 @@ export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
       for (let w: u32 = 0; w < ways; w++) {
         const e = set + <usize>(w * TLB_ENTRY_SIZE);
         if (matches(e, tag, pcid, vmTag)) {
-          lookupLru = <u32>load<u16>(array + AD_POLICY) == POLICY_LRU;
-          if (lookupLru) store<u64>(e, tick(), E_STAMP);
+          lookupLru = policyHit(<u32>load<u16>(array + AD_POLICY), e, E_STAMP);
           return e;
         }
       }

@@ -12,9 +12,7 @@ import {
   CTRL_BASE,
   IO_NESTED_WALK_SCRATCH,
   IOMMU_BASE,
-  KIND_FETCH,
-  KIND_SS_WRITE,
-  KIND_WRITE,
+  AccessKind,
   M_LA57,
   M_NXE,
   M_PGE,
@@ -48,11 +46,10 @@ import {
   WML_NESTED_COUNT,
   WML_TABLE_RIGHTS,
   NMF_USER,
-  NESTED_EPT,
+  NestedMode,
   NESTED_MEMO_BASE,
   NESTED_MEMO_SIZE,
   NESTED_MEMO_SLOTS,
-  NESTED_NONE,
   NESTED_SCRATCH,
   NESTED_SLOT,
   R_CR3,
@@ -68,6 +65,7 @@ import {
   R_VMTAG,
   WALK_SCRATCH,
   WALK_SLOT,
+  TlbLevel,
 } from "../constants";
 import { ADDRESS_MASK, cpuBlock, mode, pcid, reg } from "../cpu";
 import {
@@ -117,7 +115,6 @@ import {
   DENY_SHIFT,
   E_FRAME,
   E_PCID,
-  LEVEL_NESTED,
   entrySizeCode,
   fill,
   levelDesc,
@@ -510,7 +507,7 @@ function loadNestedContext(cpu: u32): void {
   nestedRootBase = load<u64>(block + R_NESTED_ROOT) & ADDRESS_MASK;
   nestedRootTag = load<u32>(block + R_ROOT_TAG);
   nestedTrackDirty = load<u32>(block + R_NESTED_AD) != 0;
-  nestedTlbDesc = levelDesc(cpu, LEVEL_NESTED);
+  nestedTlbDesc = levelDesc(cpu, TlbLevel.Nested);
   nestedTlbOn = levelPresent(nestedTlbDesc);
   nestedPscOn = load<u32>(block + R_NPSC_ANY) != 0;
   radixAddressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
@@ -588,7 +585,7 @@ const NPSC_USER: u64 = 8;
     }
   }
   nestedWalks++;
-  const isEpt = nestedMode == NESTED_EPT;
+  const isEpt = nestedMode == NestedMode.Ept;
   const top = nestedTop;
   let base = nestedRootBase;
   let level = top;
@@ -947,13 +944,13 @@ function rememberWalk(memo: usize, la: u64, rootContext: u64, nestedContext: u64
 export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
   // One body, compiled twice: the one-dimensional copy loses every nested branch and store.
-  if (nestedMode == NESTED_NONE) walkOneDimension(cpu, la, kind, implicit);
+  if (nestedMode == NestedMode.None) walkOneDimension(cpu, la, kind, implicit);
   else walkTwoDimensions(cpu, la, kind, implicit, nestedMode);
   flushCounts();
 }
 
 function walkOneDimension(cpu: u32, la: u64, kind: u32, implicit: bool): void {
-  walkBody<NestNone>(cpu, la, kind, implicit, NESTED_NONE);
+  walkBody<NestNone>(cpu, la, kind, implicit, NestedMode.None);
 }
 
 function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedMode: u32): void {
@@ -966,7 +963,7 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
   const block = cpuBlock(cpu);
   const currentPcid = pcid(cpu);
   const vmTag = load<u32>(block + R_VMTAG);
-  const isEpt = nestedMode == NESTED_EPT;
+  const isEpt = nestedMode == NestedMode.Ept;
   const nestedAd = load<u32>(block + R_NESTED_AD) != 0;
   const top: u32 = (cpuMode & M_LA57) != 0 ? 5 : 4;
   radixX86Mode = cpuMode;
@@ -1101,7 +1098,7 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
 
   // A in every entry this walk read, D in the leaf on a write; each update is a locked RMW of the line.
   // Without EPT A/D, writing a guest entry needs EPT write permission for its page (SDM 29.3.3.2).
-  const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
+  const isWrite = kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite;
   const needsUpdate = (accessedAll & PTE_A) == 0 || (isWrite && (e & PTE_D) == 0);
   if (needsUpdate && isEpt && !nestedAd) {
     for (let i: u32 = 0; i < used; i++) {
@@ -1139,8 +1136,8 @@ function walkTwoDimensions(cpu: u32, la: u64, kind: u32, implicit: bool, nestedM
   let deny: u32 = 0;
   if (virtualized) {
     const finalGpa = guestFrame | (la & guestMask);
-    const need: u32 = kind == KIND_FETCH ? N_X : isWrite ? N_W : N_R;
-    const accessBits: u32 = kind == KIND_FETCH ? 4 : isWrite ? 2 : 1;
+    const need: u32 = kind == AccessKind.Fetch ? N_X : isWrite ? N_W : N_R;
+    const accessBits: u32 = kind == AccessKind.Fetch ? 4 : isWrite ? 2 : 1;
     if (!translateNested(cpu, nestedMode, finalGpa, need, accessBits, FOR_FINAL, attrs)) {
       finishNestedFault(finalGpa, refs, cycles);
       return;
@@ -1185,7 +1182,7 @@ export function nestedProbe(cpu: u32, gpa: u64, need: u32): u64 {
   walkNestedRefs = 0;
   walkCycles = 0;
   const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
-  if (nestedMode == NESTED_NONE) return gpa;
+  if (nestedMode == NestedMode.None) return gpa;
   loadNestedContext(cpu);
   const accessBits: u32 = (need & N_X) != 0 ? 4 : (need & N_W) != 0 ? 2 : 1;
   const ok = translateNested(cpu, nestedMode, gpa, need, accessBits, FOR_FINAL, 0);

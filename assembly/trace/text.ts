@@ -36,9 +36,7 @@
 //   Errors: bad ip or missing ':' -> 2 (the ip is an address too); letter other than R/W -> 1.
 
 import {
-  KIND_FETCH,
-  KIND_READ,
-  KIND_WRITE,
+  AccessKind,
   REC_ADDR,
   REC_KIND,
   REC_LINE,
@@ -224,9 +222,9 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
 
   const type: u32 = load<u8>(position);
   let kind: u32;
-  if (type == CHAR_I) kind = KIND_FETCH;
-  else if (type == CHAR_L) kind = KIND_READ;
-  else if (type == CHAR_S || type == CHAR_M) kind = KIND_WRITE;
+  if (type == CHAR_I) kind = AccessKind.Fetch;
+  else if (type == CHAR_L) kind = AccessKind.Read;
+  else if (type == CHAR_S || type == CHAR_M) kind = AccessKind.Write;
   else return PARSE_BAD_TYPE;
   position++;
   if (position == end) return PARSE_SYNTAX;
@@ -327,7 +325,7 @@ function parseDinExtendedLine(letter: u32, start: usize, end: usize, record: usi
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
   position = skipBlanks(position, end);
   if (position != end) return PARSE_SYNTAX;
-  const kind = letter == (CHAR_R | 0x20) ? KIND_READ : letter == (CHAR_W | 0x20) ? KIND_WRITE : KIND_FETCH;
+  const kind = letter == (CHAR_R | 0x20) ? AccessKind.Read : letter == (CHAR_W | 0x20) ? AccessKind.Write : AccessKind.Fetch;
   storeRecord(record, address, kind, u32(min<u64>(size, 255)), line);
   return PARSE_OK;
 }
@@ -371,8 +369,8 @@ function parsePinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   if (position == end) return PARSE_SYNTAX;
   const type = u32(load<u8>(position));
   let kind: u32;
-  if (type == CHAR_R) kind = KIND_READ;
-  else if (type == CHAR_W) kind = KIND_WRITE;
+  if (type == CHAR_R) kind = AccessKind.Read;
+  else if (type == CHAR_W) kind = AccessKind.Write;
   else return PARSE_BAD_TYPE;
   position++;
   if (position == end) return PARSE_SYNTAX;
@@ -426,10 +424,10 @@ function parseFastLine(format: u32, start: usize, record: usize, line: u32): usi
     position += 2;
   } else {
     if (<u32>load<u8>(position, 2) != CHAR_SPACE) return 0;
-    if (first == CHAR_I && second == CHAR_SPACE) kind = KIND_FETCH;
+    if (first == CHAR_I && second == CHAR_SPACE) kind = AccessKind.Fetch;
     else if (first != CHAR_SPACE) return 0;
-    else if (second == CHAR_L) kind = KIND_READ;
-    else if (second == CHAR_S || second == CHAR_M) kind = KIND_WRITE;
+    else if (second == CHAR_L) kind = AccessKind.Read;
+    else if (second == CHAR_S || second == CHAR_M) kind = AccessKind.Write;
     else return 0;
     position += 3;
   }

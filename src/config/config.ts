@@ -7,7 +7,7 @@ import {
   PAGE_SHIFT,
   PAGE_SIZES,
   type PageSize,
-  type Policy,
+  POLICIES,
   type SetAssocConfig,
   type TlbArrayConfig,
   type TlbLevelConfig,
@@ -83,8 +83,6 @@ export class ConfigError extends MemvirtError {}
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
-
-const POLICIES: Policy[] = ["lru", "fifo", "random"];
 
 // --- defaults: Skylake-class (SPEC.md A.6) ---------------------------------------------------------
 

@@ -25,10 +25,15 @@ export class MemvirtError extends Error {
   }
 }
 
-const POLICY_CODE: Record<Policy, number> = { lru: 0, fifo: 1, random: 2 };
+/** The core's code of a replacement policy. */
+export function policyCode(policy: Policy): number {
+  const code = L.POLICY_NAMES.indexOf(policy);
+  if (code < 0) throw new MemvirtError(`unknown replacement policy ${policy}`);
+  return code;
+}
 const SIZE_BIT: Record<PageSize, number> = { "4K": 1, "2M": 2, "1G": 4 };
-const TLB_LEVELS = ["l1d", "l1i", "l2"] as const;
-const NESTED_TLB_LEVEL = 3;
+/** The CPU TLB levels the configuration names (the nested TLB has a key of its own). */
+const TLB_LEVELS = ["l1d", "l1i", "l2"] as const satisfies readonly L.TlbLevelName[];
 const PSC_LEVELS = [
   ["pml5", 5],
   ["pml4", 4],
@@ -36,10 +41,17 @@ const PSC_LEVELS = [
   ["pde", 2],
 ] as const;
 const PHYS_ERRORS: Record<number, string> = {
-  1: "physical address beyond MAXPHYADDR",
-  2: "physical-memory directory full (raise memory.backedFramesLog2)",
-  3: "out of WebAssembly memory (the engine refused to grow linear memory, or memory.limitMiB was reached)",
-  4: "misaligned physical address (8-byte entries only)",
+  [L.PhysError.BeyondMaxPhyAddr]: "physical address beyond MAXPHYADDR",
+  [L.PhysError.DirectoryFull]: "physical-memory directory full (raise memory.backedFramesLog2)",
+  [L.PhysError.OutOfMemory]:
+    "out of WebAssembly memory (the engine refused to grow linear memory, or memory.limitMiB was reached)",
+  [L.PhysError.Misaligned]: "misaligned physical address (8-byte entries only)",
+};
+const SETUP_ERRORS: Record<number, string> = {
+  [L.SetupError.Geometry]: "entries/ways must give a power-of-two number of sets",
+  [L.SetupError.RegionFull]: "does not fit the core's fixed region (too many entries or arrays)",
+  [L.SetupError.OutOfMemory]:
+    "linear memory cannot hold the frame directory (raise memory.limitMiB or lower memory.backedFramesLog2)",
 };
 const REGISTER_OFFSETS: Record<keyof Regs, number> = {
   cr0: L.R_CR0,
@@ -52,20 +64,10 @@ const REGISTER_OFFSETS: Record<keyof Regs, number> = {
   cpl: L.R_CPL,
 };
 
-export const EXIT_REASONS = [
-  "none",
-  "pageFault",
-  "generalProtection",
-  "budget",
-  "badRecord",
-  "eptViolation",
-  "eptMisconfig",
-  "npf",
-] as const;
+export const EXIT_REASONS = L.EXIT_REASON_NAMES;
 
 /** The nested dimension a CPU runs under. */
-export type NestedMode = "none" | "ept" | "npt";
-const NESTED_CODE: Record<NestedMode, number> = { none: 0, ept: 1, npt: 2 };
+export type NestedMode = L.NestedModeName;
 
 /** Rights a nested translation needs (N_R, N_W, N_X). */
 export const NESTED_READ = 1;
@@ -82,7 +84,7 @@ export interface VmEntry {
   /** EPTP bit 6 (EPT A/D); NPT always keeps A/D in its entries. */
   nestedAccessedDirty?: boolean;
 }
-export type ExitReason = (typeof EXIT_REASONS)[number];
+export type ExitReason = L.ExitReasonName;
 
 export interface ExitRecord {
   reason: ExitReason;
@@ -145,14 +147,15 @@ export class Machine {
       "machine",
     );
     for (let cpu = 0; cpu < config.cpus; cpu++) {
-      TLB_LEVELS.forEach((name, level) => {
+      TLB_LEVELS.forEach((name) => {
+        const level = L.TLB_LEVEL_NAMES.indexOf(name);
         const spec = config.tlb[name];
         if (!spec) return;
         this.check(this.core.tlbLevel(cpu, level, spec.latency), `tlb.${name}`);
         spec.arrays.forEach((array, index) => {
           const mask = array.sizes.reduce((m, s) => m | SIZE_BIT[s], 0);
           this.check(
-            this.core.tlbArray(cpu, level, mask, array.entries, array.ways, POLICY_CODE[array.policy]),
+            this.core.tlbArray(cpu, level, mask, array.entries, array.ways, policyCode(array.policy)),
             `tlb.${name}.arrays[${index}]`,
           );
         });
@@ -161,23 +164,23 @@ export class Machine {
         const spec = config.psc[name];
         if (!spec) continue;
         this.check(
-          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy], 0),
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, policyCode(spec.policy), 0),
           `psc.${name}`,
         );
       }
       const nestedTlb = config.nestedTlb;
       if (nestedTlb) {
-        this.check(this.core.tlbLevel(cpu, NESTED_TLB_LEVEL, nestedTlb.latency), "nestedTlb");
+        this.check(this.core.tlbLevel(cpu, L.TlbLevel.Nested, nestedTlb.latency), "nestedTlb");
         nestedTlb.arrays.forEach((array, index) => {
           const mask = array.sizes.reduce((m, s) => m | SIZE_BIT[s], 0);
           this.check(
             this.core.tlbArray(
               cpu,
-              NESTED_TLB_LEVEL,
+              L.TlbLevel.Nested,
               mask,
               array.entries,
               array.ways,
-              POLICY_CODE[array.policy],
+              policyCode(array.policy),
             ),
             `nestedTlb.arrays[${index}]`,
           );
@@ -187,13 +190,13 @@ export class Machine {
         const spec = config.nestedPsc?.[name];
         if (!spec) continue;
         this.check(
-          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy], 1),
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, policyCode(spec.policy), 1),
           `nestedPsc.${name}`,
         );
       }
     }
     this.core.setPscLatency(config.psc.latency);
-    (["l1", "l2", "llc"] as const).forEach((name, level) => {
+    L.CACHE_LEVEL_NAMES.forEach((name, level) => {
       const spec = config.cache[name];
       if (spec) this.check(this.core.cacheLevel(level, spec.size, spec.ways, spec.latency), `cache.${name}`);
     });
@@ -203,15 +206,7 @@ export class Machine {
 
   private check(code: number, what: string): void {
     if (code === 0) return;
-    const why =
-      code === -1
-        ? "entries/ways must give a power-of-two number of sets"
-        : code === -2
-          ? "does not fit the core's fixed region (too many entries or arrays)"
-          : code === -4
-            ? "linear memory cannot hold the frame directory (raise memory.limitMiB or lower memory.backedFramesLog2)"
-            : "invalid argument";
-    throw new MemvirtError(`${what}: ${why}`);
+    throw new MemvirtError(`${what}: ${SETUP_ERRORS[code] ?? "invalid argument"}`);
   }
 
   /** Typed views over linear memory; rebuilt when memory grows (a grow detaches the old buffer). */
@@ -405,7 +400,7 @@ export class Machine {
     this.cpuBlock(cpu);
     const code = this.core.vmEnter(
       cpu,
-      NESTED_CODE[entry.nested],
+      L.NESTED_MODE_NAMES.indexOf(entry.nested),
       BigInt.asUintN(64, entry.root ?? 0n),
       entry.nestedLevels ?? 4,
       entry.vpid ?? 0,
@@ -518,7 +513,7 @@ export class Machine {
   }
 
   tlbValidEntries(cpu: number, level: "l1d" | "l1i" | "l2"): number {
-    return this.core.tlbValidEntries(cpu, TLB_LEVELS.indexOf(level));
+    return this.core.tlbValidEntries(cpu, L.TLB_LEVEL_NAMES.indexOf(level));
   }
 
   /** Raw counter by index (see stats-layout.ts). */

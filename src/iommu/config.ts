@@ -1,10 +1,10 @@
 // The "iommu" section and the "devices" list of a run's config: validated here with messages that
 // name the key (exit code 2), and defaulted to a VT-d IOMMU in strict mode.
 import { ConfigError } from "../config/config.js";
-import type { Policy, SetAssocConfig } from "../core/types.js";
+import { POLICIES, type Policy, type SetAssocConfig } from "../core/types.js";
 import { DEVICE_KINDS, type DeviceKind, type DeviceSpec } from "./devices.js";
 import { IOMMU_MODES, type IommuMode } from "./driver.js";
-import type { IommuKind } from "./hardware.js";
+import { IOMMU_KINDS, type IommuKind } from "./hardware.js";
 import { formatBdf, parseBdf } from "./tables.js";
 
 export interface IommuConfig {
@@ -103,7 +103,7 @@ function cacheGeometry(
   const sets = entries / ways;
   if (!Number.isInteger(sets) || (sets & (sets - 1)) !== 0)
     fail(key, `${entries} entries / ${ways} ways is not a power-of-two number of sets`);
-  const policy = oneOf<Policy>(object.policy ?? fallback.policy, `${key}.policy`, ["lru", "fifo", "random"]);
+  const policy = oneOf<Policy>(object.policy ?? fallback.policy, `${key}.policy`, POLICIES);
   const latency = integer(object.latency ?? 2, `${key}.latency`, 0, 1000);
   return { entries, ways, policy, latency };
 }
@@ -128,7 +128,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     "invalidationCycles",
     "clockMHz",
   ]);
-  const kind = oneOf<IommuKind>(value.kind ?? base.kind, "iommu.kind", ["vtd", "amdvi"]);
+  const kind = oneOf<IommuKind>(value.kind ?? base.kind, "iommu.kind", IOMMU_KINDS);
   const scalable = boolean(value.scalable, "iommu.scalable", base.scalable);
   const firstLevel = boolean(value.firstLevel, "iommu.firstLevel", base.firstLevel);
   if (kind === "amdvi" && scalable) fail("iommu.scalable", 'scalable mode is VT-d only ("kind": "vtd")');
