@@ -169,6 +169,12 @@ export const EX_REFS: u32 = 0x28;
  */
 export const WALK_SCRATCH: u32 = 0x8200;
 export const WALK_SLOT: u32 = 48;
+export const WS_HPA: u32 = 0;
+export const WS_ENTRY: u32 = 8;
+/** Rights down to the entry, in TLB attribute form (A_RW, A_US, A_XD). */
+export const WS_RIGHTS: u32 = 16;
+export const WS_GPA: u32 = 24;
+export const WS_TABLE_RIGHTS: u32 = 32;
 export const NESTED_SCRATCH: u32 = 0x8400;
 export const NESTED_SLOT: u32 = 16;
 
@@ -437,6 +443,17 @@ export const enum ExitReason {
 }
 /** Statistics slots for exit reasons (S_EXIT_REASONS + reason). */
 export const EXIT_REASONS: u32 = 16;
+
+/** How the last CPU walk ended (lastWalkFault). */
+export const enum WalkFault {
+  Ok = 0,
+  NotPresent = 1,
+  Reserved = 2,
+  Protection = 3,
+  EptViolation = 4,
+  EptMisconfig = 5,
+  Npf = 6,
+}
 
 /** The outcome of one access (`translate`'s result): the exception or VM exit it raises. */
 export const enum FaultType {

@@ -12,17 +12,18 @@ import {
   CTRL_BASE,
   DIR_BASE,
   DIR_ENTRY_SIZE,
-  FRAME_MEMO_BASE,
-  FRAME_MEMO_SLOTS,
   FRAME_SIZE,
-  NESTED_MEMO_BASE,
-  NESTED_MEMO_SIZE,
-  NESTED_MEMO_SLOTS,
-  WALK_MEMO_BASE,
-  WALK_MEMO_SIZE,
-  WALK_MEMO_SLOTS,
   PhysError,
 } from "./constants";
+import {
+  forgetFrame,
+  forgetMemoryMemos,
+  frameMemoAddress,
+  frameMemoHolds,
+  frameMemoSlot,
+  memoryChanged,
+  rememberFrame,
+} from "./memo";
 
 const EMPTY: u64 = 0;
 const HASH_MUL: u64 = 0x9e3779b97f4a7c15;
@@ -51,11 +52,7 @@ export function physInit(log2Capacity: u32, memLimitPages: u32, clear: bool): bo
   store<u32>(CTRL_BASE + CFG_DIR_LOG2, log2Capacity);
   store<u32>(CTRL_BASE + CFG_POOL_BASE, <u32>poolBase);
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
-  if (clear) {
-    memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
-    memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
-    memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
-  }
+  if (clear) forgetMemoryMemos();
   store<u64>(CTRL_BASE + CFG_MEMORY_GENERATION, 1);
   // Memory grown here is zero too; memory the instance already had may hold an old directory.
   const had = <usize>memory.size() << 16;
@@ -86,19 +83,14 @@ function ensureMemory(end: usize): bool {
   return DIR_BASE + (<usize>i << 4);
 }
 
-@inline function frameMemo(frame: u64): usize {
-  return FRAME_MEMO_BASE + ((<u32>frame & (FRAME_MEMO_SLOTS - 1)) << 4);
-}
-
 /** Pool address of a frame's bytes, or 0 when the frame is unbacked. */
 @inline export function frameAddress(frame: u64): usize {
-  const key = frame + 1;
-  const memo = frameMemo(frame);
-  if (load<u64>(memo) == key) return <usize>load<u32>(memo, 8);
-  return frameAddressSlow(frame, memo);
+  const slot = frameMemoSlot(frame);
+  if (frameMemoHolds(slot, frame)) return frameMemoAddress(slot);
+  return frameAddressSlow(frame);
 }
 
-function frameAddressSlow(frame: u64, memo: usize): usize {
+function frameAddressSlow(frame: u64): usize {
   const key = frame + 1;
   let i = hashFrame(frame);
   while (true) {
@@ -106,27 +98,12 @@ function frameAddressSlow(frame: u64, memo: usize): usize {
     const k = load<u64>(e);
     if (k == key) {
       const address = poolBase + (<usize>load<u32>(e, 8) << 12);
-      store<u64>(memo, key);
-      store<u32>(memo, <u32>address, 8);
+      rememberFrame(frame, address);
       return address;
     }
     if (k == EMPTY) return 0;
     i = (i + 1) & dirMask;
   }
-}
-
-/** How many times host memory has been written: memos of its contents are valid for one value. */
-@inline export function memoryGeneration(): u64 {
-  return load<u64>(CTRL_BASE + CFG_MEMORY_GENERATION);
-}
-
-/**
- * Every store into a frame's bytes goes through the writers here, or calls this after storing through
- * backFrame's address (DMA), so memos of memory contents see the change.
- */
-@inline export function memoryChanged(): void {
-  const p = CTRL_BASE + CFG_MEMORY_GENERATION;
-  store<u64>(p, load<u64>(p) + 1);
 }
 
 @inline export function readPhys64(pa: u64): u64 {
@@ -201,7 +178,7 @@ export function releaseFrame(frame: u64): void {
   }
   const slot = load<u32>(dirEntry(i), 8);
   memoryChanged();
-  if (load<u64>(frameMemo(frame)) == key) store<u64>(frameMemo(frame), EMPTY);
+  forgetFrame(frame);
   store<u32>(poolBase + (<usize>slot << 12), freeHead);
   freeHead = slot;
   dirCount--;

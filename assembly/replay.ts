@@ -16,11 +16,6 @@ import {
   EXIT_BASE,
   AccessKind,
   KIND_MASK,
-  MEMO_ALLOWED,
-  MEMO_ENTRY,
-  MEMO_GENERATION,
-  MEMO_LRU,
-  MEMO_PAGE,
   REC_CPU,
   REC_KIND,
   RECORD_SIZE,
@@ -36,9 +31,8 @@ import {
   accessError,
   accessGpa,
   accessRefs,
-  memoSlot,
 } from "./mmu/translate";
-import { tick, translationGeneration } from "./mmu/setassoc";
+import { hitMemoHolds, hitMemoReplay, hitMemoSlot } from "./memo";
 import { E_STAMP, levelDesc } from "./mmu/tlb";
 import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXIT_REASONS, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
 
@@ -128,14 +122,9 @@ export function replay(start: u32, end: u32): u32 {
     // finds the same entry; only its LRU stamp moves. Statistics are added in bulk at the end.
     if (kindByte <= <u32>AccessKind.Fetch && !retry) {
       const level: u32 = kindByte == AccessKind.Fetch ? 1 : 0;
-      const memo = memoSlot(cpu, level, la);
-      if (
-        load<u64>(memo + MEMO_PAGE) == la >> 12 &&
-        load<u32>(memo + MEMO_GENERATION) == translationGeneration &&
-        ((load<u32>(memo + MEMO_ALLOWED) >> kindByte) & 1) != 0 &&
-        memoCpu == cpu
-      ) {
-        if (load<u32>(memo + MEMO_LRU) != 0) store<u64>(<usize>load<u32>(memo + MEMO_ENTRY), tick(), E_STAMP);
+      const memo = hitMemoSlot(cpu, level, la);
+      if (hitMemoHolds(memo, la, kindByte) && memoCpu == cpu) {
+        hitMemoReplay(memo, E_STAMP);
         if (level == 0) memoHitsData++;
         else memoHitsFetch++;
         if (budget != 0 && budgetReached(cpu)) {

@@ -2,14 +2,16 @@
 // it directly; what lives in WebAssembly globals (allocator cursors, the LRU stamp clock, the
 // translation generation the memos are checked against, the pending record, the budget deadline,
 // the frame pool's free list) is not visible from outside, so these two functions copy it to and
-// from a fixed scratch block. Globals that only carry one access's or one walk's results (walk*,
-// access*, nested* in mmu/walk.ts, hexEnd, lookupLru) are rewritten before they are read, and the
-// batched counters (walk.ts nestedWalks, timing/cache.ts pendingL1Hits) are flushed to the
-// statistics before every call returns, so they are zero whenever the host can take a checkpoint;
-// all of these are left out. A module that
-// adds lasting state in a global must add it here, or resumed runs would drift.
+// from a fixed scratch block. Globals that only carry one access's or one walk's settings and results
+// (walk* in mmu/walk.ts, nested* and guestTable* in mmu/nested.ts, radix* in mmu/radix.ts, the
+// capabilities in formats/format.ts, io* in mmu/iowalk.ts, access*, hexEnd, lookupLru) are rewritten
+// before they are read, and the batched counters (nested.ts nestedWalks, timing/cache.ts pendingL1Hits)
+// are flushed to the statistics before every call returns, so they are zero whenever the host can take
+// a checkpoint; all of these are left out. A module that adds lasting state in a global must add it
+// here, or resumed runs would drift.
 import * as phys from "./phys";
 import * as replay from "./replay";
+import * as memo from "./memo";
 import * as setassoc from "./mmu/setassoc";
 import * as text from "./trace/text";
 
@@ -36,7 +38,7 @@ export function saveModuleGlobals(at: usize): usize {
   store<u64>(p, replay.memoHitsFetch); p += 8;
   store<u32>(p, replay.memoCpu); p += 8;
   store<u64>(p, setassoc.clock); p += 8;
-  store<u32>(p, setassoc.translationGeneration); p += 8;
+  store<u32>(p, memo.translationGeneration); p += 8;
   store<u32>(p, text.eofSeen ? 1 : 0); p += 8;
   return p;
 }
@@ -60,7 +62,7 @@ export function restoreModuleGlobals(at: usize): usize {
   replay.memoHitsFetch = load<u64>(p); p += 8;
   replay.memoCpu = load<u32>(p); p += 8;
   setassoc.clock = load<u64>(p); p += 8;
-  setassoc.translationGeneration = load<u32>(p); p += 8;
+  memo.translationGeneration = load<u32>(p); p += 8;
   text.eofSeen = load<u32>(p) != 0; p += 8;
   return p;
 }

@@ -12,6 +12,8 @@ import {
   M_WP,
 } from "../constants";
 import { A_PKEY_SHIFT, A_RW, A_SS, A_US, A_XD } from "../mmu/tlb";
+import { N_R, N_X } from "./ept";
+import { NEXT_LEAF, addressReserved, gbPages, levelShift, x86Mode } from "./format";
 
 export const PTE_P: u64 = 1 << 0;
 export const PTE_RW: u64 = 1 << 1;
@@ -54,6 +56,40 @@ export const PF_SS: u32 = 1 << 6;
 
 @inline export function x86IsLeaf(e: u64, level: u32): bool {
   return level == 1 || (e & PTE_PS) != 0;
+}
+
+/**
+ * x86-64 entries as the CPU reads its own tables and VT-d reads first-level tables (formats/format.ts).
+ * XD is not a right here: the CPU combines it into the translation's attributes itself.
+ */
+@final @unmanaged export class X86 {
+  @inline present(e: u64): bool {
+    return (e & PTE_P) != 0;
+  }
+  @inline reserved(e: u64, level: u32): bool {
+    return x86Reserved(e, level, x86Mode, addressReserved, gbPages);
+  }
+  @inline rights(e: u64): u32 {
+    return N_R | N_X | <u32>(e & PTE_RW);
+  }
+  @inline user(e: u64): bool {
+    return (e & PTE_US) != 0;
+  }
+  @inline next(e: u64, level: u32, address: u64): u32 {
+    return x86IsLeaf(e, level) ? NEXT_LEAF : level - 1;
+  }
+  @inline get skips(): bool {
+    return false;
+  }
+  @inline pageShift(e: u64, level: u32): u32 {
+    return levelShift(level);
+  }
+  @inline get accessed(): u64 {
+    return PTE_A;
+  }
+  @inline get dirty(): u64 {
+    return PTE_D;
+  }
 }
 
 export const ACCESS_FAULT: u32 = 1 << 31;

@@ -50,11 +50,12 @@ import {
   ioWalkRights,
   ioWalkShift,
   scratch,
-  skippedBitsClear,
 } from "../mmu/iowalk";
 import { ADDRESS_MASK } from "../cpu";
+import { skippedBitsClear } from "../formats/amdvi";
 import { RTADDR_SMT } from "../formats/vtd";
-import { backFrame, memoryChanged, readPhys64 } from "../phys";
+import { memoryChanged } from "../memo";
+import { backFrame, readPhys64 } from "../phys";
 import {
   S_AD_UPDATES,
   S_IO_BYTES,

@@ -15,6 +15,7 @@ import {
   PSC_ENTRY_SIZE,
 } from "../constants";
 import { cpuBlock } from "../cpu";
+import { S_NPSC, S_PSC, bump } from "../stats";
 import { contextMatches } from "./context";
 import { fillTagged, policyHit } from "./setassoc";
 import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } from "./tlb";
@@ -31,6 +32,30 @@ import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } fro
 
 @inline export function pscPresent(desc: usize): bool {
   return load<u32>(desc + PD_PRESENT) != 0;
+}
+
+/** Level of the entry the last successful probePsc found. */
+export let pscHitLevel: u32 = 0;
+
+/**
+ * Probes one dimension's paging-structure caches deepest first (a PDE-cache hit leaves the fewest
+ * references), counting a miss for each cache passed and a hit for the one that answers. Returns the
+ * hit entry, or 0.
+ */
+@inline export function probePsc(cpu: u32, nested: bool, address: u64, top: u32, pcidTag: u32, contextTag: u32): usize {
+  for (let cached: u32 = 2; cached <= top; cached++) {
+    const desc = nested ? npscDesc(cpu, cached) : pscDesc(cpu, cached);
+    if (!pscPresent(desc)) continue;
+    const e = pscLookup(desc, address, cached, pcidTag, contextTag);
+    const counter = (nested ? S_NPSC : S_PSC) + ((5 - cached) << 1);
+    if (e != 0) {
+      bump(counter);
+      pscHitLevel = cached;
+      return e;
+    }
+    bump(counter + 1);
+  }
+  return 0;
 }
 
 /** The linear-address bits a level-`level` entry translates: LA[56 : 12 + 9(level-1)]. */

@@ -14,16 +14,6 @@ export function resetClock(): void {
   clock = 0;
 }
 
-/**
- * Bumped whenever a TLB's contents or a register that changes lookups or rights changes, so memoised
- * L1 hits (see CPU_MEMO) know they still hold.
- */
-export let translationGeneration: u32 = 1;
-
-@inline export function translationsChanged(): void {
-  translationGeneration++;
-}
-
 @inline function xorshift64(stateAddress: usize): u64 {
   let s = load<u64>(stateAddress);
   s ^= s << 13;

@@ -20,7 +20,8 @@ import {
 } from "../constants";
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
-import { policyHit, tick, translationsChanged, victimWay } from "./setassoc";
+import { translationsChanged } from "../memo";
+import { policyHit, tick, victimWay } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;

@@ -1,14 +1,6 @@
 // One memory access through the MMU (docs/MODEL.md §4): canonical check, L1 then L2 TLB, and a walk
 // when they miss, when a write meets a clean entry, or when a cached entry denies the access.
 import {
-  MEMO_BASE,
-  MEMO_SLOTS,
-  MEMO_ALLOWED,
-  MEMO_ENTRY,
-  MEMO_GENERATION,
-  MEMO_LRU,
-  MEMO_PAGE,
-  MEMO_SIZE,
   AccessKind,
   KIND_MASK,
   KIND_IMPLICIT,
@@ -18,9 +10,11 @@ import {
   TL_LATENCY,
   FaultType,
   TlbLevel,
+  WalkFault,
 } from "../constants";
 import { cpuBlock, isCanonical, mode, pcid, reg } from "../cpu";
 import { x86AccessCheck } from "../formats/x86";
+import { rememberHit } from "../memo";
 import {
   S_CYCLES,
   S_FAULT_GP,
@@ -57,14 +51,7 @@ import {
   lookup,
   lookupLru,
 } from "./tlb";
-import { translationGeneration } from "./setassoc";
 import {
-  WALK_EPT_MISCONFIG,
-  WALK_EPT_VIOLATION,
-  WALK_NOT_PRESENT,
-  WALK_NPF,
-  WALK_OK,
-  WALK_RESERVED,
   walkAttrs,
   walkCycles,
   walkDeny,
@@ -78,8 +65,6 @@ import {
   walkX86,
 } from "./walk";
 
-/** VM exit reasons 48 and 49 (SDM Appendix C) and the #NPF exit code 0x400 (APM 15.25.6). */
-
 // Outputs of the last access.
 export let accessPa: u64 = 0;
 /** #PF error code, EPT exit qualification or #NPF EXITINFO1. */
@@ -89,25 +74,6 @@ export let accessGpa: u64 = 0;
 export let accessSizeCode: u32 = 0;
 export let accessRefs: u32 = 0;
 export let accessCycles: u32 = 0;
-
-@inline export function memoSlot(cpu: u32, l1Level: u32, la: u64): usize {
-  return (
-    MEMO_BASE + ((((cpu << 1) | l1Level) * MEMO_SLOTS + (<u32>(la >> 12) & (MEMO_SLOTS - 1))) << 5)
-  );
-}
-
-/**
- * Records an L1 hit in the CPU's memo (CPU_MEMO). Only the kind just allowed is marked, plus READ
- * after a WRITE: every rule that lets a write through (U/S, SMAP, keys' AD) lets a read through too.
- */
-@inline function remember(cpu: u32, l1Level: u32, la: u64, entry: usize, kind: u32): void {
-  const memo = memoSlot(cpu, l1Level, la);
-  store<u64>(memo + MEMO_PAGE, la >> 12);
-  store<u32>(memo + MEMO_GENERATION, translationGeneration);
-  store<u32>(memo + MEMO_ALLOWED, kind == AccessKind.Write ? 3 : <u32>1 << kind);
-  store<u32>(memo + MEMO_ENTRY, <u32>entry);
-  store<u32>(memo + MEMO_LRU, lookupLru ? 1 : 0);
-}
 
 /**
  * Translates one access. `countLookups` is false for the retry of a record whose fault the software
@@ -155,7 +121,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0) && (deny & deniedByNested) == 0) {
       const sizeCode = entrySizeCode(entry);
       const frame = word & ~ATTR_MASK;
-      if (!fromL2 && kindByte <= <u32>AccessKind.Fetch) remember(cpu, l1Level, la, entry, kind);
+      if (!fromL2 && kindByte <= <u32>AccessKind.Fetch) rememberHit(cpu, l1Level, la, entry, kind, lookupLru);
       if (fromL2 && levelPresent(l1)) fill(l1, la, sizeCode, frame, attrs, currentPcid | deny, vmTag);
       accessPa = frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1));
       accessSizeCode = sizeCode;
@@ -173,22 +139,22 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
   accessRefs = refs;
   accessCycles = cycles;
   add(S_CYCLES, cycles);
-  if (walkFault != WALK_OK) {
+  if (walkFault != WalkFault.Ok) {
     bump(S_FAULTED_WALKS);
     add(S_FAULTED_WALK_REFS, refs);
     add(S_FAULTED_NESTED_REFS, walkNestedRefs);
     accessError = walkError;
     accessGpa = walkGpa;
-    if (walkFault >= WALK_EPT_VIOLATION) {
+    if (walkFault >= <u32>WalkFault.EptViolation) {
       nestedFaultInvalidate(cpu, la, walkGpa);
-      return walkFault == WALK_EPT_VIOLATION
+      return walkFault == WalkFault.EptViolation
         ? FaultType.EptViolation
-        : walkFault == WALK_EPT_MISCONFIG
+        : walkFault == WalkFault.EptMisconfig
           ? FaultType.EptMisconfig
           : FaultType.NestedPageFault;
     }
-    if (walkFault == WALK_NOT_PRESENT) bump(S_FAULT_NOT_PRESENT);
-    else if (walkFault == WALK_RESERVED) bump(S_FAULT_RESERVED);
+    if (walkFault == WalkFault.NotPresent) bump(S_FAULT_NOT_PRESENT);
+    else if (walkFault == WalkFault.Reserved) bump(S_FAULT_RESERVED);
     else {
       bump(S_FAULT_PROTECTION);
       if ((walkError & (1 << 5)) != 0) bump(S_FAULT_PKEY);

@@ -14,9 +14,8 @@ import {
   CFG_CACHE_DESC,
   CFG_DRAM_LATENCY,
   CTRL_BASE,
-  LINE_MEMO_BASE,
-  LINE_MEMO_SLOTS,
 } from "../constants";
+import { lineMemoSlot, rememberLine, rememberedWay, wayHolds } from "../memo";
 import { tick } from "../mmu/setassoc";
 import { S_CACHE, S_DRAM, add, bump } from "../stats";
 
@@ -48,10 +47,6 @@ let pendingL1Hits: u32 = 0;
   }
 }
 
-@inline function lineMemo(cpu: u32, line: u64): usize {
-  return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
-}
-
 /**
  * Cycles to read (or locked-update) the page-table line holding `pa`, updating the hierarchy. Inlined
  * for the common case, a line the CPU's L1 still holds: a way that holds the line is where the L1 scan
@@ -59,9 +54,9 @@ let pendingL1Hits: u32 = 0;
  */
 @inline export function priceReference(cpu: u32, pa: u64): u32 {
   const line = pa >> 6;
-  const memo = lineMemo(cpu, line);
-  const remembered = <usize>load<u32>(memo);
-  if (remembered != 0 && load<u64>(remembered) == line + 1) {
+  const memo = lineMemoSlot(cpu, line);
+  const remembered = rememberedWay(memo);
+  if (remembered != 0 && wayHolds(remembered, line)) {
     store<u64>(remembered, tick(), 8);
     pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
@@ -89,7 +84,7 @@ function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
       if (tag == key) {
         store<u64>(p, tick(), 8);
         bump(S_CACHE + level);
-        if (level == 0) store<u32>(memo, <u32>p);
+        if (level == 0) rememberLine(memo, p);
         // The levels above missed: each takes the line into the way its scan chose.
         if (level > 0 && victim0 != 0) place(victim0, key, cpu, line, 0);
         if (level > 1 && victim1 != 0) place(victim1, key, cpu, line, 1);
@@ -127,7 +122,7 @@ function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
 @inline function place(way: usize, key: u64, cpu: u32, line: u64, level: u32): void {
   store<u64>(way, key);
   store<u64>(way, tick(), 8);
-  if (level == 0) store<u32>(lineMemo(cpu, line), <u32>way);
+  if (level == 0) rememberLine(lineMemoSlot(cpu, line), way);
 }
 
 /**

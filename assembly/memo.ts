@@ -1,0 +1,304 @@
+// The simulator's shortcuts: memos of work whose outcome cannot have changed since it was done. None
+// is hardware. Each is used only while it is current, and a hit leads the model to do exactly what the
+// work it skips would have done (the same lines priced, the same references and hits counted, the same
+// stamps moved), so results are identical with or without it. Each says below what makes it stale.
+// Only this file knows their layouts; the model asks whether one holds and tells it what to remember.
+import {
+  CFG_MEMORY_GENERATION,
+  CTRL_BASE,
+  FRAME_MEMO_BASE,
+  FRAME_MEMO_SLOTS,
+  LINE_MEMO_BASE,
+  LINE_MEMO_SLOTS,
+  MEMO_ALLOWED,
+  MEMO_BASE,
+  MEMO_ENTRY,
+  MEMO_GENERATION,
+  MEMO_LRU,
+  MEMO_PAGE,
+  MEMO_SLOTS,
+  NESTED_MEMO_BASE,
+  NESTED_MEMO_SIZE,
+  NESTED_MEMO_SLOTS,
+  NM_ADDRESSES,
+  NM_CONTEXT,
+  NM_ENTRIES,
+  NM_FLAGS,
+  NM_FRAME,
+  NM_GENERATION,
+  NM_KEY,
+  NM_RIGHTS,
+  NM_SIZE_CODE,
+  NM_USED,
+  WALK_MEMO_BASE,
+  WALK_MEMO_SIZE,
+  WALK_MEMO_SLOTS,
+  WM_GENERATION,
+  WM_KEY,
+  WM_LEVEL_BASE,
+  WM_LEVEL_SIZE,
+  WM_LEVELS,
+  WM_NESTED,
+  WM_ROOT,
+  WML_ENTRY,
+  WML_GPA,
+  WML_HPA,
+  WML_NESTED,
+  WML_NESTED_COUNT,
+  WML_TABLE_RIGHTS,
+  WS_ENTRY,
+  WS_GPA,
+  WS_HPA,
+  WS_TABLE_RIGHTS,
+  AccessKind,
+} from "./constants";
+import { tick } from "./mmu/setassoc";
+
+// --- generations: what the memos below are checked against -------------------------------------------
+
+/**
+ * The translation generation: moved by every TLB fill and invalidation and every register write that
+ * changes lookups or rights. A global, saved with the core's other globals (snapshot.ts).
+ */
+export let translationGeneration: u32 = 1;
+
+@inline export function translationsChanged(): void {
+  translationGeneration++;
+}
+
+/**
+ * The memory generation: moved by every store into host memory (in linear memory, so a saved and
+ * restored core keeps its memos and their generation in step).
+ */
+@inline export function memoryGeneration(): u64 {
+  return load<u64>(CTRL_BASE + CFG_MEMORY_GENERATION);
+}
+
+/** Every store into a frame's bytes calls this (phys.ts's writers, and DMA after storing). */
+@inline export function memoryChanged(): void {
+  const p = CTRL_BASE + CFG_MEMORY_GENERATION;
+  store<u64>(p, load<u64>(p) + 1);
+}
+
+/** Forgets every memo of memory contents and frames (a machine reset that reuses linear memory). */
+export function forgetMemoryMemos(): void {
+  memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
+  memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
+  memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
+}
+
+// --- L1 hits: page -> the L1 TLB entry that translated it ----------------------------------------------
+// Per CPU and L1 level (l1d, l1i), direct-mapped by 4 KiB page. Stale when the translation generation
+// moves. While current, another plain access of a kind it allowed finds the same entry; the replay loop
+// then only moves the entry's stamp, as the lookup would.
+
+@inline export function hitMemoSlot(cpu: u32, l1Level: u32, la: u64): usize {
+  return MEMO_BASE + ((((cpu << 1) | l1Level) * MEMO_SLOTS + (<u32>(la >> 12) & (MEMO_SLOTS - 1))) << 5);
+}
+
+/** Whether the memo at `slot` holds `la`'s page for an access of `kind` (READ, WRITE or FETCH). */
+@inline export function hitMemoHolds(slot: usize, la: u64, kind: u32): bool {
+  return (
+    load<u64>(slot + MEMO_PAGE) == la >> 12 &&
+    load<u32>(slot + MEMO_GENERATION) == translationGeneration &&
+    ((load<u32>(slot + MEMO_ALLOWED) >> kind) & 1) != 0
+  );
+}
+
+/** What a hit the memo replays does to the entry: an LRU array refreshes its stamp (at `stampOffset`). */
+@inline export function hitMemoReplay(slot: usize, stampOffset: u32): void {
+  if (load<u32>(slot + MEMO_LRU) != 0) store<u64>(<usize>load<u32>(slot + MEMO_ENTRY) + stampOffset, tick());
+}
+
+/**
+ * Remembers an L1 hit. Only the kind just allowed is marked, plus READ after a WRITE: every rule that
+ * lets a write through (U/S, SMAP, keys' AD) lets a read through too.
+ */
+@inline export function rememberHit(cpu: u32, l1Level: u32, la: u64, entry: usize, kind: u32, refreshes: bool): void {
+  const slot = hitMemoSlot(cpu, l1Level, la);
+  store<u64>(slot + MEMO_PAGE, la >> 12);
+  store<u32>(slot + MEMO_GENERATION, translationGeneration);
+  store<u32>(slot + MEMO_ALLOWED, kind == AccessKind.Write ? 3 : <u32>1 << kind);
+  store<u32>(slot + MEMO_ENTRY, <u32>entry);
+  store<u32>(slot + MEMO_LRU, refreshes ? 1 : 0);
+}
+
+// --- page-table lines: line -> the L1 data-cache way holding it ----------------------------------------
+// Per CPU, direct-mapped by line. Stale when that way holds another line, which the check sees: lines are
+// unique in a set, so a way holding the line is where the L1 scan would find it.
+
+@inline export function lineMemoSlot(cpu: u32, line: u64): usize {
+  return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
+}
+
+/** The L1 way the memo at `slot` names (its tag word's address), or 0: check it with `wayHolds`. */
+@inline export function rememberedWay(slot: usize): usize {
+  return <usize>load<u32>(slot);
+}
+
+/** Whether `way` (non-zero) still holds `line`. */
+@inline export function wayHolds(way: usize, line: u64): bool {
+  return load<u64>(way) == line + 1;
+}
+
+@inline export function rememberLine(slot: usize, way: usize): void {
+  store<u32>(slot, <u32>way);
+}
+
+// --- frames: frame number -> pool address --------------------------------------------------------------
+// Direct-mapped by frame number. Stale when the frame is released: releaseFrame forgets it.
+
+@inline export function frameMemoSlot(frame: u64): usize {
+  return FRAME_MEMO_BASE + ((<u32>frame & (FRAME_MEMO_SLOTS - 1)) << 4);
+}
+
+/** Whether the memo at `slot` knows `frame`; then frameMemoAddress(slot) is its pool address. */
+@inline export function frameMemoHolds(slot: usize, frame: u64): bool {
+  return load<u64>(slot) == frame + 1;
+}
+
+@inline export function frameMemoAddress(slot: usize): usize {
+  return <usize>load<u32>(slot, 8);
+}
+
+@inline export function rememberFrame(frame: u64, address: usize): void {
+  const slot = frameMemoSlot(frame);
+  store<u64>(slot, frame + 1);
+  store<u32>(slot, <u32>address, 8);
+}
+
+@inline export function forgetFrame(frame: u64): void {
+  const slot = frameMemoSlot(frame);
+  if (load<u64>(slot) == frame + 1) store<u64>(slot, 0);
+}
+
+// --- nested walks: the entries a fault-free nested walk read -------------------------------------------
+// Two direct-mapped tables: walks of guest paging-structure pages, whole, by 4 KiB page; walks of final
+// addresses, by 2 MiB region, down to the page table (or a large leaf), so a hit reads the 4K leaf
+// again. Stale when the memory generation moves or the nested context differs (root, mode, depth, A/D).
+
+export const NESTED_FOR_TABLE: bool = false;
+export const NESTED_FOR_FINAL: bool = true;
+
+@inline function nestedKey(gpa: u64, final: bool): u64 {
+  return (gpa >> (final ? 21 : 12)) + 1;
+}
+
+@inline export function nestedMemoSlot(gpa: u64, final: bool): usize {
+  const index = <u32>(gpa >> (final ? 21 : 12)) & (NESTED_MEMO_SLOTS - 1);
+  return NESTED_MEMO_BASE + (final ? NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE : 0) + <usize>index * NESTED_MEMO_SIZE;
+}
+
+/** Whether the memo at `slot` holds a current walk of `gpa` in `context`. */
+@inline export function nestedMemoHolds(slot: usize, gpa: u64, final: bool, context: u64): bool {
+  return (
+    load<u64>(slot, NM_KEY) == nestedKey(gpa, final) &&
+    load<u64>(slot, NM_CONTEXT) == context &&
+    load<u64>(slot, NM_GENERATION) == memoryGeneration()
+  );
+}
+
+/**
+ * Remembers a walk: the first `stored` entries of the nested scratch (`stride` bytes a slot: u64
+ * address, u64 value), their size code, rights and flags (NMF_*), and the large leaf's frame or the page
+ * table's address.
+ */
+export function rememberNestedWalk(
+  slot: usize,
+  gpa: u64,
+  final: bool,
+  context: u64,
+  scratch: usize,
+  stride: u32,
+  stored: u32,
+  sizeCode: u32,
+  rights: u32,
+  flags: u32,
+  frame: u64,
+): void {
+  for (let i: u32 = 0; i < stored; i++) {
+    const s = scratch + i * stride;
+    store<u64>(slot + NM_ADDRESSES + (i << 3), load<u64>(s));
+    store<u64>(slot + NM_ENTRIES + (i << 3), load<u64>(s, 8));
+  }
+  store<u64>(slot, nestedKey(gpa, final), NM_KEY);
+  store<u64>(slot, context, NM_CONTEXT);
+  store<u64>(slot, memoryGeneration(), NM_GENERATION);
+  store<u8>(slot, <u8>stored, NM_USED);
+  store<u8>(slot, <u8>sizeCode, NM_SIZE_CODE);
+  store<u8>(slot, <u8>rights, NM_RIGHTS);
+  store<u8>(slot, <u8>flags, NM_FLAGS);
+  store<u64>(slot, frame, NM_FRAME);
+}
+
+// --- guest walks: the entries from the top level down to the page-directory entry ----------------------
+// Direct-mapped by 2 MiB linear region, with each table page's nested references under EPT/NPT. Used
+// only where no cache stands in between, so a hit prices exactly the lines and counts exactly the
+// references of the walk it replaces. Stale when the memory generation moves, or CR3's table, LA57, NXE
+// or the nested context differ.
+
+@inline export function walkMemoSlot(la: u64): usize {
+  return WALK_MEMO_BASE + <usize>(<u32>(la >> 21) & (WALK_MEMO_SLOTS - 1)) * WALK_MEMO_SIZE;
+}
+
+/** Levels the memo at `slot` holds for `la` in this context (0: none). */
+@inline export function walkMemoLevels(slot: usize, la: u64, root: u64, nested: u64): u32 {
+  if (
+    load<u64>(slot, WM_KEY) == (la >> 21) + 1 &&
+    load<u64>(slot, WM_ROOT) == root &&
+    load<u64>(slot, WM_NESTED) == nested &&
+    load<u64>(slot, WM_GENERATION) == memoryGeneration()
+  ) {
+    return load<u32>(slot, WM_LEVELS);
+  }
+  return 0;
+}
+
+/** The remembered level `i` (top first): WML_* fields. */
+@inline export function walkMemoLevel(slot: usize, i: u32): usize {
+  return slot + WM_LEVEL_BASE + i * WM_LEVEL_SIZE;
+}
+
+/**
+ * Remembers the walk just made, whose scratch (`stride` bytes a level, WS_* fields) holds `levels`
+ * entries above the page table. Under a nested dimension each table page's nested references come from
+ * the nested memo of table pages, which must hold them for this generation; else nothing is kept.
+ */
+export function rememberGuestWalk(
+  slot: usize,
+  la: u64,
+  root: u64,
+  nested: u64,
+  scratch: usize,
+  stride: u32,
+  levels: u32,
+  virtualized: bool,
+  nestedContext: u64,
+): void {
+  if (virtualized) {
+    for (let i: u32 = 0; i < levels; i++) {
+      const gpa = load<u64>(scratch + i * stride, WS_GPA);
+      if (!nestedMemoHolds(nestedMemoSlot(gpa, NESTED_FOR_TABLE), gpa, NESTED_FOR_TABLE, nestedContext)) return;
+    }
+  }
+  for (let i: u32 = 0; i < levels; i++) {
+    const s = scratch + i * stride;
+    const m = walkMemoLevel(slot, i);
+    store<u64>(m, load<u64>(s, WS_HPA), WML_HPA);
+    store<u64>(m, load<u64>(s, WS_ENTRY), WML_ENTRY);
+    if (virtualized) {
+      const gpa = load<u64>(s, WS_GPA);
+      const table = nestedMemoSlot(gpa, NESTED_FOR_TABLE);
+      const n = <u32>load<u8>(table, NM_USED);
+      store<u64>(m, gpa, WML_GPA);
+      store<u32>(m, load<u32>(s, WS_TABLE_RIGHTS), WML_TABLE_RIGHTS);
+      store<u32>(m, n, WML_NESTED_COUNT);
+      for (let j: u32 = 0; j < n; j++) store<u64>(m + WML_NESTED + (j << 3), load<u64>(table + NM_ADDRESSES + (j << 3)));
+    }
+  }
+  store<u64>(slot, (la >> 21) + 1, WM_KEY);
+  store<u64>(slot, root, WM_ROOT);
+  store<u64>(slot, nested, WM_NESTED);
+  store<u64>(slot, memoryGeneration(), WM_GENERATION);
+  store<u32>(slot, levels, WM_LEVELS);
+}
