@@ -8,10 +8,8 @@ import {
   AD_SIZEMASK,
   AD_WAYS,
   ARRAY_DESC_SIZE,
-  CACHE_BASE,
   CACHE_DESC_SIZE,
   CACHE_LINE_SIZE,
-  CACHE_SIZE,
   CD_BASE,
   CD_CPU_STRIDE,
   CD_LATENCY,
@@ -26,18 +24,18 @@ import {
   CFG_PSC_LATENCY,
   CTRL_BASE,
   CTRL_SIZE,
+  FRAME_MEMO_BASE,
+  HEAP_BASE,
+  IO_CC_ENTRY_SIZE,
+  IO_IOTLB_ENTRY_SIZE,
+  IO_PSC_ENTRY_SIZE,
+  CFG_MEM_LIMIT_PAGES,
   POLICY_COUNT,
-  LINE_MEMO_BASE,
-  LINE_MEMO_SLOTS,
   MAX_CPUS,
-  MEMO_BASE,
-  MEMO_REGION_SIZE,
   MAX_TLB_ARRAYS,
   PD_PRESENT,
-  PSC_BASE,
   PSC_ENTRY_SIZE,
   NestedMode,
-  PSC_SIZE,
   R_IN_GUEST,
   R_NESTED_AD,
   R_NESTED_LEVELS,
@@ -63,9 +61,7 @@ import {
   TL_LATENCY,
   TL_PRESENT,
   TL_SIZEMASK,
-  TLB_BASE,
   TLB_ENTRY_SIZE,
-  TLB_SIZE,
   IommuKind,
   FaultType,
   SetupError,
@@ -121,14 +117,18 @@ import {
   accessSizeCode,
 } from "./mmu/translate";
 import { nestedProbe, walkError, walkFault, walkNestedRefs, walkX86 } from "./mmu/walk";
+import { allocate, heapTop, resetHeap, setMemoryLimit } from "./heap";
+import { allocateMemos } from "./memo";
 import * as phys from "./phys";
 import { restoreModuleGlobals, saveModuleGlobals, snapshotScratch } from "./snapshot";
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
 
 export { replay, setBudget } from "./replay";
+export { dmaBuffer } from "./iommu/dma";
 export {
   parseText,
+  textBuffer,
   sniffText,
   textEofSeen,
   textResetEof,
@@ -138,11 +138,6 @@ export {
   textParsedLines,
 } from "./trace/text";
 
-/** Errors of the set-up calls. */
-
-let tlbUsed: u32 = 0;
-let pscUsed: u32 = 0;
-let cacheUsed: u32 = 0;
 let seed: u64 = 0;
 let rngIndex: u64 = 0;
 
@@ -150,23 +145,21 @@ let rngIndex: u64 = 0;
  *  The host reads SNAPSHOT_SCRATCH_SIZE bytes there. */
 export function saveCoreGlobals(): usize {
   let p = saveModuleGlobals(snapshotScratch);
-  store<u32>(p, tlbUsed); p += 8;
-  store<u32>(p, pscUsed); p += 8;
-  store<u32>(p, cacheUsed); p += 8;
   store<u64>(p, seed); p += 8;
   store<u64>(p, rngIndex);
   return snapshotScratch;
 }
 
 /** The inverse of saveCoreGlobals, after the host has written the bytes back to the block (whose
- *  address saveCoreGlobals returns; it is static data, the same in every instance of one build). */
-export function restoreCoreGlobals(): void {
-  let p = restoreModuleGlobals(snapshotScratch);
-  tlbUsed = load<u32>(p); p += 8;
-  pscUsed = load<u32>(p); p += 8;
-  cacheUsed = load<u32>(p); p += 8;
+ *  address saveCoreGlobals returns; it is static data, the same in every instance of one build).
+ *  False, with nothing restored, when the block was saved by a core with another memory layout. */
+export function restoreCoreGlobals(): bool {
+  const at = restoreModuleGlobals(snapshotScratch);
+  if (at == 0) return false;
+  let p = at;
   seed = load<u64>(p); p += 8;
   rngIndex = load<u64>(p);
+  return true;
 }
 
 /** Set by the first machineInit of this instance. */
@@ -179,33 +172,34 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
     return SetupError.BadArgument;
   }
   // A fresh instance's linear memory is all zero: clearing it again would touch (and make resident)
-  // every page of the fixed regions, tens of MiB, for nothing. Only a second init clears.
-  const clear = initialized;
-  initialized = true;
-  if (clear) {
+  // every page it has, for nothing. Only a second init clears what the first one used.
+  if (initialized) {
+    const top = heapTop();
     memory.fill(CTRL_BASE, 0, CTRL_SIZE);
-    memory.fill(TLB_BASE, 0, TLB_SIZE);
-    memory.fill(PSC_BASE, 0, PSC_SIZE);
-    memory.fill(CACHE_BASE, 0, CACHE_SIZE);
-    memory.fill(MEMO_BASE, 0, MEMO_REGION_SIZE);
-    memory.fill(LINE_MEMO_BASE, 0, MAX_CPUS * LINE_MEMO_SLOTS * 4);
-    memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
+    memory.fill(FRAME_MEMO_BASE, 0, HEAP_BASE - FRAME_MEMO_BASE);
+    memory.fill(HEAP_BASE, 0, top - HEAP_BASE);
   }
+  initialized = true;
   store<u32>(CTRL_BASE + CFG_CPUS, cpus);
   store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
   store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
-  tlbUsed = 0;
-  pscUsed = 0;
-  cacheUsed = 0;
+  store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
+  setMemoryLimit(memLimitPages);
+  resetHeap();
   seed = rngSeed;
   rngIndex = 0;
   resetClock();
   resetReplay();
   resetContexts();
   clearStats();
-  if (!phys.physInit(dirLog2, memLimitPages, clear)) return SetupError.OutOfMemory;
+  if (!allocateMemos(cpus) || !phys.physInit(dirLog2)) return SetupError.OutOfMemory;
   for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
   return 0;
+}
+
+/** A sized region for `bytes` (64-byte aligned, as every array's entries are), or 0. */
+@inline function region(bytes: u64): usize {
+  return bytes > 0xffff_0000 ? 0 : allocate(<usize>bytes, 64);
 }
 
 @inline function log2Exact(n: u32): i32 {
@@ -218,8 +212,8 @@ function nextRngState(): u64 {
   return state == 0 ? 1 : state;
 }
 
-function initArray(desc: usize, base: u32, setsLog2: u32, ways: u32, sizeMask: u32, policy: u32): void {
-  store<u32>(desc + AD_BASE, base);
+function initArray(desc: usize, base: usize, setsLog2: u32, ways: u32, sizeMask: u32, policy: u32): void {
+  store<u32>(desc + AD_BASE, <u32>base);
   store<u32>(desc + AD_SETS_LOG2, setsLog2);
   store<u32>(desc + AD_WAYS, ways);
   store<u16>(desc + AD_SIZEMASK, <u16>sizeMask);
@@ -245,10 +239,9 @@ export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways
   if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
   if (setsLog2 < 0) return SetupError.Geometry;
-  const bytes = entries * TLB_ENTRY_SIZE;
-  if (tlbUsed + bytes > TLB_SIZE) return SetupError.RegionFull;
-  initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, tlbUsed, <u32>setsLog2, ways, sizeMask, policy);
-  tlbUsed += bytes;
+  const base = region(<u64>entries * TLB_ENTRY_SIZE);
+  if (base == 0) return SetupError.OutOfMemory;
+  initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, base, <u32>setsLog2, ways, sizeMask, policy);
   store<u32>(desc + TL_COUNT, count + 1);
   store<u32>(desc + TL_SIZEMASK, load<u32>(desc + TL_SIZEMASK) | sizeMask);
   return 0;
@@ -260,13 +253,12 @@ export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: 
   if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
   if (setsLog2 < 0) return SetupError.Geometry;
-  const bytes = entries * PSC_ENTRY_SIZE;
-  if (pscUsed + bytes > PSC_SIZE) return SetupError.RegionFull;
+  const base = region(<u64>entries * PSC_ENTRY_SIZE);
+  if (base == 0) return SetupError.OutOfMemory;
   const desc = nested ? npscDesc(cpu, level) : pscDesc(cpu, level);
-  initArray(desc, pscUsed, <u32>setsLog2, ways, 0, policy);
+  initArray(desc, base, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + PD_PRESENT, 1);
   store<u32>(cpuBlock(cpu) + (nested ? R_NPSC_ANY : R_PSC_ANY), 1);
-  pscUsed += bytes;
   return 0;
 }
 
@@ -283,15 +275,15 @@ export function cacheLevel(level: u32, size: u32, ways: u32, latency: u32): i32 
   if (setsLog2 < 0) return SetupError.Geometry;
   const copies = level == 2 ? 1 : load<u32>(CTRL_BASE + CFG_CPUS);
   const bytes = lines * CACHE_LINE_SIZE;
-  if (<u64>cacheUsed + <u64>bytes * copies > CACHE_SIZE) return SetupError.RegionFull;
+  const base = region(<u64>bytes * copies);
+  if (base == 0) return SetupError.OutOfMemory;
   const desc = CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
   store<u32>(desc + CD_PRESENT, 1);
   store<u32>(desc + CD_SETS_LOG2, <u32>setsLog2);
   store<u32>(desc + CD_WAYS, ways);
   store<u32>(desc + CD_LATENCY, latency);
-  store<u32>(desc + CD_BASE, cacheUsed);
+  store<u32>(desc + CD_BASE, <u32>base);
   store<u32>(desc + CD_CPU_STRIDE, level == 2 ? 0 : bytes);
-  cacheUsed += bytes * copies;
   return 0;
 }
 
@@ -490,30 +482,32 @@ export function iommuInit(kind: u32, sagaw: u32, flags: u32, memTop: u64, iotlbL
   return 0;
 }
 
-function ioArray(desc: usize, entries: u32, ways: u32, policy: u32, max: u32): i32 {
+function ioArray(desc: usize, entries: u32, ways: u32, policy: u32, max: u32, entrySize: u32): i32 {
   if (policy >= POLICY_COUNT) return SetupError.BadArgument;
   if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
   if (setsLog2 < 0) return SetupError.Geometry;
   if (entries > max) return SetupError.RegionFull;
-  initArray(desc, 0, <u32>setsLog2, ways, 0, policy);
+  const base = region(<u64>entries * entrySize);
+  if (base == 0) return SetupError.OutOfMemory;
+  initArray(desc, base, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + IO_DESC_PRESENT, 1);
   return 0;
 }
 
 /** Gives the IOMMU an IOTLB of `entries` entries in `ways` ways (every page size shares it). */
 export function iommuIotlb(entries: u32, ways: u32, policy: u32): i32 {
-  return ioArray(IOMMU_BASE + IO_IOTLB_DESC, entries, ways, policy, IO_IOTLB_MAX_ENTRIES);
+  return ioArray(IOMMU_BASE + IO_IOTLB_DESC, entries, ways, policy, IO_IOTLB_MAX_ENTRIES, IO_IOTLB_ENTRY_SIZE);
 }
 
 /** Gives the IOMMU a context cache (VT-d context and PASID entries, AMD-Vi device-table entries). */
 export function iommuContextCache(entries: u32, ways: u32, policy: u32): i32 {
-  return ioArray(IOMMU_BASE + IO_CC_DESC, entries, ways, policy, IO_CC_MAX_ENTRIES);
+  return ioArray(IOMMU_BASE + IO_CC_DESC, entries, ways, policy, IO_CC_MAX_ENTRIES, IO_CC_ENTRY_SIZE);
 }
 
 /** Gives the IOMMU a paging-structure cache of non-leaf I/O page-table entries. */
 export function iommuPsc(entries: u32, ways: u32, policy: u32): i32 {
-  return ioArray(IOMMU_BASE + IO_PSC_DESC, entries, ways, policy, IO_PSC_MAX_ENTRIES);
+  return ioArray(IOMMU_BASE + IO_PSC_DESC, entries, ways, policy, IO_PSC_MAX_ENTRIES, IO_PSC_ENTRY_SIZE);
 }
 
 /** VT-d: RTADDR (bit 10 selects scalable mode); AMD-Vi: the device-table base. */

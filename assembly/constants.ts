@@ -1,8 +1,18 @@
 // The one map of linear memory, and the codes the core and the host exchange through it. This file is
 // the only copy: scripts/generate-layout.mjs writes the host's src/core/layout.ts from it at build
-// time (every exported integer constant and `const enum`, with its comment). Regions are fixed so the
-// host can build its typed views once; only the frame directory and frame pool at the top depend on
-// the configuration.
+// time (every exported integer constant and `const enum`, with its comment). The regions below
+// HEAP_BASE are fixed; every other region is sized from the configuration and allocated above it
+// (heap.ts) when the machine is configured or first needs it, so linear memory is as large as the
+// machine asks. The core reports where each sized region is (the CFG_* words, descriptors' bases),
+// and the host builds its views from that.
+
+/**
+ * The memory layout's version: a checkpoint (snapshot.ts) saved by a core with another layout is
+ * refused. Raise it whenever a region, a descriptor or a lasting global moves.
+ */
+export const CORE_LAYOUT_VERSION: u32 = 2;
+/** Bytes of the block the core's lasting globals are copied to for a checkpoint (snapshot.ts). */
+export const SNAPSHOT_SCRATCH_SIZE: u32 = 256;
 
 /** AssemblyScript puts its static data below this; the core never allocates on its heap. */
 export const STATIC_END: u32 = 0x10000;
@@ -17,9 +27,17 @@ export const CFG_MAXPHYADDR: u32 = 0x04;
 export const CFG_GBPAGES: u32 = 0x08;
 export const CFG_PSC_LATENCY: u32 = 0x0c;
 export const CFG_DRAM_LATENCY: u32 = 0x10;
+/** log2 of the frame directory's capacity now, and the most it may grow to (memory.backedFramesLog2). */
 export const CFG_DIR_LOG2: u32 = 0x14;
-export const CFG_POOL_BASE: u32 = 0x18;
+export const CFG_DIR_MAX_LOG2: u32 = 0x18;
 export const CFG_MEM_LIMIT_PAGES: u32 = 0x1c;
+/** The frame directory's address. */
+export const CFG_DIR_BASE: u32 = 0x30;
+/** The top of the sized regions (heap.ts): memory above it has never been used. */
+export const CFG_HEAP_TOP: u32 = 0x34;
+/** The text buffer and the DMA request buffer, allocated when first asked for (0 until then). */
+export const CFG_TEXT_BASE: u32 = 0x38;
+export const CFG_DMA_BASE: u32 = 0x3c;
 /**
  * Memory generation (u64): advanced by every store into host memory, so memos of what memory held
  * (NESTED_MEMO) know when they are stale. In linear memory, not a global, so a saved and restored
@@ -34,7 +52,7 @@ export const CD_PRESENT: u32 = 0;
 export const CD_SETS_LOG2: u32 = 4;
 export const CD_WAYS: u32 = 8;
 export const CD_LATENCY: u32 = 12;
-/** Byte offset of the level's array inside the cache region (per-CPU levels: of CPU 0). */
+/** Address of the level's array (per-CPU levels: of CPU 0's). */
 export const CD_BASE: u32 = 16;
 /** Bytes between CPUs' copies (0 for the shared LLC). */
 export const CD_CPU_STRIDE: u32 = 20;
@@ -97,13 +115,9 @@ export const M_PCIDE: u32 = 1 << 9;
 export const M_PGE: u32 = 1 << 10;
 export const M_LMA: u32 = 1 << 11;
 /**
- * Memo of recent L1 hits, per CPU and L1 level (l1d, l1i), direct-mapped by 4 KiB page: a simulator
- * shortcut, not hardware. While no TLB entry or register changed (the translation generation), another
- * access to a remembered page finds the same entry, so the replay loop skips the set scan and produces
- * identical results.
+ * Memo of recent L1 hits (memo.ts), per CPU and L1 level (l1d, l1i), direct-mapped by 4 KiB page: a
+ * sized region of MEMO_SLOTS * MEMO_SIZE bytes per CPU and level.
  */
-export const MEMO_BASE: u32 = 0x1e30000;
-export const MEMO_REGION_SIZE: u32 = 0x40000;
 export const MEMO_SLOTS: u32 = 256;
 export const MEMO_SIZE: u32 = 32;
 export const MEMO_PAGE: u32 = 0; // u64 la >> 12
@@ -123,7 +137,7 @@ export const TL_COUNT: u32 = 8;
 export const TL_SIZEMASK: u32 = 12;
 export const TL_ARRAYS: u32 = 16;
 export const MAX_TLB_ARRAYS: u32 = 4;
-// array / PSC descriptor (ARRAY_DESC_SIZE bytes): base, setsLog2, ways, sizeMask, policy, rng (u64)
+// array / PSC descriptor (ARRAY_DESC_SIZE bytes): address, setsLog2, ways, sizeMask, policy, rng (u64)
 export const ARRAY_DESC_SIZE: u32 = 24;
 export const AD_BASE: u32 = 0;
 export const AD_SETS_LOG2: u32 = 4;
@@ -207,33 +221,22 @@ export const REC_SIZE: u32 = 9; // u8 access size in bytes
 export const REC_CPU: u32 = 10; // u16 cpu
 export const REC_LINE: u32 = 12; // u32 source line (text traces), for error reports
 
-// --- text input for in-core trace parsing ---------------------------------------------------------
-export const TEXT_BASE: u32 = 0x130000;
+// --- text input for in-core trace parsing: a sized region (CFG_TEXT_BASE) ------------------------
 export const TEXT_SIZE: u32 = 0x400000;
 
-// --- TLB entries (32 bytes each), laid out by the host ---------------------------------------------
-export const TLB_BASE: u32 = 0x530000;
-export const TLB_SIZE: u32 = 0x800000;
+// --- TLB, PSC and cache-model arrays: sized regions, each at its descriptor's base ------------------
 export const TLB_ENTRY_SIZE: u32 = 32;
-
-// --- PSC entries (32 bytes each) ------------------------------------------------------------------
-export const PSC_BASE: u32 = 0xd30000;
-export const PSC_SIZE: u32 = 0x100000;
 export const PSC_ENTRY_SIZE: u32 = 32;
-
-// --- data-cache model: per line u64 tag + u64 stamp -----------------------------------------------
-export const CACHE_BASE: u32 = 0xe30000;
-export const CACHE_SIZE: u32 = 0x1000000;
+/** Data-cache model: per line u64 tag + u64 stamp. */
 export const CACHE_LINE_SIZE: u32 = 16;
 
-// --- frame directory (hash: u64 frame number + u32 slot) and frame pool ---------------------------
+// --- the fixed memos (memo.ts) ----------------------------------------------------------------------
 /**
- * Direct-mapped memos, like MEMO_BASE simulator shortcuts: per CPU, page-table line -> the L1 way
- * holding it (valid while that way still holds the line), and frame number -> pool address.
+ * Per CPU, page-table line -> the L1 way holding it: a sized region of LINE_MEMO_SLOTS u32 per CPU.
+ * Then, fixed: frame number -> pool address.
  */
-export const LINE_MEMO_BASE: u32 = 0x1e70000;
 export const LINE_MEMO_SLOTS: u32 = 1024;
-export const FRAME_MEMO_BASE: u32 = 0x1e80000;
+export const FRAME_MEMO_BASE: u32 = 0x130000;
 export const FRAME_MEMO_SLOTS: u32 = 1024;
 /**
  * Memos of nested walks that succeeded without faults: the host addresses and values of the entries
@@ -244,7 +247,7 @@ export const FRAME_MEMO_SLOTS: u32 = 1024;
  * lines and counts the same references without decoding them: a simulator shortcut with identical
  * results, not hardware.
  */
-export const NESTED_MEMO_BASE: u32 = 0x1e84000;
+export const NESTED_MEMO_BASE: u32 = 0x134000;
 export const NESTED_MEMO_SLOTS: u32 = 128;
 export const NESTED_MEMO_SIZE: u32 = 128;
 export const NM_KEY: u32 = 0; // u64 guest-physical page (or 2 MiB region) + 1
@@ -269,7 +272,7 @@ export const NMF_LARGE: u32 = 8;
  * no nested TLB or PSC), so a hit prices exactly the lines and counts exactly the references of the
  * walk it replaces, then walks the page table itself. Valid for one memory generation.
  */
-export const WALK_MEMO_BASE: u32 = 0x1e8c000;
+export const WALK_MEMO_BASE: u32 = 0x13c000;
 export const WALK_MEMO_SLOTS: u32 = 32;
 export const WALK_MEMO_SIZE: u32 = 512;
 export const WM_KEY: u32 = 0; // u64 (la >> 21) + 1
@@ -287,12 +290,13 @@ export const WML_NESTED_COUNT: u32 = 28; // u32 nested references of its table's
 export const WML_NESTED: u32 = 32; // u64 x 5 their host addresses
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
- * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7): configuration and the registers the
- * host programs (root/device-table address, invalidation queue, event log), the VT-d fault-recording
- * registers, and the context cache and IOTLB arrays. Its tables live in host physical memory.
+ * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7), in the control block: configuration and
+ * the registers the host programs (root/device-table address, invalidation queue, event log), walk
+ * scratch and the VT-d fault-recording registers. Its context cache, IOTLB and paging-structure cache
+ * are sized regions, at their descriptors' bases; its tables live in host physical memory.
  */
-export const IOMMU_BASE: u32 = 0x1e90000;
-export const IOMMU_SIZE: u32 = 0x40000;
+export const IOMMU_BASE: u32 = 0x1d000;
+export const IOMMU_SIZE: u32 = 0x2000;
 /** IommuKind. */
 export const IO_KIND: u32 = 0x00;
 /** VT-d: supported AW values as a bit mask (CAP.SAGAW: bit 1 = 3 levels, 2 = 4, 3 = 5). */
@@ -330,13 +334,10 @@ export const IO_WALK_SCRATCH: u32 = 0x100;
 export const IO_NESTED_WALK_SCRATCH: u32 = 0x300;
 export const IO_FAULT_RECORD_BASE: u32 = 0x1000;
 export const IO_MAX_FAULT_RECORDS: u32 = 256;
-export const IO_CC_BASE: u32 = 0x2000;
 export const IO_CC_ENTRY_SIZE: u32 = 64;
 export const IO_CC_MAX_ENTRIES: u32 = 512;
-export const IO_IOTLB_BASE: u32 = 0x10000;
 export const IO_IOTLB_ENTRY_SIZE: u32 = 32;
 export const IO_IOTLB_MAX_ENTRIES: u32 = 4096;
-export const IO_PSC_BASE: u32 = 0x30000;
 export const IO_PSC_ENTRY_SIZE: u32 = 32;
 export const IO_PSC_MAX_ENTRIES: u32 = 2048;
 export const enum IommuKind {
@@ -350,12 +351,11 @@ export const IO_F_1G: u32 = 2;
 export const IO_F_SNOOP: u32 = 4;
 
 /**
- * Device DMA requests, one PCIe memory request each (at most 4 KiB, never crossing a 4 KiB boundary):
+ * Device DMA requests (a sized region at CFG_DMA_BASE), one PCIe memory request each (at most 4 KiB, never crossing a 4 KiB boundary):
  * u64 address, u64 data (written by a write with DMA_DATA; a read with DMA_DATA returns the first
  * qword), u64 host-physical address (out), u16 requester id, u8 flags, u8 status (out: 0 or a fault
  * cause IoFault), u32 PASID (bits 19:0) | (length - 1) << 20.
  */
-export const DMA_BASE: u32 = 0x1ed0000;
 export const DMA_RECORD_SIZE: u32 = 32;
 export const DMA_CAPACITY: u32 = 32768;
 export const DMA_ADDR: u32 = 0;
@@ -424,8 +424,15 @@ export const FSTS_IQE: u32 = 16;
 export const AMD_EVENT_OVERFLOW: u32 = 1;
 export const AMD_COMWAIT_INT: u32 = 4;
 
-export const DIR_BASE: u32 = 0x1fd0000;
+/**
+ * Where the sized regions start (heap.ts): the TLB, PSC and cache-model arrays, the per-CPU memos, the
+ * text and DMA buffers, the IOMMU's caches, the frame directory (hash: u64 frame number + 1, u32 pool
+ * address >> 12; it grows as frames are backed) and the frames themselves.
+ */
+export const HEAP_BASE: u32 = 0x140000;
 export const DIR_ENTRY_SIZE: u32 = 16;
+/** log2 of the frame directory's first capacity (it doubles when three quarters full). */
+export const DIR_FIRST_LOG2: u32 = 10;
 
 export const FRAME_SIZE: u32 = 4096;
 

@@ -8,10 +8,9 @@ import {
   CTRL_BASE,
   FRAME_MEMO_BASE,
   FRAME_MEMO_SLOTS,
-  LINE_MEMO_BASE,
   LINE_MEMO_SLOTS,
   MEMO_ALLOWED,
-  MEMO_BASE,
+  MEMO_SIZE,
   MEMO_ENTRY,
   MEMO_GENERATION,
   MEMO_LRU,
@@ -52,6 +51,7 @@ import {
   WS_TABLE_RIGHTS,
   AccessKind,
 } from "./constants";
+import { allocate } from "./heap";
 import { tick } from "./mmu/setassoc";
 
 // --- generations: what the memos below are checked against -------------------------------------------
@@ -80,11 +80,16 @@ export let translationGeneration: u32 = 1;
   store<u64>(p, load<u64>(p) + 1);
 }
 
-/** Forgets every memo of memory contents and frames (a machine reset that reuses linear memory). */
-export function forgetMemoryMemos(): void {
-  memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
-  memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
-  memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
+// The per-CPU memos are sized regions (heap.ts), as many as the machine has CPUs; the others are
+// fixed (constants.ts). Both bases are lasting globals (snapshot.ts saves them).
+export let hitMemoBase: usize = 0;
+export let lineMemoBase: usize = 0;
+
+/** Allocates the per-CPU memos of a machine with `cpus` CPUs; false when memory cannot hold them. */
+export function allocateMemos(cpus: u32): bool {
+  hitMemoBase = allocate(<usize>cpus * 2 * MEMO_SLOTS * MEMO_SIZE, 64);
+  lineMemoBase = allocate(<usize>cpus * LINE_MEMO_SLOTS * 4, 64);
+  return hitMemoBase != 0 && lineMemoBase != 0;
 }
 
 // --- L1 hits: page -> the L1 TLB entry that translated it ----------------------------------------------
@@ -93,7 +98,7 @@ export function forgetMemoryMemos(): void {
 // then only moves the entry's stamp, as the lookup would.
 
 @inline export function hitMemoSlot(cpu: u32, l1Level: u32, la: u64): usize {
-  return MEMO_BASE + ((((cpu << 1) | l1Level) * MEMO_SLOTS + (<u32>(la >> 12) & (MEMO_SLOTS - 1))) << 5);
+  return hitMemoBase + ((((cpu << 1) | l1Level) * MEMO_SLOTS + (<u32>(la >> 12) & (MEMO_SLOTS - 1))) << 5);
 }
 
 /** Whether the memo at `slot` holds `la`'s page for an access of `kind` (READ, WRITE or FETCH). */
@@ -128,7 +133,7 @@ export function forgetMemoryMemos(): void {
 // unique in a set, so a way holding the line is where the L1 scan would find it.
 
 @inline export function lineMemoSlot(cpu: u32, line: u64): usize {
-  return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
+  return lineMemoBase + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
 }
 
 /** The L1 way the memo at `slot` names (its tag word's address), or 0: check it with `wayHolds`. */

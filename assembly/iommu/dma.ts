@@ -3,11 +3,12 @@
 // succeeded. The host fills a batch of requests and one call runs them all, as replay.ts does for CPU
 // records, so V8 optimises the loop between calls rather than per request.
 import {
+  CFG_DMA_BASE,
   CFG_MAXPHYADDR,
+  DMA_CAPACITY,
   CTRL_BASE,
   DMA_ADDR,
   DMA_BAD,
-  DMA_BASE,
   DMA_DATA,
   DMA_F_DATA,
   DMA_F_PASID,
@@ -54,6 +55,7 @@ import {
 import { ADDRESS_MASK } from "../cpu";
 import { skippedBitsClear } from "../formats/amdvi";
 import { RTADDR_SMT } from "../formats/vtd";
+import { allocate } from "../heap";
 import { memoryChanged } from "../memo";
 import { backFrame, readPhys64 } from "../phys";
 import {
@@ -272,17 +274,32 @@ function fail(
 }
 
 /**
+ * The DMA request buffer: DMA_CAPACITY records, a sized region allocated when first asked for (machines
+ * without devices never have one). Returns its address, or 0 when memory cannot hold it.
+ */
+export function dmaBuffer(): usize {
+  let base = <usize>load<u32>(CTRL_BASE + CFG_DMA_BASE);
+  if (base == 0) {
+    base = allocate(<usize>DMA_CAPACITY * DMA_RECORD_SIZE, 4096);
+    store<u32>(CTRL_BASE + CFG_DMA_BASE, <u32>base);
+  }
+  return base;
+}
+
+/**
  * Runs DMA records [start, end). Each is translated and, when it succeeds and carries data, moves it:
  * a write stores the record's data in every qword the request covers, a read returns the first one.
  * Returns the number of records run.
  */
 export function dmaBatch(start: u32, end: u32): u32 {
+  const records = dmaBuffer();
+  if (records == 0) return 0;
   const memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
   const maxPhy = load<u32>(CTRL_BASE + CFG_MAXPHYADDR);
   let cycles: u64 = 0;
   let bytes: u64 = 0;
   for (let i = start; i < end; i++) {
-    const r = DMA_BASE + <usize>i * DMA_RECORD_SIZE;
+    const r = records + <usize>i * DMA_RECORD_SIZE;
     const iova = load<u64>(r, DMA_ADDR);
     const flags = <u32>load<u8>(r, DMA_FLAGS);
     const word = load<u32>(r, DMA_PASID_LENGTH);

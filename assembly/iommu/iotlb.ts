@@ -8,14 +8,11 @@ import {
   AD_RNG,
   AD_SETS_LOG2,
   AD_WAYS,
-  IO_CC_BASE,
   IO_CC_DESC,
   IO_CC_ENTRY_SIZE,
   IO_DESC_PRESENT,
-  IO_IOTLB_BASE,
   IO_IOTLB_DESC,
   IO_IOTLB_ENTRY_SIZE,
-  IO_PSC_BASE,
   IO_PSC_DESC,
   IO_PSC_ENTRY_SIZE,
   IOMMU_BASE,
@@ -41,9 +38,7 @@ const T_STAMP: u32 = 24;
   const desc = iotlbDesc();
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
   return (
-    IOMMU_BASE +
-    IO_IOTLB_BASE +
-    load<u32>(desc + AD_BASE) +
+    <usize>load<u32>(desc + AD_BASE) +
     <usize>((vpn & mask) * <u64>(load<u32>(desc + AD_WAYS) * IO_IOTLB_ENTRY_SIZE))
   );
 }
@@ -121,7 +116,7 @@ export function iotlbInvalidate(domain: u32, requester: u32, base: u64, size: u6
   if (!iotlbPresent()) return 0;
   const desc = iotlbDesc();
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const array = IOMMU_BASE + IO_IOTLB_BASE + load<u32>(desc + AD_BASE);
+  const array = <usize>load<u32>(desc + AD_BASE);
   let removed: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const e = array + <usize>(i * IO_IOTLB_ENTRY_SIZE);
@@ -167,9 +162,7 @@ export const C_PASID: u32 = 44;
   const hash = (key >> 1) ^ (key >> 18);
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
   return (
-    IOMMU_BASE +
-    IO_CC_BASE +
-    load<u32>(desc + AD_BASE) +
+    <usize>load<u32>(desc + AD_BASE) +
     <usize>((hash & mask) * <u64>(load<u32>(desc + AD_WAYS) * IO_CC_ENTRY_SIZE))
   );
 }
@@ -218,7 +211,7 @@ export function ccInvalidate(domain: u32, sid: u32, sidMask: u32, pasid: u32): u
   if (!ccPresent()) return 0;
   const desc = ccDesc();
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const array = IOMMU_BASE + IO_CC_BASE + load<u32>(desc + AD_BASE);
+  const array = <usize>load<u32>(desc + AD_BASE);
   let removed: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const e = array + <usize>(i * IO_CC_ENTRY_SIZE);
@@ -255,7 +248,7 @@ const P_VALUE: u32 = 8;
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
   const index = (prefix + <u64>level + <u64>domain) & mask;
   return (
-    IOMMU_BASE + IO_PSC_BASE + load<u32>(desc + AD_BASE) + <usize>(index * <u64>(load<u32>(desc + AD_WAYS) * IO_PSC_ENTRY_SIZE))
+    <usize>load<u32>(desc + AD_BASE) + <usize>(index * <u64>(load<u32>(desc + AD_WAYS) * IO_PSC_ENTRY_SIZE))
   );
 }
 
@@ -300,7 +293,7 @@ export function ioPscInvalidate(domain: u32, requester: u32): void {
   if (!ioPscPresent()) return;
   const desc = pscDesc();
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const array = IOMMU_BASE + IO_PSC_BASE + load<u32>(desc + AD_BASE);
+  const array = <usize>load<u32>(desc + AD_BASE);
   for (let i: u32 = 0; i < n; i++) {
     const e = array + <usize>(i * IO_PSC_ENTRY_SIZE);
     if (load<u64>(e, T_TAG) == 0) continue;

@@ -10,7 +10,6 @@ import {
   CPU_NPSC,
   CPU_PSC,
   PD_PRESENT,
-  PSC_BASE,
   PSC_DESC_SIZE,
   PSC_ENTRY_SIZE,
 } from "../constants";
@@ -65,7 +64,7 @@ export let pscHitLevel: u32 = 0;
 
 @inline function setBaseOf(desc: usize, tag: u64): usize {
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
-  return PSC_BASE + load<u32>(desc + AD_BASE) + <usize>((tag & mask) * <u64>(load<u32>(desc + AD_WAYS) * PSC_ENTRY_SIZE));
+  return <usize>load<u32>(desc + AD_BASE) + <usize>((tag & mask) * <u64>(load<u32>(desc + AD_WAYS) * PSC_ENTRY_SIZE));
 }
 
 /** The entry for `la` at `level` in the given context, or 0. */
@@ -108,7 +107,7 @@ export function pscInvalidate(
 ): void {
   if (!pscPresent(desc)) return;
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const base = PSC_BASE + load<u32>(desc + AD_BASE);
+  const base = <usize>load<u32>(desc + AD_BASE);
   const key = (pscTag(la, level) << 1) | 1;
   for (let i: u32 = 0; i < n; i++) {
     const e = base + <usize>(i * PSC_ENTRY_SIZE);

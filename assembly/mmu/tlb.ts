@@ -14,7 +14,6 @@ import {
   TL_COUNT,
   TL_PRESENT,
   TL_SIZEMASK,
-  TLB_BASE,
   TLB_ENTRY_SIZE,
   TLB_LEVEL_SIZE,
 } from "../constants";
@@ -71,7 +70,7 @@ export const LA_MASK: u64 = 0x01ffffffffffffff;
 
 @inline function setBaseOf(array: usize, vpn: u64): usize {
   const mask = (<u64>1 << load<u32>(array + AD_SETS_LOG2)) - 1;
-  return TLB_BASE + load<u32>(array + AD_BASE) + <usize>((vpn & mask) * <u64>(load<u32>(array + AD_WAYS) * TLB_ENTRY_SIZE));
+  return <usize>load<u32>(array + AD_BASE) + <usize>((vpn & mask) * <u64>(load<u32>(array + AD_WAYS) * TLB_ENTRY_SIZE));
 }
 
 @inline function matches(e: usize, tag: u64, pcid: u32, vmTag: u32): bool {
@@ -213,7 +212,7 @@ export function invalidateContext(desc: usize, pcid: u32, globals: bool, filter:
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
     const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
-    const base = TLB_BASE + load<u32>(array + AD_BASE);
+    const base = <usize>load<u32>(array + AD_BASE);
     for (let i: u32 = 0; i < n; i++) {
       const e = base + <usize>(i * TLB_ENTRY_SIZE);
       if (load<u64>(e, E_TAG) == 0) continue;
@@ -234,7 +233,7 @@ export function validEntries(desc: usize): u32 {
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
     const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
-    const base = TLB_BASE + load<u32>(array + AD_BASE);
+    const base = <usize>load<u32>(array + AD_BASE);
     for (let i: u32 = 0; i < n; i++) {
       if (load<u64>(base + <usize>(i * TLB_ENTRY_SIZE), E_TAG) != 0) valid++;
     }

@@ -2,7 +2,6 @@
 // DRAM. Only the lines a walk touches enter it, so it measures how well page-table lines stay cached
 // between walks, which is what makes a walk cost 20 cycles or 200.
 import {
-  CACHE_BASE,
   CACHE_DESC_SIZE,
   CACHE_LINE_SIZE,
   CD_BASE,
@@ -27,8 +26,7 @@ import { S_CACHE, S_DRAM, add, bump } from "../stats";
   const sets = (<u64>1 << load<u32>(desc + CD_SETS_LOG2)) - 1;
   const ways = load<u32>(desc + CD_WAYS);
   return (
-    CACHE_BASE +
-    load<u32>(desc + CD_BASE) +
+    <usize>load<u32>(desc + CD_BASE) +
     <usize>(cpu * load<u32>(desc + CD_CPU_STRIDE)) +
     <usize>((line & sets) * <u64>(ways * CACHE_LINE_SIZE))
   );

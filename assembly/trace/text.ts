@@ -43,9 +43,11 @@ import {
   RECORD_CAPACITY,
   RECORD_SIZE,
   RECORDS_BASE,
-  TEXT_BASE,
+  CFG_TEXT_BASE,
+  CTRL_BASE,
   TEXT_SIZE,
 } from "../constants";
+import { allocate } from "../heap";
 
 export const FORMAT_LACKEY: u32 = 1;
 export const FORMAT_DIN: u32 = 2;
@@ -125,6 +127,20 @@ export function textEofSeen(): bool {
 /** Called by the host before the first chunk of a trace (and when resuming, with the saved value). */
 export function textResetEof(seen: bool): void {
   eofSeen = seen;
+}
+
+/**
+ * The text buffer: TEXT_SIZE bytes the host copies trace text into, a sized region allocated when first
+ * asked for (runs that parse no text never have one). Returns its address, or 0 when memory cannot
+ * hold it.
+ */
+export function textBuffer(): usize {
+  let base = <usize>load<u32>(CTRL_BASE + CFG_TEXT_BASE);
+  if (base == 0) {
+    base = allocate(TEXT_SIZE, 4096);
+    store<u32>(CTRL_BASE + CFG_TEXT_BASE, <u32>base);
+  }
+  return base;
 }
 
 // The sniffer runs the real line parsers, which write a record on success; this keeps that write
@@ -460,17 +476,18 @@ function parseFastLine(format: u32, start: usize, record: usize, line: u32): usi
 }
 
 /**
- * Parses whole lines of TEXT_BASE[0, len) into records at RECORDS_BASE and returns how many it wrote.
+ * Parses whole lines of the text buffer's [0, len) into records at RECORDS_BASE and returns how many it wrote.
  * Consumes only lines ending in '\n', plus an unterminated last line when `isFinal`. Stops at the
  * first error (records before it stay) or after `maxRecords` records; parsedBytes then ends right
- * after the last line consumed, so the host resumes at TEXT_BASE + parsedBytes.
+ * after the last line consumed, so the host resumes at parsedBytes into the buffer.
  * An unknown `format` is reported as PARSE_SYNTAX on `firstLine`.
  */
 export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, maxRecords: u32): u32 {
-  const length = min(len, TEXT_SIZE);
+  const text = textBuffer();
+  const length = text == 0 ? 0 : min(len, TEXT_SIZE);
   const recordLimit = min(maxRecords, RECORD_CAPACITY);
-  const end: usize = TEXT_BASE + length;
-  let position: usize = TEXT_BASE;
+  const end: usize = text + length;
+  let position: usize = text;
   let record: usize = RECORDS_BASE;
   let records: u32 = 0;
   let lines: u32 = 0;
@@ -515,7 +532,7 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
     }
   }
 
-  parsedBytes = u32(position - TEXT_BASE);
+  parsedBytes = u32(position - text);
   parsedLines = lines;
   parseError = error;
   parseErrorLine = error != PARSE_OK ? firstLine + lines : 0;
@@ -523,14 +540,15 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
 }
 
 /**
- * Guesses the format of TEXT_BASE[0, len), usually the first few KiB of a file: FORMAT_LACKEY,
+ * Guesses the format of the text buffer's [0, len), usually the first few KiB of a file: FORMAT_LACKEY,
  * FORMAT_DIN, or 0 when unsure. Looks at up to SNIFF_LINES lines that are neither blank nor valgrind
  * messages; every one must parse in the chosen format. An unterminated last line is only looked at
  * when nothing else was, since a prefix of a file usually cuts its last line short.
  */
 export function sniffText(len: u32): u32 {
-  const end: usize = TEXT_BASE + min(len, TEXT_SIZE);
-  let position: usize = TEXT_BASE;
+  const text = textBuffer();
+  const end: usize = text == 0 ? 0 : text + min(len, TEXT_SIZE);
+  let position: usize = text;
   let examined: u32 = 0;
   let allLackey = true;
   let allDin = true;

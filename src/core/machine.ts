@@ -49,9 +49,9 @@ const PHYS_ERRORS: Record<number, string> = {
 };
 const SETUP_ERRORS: Record<number, string> = {
   [L.SetupError.Geometry]: "entries/ways must give a power-of-two number of sets",
-  [L.SetupError.RegionFull]: "does not fit the core's fixed region (too many entries or arrays)",
+  [L.SetupError.RegionFull]: "does not fit the core (too many arrays, entries or contexts)",
   [L.SetupError.OutOfMemory]:
-    "linear memory cannot hold the frame directory (raise memory.limitMiB or lower memory.backedFramesLog2)",
+    "linear memory cannot hold it (raise memory.limitMiB, or configure smaller structures)",
 };
 const REGISTER_OFFSETS: Record<keyof Regs, number> = {
   cr0: L.R_CR0,
@@ -109,8 +109,6 @@ export interface MachineOptions {
 }
 
 const WASM_PAGE = 65536;
-/** assembly/snapshot.ts SNAPSHOT_SCRATCH_SIZE. */
-const CORE_GLOBALS_BYTES = 256;
 
 /** What Machine.saveCoreState returns. */
 export interface CoreState {
@@ -219,21 +217,28 @@ export class Machine {
     this.u64 = new BigUint64Array(buffer);
   }
 
+  /** Where the core's sized regions end: linear memory above it has never been used (and is zero). */
+  private heapTop(): number {
+    this.refreshViews();
+    return this.u32[(L.CTRL_BASE + L.CFG_HEAP_TOP) / 4] || L.HEAP_BASE;
+  }
+
   /**
-   * The core's whole state: linear memory (its size, and every 64 KiB page that is not all zeros; a
-   * fresh instance's memory is zero, and most of the TLB, cache and pool regions stay so) plus the
-   * WebAssembly globals the core copies out for this purpose (see assembly/snapshot.ts). The pages
-   * are views of linear memory, not copies (a checkpoint would copy 100 MB twice): write them out
-   * before the machine runs again.
+   * The core's whole state: linear memory (its size, and every 64 KiB page below the top of its used
+   * regions that is not all zeros; a fresh instance's memory is zero, and most of the TLB and cache
+   * arrays stay so) plus the WebAssembly globals the core copies out for this purpose (see
+   * assembly/snapshot.ts). The pages are views of linear memory, not copies: write them out before the
+   * machine runs again.
    */
   saveCoreState(): CoreState {
     const scratch = this.core.saveCoreGlobals();
-    this.refreshViews();
-    const globals = this.u8.slice(scratch, scratch + CORE_GLOBALS_BYTES);
+    const top = this.heapTop();
+    const globals = this.u8.slice(scratch, scratch + L.SNAPSHOT_SCRATCH_SIZE);
     const memory = this.u8;
     const pages: { index: number; bytes: Uint8Array }[] = [];
     const zero = new Uint8Array(WASM_PAGE);
-    for (let page = 0; page * WASM_PAGE < memory.length; page++) {
+    // Reading memory makes its pages resident: memory above the top is never looked at.
+    for (let page = 0; page * WASM_PAGE < top; page++) {
       const bytes = memory.subarray(page * WASM_PAGE, (page + 1) * WASM_PAGE);
       // Buffer.compare is a memcmp: a zero page costs a few microseconds to recognise.
       if (Buffer.compare(bytes, zero) !== 0) pages.push({ index: page, bytes });
@@ -246,15 +251,22 @@ export class Machine {
     if (state.build !== this.build) {
       throw new MemvirtError(`the checkpoint was taken with the ${state.build} build, not ${this.build}`);
     }
-    const current = this.core.memory.buffer.byteLength / WASM_PAGE;
-    if (state.memoryPages > current) this.core.memory.grow(state.memoryPages - current);
-    this.refreshViews();
-    this.u8.fill(0);
-    for (const page of state.pages) this.u8.set(page.bytes, page.index * WASM_PAGE);
     // saveCoreGlobals returns the scratch block's address without side effects worth keeping: the
     // globals it copies are overwritten by restoreCoreGlobals right after.
     const scratch = this.core.saveCoreGlobals();
-    this.u8.set(state.globals, scratch);
+    const globals = new Uint8Array(L.SNAPSHOT_SCRATCH_SIZE);
+    globals.set(state.globals);
+    if (new DataView(globals.buffer).getUint32(0, true) !== L.CORE_LAYOUT_VERSION) {
+      throw new MemvirtError("the checkpoint was taken by a core with another memory layout");
+    }
+    // This machine has used memory only below its top; above, it is zero already.
+    const used = this.heapTop();
+    const current = this.core.memory.buffer.byteLength / WASM_PAGE;
+    if (state.memoryPages > current) this.core.memory.grow(state.memoryPages - current);
+    this.refreshViews();
+    this.u8.fill(0, 0, used);
+    for (const page of state.pages) this.u8.set(page.bytes, page.index * WASM_PAGE);
+    this.u8.set(globals, scratch);
     this.core.restoreCoreGlobals();
   }
 
@@ -269,10 +281,20 @@ export class Machine {
     return new DataView(this.buffer, L.RECORDS_BASE, L.RECORD_CAPACITY * L.RECORD_SIZE);
   }
 
-  /** The text buffer for in-core trace parsing. */
+  /** The text buffer for in-core trace parsing (the core allocates it when first asked). */
   textBuffer(): Uint8Array {
+    const base = this.core.textBuffer();
+    if (base === 0) throw new MemvirtError(`text buffer: ${PHYS_ERRORS[L.PhysError.OutOfMemory]}`);
     this.refreshViews();
-    return new Uint8Array(this.buffer, L.TEXT_BASE, L.TEXT_SIZE);
+    return new Uint8Array(this.buffer, base, L.TEXT_SIZE);
+  }
+
+  /** The DMA request buffer (DMA_CAPACITY records of DMA_RECORD_SIZE bytes; allocated when first asked). */
+  dmaBuffer(): DataView {
+    const base = this.core.dmaBuffer();
+    if (base === 0) throw new MemvirtError(`DMA buffer: ${PHYS_ERRORS[L.PhysError.OutOfMemory]}`);
+    this.refreshViews();
+    return new DataView(this.buffer, base, L.DMA_CAPACITY * L.DMA_RECORD_SIZE);
   }
 
   // --- physical memory -------------------------------------------------------------------------

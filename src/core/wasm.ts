@@ -88,6 +88,8 @@ export interface CoreExports {
   iommuTranslate(sid: number, flags: number, pasid: number, iova: bigint): number;
   parseText(format: number, len: number, isFinal: number, firstLine: number, maxRecords: number): number;
   sniffText(len: number): number;
+  textBuffer(): number;
+  dmaBuffer(): number;
   textParsedBytes(): number;
   textParsedLines(): number;
   textParseError(): number;
@@ -95,7 +97,7 @@ export interface CoreExports {
   textEofSeen(): number;
   textResetEof(seen: number): void;
   saveCoreGlobals(): number;
-  restoreCoreGlobals(): void;
+  restoreCoreGlobals(): number;
 }
 
 let packageRoot: string | undefined;

@@ -270,8 +270,7 @@ export class Iommu {
 
   /** The DMA record buffer: DMA_CAPACITY records of DMA_RECORD_SIZE bytes. */
   recordView(): DataView {
-    const memory = this.machine.memory;
-    return new DataView(memory.buffer, L.DMA_BASE, L.DMA_CAPACITY * L.DMA_RECORD_SIZE);
+    return this.machine.dmaBuffer();
   }
 
   /** Writes request `request` as record `index` of the buffer. */

@@ -84,20 +84,14 @@ describe("the memory map has one source: assembly/ generates the host's copy", (
     expect(statsLayout.S_COUNT).toBeGreaterThan(statsLayout.S_IO_INVALIDATIONS);
   });
 
-  it("the fixed regions do not overlap and stay below the frame directory", () => {
+  it("the fixed regions do not overlap and end where the sized regions start", () => {
     const regions: [string, number, number][] = [
       ["control", layout.CTRL_BASE, layout.CTRL_SIZE],
       ["statistics", layout.STATS_BASE, layout.STATS_SIZE],
       ["records", layout.RECORDS_BASE, layout.RECORD_CAPACITY * layout.RECORD_SIZE],
-      ["text", layout.TEXT_BASE, layout.TEXT_SIZE],
-      ["tlb", layout.TLB_BASE, layout.TLB_SIZE],
-      ["psc", layout.PSC_BASE, layout.PSC_SIZE],
-      ["cache", layout.CACHE_BASE, layout.CACHE_SIZE],
-      ["memo", layout.MEMO_BASE, layout.MEMO_REGION_SIZE],
-      ["line memo", layout.LINE_MEMO_BASE, layout.MAX_CPUS * layout.LINE_MEMO_SLOTS * 4],
       ["frame memo", layout.FRAME_MEMO_BASE, layout.FRAME_MEMO_SLOTS * 16],
-      ["iommu", layout.IOMMU_BASE, layout.IOMMU_SIZE],
-      ["dma records", layout.DMA_BASE, layout.DMA_CAPACITY * layout.DMA_RECORD_SIZE],
+      ["nested memo", layout.NESTED_MEMO_BASE, 2 * layout.NESTED_MEMO_SLOTS * layout.NESTED_MEMO_SIZE],
+      ["walk memo", layout.WALK_MEMO_BASE, layout.WALK_MEMO_SLOTS * layout.WALK_MEMO_SIZE],
     ];
     regions.sort((a, b) => a[1] - b[1]);
     for (let i = 1; i < regions.length; i++) {
@@ -105,21 +99,16 @@ describe("the memory map has one source: assembly/ generates the host's copy", (
       expect(base + size, `${previous} overlaps ${regions[i][0]}`).toBeLessThanOrEqual(regions[i][1]);
     }
     const [, lastBase, lastSize] = regions[regions.length - 1];
-    expect(lastBase + lastSize).toBeLessThanOrEqual(layout.DIR_BASE);
+    expect(lastBase + lastSize).toBeLessThanOrEqual(layout.HEAP_BASE);
+    // Inside the control block: the CPU blocks, the exit record and scratch, the tables, the IOMMU.
     expect(layout.CPU_BASE + layout.MAX_CPUS * layout.CPU_STRIDE).toBeLessThanOrEqual(layout.EXIT_BASE);
-    // The IOMMU's sub-regions stay inside its region.
+    expect(layout.ROOT_TABLE + layout.CONTEXT_CAPACITY * 8).toBeLessThanOrEqual(
+      layout.IOMMU_BASE - layout.CTRL_BASE,
+    );
+    expect(layout.IOMMU_BASE + layout.IOMMU_SIZE).toBeLessThanOrEqual(layout.CTRL_BASE + layout.CTRL_SIZE);
     expect(layout.IO_FAULT_RECORD_BASE + layout.IO_MAX_FAULT_RECORDS * 16).toBeLessThanOrEqual(
-      layout.IO_CC_BASE,
-    );
-    expect(layout.IO_CC_BASE + layout.IO_CC_MAX_ENTRIES * layout.IO_CC_ENTRY_SIZE).toBeLessThanOrEqual(
-      layout.IO_IOTLB_BASE,
-    );
-    expect(
-      layout.IO_IOTLB_BASE + layout.IO_IOTLB_MAX_ENTRIES * layout.IO_IOTLB_ENTRY_SIZE,
-    ).toBeLessThanOrEqual(layout.IO_PSC_BASE);
-    expect(layout.IO_WALK_SCRATCH + 5 * 32).toBeLessThanOrEqual(0x200);
-    expect(layout.IO_PSC_BASE + layout.IO_PSC_MAX_ENTRIES * layout.IO_PSC_ENTRY_SIZE).toBeLessThanOrEqual(
       layout.IOMMU_SIZE,
     );
+    expect(layout.IO_WALK_SCRATCH + 5 * 32).toBeLessThanOrEqual(0x200);
   });
 });
