@@ -245,11 +245,12 @@ export const FRAME_MEMO_SLOTS: u32 = 1024;
  * down to the page table (or to a large leaf), so a hit reads only the 4K leaf again. While memory is
  * unchanged (CFG_MEMORY_GENERATION), a walk that hits reads the same entries, so it prices the same
  * lines and counts the same references without decoding them: a simulator shortcut with identical
- * results, not hardware.
+ * results, not hardware. Each remembers too which L1 way of which CPU held each entry's line, so pricing
+ * it again starts from that way (memo.ts priceRemembered).
  */
 export const NESTED_MEMO_BASE: u32 = 0x134000;
 export const NESTED_MEMO_SLOTS: u32 = 128;
-export const NESTED_MEMO_SIZE: u32 = 128;
+export const NESTED_MEMO_SIZE: u32 = 192;
 export const NM_KEY: u32 = 0; // u64 guest-physical page (or 2 MiB region) + 1
 export const NM_CONTEXT: u32 = 8; // u64 root address | mode | levels << 2 | tracks A/D << 5
 export const NM_GENERATION: u32 = 16; // u64
@@ -257,9 +258,11 @@ export const NM_USED: u32 = 24; // u8 entries remembered
 export const NM_SIZE_CODE: u32 = 25; // u8 (large leaves)
 export const NM_RIGHTS: u32 = 26; // u8 N_* rights, ANDed over the entries remembered
 export const NM_FLAGS: u32 = 27; // u8 NMF_*
+export const NM_CPU: u32 = 28; // u32 the CPU whose L1 ways NM_WAYS names
 export const NM_FRAME: u32 = 32; // u64 the large leaf's host frame, or the page table's address
 export const NM_ADDRESSES: u32 = 40; // u64 x 5: host address of each entry read, top level first
 export const NM_ENTRIES: u32 = 80; // u64 x 5: each entry's value
+export const NM_WAYS: u32 = 120; // u32 x 5: the L1 way that held each entry's line
 export const NMF_USER: u32 = 1;
 export const NMF_ALL_ACCESSED: u32 = 2;
 export const NMF_LEAF_DIRTY: u32 = 4;
@@ -270,24 +273,29 @@ export const NMF_LARGE: u32 = 8;
  * entries from the top level down to the page-directory entry, with each table page's nested references
  * under EPT/NPT. Used only where no cache stands in between (no guest PSC hit; under a nested dimension
  * no nested TLB or PSC), so a hit prices exactly the lines and counts exactly the references of the
- * walk it replaces, then walks the page table itself. Valid for one memory generation.
+ * walk it replaces, then walks the page table itself. Valid for one memory generation. With each entry
+ * it keeps the rights accumulated down to it and, as the nested memo, the L1 ways that held the lines.
  */
-export const WALK_MEMO_BASE: u32 = 0x13c000;
+export const WALK_MEMO_BASE: u32 = 0x140000;
 export const WALK_MEMO_SLOTS: u32 = 32;
-export const WALK_MEMO_SIZE: u32 = 512;
+export const WALK_MEMO_SIZE: u32 = 640;
 export const WM_KEY: u32 = 0; // u64 (la >> 21) + 1
 export const WM_ROOT: u32 = 8; // u64 CR3's table address | LA57 | NXE << 1
 export const WM_NESTED: u32 = 16; // u64 the nested context (0 without one)
 export const WM_GENERATION: u32 = 24; // u64
 export const WM_LEVELS: u32 = 32; // u32 levels remembered
+export const WM_CPU: u32 = 36; // u32 the CPU whose L1 ways WML_WAY and WML_NESTED_WAYS name
 export const WM_LEVEL_BASE: u32 = 48;
-export const WM_LEVEL_SIZE: u32 = 72;
+export const WM_LEVEL_SIZE: u32 = 112;
 export const WML_GPA: u32 = 0; // u64 the entry's guest-physical address
 export const WML_HPA: u32 = 8; // u64 its host address
 export const WML_ENTRY: u32 = 16; // u64
-export const WML_TABLE_RIGHTS: u32 = 24; // u32 nested rights of its table's page
-export const WML_NESTED_COUNT: u32 = 28; // u32 nested references of its table's page
-export const WML_NESTED: u32 = 32; // u64 x 5 their host addresses
+export const WML_RIGHTS: u32 = 24; // u64 rights down to the entry (WS_RIGHTS)
+export const WML_TABLE_RIGHTS: u32 = 32; // u32 nested rights of its table's page
+export const WML_NESTED_COUNT: u32 = 36; // u32 nested references of its table's page
+export const WML_WAY: u32 = 40; // u32 the L1 way that held the entry's line
+export const WML_NESTED: u32 = 48; // u64 x 5 the nested references' host addresses
+export const WML_NESTED_WAYS: u32 = 88; // u32 x 5 the L1 ways that held their lines
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
  * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7), in the control block: configuration and
@@ -429,7 +437,7 @@ export const AMD_COMWAIT_INT: u32 = 4;
  * text and DMA buffers, the IOMMU's caches, the frame directory (hash: u64 frame number + 1, u32 pool
  * address >> 12; it grows as frames are backed) and the frames themselves.
  */
-export const HEAP_BASE: u32 = 0x140000;
+export const HEAP_BASE: u32 = 0x148000;
 export const DIR_ENTRY_SIZE: u32 = 16;
 /** log2 of the frame directory's first capacity (it doubles when three quarters full). */
 export const DIR_FIRST_LOG2: u32 = 10;

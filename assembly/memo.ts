@@ -44,10 +44,17 @@ import {
   WML_HPA,
   WML_NESTED,
   WML_NESTED_COUNT,
+  WML_NESTED_WAYS,
+  WML_RIGHTS,
   WML_TABLE_RIGHTS,
+  WML_WAY,
+  WM_CPU,
+  NM_CPU,
+  NM_WAYS,
   WS_ENTRY,
   WS_GPA,
   WS_HPA,
+  WS_RIGHTS,
   WS_TABLE_RIGHTS,
   AccessKind,
 } from "./constants";
@@ -150,6 +157,13 @@ export function allocateMemos(cpus: u32): bool {
   store<u32>(slot, <u32>way);
 }
 
+/** The L1 way of `cpu` that holds the line of `pa` as far as the memo knows, or 0: for the memos below. */
+@inline export function l1WayOf(cpu: u32, pa: u64): usize {
+  const line = pa >> 6;
+  const way = rememberedWay(lineMemoSlot(cpu, line));
+  return way != 0 && wayHolds(way, line) ? way : 0;
+}
+
 // --- frames: frame number -> pool address --------------------------------------------------------------
 // Direct-mapped by frame number. Stale when the frame is released: releaseFrame forgets it.
 
@@ -203,12 +217,18 @@ export const NESTED_FOR_FINAL: bool = true;
   );
 }
 
+/** The L1 way of `cpu` that held the line of remembered entry `i`, or 0 (the caller checks it holds it still). */
+@inline export function nestedMemoWay(slot: usize, i: u32, cpu: u32): usize {
+  return load<u32>(slot, NM_CPU) == cpu ? <usize>load<u32>(slot + NM_WAYS + (i << 2)) : 0;
+}
+
 /**
- * Remembers a walk: the first `stored` entries of the nested scratch (`stride` bytes a slot: u64
- * address, u64 value), their size code, rights and flags (NMF_*), and the large leaf's frame or the page
- * table's address.
+ * Remembers a walk of `cpu`: the first `stored` entries of the nested scratch (`stride` bytes a slot:
+ * u64 address, u64 value) and the L1 ways holding their lines, their size code, rights and flags
+ * (NMF_*), and the large leaf's frame or the page table's address.
  */
 export function rememberNestedWalk(
+  cpu: u32,
   slot: usize,
   gpa: u64,
   final: bool,
@@ -223,9 +243,12 @@ export function rememberNestedWalk(
 ): void {
   for (let i: u32 = 0; i < stored; i++) {
     const s = scratch + i * stride;
-    store<u64>(slot + NM_ADDRESSES + (i << 3), load<u64>(s));
+    const address = load<u64>(s);
+    store<u64>(slot + NM_ADDRESSES + (i << 3), address);
     store<u64>(slot + NM_ENTRIES + (i << 3), load<u64>(s, 8));
+    store<u32>(slot + NM_WAYS + (i << 2), <u32>l1WayOf(cpu, address));
   }
+  store<u32>(slot, cpu, NM_CPU);
   store<u64>(slot, nestedKey(gpa, final), NM_KEY);
   store<u64>(slot, context, NM_CONTEXT);
   store<u64>(slot, memoryGeneration(), NM_GENERATION);
@@ -264,12 +287,18 @@ export function rememberNestedWalk(
   return slot + WM_LEVEL_BASE + i * WM_LEVEL_SIZE;
 }
 
+/** Whether the L1 ways the memo at `slot` names (WML_WAY, WML_NESTED_WAYS) are `cpu`'s. */
+@inline export function walkMemoWaysOf(slot: usize, cpu: u32): bool {
+  return load<u32>(slot, WM_CPU) == cpu;
+}
+
 /**
- * Remembers the walk just made, whose scratch (`stride` bytes a level, WS_* fields) holds `levels`
+ * Remembers the walk `cpu` just made, whose scratch (`stride` bytes a level, WS_* fields) holds `levels`
  * entries above the page table. Under a nested dimension each table page's nested references come from
  * the nested memo of table pages, which must hold them for this generation; else nothing is kept.
  */
 export function rememberGuestWalk(
+  cpu: u32,
   slot: usize,
   la: u64,
   root: u64,
@@ -289,8 +318,11 @@ export function rememberGuestWalk(
   for (let i: u32 = 0; i < levels; i++) {
     const s = scratch + i * stride;
     const m = walkMemoLevel(slot, i);
-    store<u64>(m, load<u64>(s, WS_HPA), WML_HPA);
+    const hpa = load<u64>(s, WS_HPA);
+    store<u64>(m, hpa, WML_HPA);
     store<u64>(m, load<u64>(s, WS_ENTRY), WML_ENTRY);
+    store<u64>(m, load<u64>(s, WS_RIGHTS), WML_RIGHTS);
+    store<u32>(m, <u32>l1WayOf(cpu, hpa), WML_WAY);
     if (virtualized) {
       const gpa = load<u64>(s, WS_GPA);
       const table = nestedMemoSlot(gpa, NESTED_FOR_TABLE);
@@ -298,9 +330,14 @@ export function rememberGuestWalk(
       store<u64>(m, gpa, WML_GPA);
       store<u32>(m, load<u32>(s, WS_TABLE_RIGHTS), WML_TABLE_RIGHTS);
       store<u32>(m, n, WML_NESTED_COUNT);
-      for (let j: u32 = 0; j < n; j++) store<u64>(m + WML_NESTED + (j << 3), load<u64>(table + NM_ADDRESSES + (j << 3)));
+      for (let j: u32 = 0; j < n; j++) {
+        const address = load<u64>(table + NM_ADDRESSES + (j << 3));
+        store<u64>(m + WML_NESTED + (j << 3), address);
+        store<u32>(m + WML_NESTED_WAYS + (j << 2), <u32>l1WayOf(cpu, address));
+      }
     }
   }
+  store<u32>(slot, cpu, WM_CPU);
   store<u64>(slot, (la >> 21) + 1, WM_KEY);
   store<u64>(slot, root, WM_ROOT);
   store<u64>(slot, nested, WM_NESTED);

@@ -34,10 +34,10 @@ import { ADDRESS_MASK, cpuBlock } from "../cpu";
 import { N_ALL, N_W } from "../formats/ept";
 import { STOP_LEAF, STOP_RIGHTS, addressReserved, format, gbPages } from "../formats/format";
 import { physReservedMask } from "../formats/x86";
-import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, rememberNestedWalk } from "../memo";
+import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWay, rememberNestedWalk } from "../memo";
 import { readPhys64, writeBacked64 } from "../phys";
 import { S_AD_UPDATES, S_NESTED_WALKS, S_NTLB, add, bump } from "../stats";
-import { priceReference } from "../timing/cache";
+import { priceReference, priceRemembered } from "../timing/cache";
 import { npscDesc, probePsc, pscFill, pscHitLevel, pscPresent } from "./psc";
 import {
   NOWHERE,
@@ -274,7 +274,7 @@ export let guestTableNeed: u32 = 0;
     }
     if (valid && settled && userOk && (memoRights & need) == need) {
       for (let i: u32 = 0; i < stored; i++) {
-        cycles += priceReference(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)));
+        cycles += priceRemembered(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)), nestedMemoWay(memo, i, cpu));
       }
       if (!large) cycles += priceReference(cpu, leafAddress);
       const used = large ? stored : stored + 1;
@@ -362,7 +362,7 @@ export let guestTableNeed: u32 = 0;
       (large && leafDirty ? NMF_LEAF_DIRTY : 0) |
       (large ? NMF_LARGE : 0);
     const remembered = large ? frame : load<u64>(nestedSlot(stored - 1), 8) & ADDRESS_MASK;
-    rememberNestedWalk(memo, gpa, final, context, nestedSlot(0), NESTED_SLOT, stored, sizeCode, storedRights, flags, remembered);
+    rememberNestedWalk(cpu, memo, gpa, final, context, nestedSlot(0), NESTED_SLOT, stored, sizeCode, storedRights, flags, remembered);
   }
   finishNested<N>(cpu, gpa, sizeCode, used, frame, rights, dirty, startRights, startUser);
   return true;

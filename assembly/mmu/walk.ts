@@ -25,7 +25,10 @@ import {
   WML_HPA,
   WML_NESTED,
   WML_NESTED_COUNT,
+  WML_NESTED_WAYS,
+  WML_RIGHTS,
   WML_TABLE_RIGHTS,
+  WML_WAY,
   WS_ENTRY,
   WS_GPA,
   WS_HPA,
@@ -58,10 +61,17 @@ import {
   x86AccessCheck,
   x86ErrorCode,
 } from "../formats/x86";
-import { NESTED_FOR_FINAL, rememberGuestWalk, walkMemoLevel, walkMemoLevels, walkMemoSlot } from "../memo";
+import {
+  NESTED_FOR_FINAL,
+  rememberGuestWalk,
+  walkMemoLevel,
+  walkMemoLevels,
+  walkMemoSlot,
+  walkMemoWaysOf,
+} from "../memo";
 import { writeBacked64 } from "../phys";
 import { S_AD_UPDATES, bump } from "../stats";
-import { flushReferenceCounts, priceReference } from "../timing/cache";
+import { flushReferenceCounts, priceReference, priceRemembered } from "../timing/cache";
 import {
   CpuTables,
   Native,
@@ -225,30 +235,20 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   }
 
   // A walk from the top with no cache in between may repeat one the walk memo (memo.ts) holds for this
-  // 2 MiB region: price and count what it read down to the page-directory entry, then walk the page table.
+  // 2 MiB region: price and count what it read down to the page-directory entry, then walk the page
+  // table. The entries above need no A/D update (they were remembered after it, and memory has not
+  // changed since), so only the paging-structure-cache fills need them in the scratch.
+  const pscAny = load<u32>(block + R_PSC_ANY) != 0;
   const fromTop = level == top && (!virtualized || (!nestedTlbOn && !nestedPscOn));
   const walkMemo = walkMemoSlot(la);
   const rootContext = (reg(cpu, R_CR3) & ADDRESS_MASK) | ((cpuMode & M_LA57) != 0 ? 1 : 0) | (xdMask != 0 ? 2 : 0);
   const nestedContext = virtualized ? memoContext | (<u64>tableNeed << 6) : 0;
   const prefix = fromTop ? walkMemoLevels(walkMemo, la, rootContext, nestedContext) : 0;
-  for (let i: u32 = 0; i < prefix; i++) {
-    const m = walkMemoLevel(walkMemo, i);
-    const s = slot(i);
-    if (virtualized) {
-      const n = load<u32>(m, WML_NESTED_COUNT);
-      for (let j: u32 = 0; j < n; j++) cycles += priceReference(cpu, load<u64>(m + WML_NESTED + (j << 3)));
-      nestedRefs += n;
-      nestedWalks++;
-      store<u64>(s, load<u64>(m, WML_GPA), WS_GPA);
-      store<u32>(s, load<u32>(m, WML_TABLE_RIGHTS), WS_TABLE_RIGHTS);
-    }
-    const hpa = load<u64>(m, WML_HPA);
-    cycles += priceReference(cpu, hpa);
-    store<u64>(s, hpa, WS_HPA);
-    store<u64>(s, load<u64>(m, WML_ENTRY), WS_ENTRY);
-  }
   if (prefix != 0) {
-    base = load<u64>(slot(prefix - 1), WS_ENTRY) & ADDRESS_MASK;
+    cycles += replayGuestWalk(walkMemo, cpu, prefix, virtualized, pscAny);
+    const last = walkMemoLevel(walkMemo, prefix - 1);
+    base = load<u64>(last, WML_ENTRY) & ADDRESS_MASK;
+    rights = load<u64>(last, WML_RIGHTS);
     level = top - prefix;
   }
 
@@ -277,10 +277,10 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
     return;
   }
   // The rights down to each entry in TLB attribute form (kept for the PSC fills), and whether every
-  // non-leaf entry allowed writes (shadow-stack pages need it).
+  // non-leaf entry allowed writes (shadow-stack pages need it). A memo's entries are combined already.
   const accessedAll = radixAccessedAll & PTE_A;
   let nonLeafWritable = (rights & A_RW) != 0;
-  for (let i: u32 = 0; i < used; i++) {
+  for (let i = prefix; i < used; i++) {
     const s = slot(i);
     const entry = load<u64>(s, WS_ENTRY);
     rights = combine(rights, entry, xdMask);
@@ -306,7 +306,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   const isWrite = kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite;
   const needsUpdate = (accessedAll & PTE_A) == 0 || (isWrite && (e & PTE_D) == 0);
   if (nesting.nested) {
-    for (let i: u32 = 0; needsUpdate && (tableNeed & N_W) == 0 && i < used; i++) {
+    for (let i = prefix; needsUpdate && (tableNeed & N_W) == 0 && i < used; i++) {
       const s = slot(i);
       const old = load<u64>(s, WS_ENTRY);
       const wants = (old & PTE_A) == 0 || (i == used - 1 && isWrite && (old & PTE_D) == 0);
@@ -318,7 +318,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
       }
     }
   }
-  for (let i: u32 = 0; needsUpdate && i < used; i++) {
+  for (let i = prefix; needsUpdate && i < used; i++) {
     const s = slot(i);
     const old = load<u64>(s, WS_ENTRY);
     let updated = old | PTE_A;
@@ -356,7 +356,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
 
   // Cache every non-leaf entry read, with the rights accumulated down to it (SDM 4.10.3.1). Under a
   // nested dimension the value is the next table's host address and that page's nested rights.
-  if (load<u32>(block + R_PSC_ANY) != 0) {
+  if (pscAny) {
     for (let i: u32 = 0; i + 1 < used; i++) {
       const entryLevel = level + (used - 1 - i);
       const desc = pscDesc(cpu, entryLevel);
@@ -371,7 +371,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
 
   // Remember a walk from the top that ended at a page table, once nothing in it needs updating.
   if (fromTop && prefix == 0 && guestSizeCode == 0) {
-    rememberGuestWalk(walkMemo, la, rootContext, nestedContext, slot(0), WALK_SLOT, used - 1, virtualized, memoContext);
+    rememberGuestWalk(cpu, walkMemo, la, rootContext, nestedContext, slot(0), WALK_SLOT, used - 1, virtualized, memoContext);
   }
 
   walkFault = WalkFault.Ok;
@@ -384,6 +384,42 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   walkRefs = refs;
   walkNestedRefs = virtualized ? nestedRefs : 0;
   walkCycles = virtualized ? nestedCycles + cycles : cycles;
+}
+
+/**
+ * Replays the first `levels` entries the walk memo at `memo` holds: prices each (and, under a nested
+ * dimension, its table page's nested references, counted as the nested walk the memo stands for) from
+ * the L1 ways the memo saw them in. With `fill` (paging-structure caches to fill), puts them in the
+ * scratch as the walk would have. Returns the cycles.
+ */
+@inline function replayGuestWalk(memo: usize, cpu: u32, levels: u32, virtualized: bool, fill: bool): u32 {
+  let cycles: u32 = 0;
+  const ways = walkMemoWaysOf(memo, cpu);
+  for (let i: u32 = 0; i < levels; i++) {
+    const m = walkMemoLevel(memo, i);
+    if (virtualized) {
+      const n = load<u32>(m, WML_NESTED_COUNT);
+      for (let j: u32 = 0; j < n; j++) {
+        const way = ways ? <usize>load<u32>(m + WML_NESTED_WAYS + (j << 2)) : 0;
+        cycles += priceRemembered(cpu, load<u64>(m + WML_NESTED + (j << 3)), way);
+      }
+      nestedRefs += n;
+      nestedWalks++;
+    }
+    const hpa = load<u64>(m, WML_HPA);
+    cycles += priceRemembered(cpu, hpa, ways ? <usize>load<u32>(m, WML_WAY) : 0);
+    if (fill) {
+      const s = slot(i);
+      store<u64>(s, hpa, WS_HPA);
+      store<u64>(s, load<u64>(m, WML_ENTRY), WS_ENTRY);
+      store<u64>(s, load<u64>(m, WML_RIGHTS), WS_RIGHTS);
+      if (virtualized) {
+        store<u64>(s, load<u64>(m, WML_GPA), WS_GPA);
+        store<u32>(s, load<u32>(m, WML_TABLE_RIGHTS), WS_TABLE_RIGHTS);
+      }
+    }
+  }
+  return cycles;
 }
 
 /** Guest-physical to host-physical for the host's own use (tests, the hypervisor's emulation). */
