@@ -217,9 +217,16 @@ export const NESTED_FOR_FINAL: bool = true;
   );
 }
 
-/** The L1 way of `cpu` that held the line of remembered entry `i`, or 0 (the caller checks it holds it still). */
+/**
+ * Where the memo at `slot` keeps the L1 way of remembered entry `i`'s line (a hint for priceHinted),
+ * for `cpu`: when the ways are another CPU's, they are forgotten and become this one's.
+ */
 @inline export function nestedMemoWay(slot: usize, i: u32, cpu: u32): usize {
-  return load<u32>(slot, NM_CPU) == cpu ? <usize>load<u32>(slot + NM_WAYS + (i << 2)) : 0;
+  if (load<u32>(slot, NM_CPU) != cpu) {
+    store<u32>(slot, cpu, NM_CPU);
+    memory.fill(slot + NM_WAYS, 0, 5 << 2);
+  }
+  return slot + NM_WAYS + (i << 2);
 }
 
 /**
@@ -287,9 +294,18 @@ export function rememberNestedWalk(
   return slot + WM_LEVEL_BASE + i * WM_LEVEL_SIZE;
 }
 
-/** Whether the L1 ways the memo at `slot` names (WML_WAY, WML_NESTED_WAYS) are `cpu`'s. */
-@inline export function walkMemoWaysOf(slot: usize, cpu: u32): bool {
-  return load<u32>(slot, WM_CPU) == cpu;
+/**
+ * Makes the L1 ways the memo at `slot` keeps (WML_WAY, WML_NESTED_WAYS: hints for priceHinted) `cpu`'s:
+ * when they are another CPU's, they are forgotten.
+ */
+@inline export function walkMemoWaysFor(slot: usize, cpu: u32, levels: u32): void {
+  if (load<u32>(slot, WM_CPU) == cpu) return;
+  store<u32>(slot, cpu, WM_CPU);
+  for (let i: u32 = 0; i < levels; i++) {
+    const m = walkMemoLevel(slot, i);
+    store<u32>(m, 0, WML_WAY);
+    memory.fill(m + WML_NESTED_WAYS, 0, 5 << 2);
+  }
 }
 
 /**

@@ -37,7 +37,7 @@ import { physReservedMask } from "../formats/x86";
 import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWay, rememberNestedWalk } from "../memo";
 import { readPhys64, writeBacked64 } from "../phys";
 import { S_AD_UPDATES, S_NESTED_WALKS, S_NTLB, add, bump } from "../stats";
-import { priceReference, priceRemembered } from "../timing/cache";
+import { priceHinted, priceReference } from "../timing/cache";
 import { npscDesc, probePsc, pscFill, pscHitLevel, pscPresent } from "./psc";
 import {
   NOWHERE,
@@ -274,7 +274,7 @@ export let guestTableNeed: u32 = 0;
     }
     if (valid && settled && userOk && (memoRights & need) == need) {
       for (let i: u32 = 0; i < stored; i++) {
-        cycles += priceRemembered(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)), nestedMemoWay(memo, i, cpu));
+        cycles += priceHinted(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)), nestedMemoWay(memo, i, cpu));
       }
       if (!large) cycles += priceReference(cpu, leafAddress);
       const used = large ? stored : stored + 1;

@@ -67,11 +67,11 @@ import {
   walkMemoLevel,
   walkMemoLevels,
   walkMemoSlot,
-  walkMemoWaysOf,
+  walkMemoWaysFor,
 } from "../memo";
 import { writeBacked64 } from "../phys";
 import { S_AD_UPDATES, bump } from "../stats";
-import { flushReferenceCounts, priceReference, priceRemembered } from "../timing/cache";
+import { flushReferenceCounts, priceHinted, priceReference } from "../timing/cache";
 import {
   CpuTables,
   Native,
@@ -389,25 +389,24 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
 /**
  * Replays the first `levels` entries the walk memo at `memo` holds: prices each (and, under a nested
  * dimension, its table page's nested references, counted as the nested walk the memo stands for) from
- * the L1 ways the memo saw them in. With `fill` (paging-structure caches to fill), puts them in the
+ * the L1 ways the memo saw them in (priceHinted). With `fill` (paging-structure caches to fill), puts them in the
  * scratch as the walk would have. Returns the cycles.
  */
 @inline function replayGuestWalk(memo: usize, cpu: u32, levels: u32, virtualized: bool, fill: bool): u32 {
   let cycles: u32 = 0;
-  const ways = walkMemoWaysOf(memo, cpu);
+  walkMemoWaysFor(memo, cpu, levels);
   for (let i: u32 = 0; i < levels; i++) {
     const m = walkMemoLevel(memo, i);
     if (virtualized) {
       const n = load<u32>(m, WML_NESTED_COUNT);
       for (let j: u32 = 0; j < n; j++) {
-        const way = ways ? <usize>load<u32>(m + WML_NESTED_WAYS + (j << 2)) : 0;
-        cycles += priceRemembered(cpu, load<u64>(m + WML_NESTED + (j << 3)), way);
+        cycles += priceHinted(cpu, load<u64>(m + WML_NESTED + (j << 3)), m + WML_NESTED_WAYS + (j << 2));
       }
       nestedRefs += n;
       nestedWalks++;
     }
     const hpa = load<u64>(m, WML_HPA);
-    cycles += priceRemembered(cpu, hpa, ways ? <usize>load<u32>(m, WML_WAY) : 0);
+    cycles += priceHinted(cpu, hpa, m + WML_WAY);
     if (fill) {
       const s = slot(i);
       store<u64>(s, hpa, WS_HPA);

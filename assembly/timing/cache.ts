@@ -14,7 +14,7 @@ import {
   CFG_DRAM_LATENCY,
   CTRL_BASE,
 } from "../constants";
-import { lineMemoSlot, rememberLine, rememberedWay, wayHolds } from "../memo";
+import { l1WayOf, lineMemoSlot, rememberLine, rememberedWay, wayHolds } from "../memo";
 import { tick } from "../mmu/setassoc";
 import { S_CACHE, S_DRAM, add, bump } from "../stats";
 
@@ -63,17 +63,21 @@ let pendingL1Hits: u32 = 0;
 }
 
 /**
- * priceReference for a line a memo (memo.ts) saw in `way` of this CPU's L1 (0: none): a way that still
- * holds the line is where the L1 scan would find it, so the price is an L1 hit's, as priceReference's
- * would be, from one tag check instead of a lookup.
+ * priceReference for a line a memo (memo.ts) saw in an L1 way of this CPU, the way's address at `hint`
+ * (a u32; 0: none). A way that still holds the line is where the L1 scan would find it, so the price is
+ * an L1 hit's, as priceReference's would be, from one tag check instead of a lookup. Otherwise the full
+ * lookup runs, and the hint is pointed at where the line is now.
  */
-@inline export function priceRemembered(cpu: u32, pa: u64, way: usize): u32 {
+@inline export function priceHinted(cpu: u32, pa: u64, hint: usize): u32 {
+  const way = <usize>load<u32>(hint);
   if (way != 0 && wayHolds(way, pa >> 6)) {
     store<u64>(way, tick(), 8);
     pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
-  return priceReference(cpu, pa);
+  const cycles = priceReference(cpu, pa);
+  store<u32>(hint, <u32>l1WayOf(cpu, pa));
+  return cycles;
 }
 
 function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
