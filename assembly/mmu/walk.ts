@@ -222,7 +222,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   // Deepest paging-structure cache first: a PDE-cache hit leaves one reference to make. Under a
   // nested dimension the entries are combined ones: they hold the next table's host address.
   if (load<u32>(block + R_PSC_ANY) != 0) {
-    const hit = probePsc(cpu, false, la, top, currentPcid, vmTag);
+    const hit = probeGuestPsc(cpu, la, top, currentPcid, vmTag);
     if (hit != 0) {
       const value = load<u64>(hit, E_FRAME);
       base = value & ADDRESS_MASK;
@@ -318,19 +318,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
       }
     }
   }
-  for (let i = prefix; needsUpdate && i < used; i++) {
-    const s = slot(i);
-    const old = load<u64>(s, WS_ENTRY);
-    let updated = old | PTE_A;
-    if (i == used - 1 && isWrite) updated |= PTE_D;
-    if (updated != old) {
-      const address = load<u64>(s, WS_HPA);
-      writeBacked64(address, updated);
-      store<u64>(s, updated, WS_ENTRY);
-      bump(S_AD_UPDATES);
-      cycles += priceReference(cpu, address);
-    }
-  }
+  if (needsUpdate) cycles += updateAccessedDirty(cpu, prefix, used, isWrite);
   if ((load<u64>(slot(used - 1), WS_ENTRY) & PTE_D) != 0) attrs |= A_DIRTY;
 
   // The final guest-physical address goes through the nested dimension last (Bochs order: the guest
@@ -356,18 +344,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
 
   // Cache every non-leaf entry read, with the rights accumulated down to it (SDM 4.10.3.1). Under a
   // nested dimension the value is the next table's host address and that page's nested rights.
-  if (pscAny) {
-    for (let i: u32 = 0; i + 1 < used; i++) {
-      const entryLevel = level + (used - 1 - i);
-      const desc = pscDesc(cpu, entryLevel);
-      if (!pscPresent(desc)) continue;
-      const s = slot(i);
-      const next = slot(i + 1);
-      const nextTable = virtualized ? load<u64>(next, WS_HPA) & ADDRESS_MASK : load<u64>(s, WS_ENTRY) & ADDRESS_MASK;
-      const value = nextTable | load<u64>(s, WS_RIGHTS) | (<u64>(virtualized ? load<u32>(next, WS_TABLE_RIGHTS) : 0) << 3);
-      pscFill(desc, la, entryLevel, value, currentPcid, vmTag);
-    }
-  }
+  if (pscAny) fillPscs(cpu, la, level, used, virtualized, currentPcid, vmTag);
 
   // Remember a walk from the top that ended at a page table, once nothing in it needs updating.
   if (fromTop && prefix == 0 && guestSizeCode == 0) {
@@ -384,6 +361,51 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   walkRefs = refs;
   walkNestedRefs = virtualized ? nestedRefs : 0;
   walkCycles = virtualized ? nestedCycles + cycles : cycles;
+}
+
+/** The paging-structure caches' deepest hit for `la` (mmu/psc.ts probePsc), off the walk's hot path. */
+function probeGuestPsc(cpu: u32, la: u64, top: u32, pcid: u32, vmTag: u32): usize {
+  return probePsc(cpu, false, la, top, pcid, vmTag);
+}
+
+/**
+ * Sets A in every entry from `from` to `used` that lacks it, and D in the leaf on a write; each update is
+ * a locked read-modify-write of the entry's line. Returns its cycles.
+ */
+function updateAccessedDirty(cpu: u32, from: u32, used: u32, isWrite: bool): u32 {
+  let cycles: u32 = 0;
+  for (let i = from; i < used; i++) {
+    const s = slot(i);
+    const old = load<u64>(s, WS_ENTRY);
+    let updated = old | PTE_A;
+    if (i == used - 1 && isWrite) updated |= PTE_D;
+    if (updated != old) {
+      const address = load<u64>(s, WS_HPA);
+      writeBacked64(address, updated);
+      store<u64>(s, updated, WS_ENTRY);
+      bump(S_AD_UPDATES);
+      cycles += priceReference(cpu, address);
+    }
+  }
+  return cycles;
+}
+
+/**
+ * Caches every non-leaf entry of the walk in the scratch (`used` entries, the leaf at `level`), with the
+ * rights accumulated down to it (SDM 4.10.3.1). Under a nested dimension the value is the next table's
+ * host address and that page's nested rights.
+ */
+function fillPscs(cpu: u32, la: u64, level: u32, used: u32, virtualized: bool, pcid: u32, vmTag: u32): void {
+  for (let i: u32 = 0; i + 1 < used; i++) {
+    const entryLevel = level + (used - 1 - i);
+    const desc = pscDesc(cpu, entryLevel);
+    if (!pscPresent(desc)) continue;
+    const s = slot(i);
+    const next = slot(i + 1);
+    const nextTable = virtualized ? load<u64>(next, WS_HPA) & ADDRESS_MASK : load<u64>(s, WS_ENTRY) & ADDRESS_MASK;
+    const value = nextTable | load<u64>(s, WS_RIGHTS) | (<u64>(virtualized ? load<u32>(next, WS_TABLE_RIGHTS) : 0) << 3);
+    pscFill(desc, la, entryLevel, value, pcid, vmTag);
+  }
 }
 
 /**
