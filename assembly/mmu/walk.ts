@@ -118,7 +118,7 @@ export let walkNestedRefs: u32 = 0;
 export let walkCycles: u32 = 0;
 
 /** x86-64 4- or 5-level walk of `la` for CPU `cpu`, two-dimensional when the CPU runs a guest. */
-export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
+@inline export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
   // One body, compiled once per table space: the native copy loses every nested branch and store.
   if (nestedMode == NestedMode.None) walkNative(cpu, la, kind, implicit);
