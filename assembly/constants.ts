@@ -275,6 +275,7 @@ export const NMF_LARGE: u32 = 8;
  * no nested TLB or PSC), so a hit prices exactly the lines and counts exactly the references of the
  * walk it replaces, then walks the page table itself. Valid for one memory generation. With each entry
  * it keeps the rights accumulated down to it and, as the nested memo, the L1 ways that held the lines.
+ * (At most 4 levels above the page table, each with at most 5 nested references: 24 references.)
  */
 export const WALK_MEMO_BASE: u32 = 0x140000;
 export const WALK_MEMO_SLOTS: u32 = 32;
@@ -284,18 +285,20 @@ export const WM_ROOT: u32 = 8; // u64 CR3's table address | LA57 | NXE << 1
 export const WM_NESTED: u32 = 16; // u64 the nested context (0 without one)
 export const WM_GENERATION: u32 = 24; // u64
 export const WM_LEVELS: u32 = 32; // u32 levels remembered
-export const WM_CPU: u32 = 36; // u32 the CPU whose L1 ways WML_WAY and WML_NESTED_WAYS name
-export const WM_LEVEL_BASE: u32 = 48;
-export const WM_LEVEL_SIZE: u32 = 112;
+export const WM_CPU: u32 = 36; // u32 the CPU whose L1 ways WM_WAYS names
+export const WM_REF_COUNT: u32 = 40; // u32 references in WM_REFS
+export const WM_NESTED_REFS: u32 = 44; // u32 how many of them are nested references
+/** Every reference the walk made down to the page-directory entry, in order (each level's table page's nested references, then its entry). */
+export const WM_REFS: u32 = 48; // u64 x WM_MAX_REFS host addresses
+export const WM_WAYS: u32 = 304; // u32 x WM_MAX_REFS the L1 ways that held their lines
+export const WM_MAX_REFS: u32 = 32;
+export const WM_LEVEL_BASE: u32 = 432;
+export const WM_LEVEL_SIZE: u32 = 40;
 export const WML_GPA: u32 = 0; // u64 the entry's guest-physical address
 export const WML_HPA: u32 = 8; // u64 its host address
 export const WML_ENTRY: u32 = 16; // u64
 export const WML_RIGHTS: u32 = 24; // u64 rights down to the entry (WS_RIGHTS)
 export const WML_TABLE_RIGHTS: u32 = 32; // u32 nested rights of its table's page
-export const WML_NESTED_COUNT: u32 = 36; // u32 nested references of its table's page
-export const WML_WAY: u32 = 40; // u32 the L1 way that held the entry's line
-export const WML_NESTED: u32 = 48; // u64 x 5 the nested references' host addresses
-export const WML_NESTED_WAYS: u32 = 88; // u32 x 5 the L1 ways that held their lines
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
  * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7), in the control block: configuration and

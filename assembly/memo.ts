@@ -42,13 +42,14 @@ import {
   WML_ENTRY,
   WML_GPA,
   WML_HPA,
-  WML_NESTED,
-  WML_NESTED_COUNT,
-  WML_NESTED_WAYS,
   WML_RIGHTS,
   WML_TABLE_RIGHTS,
-  WML_WAY,
   WM_CPU,
+  WM_MAX_REFS,
+  WM_NESTED_REFS,
+  WM_REF_COUNT,
+  WM_REFS,
+  WM_WAYS,
   NM_CPU,
   NM_WAYS,
   WS_ENTRY,
@@ -218,15 +219,13 @@ export const NESTED_FOR_FINAL: bool = true;
 }
 
 /**
- * Where the memo at `slot` keeps the L1 way of remembered entry `i`'s line (a hint for priceHinted),
- * for `cpu`: when the ways are another CPU's, they are forgotten and become this one's.
+ * Makes the L1 ways the memo at `slot` keeps (NM_WAYS: hints for priceHintedRun, next to the addresses
+ * at NM_ADDRESSES) `cpu`'s: when they are another CPU's, they are forgotten.
  */
-@inline export function nestedMemoWay(slot: usize, i: u32, cpu: u32): usize {
-  if (load<u32>(slot, NM_CPU) != cpu) {
-    store<u32>(slot, cpu, NM_CPU);
-    memory.fill(slot + NM_WAYS, 0, 5 << 2);
-  }
-  return slot + NM_WAYS + (i << 2);
+@inline export function nestedMemoWaysFor(slot: usize, cpu: u32): void {
+  if (load<u32>(slot, NM_CPU) == cpu) return;
+  store<u32>(slot, cpu, NM_CPU);
+  memory.fill(slot + NM_WAYS, 0, 5 << 2);
 }
 
 /**
@@ -295,17 +294,20 @@ export function rememberNestedWalk(
 }
 
 /**
- * Makes the L1 ways the memo at `slot` keeps (WML_WAY, WML_NESTED_WAYS: hints for priceHinted) `cpu`'s:
- * when they are another CPU's, they are forgotten.
+ * Makes the L1 ways the memo at `slot` keeps (WM_WAYS: hints for priceHintedRun, next to the addresses
+ * at WM_REFS) `cpu`'s: when they are another CPU's, they are forgotten.
  */
-@inline export function walkMemoWaysFor(slot: usize, cpu: u32, levels: u32): void {
+@inline export function walkMemoWaysFor(slot: usize, cpu: u32): void {
   if (load<u32>(slot, WM_CPU) == cpu) return;
   store<u32>(slot, cpu, WM_CPU);
-  for (let i: u32 = 0; i < levels; i++) {
-    const m = walkMemoLevel(slot, i);
-    store<u32>(m, 0, WML_WAY);
-    memory.fill(m + WML_NESTED_WAYS, 0, 5 << 2);
-  }
+  memory.fill(slot + WM_WAYS, 0, WM_MAX_REFS << 2);
+}
+
+/** Appends reference `pa` and the L1 way of `cpu` holding its line to the guest-walk memo at `slot`. */
+@inline function rememberRef(slot: usize, count: u32, cpu: u32, pa: u64): u32 {
+  store<u64>(slot + WM_REFS + (count << 3), pa);
+  store<u32>(slot + WM_WAYS + (count << 2), <u32>l1WayOf(cpu, pa));
+  return count + 1;
 }
 
 /**
@@ -331,29 +333,31 @@ export function rememberGuestWalk(
       if (!nestedMemoHolds(nestedMemoSlot(gpa, NESTED_FOR_TABLE), gpa, NESTED_FOR_TABLE, nestedContext)) return;
     }
   }
+  // Every reference in the order the walk made them: a level's table page's nested references, then
+  // its entry.
+  let refs: u32 = 0;
+  let nestedRefs: u32 = 0;
   for (let i: u32 = 0; i < levels; i++) {
     const s = scratch + i * stride;
     const m = walkMemoLevel(slot, i);
-    const hpa = load<u64>(s, WS_HPA);
-    store<u64>(m, hpa, WML_HPA);
-    store<u64>(m, load<u64>(s, WS_ENTRY), WML_ENTRY);
-    store<u64>(m, load<u64>(s, WS_RIGHTS), WML_RIGHTS);
-    store<u32>(m, <u32>l1WayOf(cpu, hpa), WML_WAY);
     if (virtualized) {
       const gpa = load<u64>(s, WS_GPA);
       const table = nestedMemoSlot(gpa, NESTED_FOR_TABLE);
       const n = <u32>load<u8>(table, NM_USED);
+      for (let j: u32 = 0; j < n; j++) refs = rememberRef(slot, refs, cpu, load<u64>(table + NM_ADDRESSES + (j << 3)));
+      nestedRefs += n;
       store<u64>(m, gpa, WML_GPA);
       store<u32>(m, load<u32>(s, WS_TABLE_RIGHTS), WML_TABLE_RIGHTS);
-      store<u32>(m, n, WML_NESTED_COUNT);
-      for (let j: u32 = 0; j < n; j++) {
-        const address = load<u64>(table + NM_ADDRESSES + (j << 3));
-        store<u64>(m + WML_NESTED + (j << 3), address);
-        store<u32>(m + WML_NESTED_WAYS + (j << 2), <u32>l1WayOf(cpu, address));
-      }
     }
+    const hpa = load<u64>(s, WS_HPA);
+    refs = rememberRef(slot, refs, cpu, hpa);
+    store<u64>(m, hpa, WML_HPA);
+    store<u64>(m, load<u64>(s, WS_ENTRY), WML_ENTRY);
+    store<u64>(m, load<u64>(s, WS_RIGHTS), WML_RIGHTS);
   }
   store<u32>(slot, cpu, WM_CPU);
+  store<u32>(slot, refs, WM_REF_COUNT);
+  store<u32>(slot, nestedRefs, WM_NESTED_REFS);
   store<u64>(slot, (la >> 21) + 1, WM_KEY);
   store<u64>(slot, root, WM_ROOT);
   store<u64>(slot, nested, WM_NESTED);

@@ -12,6 +12,7 @@ import {
   NESTED_SLOT,
   NM_ADDRESSES,
   NM_ENTRIES,
+  NM_WAYS,
   NM_FLAGS,
   NM_FRAME,
   NM_RIGHTS,
@@ -34,10 +35,10 @@ import { ADDRESS_MASK, cpuBlock } from "../cpu";
 import { N_ALL, N_W } from "../formats/ept";
 import { STOP_LEAF, STOP_RIGHTS, addressReserved, format, gbPages } from "../formats/format";
 import { physReservedMask } from "../formats/x86";
-import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWay, rememberNestedWalk } from "../memo";
+import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWaysFor, rememberNestedWalk } from "../memo";
 import { readPhys64, writeBacked64 } from "../phys";
 import { S_AD_UPDATES, S_NESTED_WALKS, S_NTLB, add, bump } from "../stats";
-import { priceHinted, priceReference } from "../timing/cache";
+import { priceHintedRun, priceReference } from "../timing/cache";
 import { npscDesc, probePsc, pscFill, pscHitLevel, pscPresent } from "./psc";
 import {
   NOWHERE,
@@ -273,9 +274,8 @@ export let guestTableNeed: u32 = 0;
       frame = leaf & ADDRESS_MASK;
     }
     if (valid && settled && userOk && (memoRights & need) == need) {
-      for (let i: u32 = 0; i < stored; i++) {
-        cycles += priceHinted(cpu, load<u64>(memo + NM_ADDRESSES + (i << 3)), nestedMemoWay(memo, i, cpu));
-      }
+      nestedMemoWaysFor(memo, cpu);
+      cycles += priceHintedRun(cpu, memo + NM_ADDRESSES, memo + NM_WAYS, stored);
       if (!large) cycles += priceReference(cpu, leafAddress);
       const used = large ? stored : stored + 1;
       if (nestedPscOn) {

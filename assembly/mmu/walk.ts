@@ -20,15 +20,15 @@ import {
   R_VMTAG,
   WALK_SCRATCH,
   WALK_SLOT,
+  WM_NESTED_REFS,
+  WM_REF_COUNT,
+  WM_REFS,
+  WM_WAYS,
   WML_ENTRY,
   WML_GPA,
   WML_HPA,
-  WML_NESTED,
-  WML_NESTED_COUNT,
-  WML_NESTED_WAYS,
   WML_RIGHTS,
   WML_TABLE_RIGHTS,
-  WML_WAY,
   WS_ENTRY,
   WS_GPA,
   WS_HPA,
@@ -71,7 +71,7 @@ import {
 } from "../memo";
 import { writeBacked64 } from "../phys";
 import { S_AD_UPDATES, bump } from "../stats";
-import { flushReferenceCounts, priceHinted, priceReference } from "../timing/cache";
+import { flushReferenceCounts, priceHintedRun, priceReference } from "../timing/cache";
 import {
   CpuTables,
   Native,
@@ -411,33 +411,25 @@ function fillPscs(cpu: u32, la: u64, level: u32, used: u32, virtualized: bool, p
 /**
  * Replays the first `levels` entries the walk memo at `memo` holds: prices each (and, under a nested
  * dimension, its table page's nested references, counted as the nested walk the memo stands for) from
- * the L1 ways the memo saw them in (priceHinted). With `fill` (paging-structure caches to fill), puts them in the
+ * the L1 ways the memo saw them in (priceHintedRun). With `fill` (paging-structure caches to fill), puts them in the
  * scratch as the walk would have. Returns the cycles.
  */
 @inline function replayGuestWalk(memo: usize, cpu: u32, levels: u32, virtualized: bool, fill: bool): u32 {
-  let cycles: u32 = 0;
-  walkMemoWaysFor(memo, cpu, levels);
-  for (let i: u32 = 0; i < levels; i++) {
+  walkMemoWaysFor(memo, cpu);
+  const cycles = priceHintedRun(cpu, memo + WM_REFS, memo + WM_WAYS, load<u32>(memo, WM_REF_COUNT));
+  if (virtualized) {
+    nestedRefs += load<u32>(memo, WM_NESTED_REFS);
+    nestedWalks += levels;
+  }
+  for (let i: u32 = 0; fill && i < levels; i++) {
     const m = walkMemoLevel(memo, i);
+    const s = slot(i);
+    store<u64>(s, load<u64>(m, WML_HPA), WS_HPA);
+    store<u64>(s, load<u64>(m, WML_ENTRY), WS_ENTRY);
+    store<u64>(s, load<u64>(m, WML_RIGHTS), WS_RIGHTS);
     if (virtualized) {
-      const n = load<u32>(m, WML_NESTED_COUNT);
-      for (let j: u32 = 0; j < n; j++) {
-        cycles += priceHinted(cpu, load<u64>(m + WML_NESTED + (j << 3)), m + WML_NESTED_WAYS + (j << 2));
-      }
-      nestedRefs += n;
-      nestedWalks++;
-    }
-    const hpa = load<u64>(m, WML_HPA);
-    cycles += priceHinted(cpu, hpa, m + WML_WAY);
-    if (fill) {
-      const s = slot(i);
-      store<u64>(s, hpa, WS_HPA);
-      store<u64>(s, load<u64>(m, WML_ENTRY), WS_ENTRY);
-      store<u64>(s, load<u64>(m, WML_RIGHTS), WS_RIGHTS);
-      if (virtualized) {
-        store<u64>(s, load<u64>(m, WML_GPA), WS_GPA);
-        store<u32>(s, load<u32>(m, WML_TABLE_RIGHTS), WS_TABLE_RIGHTS);
-      }
+      store<u64>(s, load<u64>(m, WML_GPA), WS_GPA);
+      store<u32>(s, load<u32>(m, WML_TABLE_RIGHTS), WS_TABLE_RIGHTS);
     }
   }
   return cycles;

@@ -15,7 +15,7 @@ import {
   CTRL_BASE,
 } from "../constants";
 import { l1WayOf, lineMemoSlot, rememberLine, rememberedWay, wayHolds } from "../memo";
-import { tick } from "../mmu/setassoc";
+import { clock, tick } from "../mmu/setassoc";
 import { S_CACHE, S_DRAM, add, bump } from "../stats";
 
 @inline function levelDesc(level: u32): usize {
@@ -63,21 +63,33 @@ let pendingL1Hits: u32 = 0;
 }
 
 /**
- * priceReference for a line a memo (memo.ts) saw in an L1 way of this CPU, the way's address at `hint`
- * (a u32; 0: none). A way that still holds the line is where the L1 scan would find it, so the price is
- * an L1 hit's, as priceReference's would be, from one tag check instead of a lookup. Otherwise the full
- * lookup runs, and the hint is pointed at where the line is now.
+ * Prices `count` references in order, their host addresses the u64s at `addresses`, each as
+ * priceReference would, starting from the L1 way of this CPU a memo (memo.ts) saw its line in: the u32s
+ * at `hints` (0: none). A way that still holds the line is where the L1 scan would find it, so the price
+ * is an L1 hit's, from one tag check instead of a lookup; otherwise the full lookup runs and the hint is
+ * pointed at where the line is now. The clock and the L1 hits stay in locals while the hints hold.
  */
-@inline export function priceHinted(cpu: u32, pa: u64, hint: usize): u32 {
-  const way = <usize>load<u32>(hint);
-  if (way != 0 && wayHolds(way, pa >> 6)) {
-    store<u64>(way, tick(), 8);
-    pendingL1Hits++;
-    return load<u32>(levelDesc(0) + CD_LATENCY);
+export function priceHintedRun(cpu: u32, addresses: usize, hints: usize, count: u32): u32 {
+  let cycles: u32 = 0;
+  let hits: u32 = 0;
+  let stamp = clock;
+  for (let i: u32 = 0; i < count; i++) {
+    const pa = load<u64>(addresses + (<usize>i << 3));
+    const hint = hints + (<usize>i << 2);
+    const way = <usize>load<u32>(hint);
+    if (way != 0 && wayHolds(way, pa >> 6)) {
+      store<u64>(way, ++stamp, 8);
+      hits++;
+      continue;
+    }
+    clock = stamp;
+    cycles += priceReference(cpu, pa);
+    stamp = clock;
+    store<u32>(hint, <u32>l1WayOf(cpu, pa));
   }
-  const cycles = priceReference(cpu, pa);
-  store<u32>(hint, <u32>l1WayOf(cpu, pa));
-  return cycles;
+  clock = stamp;
+  pendingL1Hits += hits;
+  return cycles + hits * load<u32>(levelDesc(0) + CD_LATENCY);
 }
 
 function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
