@@ -83,13 +83,19 @@ export function priceHintedRun(cpu: u32, addresses: usize, hints: usize, count: 
       continue;
     }
     clock = stamp;
-    cycles += priceReference(cpu, pa);
+    cycles += priceAndHint(cpu, pa, hint);
     stamp = clock;
-    store<u32>(hint, <u32>l1WayOf(cpu, pa));
   }
   clock = stamp;
   pendingL1Hits += hits;
   return cycles + hits * load<u32>(levelDesc(0) + CD_LATENCY);
+}
+
+/** priceReference, then points the u32 at `hint` at the L1 way that holds the line now (or 0). */
+function priceAndHint(cpu: u32, pa: u64, hint: usize): u32 {
+  const cycles = priceReference(cpu, pa);
+  store<u32>(hint, <u32>l1WayOf(cpu, pa));
+  return cycles;
 }
 
 function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
