@@ -275,7 +275,8 @@ export const NMF_LARGE: u32 = 8;
  * no nested TLB or PSC), so a hit prices exactly the lines and counts exactly the references of the
  * walk it replaces, then walks the page table itself. Valid for one memory generation. With each entry
  * it keeps the rights accumulated down to it and, as the nested memo, the L1 ways that held the lines.
- * (At most 4 levels above the page table, each with at most 5 nested references: 24 references.)
+ * (At most 4 levels above the page table and the page table's page, each with at most 5 nested
+ * references: 29 references.)
  */
 export const WALK_MEMO_BASE: u32 = 0x140000;
 export const WALK_MEMO_SLOTS: u32 = 32;
@@ -288,11 +289,17 @@ export const WM_LEVELS: u32 = 32; // u32 levels remembered
 export const WM_CPU: u32 = 36; // u32 the CPU whose L1 ways WM_WAYS names
 export const WM_REF_COUNT: u32 = 40; // u32 references in WM_REFS
 export const WM_NESTED_REFS: u32 = 44; // u32 how many of them are nested references
-/** Every reference the walk made down to the page-directory entry, in order (each level's table page's nested references, then its entry). */
-export const WM_REFS: u32 = 48; // u64 x WM_MAX_REFS host addresses
-export const WM_WAYS: u32 = 304; // u32 x WM_MAX_REFS the L1 ways that held their lines
+/** Under a nested dimension, the page table's page: its host address and nested rights. */
+export const WM_TABLE_HPA: u32 = 48; // u64
+export const WM_TABLE_RIGHTS: u32 = 56; // u32
+/**
+ * Every reference the walk made before reading the page table, in order: each level's table page's
+ * nested references then its entry, and last the page table's page's nested references.
+ */
+export const WM_REFS: u32 = 64; // u64 x WM_MAX_REFS host addresses
+export const WM_WAYS: u32 = 320; // u32 x WM_MAX_REFS the L1 ways that held their lines
 export const WM_MAX_REFS: u32 = 32;
-export const WM_LEVEL_BASE: u32 = 432;
+export const WM_LEVEL_BASE: u32 = 448;
 export const WM_LEVEL_SIZE: u32 = 40;
 export const WML_GPA: u32 = 0; // u64 the entry's guest-physical address
 export const WML_HPA: u32 = 8; // u64 its host address

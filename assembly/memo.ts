@@ -49,6 +49,8 @@ import {
   WM_NESTED_REFS,
   WM_REF_COUNT,
   WM_REFS,
+  WM_TABLE_HPA,
+  WM_TABLE_RIGHTS,
   WM_WAYS,
   NM_CPU,
   NM_WAYS,
@@ -312,8 +314,9 @@ export function rememberNestedWalk(
 
 /**
  * Remembers the walk `cpu` just made, whose scratch (`stride` bytes a level, WS_* fields) holds `levels`
- * entries above the page table. Under a nested dimension each table page's nested references come from
- * the nested memo of table pages, which must hold them for this generation; else nothing is kept.
+ * entries above the page table, then the page table's. Under a nested dimension each table page's nested
+ * references (the page table's too) come from the nested memo of table pages, which must hold them for
+ * this generation; else nothing is kept.
  */
 export function rememberGuestWalk(
   cpu: u32,
@@ -328,7 +331,7 @@ export function rememberGuestWalk(
   nestedContext: u64,
 ): void {
   if (virtualized) {
-    for (let i: u32 = 0; i < levels; i++) {
+    for (let i: u32 = 0; i <= levels; i++) {
       const gpa = load<u64>(scratch + i * stride, WS_GPA);
       if (!nestedMemoHolds(nestedMemoSlot(gpa, NESTED_FOR_TABLE), gpa, NESTED_FOR_TABLE, nestedContext)) return;
     }
@@ -354,6 +357,15 @@ export function rememberGuestWalk(
     store<u64>(m, hpa, WML_HPA);
     store<u64>(m, load<u64>(s, WS_ENTRY), WML_ENTRY);
     store<u64>(m, load<u64>(s, WS_RIGHTS), WML_RIGHTS);
+  }
+  if (virtualized) {
+    const s = scratch + levels * stride;
+    const table = nestedMemoSlot(load<u64>(s, WS_GPA), NESTED_FOR_TABLE);
+    const n = <u32>load<u8>(table, NM_USED);
+    for (let j: u32 = 0; j < n; j++) refs = rememberRef(slot, refs, cpu, load<u64>(table + NM_ADDRESSES + (j << 3)));
+    nestedRefs += n;
+    store<u64>(slot, load<u64>(s, WS_HPA) & ~(<u64>0xfff), WM_TABLE_HPA);
+    store<u32>(slot, load<u32>(s, WS_TABLE_RIGHTS), WM_TABLE_RIGHTS);
   }
   store<u32>(slot, cpu, WM_CPU);
   store<u32>(slot, refs, WM_REF_COUNT);

@@ -132,13 +132,13 @@ const NPSC_USER: u64 = 8;
  * Tables a CPU reads, priced by its caches (a space of mmu/radix.ts). With N = Native they are
  * host-physical: the CPU's own tables natively, and the nested dimension's. Behind a nested dimension
  * of format N they are a guest's, guest-physical: each entry's address goes through that dimension
- * first, unless `guestTableIsHost` says the walk's first table is host-physical already (a
+ * first, unless `guestTableHost` says where the walk's first table is in host memory already (a
  * paging-structure-cache hit, a memo).
  */
 @final @unmanaged export class CpuTables<N> {
   @inline locate(cpu: u32, address: u64, first: bool): u64 {
     if (format<N>().nested) {
-      if (first && guestTableIsHost) return address;
+      if (first && guestTableHost != NOWHERE) return guestTableHost | (address & 0xfff);
       if (!translateNestedInline<N>(cpu, address, guestTableNeed, guestTableNeed, NESTED_FOR_TABLE, 0)) {
         return NOWHERE;
       }
@@ -171,8 +171,8 @@ const NPSC_USER: u64 = 8;
   }
 }
 
-/** The guest walk's first table is host-physical already (the next are translated). */
-export let guestTableIsHost: bool = false;
+/** Where the guest walk's first table is in host memory, if known already (else NOWHERE: translate it). */
+export let guestTableHost: u64 = NOWHERE;
 /** The nested rights of the guest table page being read (for the first: what a cache hit held). */
 export let guestTableRights: u32 = N_ALL;
 /**

@@ -23,6 +23,8 @@ import {
   WM_NESTED_REFS,
   WM_REF_COUNT,
   WM_REFS,
+  WM_TABLE_HPA,
+  WM_TABLE_RIGHTS,
   WM_WAYS,
   WML_ENTRY,
   WML_GPA,
@@ -76,7 +78,7 @@ import {
   CpuTables,
   Native,
   flushNestedWalks,
-  guestTableIsHost,
+  guestTableHost,
   guestTableNeed,
   guestTableRights,
   loadNestedContext,
@@ -96,7 +98,7 @@ import {
   translateNested,
 } from "./nested";
 import { pscDesc, pscFill, pscHitLevel, pscPresent, probePsc } from "./psc";
-import { radixAccessedAll, radixCycles, radixEntry, radixGpa, radixLevel, radixRefs, radixUsed, walkRadix } from "./radix";
+import { NOWHERE, radixAccessedAll, radixCycles, radixEntry, radixGpa, radixLevel, radixRefs, radixUsed, walkRadix } from "./radix";
 import { A_DIRTY, A_GLOBAL, A_PKEY_SHIFT, A_RW, A_SS, A_US, A_XD, DENY_CLEAN, DENY_SHIFT, E_FRAME } from "./tlb";
 
 // Outputs of the last walk.
@@ -215,7 +217,8 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
   let cycles: u32 = 0;
   let level = top;
   let base = reg(cpu, R_CR3) & ADDRESS_MASK;
-  let baseIsHost = !virtualized;
+  // The first table's host address when it is known already (a cache hit, a memo), and its nested rights.
+  let tableHost: u64 = NOWHERE;
   let tableRights: u32 = N_ALL;
   let rights: u64 = A_RW | A_US;
 
@@ -228,7 +231,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
       base = value & ADDRESS_MASK;
       rights = value & (A_RW | A_US | A_XD);
       tableRights = <u32>(value >> 3) & N_ALL;
-      baseIsHost = true;
+      tableHost = base;
       level = pscHitLevel - 1;
       cycles += load<u32>(CTRL_BASE + CFG_PSC_LATENCY);
     }
@@ -250,12 +253,17 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
     base = load<u64>(last, WML_ENTRY) & ADDRESS_MASK;
     rights = load<u64>(last, WML_RIGHTS);
     level = top - prefix;
+    // Under a nested dimension the memo translated the page table's page too.
+    if (virtualized) {
+      tableHost = load<u64>(walkMemo, WM_TABLE_HPA);
+      tableRights = load<u32>(walkMemo, WM_TABLE_RIGHTS);
+    }
   }
 
   // The radix walk of the guest's tables, each table address through the nested dimension first (its
   // translation inlined: four of a walk's five nested translations are of guest paging-structure pages).
   if (nesting.nested) {
-    guestTableIsHost = baseIsHost && prefix == 0;
+    guestTableHost = tableHost;
     guestTableRights = tableRights;
   }
   const stop = walkRadix<X86, CpuTables<N>>(cpu, base, level, la, N_ALL, true, slot(prefix), WALK_SLOT);
@@ -418,8 +426,9 @@ function fillPscs(cpu: u32, la: u64, level: u32, used: u32, virtualized: bool, p
   walkMemoWaysFor(memo, cpu);
   const cycles = priceHintedRun(cpu, memo + WM_REFS, memo + WM_WAYS, load<u32>(memo, WM_REF_COUNT));
   if (virtualized) {
+    // The nested walks of each level's table page and of the page table's.
     nestedRefs += load<u32>(memo, WM_NESTED_REFS);
-    nestedWalks += levels;
+    nestedWalks += levels + 1;
   }
   for (let i: u32 = 0; fill && i < levels; i++) {
     const m = walkMemoLevel(memo, i);
