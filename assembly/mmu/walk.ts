@@ -129,7 +129,7 @@ export let walkCycles: u32 = 0;
   flushNestedWalks();
 }
 
-function walkNative(cpu: u32, la: u64, kind: u32, implicit: bool): void {
+@inline function walkNative(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   walkBody<Native>(cpu, la, kind, implicit);
 }
 
