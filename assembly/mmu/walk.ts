@@ -308,9 +308,9 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
     return;
   }
 
-  // A in every entry this walk read, D in the leaf on a write; each update is a locked RMW of the line.
-  // Writing a guest entry needs nested write permission for its page: where table reads did not
-  // already need it (EPT without A/D, SDM 29.3.3.2), a table page without it is a nested fault.
+  // A in every entry this walk read, D in the leaf on a write. Writing a guest entry needs nested write
+  // permission for its page: where table reads did not already need it (EPT without A/D, SDM
+  // 29.3.3.2), a table page without it is a nested fault.
   const isWrite = kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite;
   const needsUpdate = (accessedAll & PTE_A) == 0 || (isWrite && (e & PTE_D) == 0);
   if (nesting.nested) {
@@ -350,8 +350,7 @@ function finishNestedFault(gpa: u64, refs: u32, cycles: u32): void {
     deny = ((~nestedRights & N_ALL) | (nestedDirty ? 0 : DENY_CLEAN >> DENY_SHIFT)) << DENY_SHIFT;
   }
 
-  // Cache every non-leaf entry read, with the rights accumulated down to it (SDM 4.10.3.1). Under a
-  // nested dimension the value is the next table's host address and that page's nested rights.
+  // Cache every non-leaf entry read (SDM 4.10.3.1).
   if (pscAny) fillPscs(cpu, la, level, used, virtualized, currentPcid, vmTag);
 
   // Remember a walk from the top that ended at a page table, once nothing in it needs updating.
