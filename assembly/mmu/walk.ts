@@ -122,15 +122,11 @@ export let walkCycles: u32 = 0;
 /** x86-64 4- or 5-level walk of `la` for CPU `cpu`, two-dimensional when the CPU runs a guest. */
 @inline export function walkX86(cpu: u32, la: u64, kind: u32, implicit: bool): void {
   const nestedMode = load<u32>(cpuBlock(cpu) + R_NESTED_MODE);
-  // One body, compiled once per table space: the native copy loses every nested branch and store.
-  if (nestedMode == NestedMode.None) walkNative(cpu, la, kind, implicit);
+  // One body, compiled once per nested format: the native copy (inlined here) has no nested step.
+  if (nestedMode == NestedMode.None) walkBody<Native>(cpu, la, kind, implicit);
   else underNestedFormat(cpu, nestedMode, la, kind, implicit, 0, false);
   flushReferenceCounts();
   flushNestedWalks();
-}
-
-@inline function walkNative(cpu: u32, la: u64, kind: u32, implicit: bool): void {
-  walkBody<Native>(cpu, la, kind, implicit);
 }
 
 /**
