@@ -17,15 +17,16 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { Machine, type VmEntry } from "../../src/core/machine.js";
-import type {
-  AccessResult,
-  MachineConfig,
-  PageSize,
-  PscConfig,
-  Regs,
-  SetAssocConfig,
-  TlbArrayConfig,
-  TlbLevelConfig,
+import {
+  type AccessResult,
+  type MachineConfig,
+  type PageSize,
+  POLICIES,
+  type PscConfig,
+  type Regs,
+  type SetAssocConfig,
+  type TlbArrayConfig,
+  type TlbLevelConfig,
 } from "../../src/core/types.js";
 import { RefMachine } from "../../src/reference/machine.js";
 
@@ -79,7 +80,8 @@ class Rng {
 
 // --- configuration -----------------------------------------------------------------------------------------
 
-const policyArb = fc.constantFrom<"lru" | "fifo" | "random">("lru", "fifo", "random");
+// Every replacement policy the core has (its Policy enumeration), so a new one is tested here too.
+const policyArb = fc.constantFrom(...POLICIES);
 
 const setAssocArb: fc.Arbitrary<SetAssocConfig> = fc
   .record({ ways: fc.constantFrom(1, 2, 4), sets: fc.constantFrom(1, 2, 4), policy: policyArb })
