@@ -24,6 +24,7 @@ import {
   CFG_PSC_LATENCY,
   CTRL_BASE,
   CTRL_SIZE,
+  NESTED_MODE_COUNT,
   FRAME_MEMO_BASE,
   HEAP_BASE,
   IO_CC_ENTRY_SIZE,
@@ -396,7 +397,7 @@ function walkNestedRefsOf(result: u32): u32 {
  * VPID or ASID (0: VPIDs off). Returns the context id, or a negative error.
  */
 export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nestedLevels: u32, vpid: u32, nestedAd: bool): i32 {
-  if (nestedMode > <u32>NestedMode.Npt || vpid > 0xffff) return SetupError.BadArgument;
+  if (nestedMode >= NESTED_MODE_COUNT || vpid > 0xffff) return SetupError.BadArgument;
   const block = cpuBlock(cpu);
   let rootTag: i32 = 0;
   if (nestedMode != NestedMode.None) {

@@ -101,6 +101,8 @@ export const enum NestedMode {
   Ept = 1,
   Npt = 2,
 }
+/** How many nested modes there are: vmEnter refuses codes at or above it. */
+export const NESTED_MODE_COUNT: u32 = 3;
 // mode bits
 export const M_USER: u32 = 1 << 0;
 export const M_WP: u32 = 1 << 1;
