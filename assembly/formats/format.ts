@@ -27,6 +27,17 @@
 // What the machine supports decides some reserved bits; the walk's caller sets it below.
 import { M_NXE } from "../constants";
 
+/**
+ * No nested dimension, in place of a nested format: the tables a walk reads are host-physical. Code
+ * that the nested formats' members need is under `if (format<N>().nested)`, which the compiler
+ * resolves, so nothing else of a format is asked of it.
+ */
+@final @unmanaged export class Native {
+  @inline get nested(): bool {
+    return false;
+  }
+}
+
 /** The (zero-size) instance of format `F` whose methods the walk calls. */
 @inline export function format<F>(): F {
   return changetype<F>(0);

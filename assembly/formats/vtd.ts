@@ -144,6 +144,10 @@ export const SL_SNP: u64 = 1 << 11;
   @inline get dirty(): u64 {
     return 0;
   }
+  /** It translates the tables of another dimension too (VT-d nested translation, PGTT=3). */
+  @inline get nested(): bool {
+    return true;
+  }
 }
 
 export { ADDRESS_MASK };

@@ -19,11 +19,13 @@ import {
 import { ADDRESS_MASK } from "../cpu";
 import { AmdVi } from "../formats/amdvi";
 import {
+  Native,
   STOP_BEYOND,
   STOP_LEAF,
   STOP_NESTED,
   STOP_RESERVED,
   STOP_RIGHTS,
+  format,
   setCapabilities,
 } from "../formats/format";
 import { VtdSecondLevel } from "../formats/vtd";
@@ -89,44 +91,26 @@ export const IO_USER: u32 = RADIX_IO_USER;
 /** Host-physical addresses at and above this have no memory (IO_MEM_TOP, loaded per request). */
 let memTop: u64 = 0;
 
-/** Host-physical tables the IOMMU reads (a space of mmu/radix.ts): no caches of its own, memory ends at memTop. */
-@final @unmanaged class IoTables {
-  @inline locate(cpu: u32, address: u64, first: bool): u64 {
-    return address;
-  }
-  @inline extraRefs(): u32 {
-    return 0;
-  }
-  @inline extraCycles(): u32 {
-    return 0;
-  }
-  @inline beyond(hpa: u64): bool {
-    return hpa >= memTop;
-  }
-  @inline price(cpu: u32, hpa: u64): u32 {
-    return priceUncoreReference(hpa);
-  }
-  @inline record(slot: usize, address: u64): void {}
-  @inline get iommu(): bool {
-    return true;
-  }
-}
-
 /**
- * First-level tables of a nested (PGTT=3) context, guest-physical: each entry's address goes through a
+ * Tables the IOMMU reads (a space of mmu/radix.ts): it has no caches of its own, and memory ends at
+ * memTop. With N = Native they are host-physical; with N = VtdSecondLevel they are the first-level
+ * tables of a nested (PGTT=3) context, guest-physical, so each entry's address goes through a
  * second-level walk first (a read; the A/D write-back needs no second walk, MODEL §13.4), whose
  * references and cycles count in the walk's own.
  */
-@final @unmanaged class IoGuestTables {
+@final @unmanaged class IoTables<N> {
   @inline locate(cpu: u32, address: u64, first: bool): u64 {
-    if (!ioSecondLevel(address, false)) return NOWHERE;
-    return ioSecondLevelFrame | (address & ((<u64>1 << <u64>radixShift) - 1));
+    if (format<N>().nested) {
+      if (!ioSecondLevel(address, false)) return NOWHERE;
+      return ioSecondLevelFrame | (address & ((<u64>1 << <u64>radixShift) - 1));
+    }
+    return address;
   }
   @inline extraRefs(): u32 {
-    return radixRefs;
+    return format<N>().nested ? radixRefs : 0;
   }
   @inline extraCycles(): u32 {
-    return radixCycles;
+    return format<N>().nested ? radixCycles : 0;
   }
   @inline beyond(hpa: u64): bool {
     return hpa >= memTop;
@@ -153,7 +137,7 @@ let ioSecondLevelStop: u32 = 0;
  * scratch so the first-level walk's entries survive. False on a fault.
  */
 function ioSecondLevel(gpa: u64, write: bool): bool {
-  const stop = walkRadix<VtdSecondLevel, IoTables>(
+  const stop = walkRadix<VtdSecondLevel, IoTables<Native>>(
     0,
     nestedRoot & ADDRESS_MASK,
     nestedLevels,
@@ -225,10 +209,10 @@ function radix(format: u32, base: u64, level: u32, rights: u32, iova: u64, neste
   const slots = IOMMU_BASE + IO_WALK_SCRATCH;
   const r = rights & (IO_R | IO_W);
   const user = (rights & IO_USER) != 0;
-  if (nested) return walkRadix<X86, IoGuestTables>(0, base, level, iova, r, user, slots, SLOT_SIZE);
-  if (format == IOFMT_VTD_SL) return walkRadix<VtdSecondLevel, IoTables>(0, base, level, iova, r, user, slots, SLOT_SIZE);
-  if (format == IOFMT_VTD_FL) return walkRadix<X86, IoTables>(0, base, level, iova, r, user, slots, SLOT_SIZE);
-  return walkRadix<AmdVi, IoTables>(0, base, level, iova, r, user, slots, SLOT_SIZE);
+  if (nested) return walkRadix<X86, IoTables<VtdSecondLevel>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
+  if (format == IOFMT_VTD_SL) return walkRadix<VtdSecondLevel, IoTables<Native>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
+  if (format == IOFMT_VTD_FL) return walkRadix<X86, IoTables<Native>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
+  return walkRadix<AmdVi, IoTables<Native>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
 }
 
 /** The fault of a failed second-level translation, for a read (table entries) or the request's access. */

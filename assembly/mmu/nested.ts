@@ -33,7 +33,7 @@ import {
 } from "../constants";
 import { ADDRESS_MASK, cpuBlock } from "../cpu";
 import { N_ALL, N_W } from "../formats/ept";
-import { STOP_LEAF, STOP_RIGHTS, addressReserved, format, gbPages } from "../formats/format";
+import { Native, STOP_LEAF, STOP_RIGHTS, addressReserved, format, gbPages } from "../formats/format";
 import { physReservedMask } from "../formats/x86";
 import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWaysFor, rememberNestedWalk } from "../memo";
 import { readPhys64, writeBacked64 } from "../phys";
@@ -115,17 +115,6 @@ const NPSC_USER: u64 = 8;
 
 @inline function pageMaskOf(sizeCode: u32): u64 {
   return (<u64>1 << (12 + 9 * <u64>sizeCode)) - 1;
-}
-
-/**
- * No nested dimension, in place of a nested format: the tables a CPU reads are host-physical. Code that
- * the nested formats' members need is under `if (format<N>().nested)`, which the compiler resolves, so
- * nothing else of a format is asked of it.
- */
-@final @unmanaged export class Native {
-  @inline get nested(): bool {
-    return false;
-  }
 }
 
 /**

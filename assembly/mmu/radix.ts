@@ -7,8 +7,8 @@
 //   CpuTables<Native>  host-physical tables a CPU reads, priced by its caches (native walks, and the
 //                      nested dimension's own tables; mmu/nested.ts)
 //   CpuTables<N>       guest-physical tables behind a CPU's nested dimension of format N (mmu/nested.ts)
-//   IoTables           host-physical tables the IOMMU reads, priced in the uncore (mmu/iowalk.ts)
-//   IoGuestTables      guest-physical tables behind VT-d's second level (mmu/iowalk.ts)
+//   IoTables<Native>   host-physical tables the IOMMU reads, priced in the uncore (mmu/iowalk.ts)
+//   IoTables<VtdSecondLevel>  guest-physical first-level tables behind VT-d's second level
 //
 // A space has these members:
 //

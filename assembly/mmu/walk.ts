@@ -42,6 +42,7 @@ import {
 import { ADDRESS_MASK, cpuBlock, mode, pcid, reg } from "../cpu";
 import { Ept, N_ALL, N_R, N_W, N_X } from "../formats/ept";
 import {
+  Native,
   STOP_NESTED,
   STOP_NOT_PRESENT,
   STOP_RESERVED,
@@ -76,7 +77,6 @@ import { S_AD_UPDATES, bump } from "../stats";
 import { flushReferenceCounts, priceHintedRun, priceReference } from "../timing/cache";
 import {
   CpuTables,
-  Native,
   flushNestedWalks,
   guestTableHost,
   guestTableNeed,
