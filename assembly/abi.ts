@@ -18,7 +18,9 @@ import {
   CD_WAYS,
   CFG_CACHE_DESC,
   CFG_CPUS,
+  NestedMode,
   CFG_DRAM_LATENCY,
+  CFG_EPT_EXECUTE_ONLY,
   CFG_GBPAGES,
   CFG_MAXPHYADDR,
   CFG_PSC_LATENCY,
@@ -36,7 +38,6 @@ import {
   MAX_TLB_ARRAYS,
   PD_PRESENT,
   PSC_ENTRY_SIZE,
-  NestedMode,
   R_IN_GUEST,
   R_NESTED_AD,
   R_NESTED_LEVELS,
@@ -97,6 +98,7 @@ import {
   IOMMU_BASE,
   IOMMU_SIZE,
 } from "./constants";
+import { EPTP_AD, EPTP_MEMTYPE_MASK, EPTP_WALK_SHIFT } from "./formats/ept";
 import { ADDRESS_MASK, cpuBlock, recomputeMode, setRegister } from "./cpu";
 import { clearFaultRecord } from "./iommu/faults";
 import { dmaAddress, dmaBatch, dmaCycles, dmaRefs, translateDma } from "./iommu/dma";
@@ -125,7 +127,7 @@ import { restoreModuleGlobals, saveModuleGlobals, snapshotScratch } from "./snap
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
 
-export { replay, setBudget } from "./replay";
+export { replay, setBudget, translateBatch } from "./replay";
 export { dmaBuffer } from "./iommu/dma";
 export {
   parseText,
@@ -167,7 +169,15 @@ export function restoreCoreGlobals(): bool {
 let initialized = false;
 
 /** Resets the whole machine: configuration, registers, caches, memory directory, statistics. */
-export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: u32, memLimitPages: u32, rngSeed: u64): i32 {
+export function machineInit(
+  cpus: u32,
+  maxPhyAddr: u32,
+  gbPages: bool,
+  dirLog2: u32,
+  memLimitPages: u32,
+  rngSeed: u64,
+  eptExecuteOnly: bool,
+): i32 {
   if (<usize>__heap_base > STATIC_END) return SetupError.RegionFull;
   if (cpus == 0 || cpus > MAX_CPUS || maxPhyAddr < 32 || maxPhyAddr > 52 || dirLog2 < 4 || dirLog2 > 26) {
     return SetupError.BadArgument;
@@ -184,6 +194,7 @@ export function machineInit(cpus: u32, maxPhyAddr: u32, gbPages: bool, dirLog2: 
   store<u32>(CTRL_BASE + CFG_CPUS, cpus);
   store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
   store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
+  store<u32>(CTRL_BASE + CFG_EPT_EXECUTE_ONLY, eptExecuteOnly ? 1 : 0);
   store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
   setMemoryLimit(memLimitPages);
   resetHeap();
@@ -392,28 +403,45 @@ function walkNestedRefsOf(result: u32): u32 {
 // --- virtualization ------------------------------------------------------------------------------------
 
 /**
- * Enters guest mode on a CPU: `nestedMode` NestedMode.None (shadow or paravirtual paging: the hardware walks
- * the tables CR3 names), NestedMode.Ept with `root` the EPTP, or NestedMode.Npt with `root` nCR3; `vpid` is the
- * VPID or ASID (0: VPIDs off). Returns the context id, or a negative error.
+ * Enters guest mode on a CPU: `nestedMode` NestedMode.None (shadow or paravirtual paging: the hardware
+ * walks the tables CR3 names), NestedMode.Ept with `root` the EPTP as the VMCS holds it (memory type in
+ * bits 2:0, walk length minus one in bits 5:3, A/D enable in bit 6: SDM 25.6.11), or NestedMode.Npt
+ * with `root` nCR3 walked with the host's `nptLevels`; `vpid` is the VPID or ASID (0: VPIDs off).
+ * Returns the context id, or a negative error: the VM-entry checks of SDM 27.2.1.1 on the EPTP refuse
+ * it as hardware would.
  */
-export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nestedLevels: u32, vpid: u32, nestedAd: bool): i32 {
+export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nptLevels: u32, vpid: u32): i32 {
   if (nestedMode >= NESTED_MODE_COUNT || vpid > 0xffff) return SetupError.BadArgument;
   const block = cpuBlock(cpu);
   let rootTag: i32 = 0;
+  let levels: u32 = 0;
+  let nestedAd = false;
+  if (nestedMode == NestedMode.Ept) {
+    const memoryType = <u32>(root & EPTP_MEMTYPE_MASK);
+    if (memoryType != 0 && memoryType != 6) return SetupError.EptpMemoryType;
+    levels = <u32>((root >> EPTP_WALK_SHIFT) & 7) + 1;
+    if (levels != 4 && levels != 5) return SetupError.EptpWalkLength;
+    if ((root & 0xf80) != 0 || root >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return SetupError.RootReserved;
+    nestedAd = (root & EPTP_AD) != 0;
+  } else if (nestedMode == NestedMode.Npt) {
+    if (nptLevels != 4 && nptLevels != 5) return SetupError.BadArgument;
+    if (root >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return SetupError.RootReserved;
+    levels = nptLevels;
+    // NPT keeps A/D in nested entries always.
+    nestedAd = true;
+  }
   if (nestedMode != NestedMode.None) {
-    if (nestedLevels != 4 && nestedLevels != 5) return SetupError.BadArgument;
     rootTag = rootTagFor(root & ADDRESS_MASK);
     if (rootTag < 0) return SetupError.RegionFull;
   }
   const context = contextFor(vpid, <u32>rootTag);
   if (context < 0) return SetupError.RegionFull;
   store<u32>(block + R_NESTED_MODE, nestedMode);
-  store<u32>(block + R_NESTED_LEVELS, nestedLevels);
+  store<u32>(block + R_NESTED_LEVELS, levels);
   store<u64>(block + R_NESTED_ROOT, root);
   store<u32>(block + R_ROOT_TAG, <u32>rootTag);
   store<u32>(block + R_VPID, vpid);
-  // NPT keeps A/D in nested entries always; EPT only when EPTP bit 6 enables it.
-  store<u32>(block + R_NESTED_AD, nestedAd || nestedMode == NestedMode.Npt ? 1 : 0);
+  store<u32>(block + R_NESTED_AD, nestedAd ? 1 : 0);
   store<u32>(block + R_VMTAG, <u32>context);
   store<u32>(block + R_IN_GUEST, 1);
   recomputeMode(cpu);

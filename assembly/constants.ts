@@ -31,19 +31,15 @@ export const CFG_DRAM_LATENCY: u32 = 0x10;
 export const CFG_DIR_LOG2: u32 = 0x14;
 export const CFG_DIR_MAX_LOG2: u32 = 0x18;
 export const CFG_MEM_LIMIT_PAGES: u32 = 0x1c;
-/** The frame directory's address. */
-export const CFG_DIR_BASE: u32 = 0x30;
-/** The top of the sized regions (heap.ts): memory above it has never been used. */
-export const CFG_HEAP_TOP: u32 = 0x34;
-/** The text buffer and the DMA request buffer, allocated when first asked for (0 until then). */
-export const CFG_TEXT_BASE: u32 = 0x38;
-export const CFG_DMA_BASE: u32 = 0x3c;
+
 /**
  * Memory generation (u64): advanced by every store into host memory, so memos of what memory held
  * (NESTED_MEMO) know when they are stale. In linear memory, not a global, so a saved and restored
  * core keeps its memos and their generation in step.
  */
 export const CFG_MEMORY_GENERATION: u32 = 0x28;
+/** EPT execute-only translations supported (IA32_VMX_EPT_VPID_CAP bit 0): 1, or 0 when 100b is a misconfiguration. */
+export const CFG_EPT_EXECUTE_ONLY: u32 = 0x30;
 /** Cache levels: 3 descriptors (l1, l2, llc) of CACHE_DESC_SIZE bytes. */
 export const CFG_CACHE_DESC: u32 = 0x40;
 export const CACHE_DESC_SIZE: u32 = 32;
@@ -56,6 +52,12 @@ export const CD_LATENCY: u32 = 12;
 export const CD_BASE: u32 = 16;
 /** Bytes between CPUs' copies (0 for the shared LLC). */
 export const CD_CPU_STRIDE: u32 = 20;
+/** Where the sized regions are (heap.ts): the top of them (memory above has never been used), the
+ *  frame directory, and the text and DMA buffers (0 until first asked for). */
+export const CFG_HEAP_TOP: u32 = 0xa0;
+export const CFG_DIR_BASE: u32 = 0xa4;
+export const CFG_TEXT_BASE: u32 = 0xa8;
+export const CFG_DMA_BASE: u32 = 0xac;
 
 /** Per-CPU blocks. */
 export const CPU_BASE: u32 = 0x1000;
@@ -222,6 +224,12 @@ export const REC_KIND: u32 = 8; // u8 kind | IMPLICIT flag
 export const REC_SIZE: u32 = 9; // u8 access size in bytes
 export const REC_CPU: u32 = 10; // u16 cpu
 export const REC_LINE: u32 = 12; // u32 source line (text traces), for error reports
+// What translateBatch writes over each record (the embedding batch: one result per record).
+export const BR_PA: u32 = 0; // u64 physical address; for a fault, the #PF error code or exit qualification
+export const BR_OUTCOME: u32 = 8; // u8 exit reason (ExitReason.None: translated)
+export const BR_PAGE_SHIFT: u32 = 9; // u8 log2 of the page size (0 on a fault)
+export const BR_REFS: u32 = 10; // u16 page-walk references (0 on a TLB hit)
+export const BR_CYCLES: u32 = 12; // u32 cycles
 
 // --- text input for in-core trace parsing: a sized region (CFG_TEXT_BASE) ------------------------
 export const TEXT_SIZE: u32 = 0x400000;
@@ -310,7 +318,7 @@ export const WML_RIGHTS: u32 = 24; // u64 rights down to the entry (WS_RIGHTS)
 export const WML_TABLE_RIGHTS: u32 = 32; // u32 nested rights of its table's page
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
- * The IOMMU's own state (Intel VT-d or AMD-Vi, SPEC.md A.7), in the control block: configuration and
+ * The IOMMU's own state (Intel VT-d or AMD-Vi, docs/iommu.md), in the control block: configuration and
  * the registers the host programs (root/device-table address, invalidation queue, event log), walk
  * scratch and the VT-d fault-recording registers. Its context cache, IOTLB and paging-structure cache
  * are sized regions, at their descriptors' bases; its tables live in host physical memory.
@@ -396,8 +404,9 @@ export const DMA_BAD: u32 = 0xff;
 export const DMA_UNSUPPORTED: u32 = 0xfe;
 
 /**
- * IOMMU fault causes. 1..0xD are the VT-d fault reasons (SPEC.md A.7) and are what a VT-d fault record
- * holds; PasidEntry is recorded as VT-d reason 0x58; AMD-Vi reports each cause as an event (MODEL.md §13).
+ * IOMMU fault causes. 1..0xD are the VT-d fault reasons (docs/iommu.md §VT-d: fault records and fault
+ * reasons) and are what a VT-d fault record holds; PasidEntry is recorded as VT-d reason 0x58; AMD-Vi
+ * reports each cause as an event (MODEL.md §13).
  */
 export const enum IoFault {
   None = 0,
@@ -548,4 +557,10 @@ export const enum SetupError {
   RegionFull = -2,
   BadArgument = -3,
   OutOfMemory = -4,
+  /** VM entry refused (SDM 27.2.1.1): an EPTP memory type other than UC (0) or WB (6). */
+  EptpMemoryType = -5,
+  /** VM entry refused: an EPTP walk length (bits 5:3, plus one) other than 4 or 5. */
+  EptpWalkLength = -6,
+  /** VM entry refused: a reserved EPTP bit (11:7, or at or above MAXPHYADDR), or an nCR3 beyond MAXPHYADDR. */
+  RootReserved = -7,
 }

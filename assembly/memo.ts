@@ -120,9 +120,14 @@ export function allocateMemos(cpus: u32): bool {
   );
 }
 
-/** What a hit the memo replays does to the entry: an LRU array refreshes its stamp (at `stampOffset`). */
-@inline export function hitMemoReplay(slot: usize, stampOffset: u32): void {
-  if (load<u32>(slot + MEMO_LRU) != 0) store<u64>(<usize>load<u32>(slot + MEMO_ENTRY) + stampOffset, tick());
+/**
+ * What a hit the memo replays does to the entry: an LRU array refreshes its stamp (at `stampOffset`).
+ * Returns the entry.
+ */
+@inline export function hitMemoReplay(slot: usize, stampOffset: u32): usize {
+  const entry = <usize>load<u32>(slot + MEMO_ENTRY);
+  if (load<u32>(slot + MEMO_LRU) != 0) store<u64>(entry + stampOffset, tick());
+  return entry;
 }
 
 /**

@@ -2,6 +2,11 @@
 // a record needs software (a fault becomes an exit record, as a CPU hands a #PF to its kernel), or
 // the cycle budget for the slice runs out. No call crosses into JavaScript per access.
 import {
+  BR_CYCLES,
+  BR_OUTCOME,
+  BR_PA,
+  BR_PAGE_SHIFT,
+  BR_REFS,
   CFG_CPUS,
   CTRL_BASE,
   EX_CPU,
@@ -18,6 +23,7 @@ import {
   KIND_MASK,
   REC_CPU,
   REC_KIND,
+  RECORD_CAPACITY,
   RECORD_SIZE,
   RECORDS_BASE,
   STATS_BASE,
@@ -30,10 +36,12 @@ import {
   accessCycles,
   accessError,
   accessGpa,
+  accessPa,
   accessRefs,
+  accessSizeCode,
 } from "./mmu/translate";
 import { hitMemoHolds, hitMemoReplay, hitMemoSlot } from "./memo";
-import { E_STAMP, levelDesc } from "./mmu/tlb";
+import { ATTR_MASK, E_FRAME, E_STAMP, entrySizeCode, levelDesc } from "./mmu/tlb";
 import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXIT_REASONS, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
 
 const STATS_CYCLES_ADDRESS: usize = STATS_BASE + (<usize>S_CYCLES << 3);
@@ -100,6 +108,22 @@ function raiseExit(
   bump(S_EXIT_REASONS + reason);
 }
 
+/** A record the core refuses: a CPU beyond the configured ones, or an unknown kind. */
+@inline function badRecord(cpu: u32, kindByte: u32, cpus: u32): bool {
+  return cpu >= cpus || (kindByte & KIND_MASK) > <u32>AccessKind.ShadowStackWrite;
+}
+
+/**
+ * The L1-hit memo: a plain access (kind byte up to FETCH) to the page of this CPU's last L1 hit, with
+ * no translation changed since, finds the same TLB entry, and only its LRU stamp moves. Returns that
+ * entry, or 0 when the memo cannot stand in for the lookup.
+ */
+@inline function memoHit(cpu: u32, la: u64, kindByte: u32): usize {
+  const memo = hitMemoSlot(cpu, kindByte == AccessKind.Fetch ? 1 : 0, la);
+  if (!hitMemoHolds(memo, la, kindByte)) return 0;
+  return hitMemoReplay(memo, E_STAMP);
+}
+
 /**
  * Runs records [start, end). Returns the index it stopped at: `end` when all ran, else the record
  * that exited (an exit record describes why), or the record after the slice when the budget ran out.
@@ -112,27 +136,21 @@ export function replay(start: u32, end: u32): u32 {
     const la = load<u64>(record);
     const kindByte = <u32>load<u8>(record, REC_KIND);
     const cpu = <u32>load<u16>(record, REC_CPU);
-    if (cpu >= cpus || (kindByte & KIND_MASK) > <u32>AccessKind.ShadowStackWrite) {
+    if (badRecord(cpu, kindByte, cpus)) {
       flushMemoHits(cpu);
       raiseExit(ExitReason.BadRecord, i, cpu, kindByte, la, 0, 0);
       return i;
     }
     const retry = <i32>i == pendingIndex;
-    // Fast path: a plain access to the page of this CPU's last L1 hit, with nothing changed since,
-    // finds the same entry; only its LRU stamp moves. Statistics are added in bulk at the end.
-    if (kindByte <= <u32>AccessKind.Fetch && !retry) {
-      const level: u32 = kindByte == AccessKind.Fetch ? 1 : 0;
-      const memo = hitMemoSlot(cpu, level, la);
-      if (hitMemoHolds(memo, la, kindByte) && memoCpu == cpu) {
-        hitMemoReplay(memo, E_STAMP);
-        if (level == 0) memoHitsData++;
-        else memoHitsFetch++;
-        if (budget != 0 && budgetReached(cpu)) {
-          raiseExit(ExitReason.Budget, i + 1, cpu, 0, 0, 0, 0);
-          return i + 1;
-        }
-        continue;
+    // Fast path: the L1-hit memo. Statistics are added in bulk at the end (for memoCpu).
+    if (kindByte <= <u32>AccessKind.Fetch && !retry && memoCpu == cpu && memoHit(cpu, la, kindByte) != 0) {
+      if (kindByte == AccessKind.Fetch) memoHitsFetch++;
+      else memoHitsData++;
+      if (budget != 0 && budgetReached(cpu)) {
+        raiseExit(ExitReason.Budget, i + 1, cpu, 0, 0, 0, 0);
+        return i + 1;
       }
+      continue;
     }
     if (cpu != memoCpu) {
       flushMemoHits(memoCpu);
@@ -202,4 +220,58 @@ export function completePending(): void {
   completeRecord(pendingCycles);
   pendingIndex = -1;
   pendingCycles = 0;
+}
+
+/**
+ * The embedding batch: translates records [start, end) of the record buffer, each a fresh access (as
+ * the `translate` export does), and writes its result over it (BR_*): the physical address, or for a
+ * fault the error code or qualification; the outcome as an exit reason; the page size; the references;
+ * the cycles. A fault does not stop the batch (the host simulator decides what a fault means to it) and
+ * causes no VM transition. Every record counts as one access. Returns the number translated.
+ */
+export function translateBatch(start: u32, end: u32): u32 {
+  const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
+  if (end > RECORD_CAPACITY) end = RECORD_CAPACITY;
+  if (start >= end) return 0;
+  for (let i = start; i < end; i++) {
+    const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
+    const la = load<u64>(record);
+    const kindByte = <u32>load<u8>(record, REC_KIND);
+    const cpu = <u32>load<u16>(record, REC_CPU);
+    if (badRecord(cpu, kindByte, cpus)) {
+      store<u64>(record, 0, BR_PA);
+      store<u32>(record, ExitReason.BadRecord, BR_OUTCOME);
+      store<u32>(record, 0, BR_CYCLES);
+      bump(S_ACCESSES);
+      continue;
+    }
+    if (kindByte <= <u32>AccessKind.Fetch) {
+      // Hits are counted as replay counts them: accesses, L1 hits, their latency, in bulk per CPU.
+      if (cpu != memoCpu) flushMemoHits(cpu);
+      const entry = memoHit(cpu, la, kindByte);
+      if (entry != 0) {
+        const level: u32 = kindByte == AccessKind.Fetch ? 1 : 0;
+        const sizeCode = entrySizeCode(entry);
+        const frame = load<u64>(entry, E_FRAME) & ~ATTR_MASK;
+        store<u64>(record, frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1)), BR_PA);
+        // Outcome ExitReason.None, the page shift, no references: one word.
+        store<u32>(record, <u32>ExitReason.None | ((12 + 9 * sizeCode) << 8), BR_OUTCOME);
+        store<u32>(record, load<u32>(levelDesc(cpu, level) + TL_LATENCY), BR_CYCLES);
+        if (level == 0) memoHitsData++;
+        else memoHitsFetch++;
+        continue;
+      }
+    }
+    const result = access(cpu, la, kindByte, true);
+    const ok = result == FaultType.None;
+    bump(S_ACCESSES);
+    store<u64>(record, ok ? accessPa : accessError, BR_PA);
+    store<u8>(record, ok ? <u8>ExitReason.None : <u8>exitReasonOf(result), BR_OUTCOME);
+    store<u8>(record, ok ? <u8>(12 + 9 * accessSizeCode) : 0, BR_PAGE_SHIFT);
+    store<u16>(record, <u16>min<u32>(accessRefs, 0xffff), BR_REFS);
+    store<u32>(record, accessCycles, BR_CYCLES);
+    bump(S_HISTOGRAM + histogramBucket(accessCycles));
+  }
+  flushMemoHits(memoCpu);
+  return end - start;
 }

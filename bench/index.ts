@@ -1,16 +1,16 @@
-// memvirt benchmarks: operations per second of the release core, with ratios against the TypeScript
-// reference model. Work is done in batches of calls (65,536 records a call), because V8 optimises a
-// Wasm function only between calls. Run with `npm run bench`; `--quick` shortens every case.
-import { execFileSync } from "node:child_process";
+// memvirt benchmarks: operations per CPU-second of the release core (bench/harness.ts: medians of
+// several samples with min-max), with ratios against the TypeScript reference model. Work is done in
+// batches of calls (65,536 records a call), because V8 optimises a Wasm function only between calls.
+// Run with `npm run bench`; `--quick` shortens every case.
 import { closeSync, existsSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
-import Benchmark from "benchmark";
+import { RefMachine } from "../reference/machine.js";
 import { defaultConfig } from "../src/config/config.js";
 import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
 import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
-import { RefMachine } from "../src/reference/machine.js";
+import { formatRate, measureRate, type Rate, type Row, runProcess, summarize } from "./harness.js";
 import { DMA_CAPACITY, dmaBatch } from "./iommu.js";
 import { champsimDecodeVersusSimulate, ownFormatEndToEnd, sweepScaling } from "./trace.js";
 
@@ -71,20 +71,8 @@ function loadRecords(machine: Machine, list: bigint[]): void {
   });
 }
 
-interface Row {
-  name: string;
-  unit: string;
-  perSecond: number;
-  reference?: number;
-  target?: number;
-}
-
-function measure(name: string, perOp: number, fn: () => void): Promise<number> {
-  return new Promise((resolve) => {
-    const bench = new Benchmark(name, fn, { minSamples: quick ? 5 : 20, maxTime: quick ? 1 : 4 });
-    bench.on("complete", () => resolve(bench.hz * perOp));
-    bench.run();
-  });
+function measure(perOp: number, fn: () => void): Rate {
+  return measureRate(perOp, fn, quick ? { samples: 3, sampleSeconds: 0.1 } : {});
 }
 
 async function coreVersusReference(
@@ -98,15 +86,15 @@ async function coreVersusReference(
   const list = addresses(pageOf);
   loadRecords(machine, list);
   machine.replay(0, BATCH);
-  const core = await measure(`${name} (core)`, BATCH, () => machine.replay(0, BATCH));
+  const core = measure(BATCH, () => machine.replay(0, BATCH));
   const reference = new RefMachine(config);
   mapPages(reference);
   const slice = list.slice(0, 4096);
   for (const la of slice) reference.access(0, la, 0);
-  const model = await measure(`${name} (reference)`, slice.length, () => {
+  const model = measure(slice.length, () => {
     for (const la of slice) reference.access(0, la, 0);
   });
-  return { name, unit: "accesses/s", perSecond: core, reference: model, target };
+  return { name, unit: "accesses/s", rate: core, reference: model, target };
 }
 
 /**
@@ -126,39 +114,39 @@ function dinTrace(records: number): string {
   return path;
 }
 
-async function endToEnd(records: number): Promise<Row> {
+function endToEnd(records: number): Row {
   const path = dinTrace(records);
   const cli = new URL("../../bin/memvirt.js", import.meta.url).pathname;
-  const runs: number[] = [];
-  for (let i = 0; i < (quick ? 1 : 3); i++) {
-    const start = process.hrtime.bigint();
-    const output = execFileSync(
-      process.execPath,
-      [cli, "run", "--trace", path, "--format", "din", "--json"],
-      {
-        maxBuffer: 1 << 26,
-      },
-    ).toString();
-    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-    const accesses = JSON.parse(output).accesses as number;
-    runs.push(accesses / seconds);
+  const rates: number[] = [];
+  for (let i = 0; i < (quick ? 1 : 5); i++) {
+    const run = runProcess(process.execPath, [cli, "run", "--trace", path, "--format", "din", "--json"]);
+    rates.push(JSON.parse(run.stdout).accesses / run.cpuSeconds);
   }
   return {
     name: `memvirt run, ${(records / 1e6).toFixed(0)} M-record din trace (ls.din repeated), process start to JSON`,
     unit: "records/s",
-    perSecond: Math.max(...runs),
+    rate: summarize(rates),
     target: 35e6,
   };
 }
 
 function format(rows: Row[]): string {
   const m = (n: number) => `${(n / 1e6).toFixed(2)} M`;
-  const lines = ["| what | core | reference model | core / reference | target |", "|---|---|---|---|---|"];
+  const lines = [
+    "| what | core, per CPU-second: median (min–max) | reference model | core / reference | goal |",
+    "|---|---|---|---|---|",
+  ];
   for (const row of rows) {
+    if (row.unit === "x") {
+      lines.push(`| ${row.name} | ${formatRate(row.rate, 1, "x")} | - | - | ${row.target ?? "-"}x |`);
+      continue;
+    }
+    const unit = ` ${row.unit}`;
+    const reference = row.reference ? formatRate(row.reference, 1e6, ` M${unit}`) : "-";
+    const ratio = row.reference ? `${(row.rate.median / row.reference.median).toFixed(1)}x` : "-";
+    const goal = row.target ? (row.target >= 1e6 ? `${m(row.target)}${unit}` : `${row.target}x`) : "-";
     lines.push(
-      `| ${row.name} | ${m(row.perSecond)} ${row.unit} | ${row.reference ? `${m(row.reference)} ${row.unit}` : "-"} | ${
-        row.reference ? `${(row.perSecond / row.reference).toFixed(1)}x` : "-"
-      } | ${row.target ? `${row.target >= 1e6 ? m(row.target) : `${row.target}x`} ${row.target >= 1e6 ? row.unit : ""}` : "-"} |`,
+      `| ${row.name} | ${formatRate(row.rate, 1e6, ` M${unit}`)} | ${reference} | ${ratio} | ${goal} |`,
     );
   }
   return lines.join("\n");
@@ -200,13 +188,8 @@ function mapPagesUnderEpt(machine: Machine): void {
   };
   mapPages(guest);
   for (let page = 0; page < PAGES; page++) mapNested(DATA_BASE + BigInt(page) * 0x1000n);
-  machine.vmEnter(0, {
-    nested: "ept",
-    root: eptRoot | 6n | (3n << 3n) | (1n << 6n),
-    nestedLevels: 4,
-    vpid: 1,
-    nestedAccessedDirty: true,
-  });
+  // EPTP: write-back, 4-level walk, A/D enabled.
+  machine.vmEnter(0, { nested: "ept", root: eptRoot | 6n | (3n << 3n) | (1n << 6n), vpid: 1 });
 }
 
 async function virtualized(
@@ -220,8 +203,8 @@ async function virtualized(
   loadRecords(machine, addresses(pageOf));
   machine.replay(0, BATCH);
   const refs = machine.stats().walkRefs / Math.max(1, machine.stats().walks);
-  const perSecond = await measure(name, BATCH, () => machine.replay(0, BATCH));
-  return { name: `${name} (${refs.toFixed(1)} refs/walk)`, unit: "accesses/s", perSecond, target };
+  const rate = measure(BATCH, () => machine.replay(0, BATCH));
+  return { name: `${name} (${refs.toFixed(1)} refs/walk)`, unit: "accesses/s", rate, target };
 }
 
 async function main(): Promise<void> {
@@ -244,7 +227,7 @@ async function main(): Promise<void> {
     [TWO_D_WALKS, () => virtualized(TWO_D_WALKS, bare2d, (i) => i % PAGES, 5e6)],
     // Virtualized replay with a warm TLB against native: the same L1-hit stream under EPT.
     [EPT_WARM, () => virtualized(EPT_WARM, defaultConfig().machine, (i) => (i >> 9) % 16, 0)],
-    ["memvirt run", () => endToEnd(e2eRecords)],
+    ["memvirt run", async () => endToEnd(e2eRecords)],
     ["memvirt-format", async () => ownFormatEndToEnd(quick)],
     // DMA translations that hit the IOTLB: 16 hot pages of one device, 64-byte requests.
     [
@@ -279,20 +262,20 @@ async function main(): Promise<void> {
   const walkRow = row(NATIVE_WALKS);
   if (walkRow?.reference) {
     console.log(
-      `\ncore vs reference on the same walk: ${(walkRow.perSecond / walkRow.reference).toFixed(1)}x (target 20x)`,
+      `\ncore vs reference on the same walk: ${(walkRow.rate.median / walkRow.reference.median).toFixed(1)}x (goal 20x)`,
     );
   }
   const native = row(L1_HITS);
   const warm = row(EPT_WARM);
   if (native && warm) {
     console.log(
-      `EPT guest warm-TLB replay: ${(native.perSecond / warm.perSecond).toFixed(2)}x native's time per access (target within 1.5x)`,
+      `EPT guest warm-TLB replay: ${(native.rate.median / warm.rate.median).toFixed(2)}x native's time per access (goal within 1.5x)`,
     );
   }
 }
 
 async function dmaCase(name: string, run: () => void, target: number): Promise<Row> {
-  return { name, unit: "translations/s", perSecond: await measure(name, DMA_CAPACITY, run), target };
+  return { name, unit: "translations/s", rate: measure(DMA_CAPACITY, run), target };
 }
 
 const IOMMU_WARM = "DMA translations, warm IOTLB (16 hot pages)";

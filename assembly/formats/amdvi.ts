@@ -1,4 +1,4 @@
-// AMD-Vi structures (AMD IOMMU spec chapter 2; SPEC.md A.7): the 32-byte device-table entry and the
+// AMD-Vi structures (AMD IOMMU spec §2.2; docs/iommu.md): the 32-byte device-table entry and the
 // I/O page-table entry, whose Next Level field lets a table point past levels (level skipping) and
 // whose value 7 encodes a page size in the address bits.
 import { NEXT_LEAF, NEXT_RESERVED, NEXT_SKIPPED, addressReserved, levelShift } from "./format";

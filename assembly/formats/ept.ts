@@ -1,9 +1,9 @@
-// The Intel EPT entry format (SDM Vol. 3C §29.3.2; SPEC.md A.3), as the nested dimension of a
+// The Intel EPT entry format (SDM Vol. 3C §29.3.2; docs/ept-npt.md §EPT entries), as the nested dimension of a
 // two-dimensional walk reads it, and the EPT-violation exit qualification its faults report. Entries are
 // reduced to nested rights N_R/N_W/N_X (an AND over the levels), shared with NPT (npt.ts).
 import { NestedMode, WalkFault } from "../constants";
 import { A_RW, A_US, A_XD } from "../mmu/tlb";
-import { NEXT_LEAF, STOP_NOT_PRESENT, STOP_RESERVED, addressReserved, gbPages, levelShift } from "./format";
+import { NEXT_LEAF, STOP_NOT_PRESENT, STOP_RESERVED, addressReserved, eptExecuteOnly, gbPages, levelShift } from "./format";
 
 export const N_R: u32 = 1;
 export const N_W: u32 = 2;
@@ -90,7 +90,7 @@ export const EPT_MISCONFIG: u32 = 2;
     return eptPresent(e);
   }
   @inline reserved(e: u64, level: u32): bool {
-    return eptMisconfigured(e, level, addressReserved, true, gbPages);
+    return eptMisconfigured(e, level, addressReserved, eptExecuteOnly, gbPages);
   }
   @inline rights(e: u64): u32 {
     return eptRights(e);

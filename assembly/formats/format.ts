@@ -71,6 +71,8 @@ export let addressReserved: u64 = 0;
 export let gbPages: bool = true;
 /** The walking CPU's mode bits: without M_NXE, an x86 entry's XD bit is reserved. */
 export let x86Mode: u32 = M_NXE;
+/** EPT execute-only translations supported (machine.eptExecuteOnly): without it, 100b is a misconfiguration. */
+export let eptExecuteOnly: bool = true;
 /** VT-d capability bits (IO_F_*): large pages and snoop control in second-level entries. */
 export let ioCapabilities: u32 = 0;
 

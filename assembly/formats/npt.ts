@@ -1,4 +1,4 @@
-// AMD's nested page tables (APM Vol. 2 §15.25; SPEC.md A.4): x86-64 entries read as the nested
+// AMD's nested page tables (APM Vol. 2 §15.25; docs/ept-npt.md §NPT and the VMCB): x86-64 entries read as the nested
 // dimension of a two-dimensional walk, every access a user access with the host's NXE, and the #NPF
 // EXITINFO1 their faults report.
 import { M_NXE, NestedMode, WalkFault } from "../constants";

@@ -1,4 +1,4 @@
-// Intel VT-d structures (VT-d spec chapter 9; SPEC.md A.7): root entries, legacy and scalable-mode
+// Intel VT-d structures (VT-d spec chapter 9; docs/iommu.md): root entries, legacy and scalable-mode
 // context entries, PASID directory and table entries, and the second-level paging entry. Each check is
 // a small function so the one IO walk (mmu/iowalk.ts) and the context resolution stay format-neutral.
 import { ADDRESS_MASK } from "../cpu";

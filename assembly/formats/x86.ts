@@ -1,4 +1,4 @@
-// The x86-64 paging-entry format (SDM Vol. 3A §4.5; SPEC.md A.1): where the bits sit, which are
+// The x86-64 paging-entry format (SDM Vol. 3A §4.5; docs/x86-paging.md): where the bits sit, which are
 // reserved, what makes a leaf, and the access-rights rules (§4.6) that TLB hits and walks share.
 import {
   AccessKind,

@@ -1,4 +1,4 @@
-// Resolving a requester to its translation context (SPEC.md A.7; MODEL.md §13.2): VT-d's root and
+// Resolving a requester to its translation context (docs/iommu.md; docs/MODEL.md §13.2): VT-d's root and
 // context tables (legacy mode), the scalable-mode context entry, PASID directory and PASID-table
 // entry, or AMD-Vi's device-table entry. The result is what the context cache holds: the domain, the
 // kind of translation, its table roots and levels, and the fault-processing flags.

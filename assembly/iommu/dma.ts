@@ -1,5 +1,5 @@
-// Device DMA through the IOMMU (SPEC.md A.7; MODEL.md §13.3): each request is translated (context cache,
-// then IOTLB, then the IO walk), faults are reported, and the data moves only when the translation
+// Device DMA through the IOMMU (docs/iommu.md; docs/MODEL.md §13.3): each request is translated (context
+// cache, then IOTLB, then the IO walk), faults are reported, and the data moves only when the translation
 // succeeded. The host fills a batch of requests and one call runs them all, as replay.ts does for CPU
 // records, so V8 optimises the loop between calls rather than per request.
 import {

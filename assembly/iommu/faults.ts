@@ -1,4 +1,4 @@
-// Fault reporting (SPEC.md A.7; MODEL.md §13.5). VT-d writes 128-bit fault records into its
+// Fault reporting (docs/iommu.md; docs/MODEL.md §13.5). VT-d writes 128-bit fault records into its
 // fault-recording registers, a ring the host drains by clearing each record's F bit; a fault that finds
 // the next record still full sets FSTS.PFO and is lost. AMD-Vi appends 16-byte events to an event log
 // in host memory; a full log sets EventOverflow and drops the event.
@@ -22,10 +22,10 @@ import {
 import { writePhys64 } from "../phys";
 import { S_IO_FAULTS, S_IO_OVERFLOWS, S_IO_RECORDED, bump } from "../stats";
 
-/** VT-d fault reason recorded for IoFault.PasidEntry (the scalable-mode PASID-entry fault, SPEC.md A.7). */
+/** VT-d fault reason recorded for IoFault.PasidEntry (docs/iommu.md §VT-d: fault records and fault reasons). */
 export const VTD_REASON_PASID_ENTRY: u64 = 0x58;
 
-// AMD-Vi event codes and IO_PAGE_FAULT flags (SPEC.md A.7).
+// AMD-Vi event codes and IO_PAGE_FAULT flags (docs/iommu.md §AMD-Vi: event log).
 export const EVENT_ILLEGAL_DEV_TABLE_ENTRY: u64 = 1;
 export const EVENT_IO_PAGE_FAULT: u64 = 2;
 export const EVENT_DEV_TAB_HARDWARE_ERROR: u64 = 3;

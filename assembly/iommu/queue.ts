@@ -1,4 +1,4 @@
-// Invalidation (SPEC.md A.7; MODEL.md §13.6): VT-d's queued-invalidation descriptors and AMD-Vi's
+// Invalidation (docs/iommu.md; docs/MODEL.md §13.6): VT-d's queued-invalidation descriptors and AMD-Vi's
 // command buffer. Both are rings of 16-byte entries in host memory that software fills and hands over
 // by moving the tail; the IOMMU consumes them in order, up to the tail or the first entry it rejects.
 import {

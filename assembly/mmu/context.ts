@@ -1,4 +1,4 @@
-// Virtual contexts (SDM 28.3.1): linear and combined mappings are tagged by VPID (ASID on AMD) and
+// Virtual contexts (SDM 29.4.1): linear and combined mappings are tagged by VPID (ASID on AMD) and
 // PCID, combined and guest-physical ones by the EP4TA (nCR3). Entries hold a small context id, or a
 // root tag for guest-physical entries; these tables map them back so invalidations can select by
 // VPID, by root, or both.

@@ -1,4 +1,4 @@
-// Invalidation instructions and the flushes of control-register writes (SDM 4.10.4, 28.3.3; APM 15.16;
+// Invalidation instructions and the flushes of control-register writes (SDM 4.10.4, 29.4.3; APM 15.16;
 // MODEL.md §8). A guest's own invalidations reach the linear and combined mappings of its VPID under
 // every EP4TA; INVEPT reaches guest-physical and combined mappings by root; INVVPID and TLB_CONTROL by
 // VPID/ASID.
@@ -56,7 +56,7 @@ function nestedMappings(cpu: u32, filter: u32, rootTag: u32): void {
 }
 
 /**
- * After an EPT violation or misconfiguration (SDM 28.3.3.1), or a #NPF: the guest-physical mappings that
+ * After an EPT violation or misconfiguration (SDM 29.4.3.1), or a #NPF: the guest-physical mappings that
  * would translate `gpa` under the current root, and the combined mappings of `la` in the current
  * context, go.
  */
@@ -164,7 +164,7 @@ export function movCr4(cpu: u32, value: u64): bool {
 }
 
 /**
- * INVEPT (SDM 30.3, 28.3.3.1): type 1 removes the guest-physical and combined mappings of the EP4TA in
+ * INVEPT (SDM 31.3, 29.4.3.1): type 1 removes the guest-physical and combined mappings of the EP4TA in
  * `eptp` (bits 51:12); type 2 those of every EP4TA. Other types fail (VMfail), changing nothing.
  */
 export function invept(cpu: u32, type: u32, eptp: u64): bool {
@@ -186,7 +186,7 @@ export function invept(cpu: u32, type: u32, eptp: u64): bool {
 }
 
 /**
- * INVVPID (SDM 30.3, 28.3.3.3): linear and combined mappings of a VPID under every EP4TA. Type 0 one
+ * INVVPID (SDM 31.3, 29.4.3.3): linear and combined mappings of a VPID under every EP4TA. Type 0 one
  * linear address (globals too), 1 the whole VPID, 2 every VPID but 0, 3 the VPID but its globals.
  * VPID 0 with types 0, 1 and 3, a non-canonical address with type 0, or another type fail.
  */
@@ -230,7 +230,7 @@ export function tlbControl(cpu: u32, value: u32): bool {
 
 /**
  * A VM exit and the VM entry that follows it. Without VPIDs (VPID 0) both flush the linear and combined
- * mappings of VPID 0 (SDM 28.3.3.3), so every exit costs the guest its TLB contents.
+ * mappings of VPID 0 (SDM 29.4.3.1), so every exit costs the guest its TLB contents.
  */
 export function vmTransition(cpu: u32): void {
   const block = cpuBlock(cpu);

@@ -1,4 +1,4 @@
-// The IOMMU's walks (SPEC.md A.7; MODEL.md §13), all the one radix walk (mmu/radix.ts): VT-d
+// The IOMMU's walks (docs/iommu.md; docs/MODEL.md §13), all the one radix walk (mmu/radix.ts): VT-d
 // second-level tables (VtdSecondLevel), VT-d first-level tables (the CPU's X86 entries) and AMD-Vi I/O
 // page tables with level skipping (AmdVi), priced as uncore references. VT-d nested translation (PASID
 // entry PGTT=3) runs it in two dimensions: every first-level table address, and the final address, go

@@ -4,6 +4,7 @@
 // depends on which it is: the format says what its entries mean and how its faults are reported. The
 // guest walk (mmu/walk.ts) translates every guest table address, and the final address, through it.
 import {
+  CFG_EPT_EXECUTE_ONLY,
   CFG_GBPAGES,
   CFG_MAXPHYADDR,
   CFG_PSC_LATENCY,
@@ -33,7 +34,7 @@ import {
 } from "../constants";
 import { ADDRESS_MASK, cpuBlock } from "../cpu";
 import { N_ALL, N_W } from "../formats/ept";
-import { Native, STOP_LEAF, STOP_RIGHTS, addressReserved, format, gbPages } from "../formats/format";
+import { Native, STOP_LEAF, STOP_RIGHTS, addressReserved, eptExecuteOnly, format, gbPages } from "../formats/format";
 import { physReservedMask } from "../formats/x86";
 import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWaysFor, rememberNestedWalk } from "../memo";
 import { readPhys64, writeBacked64 } from "../phys";
@@ -91,6 +92,7 @@ export function loadNestedContext(cpu: u32): void {
   // What the nested formats' reserved bits depend on (the guest's x86 mode stays as the walk set it).
   addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
+  eptExecuteOnly = load<u32>(CTRL_BASE + CFG_EPT_EXECUTE_ONLY) != 0;
 }
 
 /** Adds the nested walks counted in a global to the statistics: exact whenever a call returns. */

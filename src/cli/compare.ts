@@ -4,7 +4,7 @@
 import type { Mode, ResolvedConfig } from "../config/config.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
-import { buildReport, type RunReport } from "../report/report.js";
+import { attachConfig, buildReport, type RunReport } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
 import { runWorkload } from "../workload/run.js";
 import type { WorkloadSpec } from "../workload/synthetic.js";
@@ -96,7 +96,7 @@ export function runCompare(
     rows.push(row);
     onRow?.(row);
   }
-  return { workload, rows };
+  return attachConfig({ workload, rows }, base);
 }
 
 export function formatCompare(result: CompareResult): string {

@@ -18,7 +18,7 @@ import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
 import { DMA_WORKLOADS, isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
-import { writeHtmlReport } from "../report/html.js";
+import { writeHtmlReport } from "../report/html-file.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
 import { type CheckpointRun, loadCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
 import { Simulation } from "../runner/simulation.js";
@@ -32,7 +32,7 @@ import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
 import { runOvercommit } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
-import { runSweepCommand } from "./sweep.js";
+import { registerSweepCommands } from "./sweep.js";
 
 export interface RunOptions {
   config?: string;
@@ -366,42 +366,14 @@ export async function main(
       },
     );
 
-  program
-    .command("sweep")
-    .description("run a grid of configurations x traces in parallel; one result row per cell")
-    .argument("<grid>", 'grid file (JSON): {"configs": {name: config}, "traces": [file, ...]}')
-    .requiredOption(
-      "-o, --out <file.jsonl>",
-      "result rows as JSON lines (resumable: finished cells are kept)",
-    )
-    .option("--csv <file>", "also write the rows as CSV")
-    .option("--report <file.html>", "also write an HTML report of every cell, side by side")
-    .option("--workers <n>", "worker threads (default: the cores available)")
-    .option("-q, --quiet", "no progress bar")
-    .addOption(buildOption)
-    .action(
-      async (
-        grid: string,
-        options: {
-          out: string;
-          csv?: string;
-          report?: string;
-          workers?: string;
-          quiet?: boolean;
-          build: BuildName;
-        },
-      ) => {
-        exitCode = await runSweepCommand(grid, {
-          out: options.out,
-          csv: options.csv,
-          report: options.report,
-          workers: numberOption(options.workers, "workers", 1, 1024),
-          quiet: options.quiet === true,
-          build: options.build,
-          print,
-        });
-      },
-    );
+  registerSweepCommands(program, {
+    buildOption,
+    print,
+    numberOption,
+    setExitCode: (code) => {
+      exitCode = code;
+    },
+  });
 
   program
     .command("demo")

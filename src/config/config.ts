@@ -1,5 +1,5 @@
 // The user-facing configuration: parsing, validation with messages that name the key, defaults
-// (a Skylake-class core, SPEC.md A.6), and lowering into the core's MachineConfig.
+// (a Skylake-class core, docs/tlb-geometry.md), and lowering into the core's MachineConfig.
 import { MemvirtError } from "../core/machine.js";
 import {
   type CacheLevelConfig,
@@ -84,7 +84,7 @@ export class ConfigError extends MemvirtError {}
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
 
-// --- defaults: Skylake-class (SPEC.md A.6) ---------------------------------------------------------
+// --- defaults: Skylake-class (docs/tlb-geometry.md) ------------------------------------------------
 
 export function skylakeTlb(): MachineConfig["tlb"] {
   const array = (sizes: PageSize[], entries: number, ways: number): TlbArrayConfig => ({
@@ -133,6 +133,7 @@ export function defaultConfig(): ResolvedConfig {
       cpus: 1,
       maxPhyAddr: 46,
       gbPages: true,
+      eptExecuteOnly: true,
       seed: 1,
       tlb: skylakeTlb(),
       psc: defaultPsc(),
@@ -370,7 +371,7 @@ export function resolveConfig(input: Json): ResolvedConfig {
   machine.cpus = integer(input.cpus ?? 1, "cpus", 1, 16);
   if (input.machine !== undefined) {
     if (!isObject(input.machine)) fail("machine", "must be an object");
-    onlyKeys(input.machine, "machine", ["maxPhyAddr", "gbPages"]);
+    onlyKeys(input.machine, "machine", ["maxPhyAddr", "gbPages", "eptExecuteOnly"]);
     machine.maxPhyAddr = integer(
       input.machine.maxPhyAddr ?? machine.maxPhyAddr,
       "machine.maxPhyAddr",
@@ -380,6 +381,11 @@ export function resolveConfig(input: Json): ResolvedConfig {
     if (input.machine.gbPages !== undefined) {
       if (typeof input.machine.gbPages !== "boolean") fail("machine.gbPages", "must be true or false");
       machine.gbPages = input.machine.gbPages;
+    }
+    if (input.machine.eptExecuteOnly !== undefined) {
+      if (typeof input.machine.eptExecuteOnly !== "boolean")
+        fail("machine.eptExecuteOnly", "must be true or false");
+      machine.eptExecuteOnly = input.machine.eptExecuteOnly;
     }
   }
   const guest = { ...base.guest };

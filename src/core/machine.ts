@@ -1,6 +1,7 @@
 // The typed host-side view of one WebAssembly core: a machine with CPUs, TLBs, paging-structure
 // caches, a data-cache model and sparse physical memory. Addresses are bigint at this boundary.
 
+import { MemvirtError } from "./errors.js";
 import * as L from "./layout.js";
 import * as S from "./stats-layout.js";
 import {
@@ -12,18 +13,16 @@ import {
   type Regs,
   type Stats,
 } from "./types.js";
-import { type BuildName, type CoreExports, defaultBuild, instantiateCore } from "./wasm.js";
+import {
+  type BuildName,
+  type CoreExports,
+  defaultBuild,
+  instantiateCore,
+  instantiateCoreAsync,
+  type WasmSource,
+} from "./wasm.js";
 
-export class MemvirtError extends Error {
-  /** Process exit code for the CLI: 2 for user errors, 1 for internal ones. */
-  constructor(
-    message: string,
-    readonly exitCode = 2,
-  ) {
-    super(message);
-    this.name = "MemvirtError";
-  }
-}
+export { MemvirtError };
 
 /** The core's code of a replacement policy. */
 export function policyCode(policy: Policy): number {
@@ -74,16 +73,32 @@ export const NESTED_READ = 1;
 export const NESTED_WRITE = 2;
 export const NESTED_EXECUTE = 4;
 
-export interface VmEntry {
-  nested: NestedMode;
-  /** EPTP (EPT) or nCR3 (NPT). */
-  root?: bigint;
-  nestedLevels?: 4 | 5;
-  /** VPID (EPT) or ASID (NPT); 0 means VPIDs are off. */
-  vpid?: number;
-  /** EPTP bit 6 (EPT A/D); NPT always keeps A/D in its entries. */
-  nestedAccessedDirty?: boolean;
-}
+/**
+ * VM entry: the nested dimension and its root as the hardware holds them. Under EPT the root is the
+ * EPTP of the VMCS, which alone gives the walk length (bits 5:3) and A/D enable (bit 6); under NPT it
+ * is nCR3, walked with the host's paging depth.
+ */
+export type VmEntry =
+  | {
+      nested: "none";
+      /** VPID or ASID; 0 means VPIDs are off. */
+      vpid?: number;
+    }
+  | {
+      nested: "ept";
+      /** EPTP: memory type (bits 2:0, UC 0 or WB 6), walk length - 1 (5:3), A/D enable (6), EPT PML4/PML5 address. */
+      root: bigint;
+      vpid?: number;
+    }
+  | {
+      nested: "npt";
+      /** nCR3. */
+      root: bigint;
+      /** The host's paging depth, which the nested walk uses: 4 (default) or 5. */
+      nestedLevels?: 4 | 5;
+      /** ASID; 0 means ASIDs are off. */
+      vpid?: number;
+    };
 export type ExitReason = L.ExitReasonName;
 
 export interface ExitRecord {
@@ -99,14 +114,30 @@ export interface ExitRecord {
 }
 
 export interface MachineOptions {
+  /** The packaged core to load when `wasm` is not given: "release" (default) or "debug". */
   build?: BuildName;
-  /** Wasm bytes, for browsers or custom builds. */
-  wasm?: BufferSource;
+  /**
+   * The core's bytes, a compiled `WebAssembly.Module`, or a URL to load it from (custom builds,
+   * bundlers that do not emit the packaged file, hosts that compile the core themselves).
+   */
+  wasm?: WasmSource;
+  /** An instance made by `instantiateCoreAsync`, for constructors that must not instantiate synchronously. */
+  core?: CoreExports;
   /** log2 of the frame-directory capacity: 3/4 of it can be backed frames. */
   backedFramesLog2?: number;
   /** Cap on linear memory in MiB (0 = what the engine allows). */
   memoryLimitMiB?: number;
 }
+
+// The result block of a single translation, as word indices (module constants: V8 folds these, not
+// loads from the layout namespace).
+const RS_PAGE_SHIFT_WORD = (L.RESULT_BASE + L.RS_PAGE_SHIFT) / 4;
+const RS_ERROR_WORD = (L.RESULT_BASE + L.RS_ERROR) / 4;
+const RS_REFS_WORD = (L.RESULT_BASE + L.RS_REFS) / 4;
+const RS_CYCLES_WORD = (L.RESULT_BASE + L.RS_CYCLES) / 4;
+const RS_NESTED_REFS_WORD = (L.RESULT_BASE + L.RS_NESTED_REFS) / 4;
+const RS_PA_QUAD = (L.RESULT_BASE + L.RS_PA) / 8;
+const RS_GPA_QUAD = (L.RESULT_BASE + L.RS_GPA) / 8;
 
 const WASM_PAGE = 65536;
 
@@ -121,17 +152,38 @@ export interface CoreState {
 export class Machine {
   readonly core: CoreExports;
   readonly build: BuildName;
+  /** 2^MAXPHYADDR: the first address that is not physical memory. */
+  private readonly physicalLimit: bigint;
   private buffer!: ArrayBuffer;
   private u8!: Uint8Array;
   private u32!: Uint32Array;
   private u64!: BigUint64Array;
 
+  /**
+   * A machine on every host: Node, a browser page (whose main thread may not compile or instantiate
+   * a module this size synchronously), a Web Worker, a bundled application. Without `wasm` it loads
+   * the packaged core through `new URL(..., import.meta.url)`.
+   */
+  static async create(config: MachineConfig, options: MachineOptions = {}): Promise<Machine> {
+    const build = options.build ?? defaultBuild();
+    const core = options.core ?? (await instantiateCoreAsync(build, options.wasm));
+    return new Machine(config, { ...options, build, core });
+  }
+
+  /**
+   * A machine, synchronously: in Node (which reads the packaged core from disk), in a worker, or
+   * anywhere once the build was loaded (`await loadCore()`, or an earlier `Machine.create` of that build).
+   */
   constructor(
     readonly config: MachineConfig,
     options: MachineOptions = {},
   ) {
     this.build = options.build ?? defaultBuild();
-    this.core = instantiateCore(this.build, options.wasm);
+    this.core = options.core ?? instantiateCore(this.build, options.wasm);
+    this.physicalLimit = 1n << BigInt(config.maxPhyAddr);
+    this.cpus = config.cpus;
+    this.translateCore = this.core.translate;
+    this.inGuest = new Array<boolean>(config.cpus).fill(false);
     const limitPages = Math.floor(((options.memoryLimitMiB ?? 0) * 1024 * 1024) / 65536);
     this.check(
       this.core.machineInit(
@@ -141,6 +193,7 @@ export class Machine {
         options.backedFramesLog2 ?? 20,
         limitPages,
         BigInt.asUintN(64, BigInt(config.seed)),
+        config.eptExecuteOnly === false ? 0 : 1,
       ),
       "machine",
     );
@@ -236,12 +289,21 @@ export class Machine {
     const globals = this.u8.slice(scratch, scratch + L.SNAPSHOT_SCRATCH_SIZE);
     const memory = this.u8;
     const pages: { index: number; bytes: Uint8Array }[] = [];
+    const words = new BigUint64Array(memory.buffer, 0, memory.length / 8);
     const zero = new Uint8Array(WASM_PAGE);
+    // Node's Buffer.compare is a memcmp: a zero page costs a few microseconds to recognise.
+    const compare = (globalThis as { Buffer?: { compare(a: Uint8Array, b: Uint8Array): number } }).Buffer
+      ?.compare;
+    const isZero = (page: number, bytes: Uint8Array): boolean => {
+      if (compare) return compare(bytes, zero) === 0;
+      for (let i = (page * WASM_PAGE) / 8, end = i + WASM_PAGE / 8; i < end; i++)
+        if (words[i] !== 0n) return false;
+      return true;
+    };
     // Reading memory makes its pages resident: memory above the top is never looked at.
     for (let page = 0; page * WASM_PAGE < top; page++) {
       const bytes = memory.subarray(page * WASM_PAGE, (page + 1) * WASM_PAGE);
-      // Buffer.compare is a memcmp: a zero page costs a few microseconds to recognise.
-      if (Buffer.compare(bytes, zero) !== 0) pages.push({ index: page, bytes });
+      if (!isZero(page, bytes)) pages.push({ index: page, bytes });
     }
     return { build: this.build, memoryPages: memory.length / WASM_PAGE, globals, pages };
   }
@@ -309,9 +371,18 @@ export class Machine {
     }
   }
 
+  /** Physical memory is the addresses below 2^MAXPHYADDR (docs/MODEL.md §1): reads beyond it are refused too. */
   readPhys64(pa: bigint): bigint {
     if ((pa & 7n) !== 0n)
-      throw new MemvirtError(`read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[4]}`, 1);
+      throw new MemvirtError(
+        `read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[L.PhysError.Misaligned]}`,
+        1,
+      );
+    if (pa < 0n || pa >= this.physicalLimit)
+      throw new MemvirtError(
+        `read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[L.PhysError.BeyondMaxPhyAddr]}`,
+        1,
+      );
     return BigInt.asUintN(64, this.core.readPhys64(pa));
   }
 
@@ -392,27 +463,33 @@ export class Machine {
    * `retry` marks the retry of an access whose fault was fixed: its TLB lookups are not counted again.
    */
   translate(cpu: number, la: bigint, kind: number, flags = 0, retry = false): AccessResult {
-    this.cpuBlock(cpu);
-    const fault = this.core.translate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff, retry ? 1 : 0);
-    this.refreshViews();
-    const base = L.RESULT_BASE;
-    const shift = this.u32[(base + L.RS_PAGE_SHIFT) / 4];
+    // The per-access path of embedders: no BigInt arithmetic, no view rebuilt unless memory grew, and
+    // the 64-bit words that fit a double (error code, cycles) read as two 32-bit halves.
+    if (!(cpu >= 0 && cpu < this.cpus && (cpu | 0) === cpu)) throw new MemvirtError(`no cpu ${cpu}`);
+    const fault = this.translateCore(cpu, la, (kind | flags) & 0xff, retry ? 1 : 0);
+    // Growing linear memory detaches the old buffer, and views of a detached buffer have length 0:
+    // cheaper to test than fetching memory.buffer on every call.
+    if (this.u32.length === 0) this.refreshViews();
+    const u32 = this.u32;
+    const shift = u32[RS_PAGE_SHIFT_WORD];
     const result: AccessResult = {
       fault,
-      pa: this.u64[(base + L.RS_PA) / 8],
-      errorCode: Number(this.u64[(base + L.RS_ERROR) / 8]),
-      pageSize: shift === 0 ? 0 : 2 ** shift,
-      refs: this.u32[(base + L.RS_REFS) / 4],
-      cycles: Number(this.u64[(base + L.RS_CYCLES) / 8]),
+      pa: fault === 0 ? this.u64[RS_PA_QUAD] : 0n,
+      errorCode: u32[RS_ERROR_WORD] + u32[RS_ERROR_WORD + 1] * 2 ** 32,
+      pageSize: shift === 0 ? 0 : 1 << shift, // shifts 12, 21, 30: `2 ** shift` costs V8 a call
+      refs: u32[RS_REFS_WORD],
+      cycles: u32[RS_CYCLES_WORD] + u32[RS_CYCLES_WORD + 1] * 2 ** 32,
     };
     if (this.inGuest[cpu]) {
-      result.gpa = this.u64[(base + L.RS_GPA) / 8];
-      result.nestedRefs = this.u32[(base + L.RS_NESTED_REFS) / 4];
+      result.gpa = this.u64[RS_GPA_QUAD];
+      result.nestedRefs = u32[RS_NESTED_REFS_WORD];
     }
     return result;
   }
 
-  private readonly inGuest: boolean[] = [];
+  private readonly inGuest: boolean[];
+  private readonly cpus: number;
+  private readonly translateCore: CoreExports["translate"];
 
   /**
    * VM entry: the CPU now runs a guest whose paging is translated through `entry.nested` (or not, for
@@ -420,15 +497,30 @@ export class Machine {
    */
   vmEnter(cpu: number, entry: VmEntry): void {
     this.cpuBlock(cpu);
+    const root = entry.nested === "none" ? 0n : BigInt.asUintN(64, entry.root);
     const code = this.core.vmEnter(
       cpu,
       L.NESTED_MODE_NAMES.indexOf(entry.nested),
-      BigInt.asUintN(64, entry.root ?? 0n),
-      entry.nestedLevels ?? 4,
+      root,
+      entry.nested === "npt" ? (entry.nestedLevels ?? 4) : 0,
       entry.vpid ?? 0,
-      entry.nestedAccessedDirty ? 1 : 0,
     );
-    if (code < 0) this.check(code, "vmEnter");
+    if (code < 0) {
+      const what = `vmEnter: ${entry.nested === "ept" ? "EPTP" : "nCR3"} 0x${root.toString(16)}`;
+      if (code === L.SetupError.EptpMemoryType)
+        throw new MemvirtError(
+          `${what}: memory type ${root & 7n} is reserved (EPT structures are UC (0) or WB (6))`,
+        );
+      if (code === L.SetupError.EptpWalkLength)
+        throw new MemvirtError(
+          `${what}: walk length ${((root >> 3n) & 7n) + 1n} is not supported (bits 5:3 are 3 for 4 levels, 4 for 5)`,
+        );
+      if (code === L.SetupError.RootReserved)
+        throw new MemvirtError(
+          `${what}: a reserved bit is set (${entry.nested === "ept" ? "bits 11:7, or " : ""}bits at or above MAXPHYADDR ${this.config.maxPhyAddr})`,
+        );
+      this.check(code, "vmEnter");
+    }
     this.inGuest[cpu] = true;
   }
 
@@ -486,6 +578,29 @@ export class Machine {
   /** For embedders that drive `translate` themselves: count completed accesses. */
   countAccess(n = 1): void {
     this.core.countAccesses(n);
+  }
+
+  /**
+   * The embedding batch: translates records [start, end) of the record buffer (`recordView()`; u64
+   * linear address, u8 kind | 0x80 implicit, u8 size, u16 cpu, u32 unused) and writes each one's
+   * result over it: u64 physical address (for a fault, the #PF error code or exit qualification) at
+   * `BATCH_RESULT.pa`, u8 outcome (an index into EXIT_REASONS, 0 "none" = translated) at `.outcome`,
+   * u8 log2 page size at `.pageShift`, u16 walk references at `.refs`, u32 cycles at `.cycles`. A fault
+   * does not stop the batch, and every record counts as one access.
+   */
+  translateBatch(start: number, end: number): void {
+    if (
+      !Number.isInteger(start) ||
+      !Number.isInteger(end) ||
+      start < 0 ||
+      end > L.RECORD_CAPACITY ||
+      start > end
+    ) {
+      throw new MemvirtError(
+        `translateBatch: [${start}, ${end}) is not a range of records 0..${L.RECORD_CAPACITY}`,
+      );
+    }
+    this.core.translateBatch(start, end);
   }
 
   /** Runs records [start, end) of the record buffer; returns where it stopped (see `exit()`). */
@@ -607,3 +722,16 @@ export class Machine {
 }
 
 export { PAGE_SHIFT };
+
+/** Byte offsets of a translateBatch result within its 16-byte record. */
+export const BATCH_RESULT = {
+  pa: L.BR_PA,
+  outcome: L.BR_OUTCOME,
+  pageShift: L.BR_PAGE_SHIFT,
+  refs: L.BR_REFS,
+  cycles: L.BR_CYCLES,
+} as const;
+
+/** Records the record buffer holds, and bytes per record. */
+export const RECORD_CAPACITY = L.RECORD_CAPACITY;
+export const RECORD_SIZE = L.RECORD_SIZE;

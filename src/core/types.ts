@@ -60,6 +60,11 @@ export interface MachineConfig {
   maxPhyAddr: number;
   /** 1 GiB pages supported (CPUID PDPE1GB). */
   gbPages: boolean;
+  /**
+   * EPT execute-only translations supported (IA32_VMX_EPT_VPID_CAP bit 0). Absent: true. False: an EPT
+   * entry with permissions 100b is an EPT misconfiguration.
+   */
+  eptExecuteOnly?: boolean;
   /** Seed of every random replacement policy. */
   seed: number;
   tlb: { l1d: TlbLevelConfig | null; l1i: TlbLevelConfig | null; l2: TlbLevelConfig | null };

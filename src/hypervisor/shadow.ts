@@ -1,7 +1,7 @@
-// KVM's shadow MMU (SPEC.md B2): the hardware runs without a nested dimension, its CR3 holding a shadow
-// root the hypervisor builds, an x86-64 table mapping guest-virtual addresses straight onto host frames.
-// The guest's own tables live in guest memory and the hardware never reads them. The hypervisor keeps
-// the two in step the way KVM does:
+// KVM's shadow MMU (docs/kvm.md §Shadow paging): the hardware runs without a nested dimension, its CR3
+// holding a shadow root the hypervisor builds, an x86-64 table mapping guest-virtual addresses straight onto
+// host frames. The guest's own tables live in guest memory and the hardware never reads them. The hypervisor
+// keeps the two in step the way KVM does:
 // - the shadow is filled lazily, on the #PF exits the hardware raises (shadow faults), by walking the
 //   guest tables in software;
 // - guest pages holding shadowed tables are write-protected, so the guest's stores to them trap and are

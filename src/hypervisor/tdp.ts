@@ -103,13 +103,13 @@ export class TdpMmu implements VirtualizationTechnique {
 
   boot(machine: Machine): void {
     for (const cpu of this.cpuIds) {
-      machine.vmEnter(cpu, {
-        nested: this.name,
-        root: this.rootPointer,
-        nestedLevels: this.options.levels,
-        vpid: this.vm.vpid,
-        nestedAccessedDirty: this.options.accessedDirty,
-      });
+      // The EPTP carries the walk length and A/D enable; NPT walks nCR3 with the host's depth.
+      machine.vmEnter(
+        cpu,
+        this.name === "ept"
+          ? { nested: "ept", root: this.rootPointer, vpid: this.vm.vpid }
+          : { nested: "npt", root: this.rootPointer, nestedLevels: this.options.levels, vpid: this.vm.vpid },
+      );
     }
   }
 

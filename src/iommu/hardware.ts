@@ -1,4 +1,4 @@
-// The host's typed view of the IOMMU in the core (SPEC.md A.7; docs/MODEL.md §13): programming its
+// The host's typed view of the IOMMU in the core (docs/iommu.md; docs/MODEL.md §13): programming its
 // registers, feeding its invalidation queue or command buffer, draining fault records and events, and
 // running device DMA requests through it in batches.
 import * as L from "../core/layout.js";

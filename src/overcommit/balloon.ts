@@ -1,7 +1,7 @@
-// virtio-balloon (SPEC.md A.8, B5): the host sets num_pages, the guest driver allocates pages from
-// its own allocator (shrinking its page cache and swapping if it must) and tells the host their PFNs,
-// at most 256 per inflate message, each message a VM exit. The device unmaps those guest pages from
-// the EPT, shoots down every vCPU's stale translations, and frees (scrubs) the host frames. Deflating
+// virtio-balloon (docs/overcommit.md §virtio-balloon): the host sets num_pages, the guest driver allocates
+// pages from its own allocator (shrinking its page cache and swapping if it must) and tells the host their
+// PFNs, at most 256 per inflate message, each message a VM exit. The device unmaps those guest pages from the
+// EPT, shoots down every vCPU's stale translations, and frees (scrubs) the host frames. Deflating
 // gives PFNs back to the guest; the host backs them again on the next touch. The stats queue reports
 // tags 0-9 on the host's polling interval; deflate-on-OOM gives 256 pages back per OOM notification.
 import type { GuestVm, OvercommitHost } from "./host.js";

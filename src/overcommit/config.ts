@@ -1,5 +1,5 @@
 // The "overcommit" config section: one sub-section per mechanism, each switchable off, with the
-// defaults of Linux/KVM/QEMU/vSphere/MoM where they have one (SPEC.md A.8, B5). Validation names the
+// defaults of Linux/KVM/QEMU/vSphere/MoM where they have one (docs/overcommit.md). Validation names the
 // key, as the rest of the config does.
 import { ConfigError } from "../config/config.js";
 
@@ -139,7 +139,8 @@ export function defaultOvercommit(): OvercommitConfig {
     zswap: {
       enabled: true,
       compressor: "lzo",
-      // Per 4 KiB page; lzo's decompression plus the fault is Google's ~6 us access (SPEC.md A.8).
+      // Per 4 KiB page; lzo's decompression plus the fault is Google's ~6 us access
+      // (docs/overcommit.md §Published savings).
       compressUs: { lz4: 3, lzo: 5, zstd: 10 },
       decompressUs: { lz4: 1, lzo: 2, zstd: 4 },
       maxPoolPercent: 20,

@@ -42,8 +42,8 @@ export function isSameFilled(content: PageContent): boolean {
 }
 
 /**
- * Heap pages compress about 2-3x (SPEC.md A.8): the size is drawn uniformly from [4096/3, 4096/2]
- * by the fingerprint, so the same bytes always compress to the same size.
+ * Heap pages compress about 2-3x (docs/overcommit.md §Published savings): the size is drawn uniformly from
+ * [4096/3, 4096/2] by the fingerprint, so the same bytes always compress to the same size.
  */
 function heapSize(fingerprint: bigint): number {
   const low = Math.ceil(PAGE_BYTES / 3);

@@ -67,7 +67,7 @@ export interface MultiVmWorkload {
 }
 
 export interface GuestStats {
-  /** The balloon stats tags 0-9 (SPEC.md B5), kept by the guest. */
+  /** The balloon stats tags 0-9 (docs/overcommit.md §virtio-balloon), kept by the guest. */
   swapIn: number;
   swapOut: number;
   majorFaults: number;

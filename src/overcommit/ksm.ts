@@ -1,4 +1,4 @@
-// KSM (Linux mm/ksm.c, SPEC.md B5): ksmd wakes every sleep_millisecs of simulated time, scans
+// KSM (Linux mm/ksm.c, docs/overcommit.md §KSM): ksmd wakes every sleep_millisecs of simulated time, scans
 // pages_to_scan guest pages, and merges pages with equal contents into one write-protected host page.
 // A page first has to keep its checksum over a whole pass before it may enter the unstable tree; a
 // page equal to a stable (merged) page joins it; two equal unstable pages start a new stable page.

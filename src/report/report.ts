@@ -72,6 +72,20 @@ export interface RunReport extends Stats {
 
 export const VERSION = "0.1.0";
 
+// The effective config of a report or a comparison, for the pages that show it. The JSON report's keys
+// are the outside contract, so the config is kept beside the object rather than in it; a report that
+// carries its own `config` key is read from that.
+const configs = new WeakMap<object, unknown>();
+
+export function attachConfig<T extends object>(target: T, config: unknown): T {
+  configs.set(target, config);
+  return target;
+}
+
+export function effectiveConfig(target: object): unknown {
+  return (target as { config?: unknown }).config ?? configs.get(target);
+}
+
 const round = (value: number, digits = 3) => (Number.isFinite(value) ? +value.toFixed(digits) : 0);
 
 export function buildReport(simulation: Simulation, source: RunSource, error?: string): RunReport {
@@ -136,7 +150,7 @@ export function buildReport(simulation: Simulation, source: RunSource, error?: s
     };
   }
   if (error) report.error = error;
-  return report;
+  return attachConfig(report, simulation.config);
 }
 
 function cyclesByWho(simulation: Simulation, total: number): RunReport["cyclesByWho"] {

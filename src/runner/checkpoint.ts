@@ -44,7 +44,18 @@ const CLASSES: ClassRegistry = new Map<string, abstract new (...args: never[]) =
 );
 
 /** Machine fields that are rebuilt from the configuration or are views of linear memory. */
-const MACHINE_REBUILT_FIELDS = new Set(["core", "build", "buffer", "u8", "u32", "u64", "config"]);
+const MACHINE_REBUILT_FIELDS = new Set([
+  "core",
+  "build",
+  "buffer",
+  "u8",
+  "u32",
+  "u64",
+  "config",
+  "physicalLimit",
+  "cpus",
+  "translateCore",
+]);
 
 /** What a run needs to continue: how it was started. */
 export interface CheckpointRun {

@@ -15,7 +15,7 @@ import {
   EFER_NXE,
   type Stats,
 } from "../core/types.js";
-import type { BuildName } from "../core/wasm.js";
+import { type BuildName, type CoreExports, instantiateCoreAsync, type WasmSource } from "../core/wasm.js";
 import { GuestOS, type Process } from "../guest/os.js";
 import { NativeCpu } from "../guest/paging-cpu.js";
 import { createVirtualMachine } from "../hypervisor/index.js";
@@ -28,6 +28,10 @@ const PFEC_BITS = ["P", "W", "U", "RSVD", "ID", "PK", "SS"] as const;
 
 export interface SimulationOptions {
   build?: BuildName;
+  /** The core to run, as `MachineOptions.wasm` takes it. */
+  wasm?: WasmSource;
+  /** An instance made by `instantiateCoreAsync` (what `Simulation.create` passes). */
+  core?: CoreExports;
 }
 
 export interface ExitCounts {
@@ -58,6 +62,12 @@ export class Simulation {
     pageFaultsByBit: { P: 0, W: 0, U: 0, RSVD: 0, ID: 0, PK: 0, SS: 0 },
   };
 
+  /** A simulation on every host, a browser's main thread included (see `Machine.create`). */
+  static async create(config: ResolvedConfig, options: SimulationOptions = {}): Promise<Simulation> {
+    const core = options.core ?? (await instantiateCoreAsync(options.build, options.wasm));
+    return new Simulation(config, { ...options, core });
+  }
+
   constructor(
     readonly config: ResolvedConfig,
     options: SimulationOptions = {},
@@ -69,6 +79,8 @@ export class Simulation {
     }
     this.machine = new Machine(machineConfig, {
       build: options.build,
+      wasm: options.wasm,
+      core: options.core,
       backedFramesLog2: config.memory.backedFramesLog2,
       memoryLimitMiB: config.memory.limitMiB,
     });

@@ -11,10 +11,10 @@ import {
   OWN_HEADER_BYTES,
   OWN_MAGIC,
   OWN_VERSION,
-  readTrace,
   type TraceFormat,
   type TraceFormatOption,
 } from "./source.js";
+import { readTrace } from "./stream.js";
 
 export interface ConvertResult {
   input: string;

@@ -1,21 +1,30 @@
-// One reader for every trace format. It decodes a file (plain, gzip or xz) into batches of 16-byte
-// records in the core's record region and hands each batch to a callback, which replays it
+// One reader for every trace format, on every host. It decodes a trace (plain, gzip or xz; a file
+// through trace/stream.ts in Node, bytes or a stream through readTraceData anywhere) into batches of
+// 16-byte records in the core's record region and hands each batch to a callback, which replays it
 // (trace/replay.ts) or writes it out (trace/convert.ts). Text formats are parsed inside the core;
 // the binary formats are copied (memvirt's own, whose records are the region's layout) or unpacked
 // (ChampSim) here. Every batch comes with the position after it, which is all a checkpoint needs to
 // continue the trace.
 
+import { MemvirtError } from "../core/errors.js";
 import * as L from "../core/layout.js";
 import type { Machine } from "../core/machine.js";
-import { type Compression, decodedChunksOverlapped, detectCompression, TraceError } from "./stream.js";
+import {
+  type Compression,
+  compressionOf,
+  decompressStream,
+  describeDecodeError,
+  MAGIC_BYTES,
+  TraceError,
+} from "./decompress.js";
 import {
   describeParseError,
   type TraceFormat as TextFormat,
   TRACE_FORMAT_CODES,
   TRACE_FORMAT_NAMES,
-} from "./text.js";
+} from "./text-codes.js";
 
-export { TraceError } from "./stream.js";
+export { type Compression, TraceError } from "./decompress.js";
 
 export const TRACE_FORMATS = ["lackey", "din", "pinatrace", "champsim", "memvirt"] as const;
 export type TraceFormat = (typeof TRACE_FORMATS)[number];
@@ -96,18 +105,23 @@ interface Decoder {
   finish(): void;
 }
 
+/** Decoded chunks of a trace from decoded offset `skip` on, in chunks of about `chunkSize` bytes. */
+export type DecodedChunks = (skip: number, chunkSize: number) => AsyncIterable<Uint8Array>;
+
 /**
- * Reads the trace at `path` in `format` ("auto": from the content), delivering record batches to
- * `onBatch`. Records before a bad line or record are delivered before the TraceError is thrown.
+ * Reads a decoded trace named `name` (for messages) in `format` ("auto": from the content), delivering
+ * record batches to `onBatch`. Records before a bad line or record are delivered before the
+ * TraceError is thrown.
  */
-export async function readTrace(
+export async function readDecodedTrace(
   machine: Machine,
-  path: string,
+  name: string,
+  compression: Compression,
+  decoded: DecodedChunks,
   formatOption: TraceFormatOption,
   onBatch: BatchHandler,
   options: ReadTraceOptions = {},
 ): Promise<TracePosition> {
-  const compression = options.resume?.compression ?? detectCompression(path);
   const position: TracePosition = options.resume
     ? { ...options.resume }
     : {
@@ -118,14 +132,7 @@ export async function readTrace(
         records: 0,
         eofSeen: false,
       };
-  const chunkBytes = L.TEXT_SIZE / 2;
-  const chunks = decodedChunksOverlapped(
-    path,
-    compression,
-    position.decodedBytes,
-    chunkBytes,
-    options.fileBytes,
-  );
+  const chunks = decoded(position.decodedBytes, L.TEXT_SIZE / 2);
   let decoder: Decoder | undefined;
   let known = options.resume !== undefined || formatOption !== "auto";
   const limit = () => Math.max(1, Math.min(L.RECORD_CAPACITY, options.batchLimit?.() ?? L.RECORD_CAPACITY));
@@ -139,19 +146,182 @@ export async function readTrace(
         const sniffed = sniffFormat(machine, chunk, compression);
         if (sniffed === null) {
           throw new TraceError(
-            `${path}:1: cannot tell the trace format from the content; pass --format ${TRACE_FORMATS.join("|")}`,
+            `${name}:1: cannot tell the trace format from the content; pass --format ${TRACE_FORMATS.join("|")}`,
           );
         }
         position.format = sniffed;
         known = true;
       }
-      decoder = makeDecoder(machine, path, position, limit, emit);
+      decoder = makeDecoder(machine, name, position, limit, emit);
     }
     decoder.feed(chunk);
   }
-  if (!decoder && known) decoder = makeDecoder(machine, path, position, limit, emit);
+  if (!decoder && known) decoder = makeDecoder(machine, name, position, limit, emit);
   decoder?.finish();
   return position;
+}
+
+/**
+ * A trace held in memory or arriving as it downloads: its bytes, a `Blob` (a `File` from an input
+ * element), a `ReadableStream` (a `fetch` response body) or any async iterable of byte chunks. It may
+ * be gzip- or xz-compressed, as a file may.
+ */
+export type TraceData =
+  | Uint8Array
+  | ArrayBuffer
+  | Blob
+  | ReadableStream<Uint8Array>
+  | AsyncIterable<Uint8Array>;
+
+function rawStream(data: TraceData): ReadableStream<Uint8Array> {
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer) {
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+    return new ReadableStream({
+      start(controller) {
+        if (bytes.length > 0) controller.enqueue(bytes);
+        controller.close();
+      },
+    });
+  }
+  if (typeof Blob !== "undefined" && data instanceof Blob) return data.stream() as ReadableStream<Uint8Array>;
+  if (data instanceof ReadableStream) return data;
+  const iterator = (data as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+  return new ReadableStream({
+    async pull(controller) {
+      const next = await iterator.next();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    async cancel() {
+      await iterator.return?.();
+    },
+  });
+}
+
+/** The first `count` bytes of a stream (fewer when it is shorter), and a stream of all of it. */
+async function peek(
+  stream: ReadableStream<Uint8Array>,
+  count: number,
+): Promise<{ head: Uint8Array; stream: ReadableStream<Uint8Array> }> {
+  const reader = stream.getReader();
+  const taken: Uint8Array[] = [];
+  let length = 0;
+  while (length < count) {
+    const next = await reader.read();
+    if (next.done) break;
+    taken.push(next.value);
+    length += next.value.length;
+  }
+  const head = new Uint8Array(length);
+  let offset = 0;
+  for (const chunk of taken) {
+    head.set(chunk, offset);
+    offset += chunk.length;
+  }
+  const whole = new ReadableStream<Uint8Array>({
+    start(controller) {
+      if (head.length > 0) controller.enqueue(head);
+    },
+    async pull(controller) {
+      const next = await reader.read();
+      if (next.done) controller.close();
+      else controller.enqueue(next.value);
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+  return { head: head.subarray(0, Math.min(count, head.length)), stream: whole };
+}
+
+/**
+ * Reads a trace given as data (see TraceData) rather than a file, on any host: the same formats,
+ * compressions, batches, positions and errors as a file, with `options.name` standing for the file
+ * name in messages ("trace" by default).
+ */
+export async function readTraceData(
+  machine: Machine,
+  data: TraceData,
+  formatOption: TraceFormatOption,
+  onBatch: BatchHandler,
+  options: ReadTraceOptions & { name?: string } = {},
+): Promise<TracePosition> {
+  const name = options.name ?? "trace";
+  const { head, stream } = await peek(rawStream(data), MAGIC_BYTES);
+  const compression = compressionOf(head);
+  const fileBytes = options.fileBytes ?? { read: 0 };
+  const counted = stream.pipeThrough(
+    new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        fileBytes.read += chunk.length;
+        controller.enqueue(chunk);
+      },
+    }),
+  );
+  const decoded: DecodedChunks = (skip, chunkSize) =>
+    skipped(
+      compression === "none" ? counted : decompressStream(counted, compression),
+      skip,
+      (error) => {
+        if (error instanceof MemvirtError || compression === "none") return error;
+        return new TraceError(
+          `${name}: byte ${fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
+        );
+      },
+      chunkSize,
+    );
+  return readDecodedTrace(machine, name, compression, decoded, formatOption, onBatch, options);
+}
+
+/**
+ * The bytes of `stream` from byte `skip` on, in chunks of `chunkSize` bytes (the last may be shorter),
+ * as a file is read: a network or a decompressor delivers pieces of any size, and the format is told
+ * from a whole first chunk. Read errors pass through `wrap`.
+ */
+async function* skipped(
+  stream: ReadableStream<Uint8Array>,
+  skip: number,
+  wrap: (error: unknown) => unknown,
+  chunkSize: number,
+): AsyncGenerator<Uint8Array> {
+  const reader = stream.getReader();
+  let offset = 0;
+  let chunk = new Uint8Array(chunkSize);
+  let filled = 0;
+  try {
+    for (;;) {
+      let next: ReadableStreamReadResult<Uint8Array>;
+      try {
+        next = await reader.read();
+      } catch (error) {
+        throw wrap(error);
+      }
+      if (next.done) break;
+      let bytes = next.value;
+      if (offset + bytes.length <= skip) {
+        offset += bytes.length;
+        continue;
+      }
+      if (offset < skip) bytes = bytes.subarray(skip - offset);
+      offset += next.value.length;
+      while (bytes.length > 0) {
+        const take = Math.min(bytes.length, chunkSize - filled);
+        chunk.set(bytes.subarray(0, take), filled);
+        filled += take;
+        bytes = bytes.subarray(take);
+        if (filled === chunkSize) {
+          yield chunk;
+          // The reader may hold on to the chunk it was given until it asks for the next one.
+          chunk = new Uint8Array(chunkSize);
+          filled = 0;
+        }
+      }
+    }
+    if (filled > 0) yield chunk.subarray(0, filled);
+  } finally {
+    // Stops the download or decompression when the reader gives up early (a bad line).
+    await reader.cancel().catch(() => {});
+  }
 }
 
 function makeDecoder(

@@ -1,24 +1,33 @@
-// The decoded bytes of a trace file, whatever wraps them: plain, gzip (node:zlib, which inflates on
-// libuv's thread pool, so it overlaps with simulation) or xz (xz-decompress, xz-embedded compiled to
+// The decoded bytes of a trace file (Node), whatever wraps them: plain, gzip (node:zlib, which inflates
+// on libuv's thread pool, so it overlaps with simulation) or xz (xz-decompress, xz-embedded compiled to
 // WebAssembly, on a decode worker thread: see decodedChunksOverlapped). Chunks stream; nothing holds
-// the whole file.
+// the whole file. readTrace hands them to the host-agnostic reader of trace/source.ts.
 
 import { closeSync, createReadStream, existsSync, openSync, readSync } from "node:fs";
 import { Readable } from "node:stream";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { createGunzip } from "node:zlib";
-import xz from "xz-decompress";
-import { MemvirtError } from "../core/machine.js";
+import { MemvirtError } from "../core/errors.js";
+import type { Machine } from "../core/machine.js";
+import {
+  type Compression,
+  compressionOf,
+  decompressStream,
+  describeDecodeError,
+  MAGIC_BYTES,
+  TraceError,
+} from "./decompress.js";
 import { DEFAULT_CHUNK_SIZE, readChunks } from "./reader.js";
+import {
+  type BatchHandler,
+  type ReadTraceOptions,
+  readDecodedTrace,
+  type TraceFormatOption,
+  type TracePosition,
+} from "./source.js";
 
-export type Compression = "none" | "gzip" | "xz";
-
-/** A malformed or unreadable trace: `FILE:LINE: what is wrong` or `FILE: byte N: ...`, exit code 2. */
-export class TraceError extends MemvirtError {}
-
-const XZ_MAGIC = [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00];
-const GZIP_MAGIC = [0x1f, 0x8b];
+export { type Compression, TraceError } from "./decompress.js";
 
 /** The first `count` bytes of the file (fewer when it is shorter). */
 export function readHead(path: string, count: number): Uint8Array {
@@ -39,41 +48,9 @@ export function readHead(path: string, count: number): Uint8Array {
   }
 }
 
-function startsWith(bytes: Uint8Array, magic: readonly number[]): boolean {
-  return bytes.length >= magic.length && magic.every((byte, i) => bytes[i] === byte);
-}
-
 /** The compression of the file, from its magic bytes. */
 export function detectCompression(path: string): Compression {
-  const head = readHead(path, 6);
-  if (startsWith(head, XZ_MAGIC)) return "xz";
-  if (startsWith(head, GZIP_MAGIC)) return "gzip";
-  return "none";
-}
-
-/** xz-embedded's xz_ret codes, which xz-decompress reports as bare numbers. */
-const XZ_ERRORS: Record<string, string> = {
-  "2": "unsupported integrity check",
-  "3": "out of memory",
-  "4": "dictionary larger than the memory limit",
-  "5": "not an xz stream",
-  "6": "unsupported xz options",
-  "7": "corrupt xz data",
-  "8": "truncated xz data (the file ends inside the stream)",
-};
-
-function describeDecodeError(compression: Compression, error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  if (compression === "xz") {
-    const code = /error code (\d+)/.exec(message)?.[1];
-    if (code && XZ_ERRORS[code]) return XZ_ERRORS[code];
-  }
-  if (compression === "gzip") {
-    if (/unexpected end of file/i.test(message))
-      return "truncated gzip data (the file ends inside the stream)";
-    return `corrupt gzip data (${message})`;
-  }
-  return message;
+  return compressionOf(readHead(path, MAGIC_BYTES));
 }
 
 /**
@@ -118,7 +95,7 @@ export async function* decodedChunks(
     file.on("error", (error) => gunzip.destroy(error));
     decoded = file.pipe(gunzip);
   } else {
-    decoded = new xz.XzReadableStream(Readable.toWeb(file) as ReadableStream<Uint8Array>);
+    decoded = decompressStream(Readable.toWeb(file) as ReadableStream<Uint8Array>, "xz");
   }
   let offset = 0;
   try {
@@ -193,4 +170,21 @@ export async function* decodedChunksOverlapped(
   } finally {
     await worker.terminate();
   }
+}
+
+/**
+ * Reads the trace file at `path` in `format` ("auto": from the content), delivering record batches to
+ * `onBatch`. Records before a bad line or record are delivered before the TraceError is thrown.
+ */
+export async function readTrace(
+  machine: Machine,
+  path: string,
+  formatOption: TraceFormatOption,
+  onBatch: BatchHandler,
+  options: ReadTraceOptions = {},
+): Promise<TracePosition> {
+  const compression = options.resume?.compression ?? detectCompression(path);
+  const chunks = (skip: number, chunkSize: number) =>
+    decodedChunksOverlapped(path, compression, skip, chunkSize, options.fileBytes);
+  return readDecodedTrace(machine, path, compression, chunks, formatOption, onBatch, options);
 }

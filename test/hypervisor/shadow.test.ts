@@ -63,7 +63,7 @@ function guestPhysical(sim: Simulation, process: Process, la: bigint): bigint | 
   return (leaf.entry & ADDRESS_MASK & ~(size - 1n)) | (la & (size - 1n));
 }
 
-describe("shadow paging (SPEC.md B2): shadow faults", () => {
+describe("shadow paging (docs/kvm.md §Shadow paging): shadow faults", () => {
   it("a first touch is a guest #PF delivered to the guest kernel, then a shadow #PF that builds the SPTEs", () => {
     const sim = simulation();
     sim.start();

@@ -24,7 +24,7 @@ function touch(sim: Simulation, la: bigint, kind = READ): void {
   sim.replayBuffer(1);
 }
 
-describe("TDP MMU (EPT and NPT, SPEC.md B3)", () => {
+describe("TDP MMU (EPT and NPT, docs/kvm.md §TDP faults)", () => {
   for (const mode of ["ept", "npt"] as const) {
     it(`${mode}: a first touch is a guest #PF (no exit), then the guest kernel's table writes and the data access each take a ${mode === "ept" ? "EPT violation" : "#NPF"} that the TDP MMU fixes`, () => {
       const sim = simulation(mode);

@@ -1,4 +1,4 @@
-// Rule tests for AMD-Vi (SPEC.md A.7; docs/MODEL.md §13): device-table entries, I/O page tables with
+// Rule tests for AMD-Vi (docs/iommu.md; docs/MODEL.md §13): device-table entries, I/O page tables with
 // level skipping and Next Level 7 page sizes, IR/IW, and IO_PAGE_FAULT and other events in the log.
 import { describe, expect, it } from "vitest";
 import type { DmaRequest } from "../../src/iommu/hardware.js";

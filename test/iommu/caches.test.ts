@@ -1,4 +1,4 @@
-// Rule tests for the IOMMU's caches and their invalidation (SPEC.md A.7; docs/MODEL.md §13): the
+// Rule tests for the IOMMU's caches and their invalidation (docs/iommu.md; docs/MODEL.md §13): the
 // IOTLB tagged by domain and requester, the context cache, VT-d queued-invalidation descriptors, AMD-Vi
 // commands, and the cycles of a DMA translation.
 import { describe, expect, it } from "vitest";

@@ -4,10 +4,10 @@
 // and every counter must agree.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { RefIommu } from "../../reference/iommu.js";
 import { defaultConfig } from "../../src/config/config.js";
 import { Machine } from "../../src/core/machine.js";
 import { Iommu, type IommuHardwareConfig } from "../../src/iommu/hardware.js";
-import { RefIommu } from "../../src/reference/iommu.js";
 
 const REGION = 0x10_0000n;
 const FRAMES = 16;

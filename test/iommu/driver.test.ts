@@ -1,4 +1,4 @@
-// The software side (SPEC.md A.7; README "Devices and the IOMMU"): the driver's strict and deferred
+// The software side (docs/iommu.md; README "Devices and the IOMMU"): the driver's strict and deferred
 // invalidation, VFIO pass-through, SR-IOV requester ids, the dma-* workloads and their CLI contract.
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";

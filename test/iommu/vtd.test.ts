@@ -1,4 +1,4 @@
-// Rule tests for Intel VT-d (SPEC.md A.7; docs/MODEL.md §13): root and context entries, second-level
+// Rule tests for Intel VT-d (docs/iommu.md; docs/MODEL.md §13): root and context entries, second-level
 // tables of 3, 4 and 5 levels with 2M and 1G pages, scalable mode with PASID tables and every PGTT,
 // and the fault reasons 1 to 0xD with fault recording.
 import { describe, expect, it } from "vitest";

@@ -15,9 +15,9 @@
 
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { RefMachine } from "../../reference/index.js";
 import { Machine } from "../../src/core/machine.js";
 import type { AccessResult, Regs, Stats } from "../../src/core/types.js";
-import { RefMachine } from "../../src/reference/index.js";
 import {
   hostileScenarioArb,
   type Operation,

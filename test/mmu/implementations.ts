@@ -2,9 +2,9 @@
 // test against each: the TypeScript reference model (RefMachine) and the WebAssembly core (Machine,
 // built by `asc`, release or debug as MEMVIRT_BUILD picks).
 
+import { RefMachine } from "../../reference/machine.js";
 import { Machine } from "../../src/core/machine.js";
 import type { AccessResult, MachineConfig, Regs, Stats } from "../../src/core/types.js";
-import { RefMachine } from "../../src/reference/machine.js";
 
 /** The MMU operations the rule tests drive: physical memory, registers, instructions, accesses, stats. */
 export interface Mmu {

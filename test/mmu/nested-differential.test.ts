@@ -16,6 +16,7 @@
 
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { RefMachine } from "../../reference/machine.js";
 import { Machine, type VmEntry } from "../../src/core/machine.js";
 import {
   type AccessResult,
@@ -28,7 +29,6 @@ import {
   type TlbArrayConfig,
   type TlbLevelConfig,
 } from "../../src/core/types.js";
-import { RefMachine } from "../../src/reference/machine.js";
 
 const SEED = Number(process.env.FC_SEED ?? 0x6e657374);
 const SCALE = Number(process.env.FC_RUNS_SCALE ?? 1);
@@ -835,13 +835,7 @@ function vmEntryOf(layout: Layout, choice: VmChoice): VmEntry {
   }
   // EPTP: write-back structures, walk length - 1 in bits 5:3, A/D enable in bit 6.
   const root = base | 6n | (BigInt(choice.levels - 1) << 3n) | (choice.ad ? 1n << 6n : 0n);
-  return {
-    nested: "ept",
-    root,
-    nestedLevels: choice.levels,
-    vpid: choice.vpid,
-    nestedAccessedDirty: choice.ad,
-  };
+  return { nested: "ept", root, vpid: choice.vpid };
 }
 
 function addressOf(spec: AddressSpec, layout: Layout): bigint {

@@ -3,6 +3,7 @@
 // number is worked out from the rule named in the test, not read back from either implementation.
 
 import { describe, expect, it } from "vitest";
+import { histogramBucket, splitmix64 as referenceSplitmix64, XorShift64 } from "../../reference/index.js";
 import {
   CR0_WP,
   CR4_LA57,
@@ -22,7 +23,6 @@ import {
   RFLAGS_AC,
   type TlbArrayConfig,
 } from "../../src/core/types.js";
-import { histogramBucket, splitmix64 as referenceSplitmix64, XorShift64 } from "../../src/reference/index.js";
 import { IMPLEMENTATIONS, type Implementation, INITIAL_REGS, type Mmu } from "./implementations.js";
 
 const KIND_READ = 0;

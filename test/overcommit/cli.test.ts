@@ -1,5 +1,5 @@
 // memvirt run with the overcommit section and the multi-VM workloads: the JSON keys, the timeline CSV
-// and the errors (SPEC.md B5).
+// and the errors (docs/overcommit.md).
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

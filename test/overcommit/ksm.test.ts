@@ -1,5 +1,5 @@
-// KSM on the overcommitted host (SPEC.md B5): the exactness cases, what a merge does to the EPT and
-// the TLBs, COW breaks, and the isolation property.
+// KSM on the overcommitted host (docs/overcommit.md §KSM): the exactness cases, what a merge does to the EPT
+// and the TLBs, COW breaks, and the isolation property.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { imageContent } from "../../src/overcommit/content.js";
@@ -17,7 +17,7 @@ function imagePage(host: OvercommitHost, vm: number, index: number) {
   return { gva, gpa, leaf: v.tdp.leafOf(gpa), hpa: host.frameOf(v, gpa) };
 }
 
-describe("KSM (SPEC.md B5)", () => {
+describe("KSM (docs/overcommit.md §KSM)", () => {
   it("identical-vms, 4 VMs x 10,000 pages, sharedFraction 0.5, zeroFraction 0 converges to pages_shared 5000 and pages_sharing 15000", () => {
     const host = makeHost(
       "identical-vms",

@@ -1,4 +1,4 @@
-// Properties over random interleavings of every mechanism (SPEC.md B5): after each step no vCPU's
+// Properties over random interleavings of every mechanism (docs/overcommit.md): after each step no vCPU's
 // TLB or paging-structure caches reach a frame its VM's EPT no longer maps (the checker runs after
 // every mechanism step and again here), every page keeps its contents wherever it is parked, and host
 // memory adds up.

@@ -1,5 +1,5 @@
 // The balloon, zswap, swap, the controller and the invariant checker on the overcommitted host
-// (SPEC.md A.8, B5).
+// (docs/overcommit.md).
 import { describe, expect, it } from "vitest";
 import { ZERO_CONTENT } from "../../src/overcommit/content.js";
 import { Controller } from "../../src/overcommit/controller.js";
@@ -8,7 +8,7 @@ import { makeHost } from "./helpers.js";
 
 const NONE = { controller: false, ksm: false, balloon: false, zswap: false, swap: false };
 
-describe("virtio-balloon (SPEC.md B5)", () => {
+describe("virtio-balloon (docs/overcommit.md §virtio-balloon)", () => {
   it("inflating 600 pages takes three messages of at most 256 PFNs, each a VM exit, unmaps them from EPT, shoots down and frees the frames", () => {
     const host = makeHost(
       "identical-vms",
@@ -107,7 +107,7 @@ describe("virtio-balloon (SPEC.md B5)", () => {
   });
 });
 
-describe("zswap and swap (SPEC.md B5)", () => {
+describe("zswap and swap (docs/overcommit.md §zswap)", () => {
   it("cold pages (EPT accessed flag still clear) are compressed; same-filled pages store only their value; pages over 2990 B are rejected to swap", () => {
     const host = makeHost(
       "cloud-mix",
@@ -329,7 +329,7 @@ describe("no stale translation (the invariant checker)", () => {
   });
 });
 
-describe("free page reporting (SPEC.md B5)", () => {
+describe("free page reporting (docs/overcommit.md §Free page reporting)", () => {
   it("2 s after the guest frees memory, whole free 2 MiB blocks (order 9) are reported, 32 per request, and their frames freed", () => {
     const host = makeHost(
       "identical-vms",

@@ -7,7 +7,9 @@ import { join } from "node:path";
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { ProgressBar } from "../../src/cli/progress.js";
+import { defaultConfig, resolveConfig } from "../../src/config/config.js";
 import { flatten, formatCsv } from "../../src/report/csv.js";
+import { charts, configBlocks } from "./html-page.js";
 
 const temp = mkdtempSync(join(tmpdir(), "memvirt-reports-"));
 const build = process.env.MEMVIRT_BUILD === "debug" ? "debug" : "release";
@@ -65,36 +67,92 @@ describe("CSV reports", () => {
   });
 });
 
+interface RunReportLike {
+  tlb: Record<string, { hits: number; misses: number }>;
+  cycles: number;
+  cyclesByWho: Record<string, number>;
+  histogram: number[];
+}
+
 describe("HTML report", () => {
+  const powersOfTen = (ticks: string[]) =>
+    ticks.map((tick) => Number(tick.replace("k", "e3").replace("M", "e6").replace("G", "e9")));
+
+  // One EPT run of the real ls trace, read by the first three tests.
+  let runPage: { report: RunReportLike; html: string } | undefined;
+  const ept = { mode: "ept" };
+  function eptRunPage() {
+    if (!runPage) {
+      const path = join(temp, "run.html");
+      const result = memvirt([
+        "run",
+        "--config",
+        writeConfig(ept),
+        "--trace",
+        fixture("ls.lk"),
+        "--json",
+        "--report",
+        path,
+      ]);
+      expect(result.status).toBe(0);
+      runPage = { report: JSON.parse(result.stdout), html: readFileSync(path, "utf8") };
+    }
+    return runPage;
+  }
+
   it("is one self-contained page with the TLB hit rates, the access-cost histogram and the cycle breakdown", () => {
-    const path = join(temp, "run.html");
-    const result = memvirt([
-      "run",
-      "--config",
-      writeConfig({ mode: "ept" }),
-      "--trace",
-      fixture("ls.lk"),
-      "--json",
-      "--report",
-      path,
-    ]);
-    expect(result.status).toBe(0);
-    const report = JSON.parse(result.stdout);
-    const html = readFileSync(path, "utf8");
+    const { report, html } = eptRunPage();
     // Nothing to fetch: no scripts, no external styles or images.
     expect(html).not.toMatch(/<script|<link|src=|https?:/);
     expect(html.match(/<svg/g)).toHaveLength(3);
-    expect(html).toContain("TLB hit rate by level");
+    const [tlb, , cycles] = charts(html);
+    expect(tlb.caption).toBe("TLB hit rate by level");
     const l1d = report.tlb.l1d;
     const rate = ((100 * l1d.hits) / (l1d.hits + l1d.misses)).toFixed(2);
-    expect(html).toContain(`${rate}% of ${(l1d.hits + l1d.misses).toLocaleString("en-US")}`);
+    expect(tlb.values).toContain(`${rate}% of ${(l1d.hits + l1d.misses).toLocaleString("en-US")}`);
     expect(html).toContain("nested TLB");
-    expect(html).toContain("accesses by cycles");
-    expect(html).toContain("cycles by who spent them");
-    expect(html).toContain(`${report.cyclesByWho.translation.toLocaleString("en-US")} (`);
+    expect(tlb.ticks).toEqual(["0%", "20%", "40%", "60%", "80%", "100%"]);
+    expect(cycles.caption).toMatch(/^Cycles by who spent them/);
+    expect(cycles.values).toContain(
+      `${report.cyclesByWho.translation.toLocaleString("en-US")} (${((100 * report.cyclesByWho.translation) / report.cycles).toFixed(1)}%)`,
+    );
   });
 
-  it("compare --report adds the techniques' table, and its cycle breakdown sums to the cycles", () => {
+  it("the access-cost histogram has its whole title, a log y-axis with tick values, and a label per bucket", () => {
+    const { report, html } = eptRunPage();
+    const histogram = report.histogram;
+    const chart = charts(html)[1];
+    // The title is the figure's caption (HTML wraps it), not SVG text cut off at the chart's edge.
+    expect(chart.caption).toBe(
+      "Access-cost histogram: accesses by cycles spent translating them (TLB hits fall in the lowest buckets, page walks above; log scale)",
+    );
+    expect(chart.axisTitles).toEqual(["accesses (log scale)", "cycles per access"]);
+    // Ticks at 1, 10, 100, ... up to the first power of ten at or above the fullest bucket.
+    const ticks = powersOfTen(chart.ticks);
+    expect(ticks[0]).toBe(1);
+    for (let i = 1; i < ticks.length; i++) expect(ticks[i]).toBe(10 * ticks[i - 1]);
+    expect(ticks.at(-1)).toBeGreaterThanOrEqual(Math.max(...histogram));
+    expect(ticks.at(-2)).toBeLessThan(Math.max(...histogram));
+    // One column per bucket up to the last non-empty one: 0 cycles, then [2^(b-1), 2^b - 1].
+    const last = histogram.findLastIndex((n) => n > 0);
+    expect(last).toBeGreaterThan(3);
+    expect(chart.labels).toEqual(
+      histogram.slice(0, last + 1).map((_, b) => (b <= 1 ? String(b) : `${2 ** (b - 1)}–${2 ** b - 1}`)),
+    );
+    expect(chart.bars).toHaveLength(last + 1);
+    expect(chart.bars[1]).toContain(`${histogram[1].toLocaleString("en-US")} accesses`);
+    expect(chart.values).toHaveLength(last + 1);
+  });
+
+  it("a run's page shows the effective config that produced it, as JSON", () => {
+    const blocks = configBlocks(eptRunPage().html);
+    expect(blocks).toHaveLength(1);
+    expect(blocks[0].summary).toBe("effective config (JSON)");
+    // Every key, the defaults included, as the run resolved them.
+    expect(blocks[0].config).toEqual(resolveConfig(ept));
+  });
+
+  it("compare --report charts cycles per access and VM exits per million by mode and page-size pairing", () => {
     const path = join(temp, "compare.html");
     const result = memvirt([
       "compare",
@@ -109,9 +167,34 @@ describe("HTML report", () => {
       path,
     ]);
     expect(result.status).toBe(0);
+    const rows: { mode: string; guestPageSize: string; hostPageSize: string | null; vmExits: number }[] =
+      JSON.parse(result.stdout).rows;
     const html = readFileSync(path, "utf8");
     expect(html).toContain("translation techniques compared");
-    expect(html.match(/<tr>/g)?.length).toBe(1 + JSON.parse(result.stdout).rows.length);
+    expect(html.match(/<tr>/g)?.length).toBe(1 + rows.length);
+    const [cycles, exits] = charts(html);
+    expect(cycles.caption).toBe(
+      "Cycles per access by mode and page-size pairing (guest pages / host backing)",
+    );
+    expect(exits.caption).toBe("VM exits per million accesses by mode and page-size pairing");
+    for (const chart of [cycles, exits]) {
+      // Grouped by mode, a bar per row, a legend of the pairings, a y-axis with tick values.
+      expect(chart.labels).toEqual(["native", "shadow"]);
+      expect(chart.bars).toHaveLength(rows.length);
+      expect(chart.legend).toEqual([
+        "guest/host 4K/-",
+        "guest/host 2M/-",
+        "guest/host 4K/4K",
+        "guest/host 2M/2M",
+      ]);
+      expect(chart.ticks.length).toBeGreaterThanOrEqual(3);
+      expect(chart.axisTitles[1]).toBe("translation technique");
+    }
+    expect(exits.bars[2]).toMatch(/^shadow, guest\/host 4K\/4K: /);
+    expect(rows[2].vmExits).toBeGreaterThan(0);
+    // The base config, which each row varies in mode and page sizes only.
+    const [block] = configBlocks(html);
+    expect(block.config).toEqual(defaultConfig());
     const run = JSON.parse(memvirt(["run", "--workload", "uniform", "--records", "5000", "--json"]).stdout);
     const sum = Object.values(run.cyclesByWho as Record<string, number>).reduce((a, b) => a + b, 0);
     expect(sum).toBe(run.cycles);

@@ -7,6 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readGrid, readRows } from "../../src/runner/sweep.js";
+import { charts, configBlocks } from "../report/html-page.js";
 
 const temp = mkdtempSync(join(tmpdir(), "memvirt-sweep-"));
 const build = process.env.MEMVIRT_BUILD === "debug" ? "debug" : "release";
@@ -86,11 +87,42 @@ describe("memvirt sweep", () => {
     expect(lines[9].startsWith("typo|broken.din,typo,")).toBe(true);
   });
 
-  it("--report writes every cell's charts and a table of the cells side by side", () => {
+  it("--report sets the cells side by side, named by config and trace, with charts comparing them", () => {
     const page = readFileSync(html, "utf8");
-    expect(page).toContain("runs side by side");
-    // Six cells ran: four good ones and two that stopped at the bad line; the bad config has none.
-    expect(page.match(/<section><h2>/g)).toHaveLength(6 + 1);
+    // A grid of configs x traces; every cell a card named "config · trace".
+    const grid = /<table class="grid">([\s\S]*?)<\/table>/.exec(page)?.[1] ?? "";
+    const traces = ["ls.din", "ls-head.champsim.xz", "broken.din"];
+    expect([...grid.matchAll(/<th>([^<]*)<\/th>/g)].map((m) => m[1])).toEqual([
+      "config \\ trace",
+      ...traces,
+      "native",
+      "ept2m",
+      "typo",
+    ]);
+    expect([...grid.matchAll(/<h3>([^<]*)<\/h3>/g)].map((m) => m[1])).toEqual(
+      ["native", "ept2m", "typo"].flatMap((config) => traces.map((trace) => `${config} · ${trace}`)),
+    );
+    // Charts comparing the cells that finished: a column per trace, a bar per config.
+    const [cycles, misses] = charts(page);
+    expect(cycles.caption).toMatch(/^Cycles per access, each config against each trace/);
+    expect(misses.caption).toMatch(/^STLB misses per 1,000 accesses/);
+    for (const chart of [cycles, misses]) {
+      expect(chart.labels).toEqual(traces);
+      expect(chart.legend).toEqual(["native", "ept2m"]);
+      expect(chart.bars).toHaveLength(4);
+      expect(chart.ticks.length).toBeGreaterThanOrEqual(3);
+    }
+    // Each config's effective JSON, or why it is not one.
+    const blocks = configBlocks(page);
+    expect(blocks.map((block) => block.summary)).toEqual([
+      "native: effective config (JSON)",
+      "ept2m: effective config (JSON)",
+      "typo: not a valid config",
+    ]);
+    expect(blocks[1].config).toMatchObject({ mode: "ept", host: { pageSize: "2M" } });
+    expect(blocks[2].error).toMatch(/"tbl"/);
+    // Then every cell that gathered statistics with its own charts: four good, two stopped early.
+    expect(page.match(/<section id="cell-\d+"><h2>/g)).toHaveLength(6);
     expect(page.match(/stopped early/g)).toHaveLength(2);
   });
 
@@ -109,6 +141,10 @@ describe("memvirt sweep", () => {
     const badGrid = join(temp, "bad-grid.json");
     writeFileSync(badGrid, JSON.stringify({ configs: { a: {} }, trace: ["x"] }));
     expect(() => readGrid(badGrid, "release")).toThrow(/trace: unknown key/);
+    // A cell is its config's name and its trace: a trace listed twice would be two cells of one name.
+    writeFileSync(badGrid, JSON.stringify({ configs: { a: {} }, traces: ["x.din", "y.din", "x.din"] }));
+    expect(() => readGrid(badGrid, "release")).toThrow("traces[2]: x.din is listed twice (traces[0])");
+    writeFileSync(badGrid, JSON.stringify({ configs: { a: {} }, trace: ["x"] }));
     const result = sweep([badGrid, "--out", join(temp, "never.jsonl")]);
     expect(result.status).toBe(2);
     expect(result.stderr).toContain("trace: unknown key");

@@ -22,10 +22,10 @@ import {
   TRACE_FORMAT_CODES,
   TRACE_FORMAT_NAMES,
   type TraceFormatCode,
-} from "../../src/trace/text.js";
+} from "./text-twin.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
-// The real traces of ../shared/traces, kept in the repository so a clone tests on its own.
+// Real traces of real programs (valgrind lackey, Dinero), kept in the repository so a clone tests on its own.
 const TRACES = resolve(ROOT, "test/fixtures");
 /** Where the parser's text buffer is in its module's memory (it allocates the buffer when asked). */
 let TEXT_BASE = 0;

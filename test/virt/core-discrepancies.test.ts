@@ -3,36 +3,8 @@
 // against the core and the reference model.
 
 import { describe, expect, it } from "vitest";
-import { Machine, type VmEntry } from "../../src/core/machine.js";
-import type { AccessResult, MachineConfig, PscConfig, Regs } from "../../src/core/types.js";
-import { RefMachine } from "../../src/reference/machine.js";
-import { bareConfig } from "./harness.js";
-
-/** The operations these cases need, on either implementation. */
-interface Target {
-  writePhys64(pa: bigint, value: bigint): void;
-  readPhys64(pa: bigint): bigint;
-  setRegs(cpu: number, regs: Partial<Regs>): void;
-  vmEnter(cpu: number, entry: VmEntry): void;
-  translate(cpu: number, la: bigint, kind: number): AccessResult;
-}
-
-const IMPLEMENTATIONS: [string, (config: MachineConfig) => Target][] = [
-  ["core", (config) => new Machine(config)],
-  [
-    "reference",
-    (config) => {
-      const ref = new RefMachine(config);
-      return {
-        writePhys64: (pa, value) => ref.writePhys64(pa, value),
-        readPhys64: (pa) => ref.readPhys64(pa),
-        setRegs: (cpu, regs) => ref.setRegs(cpu, regs),
-        vmEnter: (cpu, entry) => ref.vmEnter(cpu, entry),
-        translate: (cpu, la, kind) => ref.access(cpu, la, kind),
-      };
-    },
-  ],
-];
+import type { MachineConfig, PscConfig } from "../../src/core/types.js";
+import { bareConfig, IMPLEMENTATIONS, type Target } from "./harness.js";
 
 const READ = 0;
 const FETCH = 2;
@@ -78,12 +50,13 @@ function twoDimensional(target: Target, nested: "ept" | "npt", gpa: bigint): voi
   target.writePhys64(table + HOST_OFFSET + index(LA, 1) * 8n, gpa | 7n);
   mapNested(gpa);
   target.setRegs(0, { cr0: 0x8001_0001n, cr3: GUEST_ROOT, cr4: 0x20n, efer: 0xd00n, cpl: 3 });
-  target.vmEnter(0, {
-    nested,
-    root: nested === "ept" ? NESTED_ROOT | 0x1en : NESTED_ROOT,
-    nestedLevels: 4,
-    vpid: 1,
-  });
+  // EPTP: write-back, 4-level walk (0x1e); nCR3 with the host's 4 levels.
+  target.vmEnter(
+    0,
+    nested === "ept"
+      ? { nested, root: NESTED_ROOT | 0x1en, vpid: 1 }
+      : { nested, root: NESTED_ROOT, vpid: 1 },
+  );
 }
 
 /** Removes X from the nested PML4E that maps every guest-physical address of these cases. */

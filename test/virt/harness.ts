@@ -1,8 +1,36 @@
 // Hand-built two-dimensional page tables for hardware tests: guest x86 tables in guest-physical memory,
 // and EPT or NPT tables mapping guest-physical pages to host-physical ones at a fixed offset.
+import { RefMachine } from "../../reference/machine.js";
 import { defaultConfig } from "../../src/config/config.js";
-import { Machine, type NestedMode } from "../../src/core/machine.js";
-import type { MachineConfig, PageSize } from "../../src/core/types.js";
+import { Machine, type NestedMode, type VmEntry } from "../../src/core/machine.js";
+import type { AccessResult, MachineConfig, PageSize, Regs } from "../../src/core/types.js";
+
+/** The operations rule tests need, on the core or the reference model. */
+export interface Target {
+  writePhys64(pa: bigint, value: bigint): void;
+  readPhys64(pa: bigint): bigint;
+  setRegs(cpu: number, regs: Partial<Regs>): void;
+  vmEnter(cpu: number, entry: VmEntry): void;
+  translate(cpu: number, la: bigint, kind: number): AccessResult;
+}
+
+/** Both implementations, by name, for rules that must hold in each. */
+export const IMPLEMENTATIONS: [string, (config: MachineConfig) => Target][] = [
+  ["core", (config) => new Machine(config)],
+  [
+    "reference",
+    (config) => {
+      const ref = new RefMachine(config);
+      return {
+        writePhys64: (pa, value) => ref.writePhys64(pa, value),
+        readPhys64: (pa) => ref.readPhys64(pa),
+        setRegs: (cpu, regs) => ref.setRegs(cpu, regs),
+        vmEnter: (cpu, entry) => ref.vmEnter(cpu, entry),
+        translate: (cpu, la, kind) => ref.access(cpu, la, kind),
+      };
+    },
+  ],
+];
 
 export const HOST_OFFSET = 0x10_0000_0000n;
 export const SIZE: Record<PageSize, bigint> = { "4K": 0x1000n, "2M": 0x20_0000n, "1G": 0x4000_0000n };
@@ -56,13 +84,12 @@ export class TwoDimensional {
   }
 
   enter(vpid = this.options.vpid ?? 1): void {
-    this.machine.vmEnter(0, {
-      nested: this.nested,
-      root: this.rootValue,
-      nestedLevels: this.nestedLevels,
-      vpid,
-      nestedAccessedDirty: this.options.accessedDirty,
-    });
+    this.machine.vmEnter(
+      0,
+      this.nested === "ept"
+        ? { nested: "ept", root: this.rootValue, vpid }
+        : { nested: "npt", root: this.rootValue, nestedLevels: this.nestedLevels, vpid },
+    );
   }
 
   hostTable(): bigint {

@@ -21,7 +21,8 @@ interface Pairing {
   refs: number;
 }
 
-// SPEC.md A.5: (n+1)(m+1)-1 references, n guest levels and m nested levels, with every cache off.
+// docs/ept-npt.md §Two-dimensional walk cost: (n+1)(m+1)-1 references, n guest levels and m nested levels,
+// with every cache off.
 const PAIRINGS: Pairing[] = [
   { guest: "4K", host: "4K", guestLevels: 4, hostLevels: 4, refs: 24 },
   { guest: "4K", host: "4K", guestLevels: 5, hostLevels: 5, refs: 35 },
@@ -42,7 +43,7 @@ function setup(nested: "ept" | "npt", pairing: Pairing): TwoDimensional {
 }
 
 for (const nested of ["ept", "npt"] as const) {
-  describe(`${nested.toUpperCase()}: the two-dimensional walk (SPEC.md A.5)`, () => {
+  describe(`${nested.toUpperCase()}: the two-dimensional walk (docs/ept-npt.md §Two-dimensional walk cost)`, () => {
     for (const pairing of PAIRINGS) {
       it(`a ${pairing.guestLevels}-level guest with ${pairing.guest} pages on ${pairing.hostLevels}-level ${nested} with ${pairing.host} pages makes ${pairing.refs} references with every cache off`, () => {
         const two = setup(nested, pairing);
@@ -113,7 +114,7 @@ for (const nested of ["ept", "npt"] as const) {
   });
 }
 
-describe("EPT violations (SDM 28.2.3.2) and their exit qualification (SPEC.md A.3)", () => {
+describe("EPT violations (SDM Vol. 3C §29.3.3.2) and their exit qualification (docs/ept-npt.md §Exit qualification)", () => {
   it("an EPT violation on a guest page-table read sets qualification bit 0 and clears bit 8", () => {
     const two = setup("ept", PAIRINGS[0]);
     // The guest PDPT's page loses its nested mapping.
@@ -187,7 +188,7 @@ describe("EPT violations (SDM 28.2.3.2) and their exit qualification (SPEC.md A.
   });
 });
 
-describe("EPT misconfigurations (SDM 28.2.3.1)", () => {
+describe("EPT misconfigurations (SDM Vol. 3C §29.3.3.1)", () => {
   const cases: [string, (two: TwoDimensional) => void][] = [
     ["a write-only leaf (bits 2:0 = 010b)", (two) => two.mapNested(DATA_GPA, "4K", 2n)],
     ["a write+execute leaf without read (110b)", (two) => two.mapNested(DATA_GPA, "4K", 6n)],
@@ -238,7 +239,7 @@ describe("EPT misconfigurations (SDM 28.2.3.1)", () => {
   });
 });
 
-describe("EPT accessed and dirty flags (SPEC.md A.3)", () => {
+describe("EPT accessed and dirty flags (docs/ept-npt.md §EPT accessed and dirty flags)", () => {
   it("with EPTP bit 6 the walk sets A (bit 8) in every EPT entry used and D (bit 9) in the leaf of a write", () => {
     const two = new TwoDimensional("ept", 4, 4, bareConfig(), { accessedDirty: true });
     two.mapGuest(LA, DATA_GPA);
@@ -270,7 +271,7 @@ describe("EPT accessed and dirty flags (SPEC.md A.3)", () => {
   });
 });
 
-describe("AMD #NPF (SPEC.md A.4)", () => {
+describe("AMD #NPF (docs/ept-npt.md §#NPF)", () => {
   it("a not-present final GPA gives EXITINFO1 = U with bit 32, and EXITINFO2 = the GPA", () => {
     const two = setup("npt", PAIRINGS[0]);
     two.mapNested(DATA_GPA, "4K", 0n, 0n);
@@ -312,7 +313,7 @@ describe("AMD #NPF (SPEC.md A.4)", () => {
   });
 });
 
-describe("invalidating virtualized translations (SPEC.md A.3, A.4)", () => {
+describe("invalidating virtualized translations (docs/ept-npt.md §VPIDs and cached mappings, §ASIDs and TLB_CONTROL)", () => {
   function cached(nested: "ept" | "npt", vpid = 1) {
     const config = bareConfig();
     config.tlb.l1d = { latency: 1, arrays: [{ sizes: ["4K"], entries: 16, ways: 4, policy: "lru" }] };

@@ -35,7 +35,7 @@ import {
   type Stats,
   type TlbArrayConfig,
   type TlbLevelConfig,
-} from "../core/types.js";
+} from "../src/core/types.js";
 import {
   decodeEpt,
   decodeNpt,
@@ -483,14 +483,14 @@ interface GuestState {
   context: number;
 }
 
-/** The arguments of VM entry, as the core's `Machine.vmEnter` takes them. */
-export interface RefVmEntry {
-  nested: NestedMode;
-  root?: bigint;
-  nestedLevels?: 4 | 5;
-  vpid?: number;
-  nestedAccessedDirty?: boolean;
-}
+/**
+ * The arguments of VM entry, as the core's `Machine.vmEnter` takes them: under EPT the EPTP alone (its
+ * bits 5:3 give the walk length, bit 6 A/D enable); under NPT nCR3 and the host's paging depth.
+ */
+export type RefVmEntry =
+  | { nested: "none"; vpid?: number }
+  | { nested: "ept"; root: bigint; vpid?: number }
+  | { nested: "npt"; root: bigint; nestedLevels?: 4 | 5; vpid?: number };
 
 /** Virtualization counters beyond §11, shaped as the core's `Machine.nestedStats()`. */
 export interface NestedStats {
@@ -775,14 +775,26 @@ export class RefMachine {
   }
 
   readPhys64(pa: bigint): bigint {
-    const [frame, index] = this.locate(pa);
-    return this.memory.get(frame)?.[index] ?? 0n;
+    this.locate(pa);
+    return this.readEntry(pa);
   }
 
+  /**
+   * A walk's read. A root register loaded without its checks (setRegs) can point a walk beyond
+   * MAXPHYADDR, where nothing was ever written: it reads 0 (§5.1, unbacked memory), as in the core.
+   */
+  private readEntry(pa: bigint): bigint {
+    const address = BigInt.asUintN(64, pa);
+    return this.memory.get(Number(address >> 12n))?.[Number((address >> 3n) & 511n)] ?? 0n;
+  }
+
+  /** §2: physical memory is the addresses below 2^MAXPHYADDR; no other address exists to read or write. */
   private locate(pa: bigint): [number, number] {
     const address = BigInt.asUintN(64, pa);
     if ((address & 7n) !== 0n)
       throw new Error(`physical address 0x${address.toString(16)} is not 8-byte aligned`);
+    if (address >> BigInt(this.config.maxPhyAddr) !== 0n)
+      throw new Error(`physical address 0x${address.toString(16)} is beyond MAXPHYADDR`);
     return [Number(address >> 12n), Number((address >> 3n) & 511n)];
   }
 
@@ -906,19 +918,33 @@ export class RefMachine {
   // ---- virtualization (§12) --------------------------------------------------------------------
 
   /**
-   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a
-   * VM transition that removes every entry of VPID-0 contexts (§12.4; SPEC.md A.3: every VM entry and
-   * exit flushes VPID 0).
+   * VM entry: guest mode with a context id for (vpid, root tag). Without VPIDs (vpid 0) the entry is a VM
+   * transition that removes every entry of VPID-0 contexts (§12.4; docs/ept-npt.md §VPIDs and cached
+   * mappings: every VM entry and exit flushes VPID 0).
    */
   vmEnter(cpu: number, entry: RefVmEntry): void {
     const state = this.cpu(cpu);
     const mode = entry.nested;
     if (mode !== "none" && mode !== "ept" && mode !== "npt") throw new Error(`invalid nested mode ${mode}`);
-    const levels = entry.nestedLevels ?? 4;
-    if (levels !== 4 && levels !== 5) throw new Error(`invalid nested levels ${levels}`);
     const vpid = entry.vpid ?? 0;
     if (!Number.isInteger(vpid) || vpid < 0 || vpid > 0xffff) throw new Error(`invalid vpid ${vpid}`);
-    const root = BigInt.asUintN(64, entry.root ?? 0n);
+    const root = mode === "none" ? 0n : BigInt.asUintN(64, entry.root);
+    const beyondWidth = root >> BigInt(this.config.maxPhyAddr) !== 0n;
+    let levels = 4;
+    let nestedAd = mode === "npt";
+    if (mode === "ept") {
+      // §12 and SDM 25.6.11 / 27.2.1.1: the EPTP is checked at VM entry, and it alone configures the walk.
+      const memoryType = Number(root & 7n);
+      if (memoryType !== 0 && memoryType !== 6) throw new Error(`EPTP memory type ${memoryType} is reserved`);
+      levels = Number((root >> 3n) & 7n) + 1;
+      if (levels !== 4 && levels !== 5) throw new Error(`EPTP walk length ${levels} is not supported`);
+      if ((root & 0xf80n) !== 0n || beyondWidth) throw new Error("EPTP reserved bit set");
+      nestedAd = (root & (1n << 6n)) !== 0n;
+    } else if (mode === "npt") {
+      levels = entry.nestedLevels ?? 4;
+      if (levels !== 4 && levels !== 5) throw new Error(`invalid nested levels ${levels}`);
+      if (beyondWidth) throw new Error("nCR3 beyond MAXPHYADDR");
+    }
     const rootTag = mode === "none" ? 0 : this.rootTagOf(root & TABLE_ADDRESS_MASK);
     state.guest = {
       mode,
@@ -926,7 +952,7 @@ export class RefMachine {
       rootTag,
       levels,
       vpid,
-      nestedAd: mode === "npt" || (mode === "ept" && entry.nestedAccessedDirty === true),
+      nestedAd,
       context: this.contextIdOf(vpid, rootTag),
     };
     if (vpid === 0) this.flushVpidZero(state);
@@ -1340,7 +1366,7 @@ export class RefMachine {
         rights = translation.rights;
       }
       baseIsHost = nested === null;
-      const entry = this.readPhys64(address);
+      const entry = this.readEntry(address);
       cycles += this.priceReference(state, address);
       const read = (): EntryRead => ({
         level,
@@ -1546,9 +1572,15 @@ export class RefMachine {
     for (;;) {
       const index = (gpa >> BigInt(12 + 9 * (level - 1))) & 0x1ffn;
       const address = base | (index * 8n);
-      const value = this.readPhys64(address);
+      const value = this.readEntry(address);
       cycles += this.priceReference(state, address);
-      const entry = decode(value, level, this.reservedAddressMask, this.config.gbPages);
+      const entry = decode(
+        value,
+        level,
+        this.reservedAddressMask,
+        this.config.gbPages,
+        this.config.eptExecuteOnly !== false,
+      );
       if (entry.kind !== "present") {
         return { ok: false, cause: entry.kind, rights: 0, cycles, refs: reads.length + 1 };
       }

@@ -1,47 +1,23 @@
 // TypeScript twin of assembly/trace/text.ts: the same grammar, error codes and consumed-bytes rule,
-// for the reference model and for hosts that parse outside the core. The grammar is documented once,
-// in the AssemblyScript file; test/trace/text.test.ts checks the two agree on random input.
+// used only by test/trace/text.test.ts, which checks the two agree on random input. The grammar is
+// documented once, in the AssemblyScript file; the codes are the host's (src/trace/text-codes.ts).
 
-export type TraceFormat = "lackey" | "din" | "pinatrace";
-export type TraceFormatCode = 1 | 2 | 3;
+import {
+  MAX_LINE_LENGTH,
+  PARSE_AFTER_EOF,
+  PARSE_BAD_ADDRESS,
+  PARSE_BAD_SIZE,
+  PARSE_BAD_TYPE,
+  PARSE_LINE_TOO_LONG,
+  PARSE_OK,
+  PARSE_SYNTAX,
+  RECORD_BYTES,
+  TRACE_FORMAT_CODES,
+  type TraceFormat,
+  type TraceFormatCode,
+} from "../../src/trace/text-codes.js";
 
-export const TRACE_FORMAT_CODES: Readonly<Record<TraceFormat, TraceFormatCode>> = {
-  lackey: 1,
-  din: 2,
-  pinatrace: 3,
-};
-export const TRACE_FORMAT_NAMES: Readonly<Record<TraceFormatCode, TraceFormat>> = {
-  1: "lackey",
-  2: "din",
-  3: "pinatrace",
-};
-
-export const PARSE_OK = 0;
-export const PARSE_BAD_TYPE = 1;
-export const PARSE_BAD_ADDRESS = 2;
-export const PARSE_BAD_SIZE = 3;
-export const PARSE_LINE_TOO_LONG = 4;
-export const PARSE_SYNTAX = 5;
-export const PARSE_AFTER_EOF = 6;
-
-/** Bytes before '\n'; a longer line is PARSE_LINE_TOO_LONG. Same value as the core's. */
-export const MAX_LINE_LENGTH = 65536;
-
-export const RECORD_BYTES = 16;
-
-const PARSE_ERROR_MESSAGES: readonly string[] = [
-  "no error",
-  "bad record type or label",
-  "bad hex address",
-  "bad size",
-  "line too long",
-  "missing field or trailing garbage",
-  "record after #eof",
-];
-
-export function describeParseError(code: number): string {
-  return PARSE_ERROR_MESSAGES[code] ?? `unknown parse error ${code}`;
-}
+export * from "../../src/trace/text-codes.js";
 
 export interface ParseChunkResult {
   /** Records written to `out`. */

@@ -55,6 +55,7 @@ export function decodeEpt(
   level: number,
   reservedAddressMask: bigint,
   gbPages: boolean,
+  executeOnly: boolean,
 ): NestedEntry {
   const rights = Number(entry & 7n);
   if (rights === 0) return { kind: "notPresent" };
@@ -64,6 +65,7 @@ export function decodeEpt(
   const misconfigured =
     rights === 2 ||
     rights === 6 ||
+    (rights === 4 && !executeOnly) ||
     (entry & reservedAddressMask) !== 0n ||
     (!leaf && (entry & EPT_NON_LEAF_RESERVED) !== 0n) ||
     (large && level >= 4) ||
@@ -75,12 +77,13 @@ export function decodeEpt(
   return { kind: "present", leaf, rights, user: true, next: entry & ADDRESS_MASK };
 }
 
-/** NPT entries are long-mode entries with the host's NXE = 1 (§12.1, SPEC.md A.4). */
+/** NPT entries are long-mode entries with the host's NXE = 1 (§12.1, docs/ept-npt.md §NPT and the VMCB). */
 export function decodeNpt(
   entry: bigint,
   level: number,
   reservedAddressMask: bigint,
   gbPages: boolean,
+  _executeOnly: boolean,
 ): NestedEntry {
   if ((entry & X86_PRESENT) === 0n) return { kind: "notPresent" };
   const ps = (entry & X86_PS) !== 0n;
