@@ -1,12 +1,18 @@
-// `memvirt run` with a multi-VM workload: an overcommitted host (src/overcommit) instead of one VM.
+// `memvirt run` with several VMs on one host: a multi-VM workload, or one trace per VM (`--trace`
+// repeated). Both run on the overcommitted host (src/overcommit), with its mechanisms acting on them.
+import { writeFileSync } from "node:fs";
 import type { ResolvedConfig } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
+import { hasNestedTables } from "../hypervisor/config.js";
 import { defaultOvercommit } from "../overcommit/config.js";
 import { OvercommitHost } from "../overcommit/host.js";
 import { buildOvercommitReport, formatOvercommitReport, timelineCsv } from "../overcommit/report.js";
 import { VERSION } from "../report/report.js";
+import { type CheckpointRun, saveCheckpoint } from "../runner/checkpoint.js";
+import { type MultiTracePosition, replayTraces, TraceVms } from "../trace/multi.js";
 import { defaultMultiVmOptions, MultiVm, type MultiVmWorkloadName } from "../workload/multivm.js";
-import { numberOption, type RunOptions } from "./main.js";
+import { numberOption, type RunOptions } from "./options.js";
+import { ProgressBar } from "./progress.js";
 
 export function multiVmOptions(options: RunOptions, seed: number) {
   const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
@@ -24,24 +30,50 @@ export function multiVmOptions(options: RunOptions, seed: number) {
   return spec;
 }
 
+/**
+ * The config several VMs run with: the mode must fill nested tables (the host's memory management
+ * edits them); without an "overcommit" section, its defaults on 4K host pages.
+ */
+export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfig {
+  const config = { ...base };
+  if (!hasNestedTables(config.mode)) throw new MemvirtError(`config key "mode": ${what} need "ept" or "npt"`);
+  if (config.guest.pageSize !== "4K")
+    throw new MemvirtError(
+      `config key "guest.pageSize": ${what} page the guest in 4 KiB pages (the host tracks each): use "4K"`,
+    );
+  if (!config.overcommit) {
+    if (config.host.pageSize !== "4K")
+      throw new MemvirtError(`config key "host.pageSize": ${what} reclaim 4 KiB pages: use "4K"`);
+    config.overcommit = defaultOvercommit();
+  }
+  return config;
+}
+
+/** Prints the report, writes the timeline, and turns a stop on bad input into its exit code. */
+function finish(
+  host: OvercommitHost,
+  source: Record<string, unknown>,
+  failure: MemvirtError | undefined,
+  options: RunOptions,
+  print: (text: string) => void,
+): number {
+  const report = buildOvercommitReport(host, source, VERSION, failure?.message);
+  print(options.json ? JSON.stringify(report, null, 2) : formatOvercommitReport(report));
+  if (options.timeline) writeFileSync(options.timeline, timelineCsv(host));
+  if (failure) {
+    process.stderr.write(`memvirt: ${failure.message}\n`);
+    return failure.exitCode;
+  }
+  return 0;
+}
+
 export function runOvercommit(
   base: ResolvedConfig,
   options: RunOptions,
   seed: number,
   print: (text: string) => void,
-  write: (path: string, text: string) => void,
 ): number {
-  const config = { ...base };
-  if (!config.overcommit) {
-    // A multi-VM workload always runs on the overcommitted host; without the section, its defaults.
-    if (config.mode !== "ept" && config.mode !== "npt")
-      throw new MemvirtError('config key "mode": the multi-VM workloads need "ept" or "npt"');
-    if (config.host.pageSize !== "4K")
-      throw new MemvirtError(
-        'config key "host.pageSize": the multi-VM workloads reclaim 4 KiB pages: use "4K"',
-      );
-    config.overcommit = defaultOvercommit();
-  }
+  const config = multiVmConfig(base, "the multi-VM workloads");
   const spec = multiVmOptions(options, seed);
   const host = new OvercommitHost(config, new MultiVm(spec), {
     build: options.build,
@@ -54,12 +86,59 @@ export function runOvercommit(
     if (!(error instanceof MemvirtError)) throw error;
     failure = error;
   }
-  const report = buildOvercommitReport(host, { kind: "workload", ...spec }, VERSION, failure?.message);
-  print(options.json ? JSON.stringify(report, null, 2) : formatOvercommitReport(report));
-  if (options.timeline) write(options.timeline, timelineCsv(host));
-  if (failure) {
-    process.stderr.write(`memvirt: ${failure.message}\n`);
-    return failure.exitCode;
-  }
-  return 0;
+  return finish(host, { kind: "workload", ...spec }, failure, options, print);
+}
+
+/** A new run of one trace per VM (`--trace` repeated). */
+export async function runTraces(
+  base: ResolvedConfig,
+  options: RunOptions,
+  checkpoint: { file: string; every: number } | undefined,
+  print: (text: string) => void,
+): Promise<number> {
+  const traces = options.trace ?? [];
+  const config = multiVmConfig(base, "several traces");
+  const seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? 0;
+  const host = new OvercommitHost(config, new TraceVms(traces, config.guest, seconds), {
+    build: options.build,
+    checkInvariants: options.checkInvariants || undefined,
+  });
+  const run: CheckpointRun = {
+    config,
+    trace: traces[0],
+    traces,
+    format: options.format,
+    build: options.build,
+    checkpoint: checkpoint?.file ?? "",
+    checkpointEvery: checkpoint?.every ?? 0,
+    seconds,
+    checkInvariants: options.checkInvariants,
+  };
+  return continueTraces(host, run, undefined, options, print);
+}
+
+/** Runs (or continues, from `resume`) the traces of `run` to their end and reports. */
+export async function continueTraces(
+  host: OvercommitHost,
+  run: CheckpointRun,
+  resume: MultiTracePosition | undefined,
+  options: RunOptions,
+  print: (text: string) => void,
+): Promise<number> {
+  const traces = run.traces ?? [run.trace];
+  const progress = new ProgressBar(traces, options.quiet === true);
+  const result = await replayTraces(
+    host,
+    traces.map((file) => ({ file, format: run.format })),
+    {
+      build: run.build,
+      resume,
+      checkpointEvery: run.checkpoint ? run.checkpointEvery : 0,
+      onCheckpoint: (position) => saveCheckpoint(run.checkpoint, host, run, position),
+      onProgress: (records, fileBytes) => progress.update(records, fileBytes),
+    },
+  );
+  progress.stop();
+  if (!result.error) host.finish();
+  return finish(host, { kind: "trace", traces: result.traces }, result.error, options, print);
 }
