@@ -3,7 +3,7 @@
 // guest's, the hypervisor's, the IOMMU's, overcommit's) validate themselves with these; config.ts
 // composes them.
 import { MemvirtError } from "../core/machine.js";
-import { POLICIES, type SetAssocConfig } from "../core/types.js";
+import { POLICIES, type Policy, type SetAssocConfig } from "../core/types.js";
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
