@@ -206,13 +206,17 @@ function loadWalkSettings(): void {
  * one line per format.
  */
 function radix(format: u32, base: u64, level: u32, rights: u32, iova: u64, nested: bool): u32 {
-  const slots = IOMMU_BASE + IO_WALK_SCRATCH;
   const r = rights & (IO_R | IO_W);
   const user = (rights & IO_USER) != 0;
-  if (nested) return walkRadix<X86, IoTables<VtdSecondLevel>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
-  if (format == IOFMT_VTD_SL) return walkRadix<VtdSecondLevel, IoTables<Native>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
-  if (format == IOFMT_VTD_FL) return walkRadix<X86, IoTables<Native>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
-  return walkRadix<AmdVi, IoTables<Native>>(0, base, level, iova, r, user, slots, SLOT_SIZE);
+  if (nested) return ioRadix<X86, IoTables<VtdSecondLevel>>(base, level, iova, r, user);
+  if (format == IOFMT_VTD_SL) return ioRadix<VtdSecondLevel, IoTables<Native>>(base, level, iova, r, user);
+  if (format == IOFMT_VTD_FL) return ioRadix<X86, IoTables<Native>>(base, level, iova, r, user);
+  return ioRadix<AmdVi, IoTables<Native>>(base, level, iova, r, user);
+}
+
+/** One format's walk, a function of its own: the four in one function crowd each other's registers. */
+function ioRadix<F, S>(base: u64, level: u32, iova: u64, rights: u32, user: bool): u32 {
+  return walkRadix<F, S>(0, base, level, iova, rights, user, IOMMU_BASE + IO_WALK_SCRATCH, SLOT_SIZE);
 }
 
 /** The fault of a failed second-level translation, for a read (table entries) or the request's access. */
