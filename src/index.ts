@@ -42,6 +42,7 @@ export {
   type NestedMode,
   RECORD_CAPACITY,
   RECORD_SIZE,
+  type TracedReference,
   type VmEntry,
 } from "./core/machine.js";
 export {
@@ -77,6 +78,16 @@ export {
   type TlbArrayConfig,
   type TlbLevelConfig,
 } from "./core/types.js";
+export {
+  type CellSource,
+  decodeEptEntry,
+  decodeX86Entry,
+  type EntryBit,
+  explainWalk,
+  type FaultBit,
+  type WalkCell,
+  type WalkExplanation,
+} from "./core/walk-trace.js";
 export {
   type BuildName,
   type CoreExports,

@@ -19,6 +19,7 @@ import {
 } from "../constants";
 import { tick } from "../mmu/setassoc";
 import { S_CACHE, S_DRAM, add, bump } from "../stats";
+import { traceReference, tracing } from "./trace";
 
 @inline function levelDesc(level: u32): usize {
   return CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
@@ -66,10 +67,17 @@ let pendingL1Hits: u32 = 0;
     pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
-  return priceReferenceSlow(cpu, line, memo);
+  return priceReferenceSlow(cpu, pa, memo);
 }
 
-function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
+function priceReferenceSlow(cpu: u32, pa: u64, memo: usize): u32 {
+  const cycles = lookupLine(cpu, pa >> 6, memo);
+  // A traced access (timing/trace.ts) emptied the line memo, so every reference it makes comes here.
+  if (tracing) traceReference(pa, memo, cycles);
+  return cycles;
+}
+
+@inline function lookupLine(cpu: u32, line: u64, memo: usize): u32 {
   const key = line + 1;
   // One scan per level finds the line or, failing that, the way a fill would replace (LRU: the
   // lowest invalid way, else the oldest stamp, lowest way on ties), so a miss never scans twice.
