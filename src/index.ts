@@ -116,8 +116,9 @@ export {
   type OvercommitReport,
   timelineCsv,
 } from "./overcommit/report.js";
+export { formatSeedTable, runSeedTable, type SeedRow } from "./overcommit/seed-table.js";
 export { formatCsv } from "./report/csv.js";
-export { renderHtmlReport } from "./report/html.js";
+export { bucketLabel, renderHtmlReport } from "./report/html.js";
 export { buildReport, formatTable, type RunReport, type RunSource, VERSION } from "./report/report.js";
 export {
   BadRecordError,

@@ -6,7 +6,6 @@ import {
   defaultConfig,
   MODES,
   type Mode,
-  parseBytes,
   parseConfigText,
   type ResolvedConfig,
   resolveConfig,
@@ -27,31 +26,21 @@ import { replayTrace } from "../trace/replay.js";
 import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
 import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
-import { WORKLOAD_NAMES, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
+import { WORKLOAD_NAMES, type WorkloadName } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
+import { dmaOperations, numberOption, seedOf, type WorkloadFlags, workloadSpec } from "./options.js";
 import { runOvercommit } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 import { runSweepCommand } from "./sweep.js";
 
-export interface RunOptions {
+export interface RunOptions extends WorkloadFlags {
   config?: string;
-  vms?: string;
-  pagesPerVm?: string;
-  sharedFraction?: string;
-  zeroFraction?: string;
-  seconds?: string;
   timeline?: string;
   checkInvariants?: boolean;
   trace?: string;
   format: TraceFormatOption;
   workload?: WorkloadName;
-  records?: string;
-  footprint: string;
-  stride?: string;
-  zipf?: string;
-  writeFraction?: string;
-  seed?: string;
   json?: boolean;
   csv?: boolean;
   report?: string;
@@ -73,33 +62,6 @@ function loadConfig(path: string | undefined): ResolvedConfig {
   return parseConfigText(text, path);
 }
 
-export function numberOption(
-  value: string | undefined,
-  name: string,
-  min: number,
-  max: number,
-): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < min || n > max) {
-    throw new MemvirtError(`--${name}: must be a number from ${min} to ${max}, got "${value}"`);
-  }
-  return n;
-}
-
-export function workloadSpec(options: RunOptions, seed: number): WorkloadSpec {
-  const records = numberOption(options.records ?? "1000000", "records", 1, 2 ** 40) ?? 0;
-  return {
-    name: options.workload as WorkloadName,
-    records: Math.floor(records),
-    footprint: parseBytes(options.footprint, "--footprint"),
-    stride: numberOption(options.stride, "stride", 8, 2 ** 40),
-    zipfS: numberOption(options.zipf, "zipf", 0, 10),
-    writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
-    seed,
-  };
-}
-
 /** Prints a run's report in the chosen form and writes the HTML report if asked. */
 function emitReport(report: RunReport, options: RunOptions, print: (text: string) => void): void {
   print(
@@ -116,7 +78,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
     );
   }
   const config = loadConfig(options.config);
-  const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+  const seed = seedOf(options, config);
   if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
     // Several VMs need a nested dimension: without a config file they run under EPT.
     const hostConfig = options.config ? config : resolveConfig({ mode: "ept" });
@@ -137,7 +99,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   simulation.start();
   if (isDmaWorkload(options.workload)) {
     // Device DMA through the IOMMU: --records counts I/O operations (packets, commands, copies).
-    const operations = Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
+    const operations = dmaOperations(options);
     const iommu = runDmaWorkload(platformOf(simulation), { name: options.workload, operations, seed });
     const report = buildReport(simulation, { kind: "workload", name: options.workload, operations, seed });
     report.iommu = iommu;
@@ -311,10 +273,10 @@ export async function main(
       return;
     }
     const config = loadConfig(options.config);
-    const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+    const seed = seedOf(options, config);
     if (isDmaWorkload(options.workload)) {
       // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
-      const operations = Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
+      const operations = dmaOperations(options);
       const result = runIommuCompare(config, options.workload, operations, seed, options.build);
       print(options.json ? JSON.stringify(result, null, 2) : formatIommuCompare(result));
       return;
@@ -402,6 +364,20 @@ export async function main(
         });
       },
     );
+
+  program
+    .command("web")
+    .description("serve the playground (built by npm run web:build) on 127.0.0.1 and print its URL")
+    .option("-p, --port <n>", "port to listen on (0: any free port)", "4173")
+    .option("--dir <dir>", "serve a site built elsewhere (default: the package's web/dist)")
+    .action(async (options: { port: string; dir?: string }) => {
+      // Loaded only for this command: the others pay nothing for the HTTP server.
+      const { runWeb } = await import("./web.js");
+      const port = numberOption(options.port, "port", 0, 65535) ?? 4173;
+      if (!Number.isInteger(port))
+        throw new MemvirtError(`--port: must be an integer, got "${options.port}"`);
+      exitCode = await runWeb(port, print, options.dir);
+    });
 
   program
     .command("demo")
