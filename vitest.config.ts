@@ -4,7 +4,8 @@ import { defineConfig } from "vitest/config";
 // debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The debug build runs a
 // quarter of the fast-check differential cases (FC_RUNS_SCALE): the release build runs all of them, and
 // the debug build's part is its assertions, which a quarter of the cases exercise as well.
-// The package tests install the packed tarball and run it in Node and Chromium, once.
+// The package tests install the packed tarball and run it in Node and Chromium, once; the web tests
+// drive the playground in Chromium, once.
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -15,7 +16,7 @@ export default defineConfig({
         test: {
           name: "release",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/package/**"],
+          exclude: ["test/package/**", "test/web/**"],
           env: { MEMVIRT_BUILD: "release" },
         },
       },
@@ -24,12 +25,14 @@ export default defineConfig({
         test: {
           name: "debug",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/package/**"],
+          exclude: ["test/package/**", "test/web/**"],
           env: { MEMVIRT_BUILD: "debug", FC_RUNS_SCALE: process.env.FC_RUNS_SCALE ?? "0.25" },
         },
       },
       // The package as a user installs it (npm pack, install, Node, esbuild, Chromium): once, not per build.
       { extends: true, test: { name: "package", include: ["test/package/**/*.test.ts"] } },
+      // The playground in Chromium: the site built once, served by memvirt web, every view driven once.
+      { extends: true, test: { name: "web", include: ["test/web/**/*.test.ts"] } },
     ],
   },
 });

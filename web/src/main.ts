@@ -544,15 +544,15 @@ $("seed-run").addEventListener("click", async () => {
 });
 
 $("overcommit-example").addEventListener("click", async () => {
-  // examples/overcommit.json and the README's command, shortened to a second of simulated time.
+  // The README's example: examples/overcommit.json, memory-hog --pages-per-vm 2048 --records 1000000 --seconds 3.
   Object.assign(state, {
     preset: "",
     config: JSON.stringify(overcommitExample, null, 2),
     source: "workload",
     workload: "memory-hog",
     pages: "2048",
-    records: "200000",
-    seconds: "1",
+    records: "1000000",
+    seconds: "3",
   });
   showState();
   await run();
