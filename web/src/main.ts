@@ -117,8 +117,18 @@ function finish(outcome: "done" | "error", text: string): void {
 
 // --- views ---------------------------------------------------------------------------------------
 
+/** Views whose content waits to be drawn until they are shown. */
+let pendingViews: Partial<Record<View, () => void>> = {};
+
+function drawPending(view: View): void {
+  const draw = pendingViews[view];
+  delete pendingViews[view];
+  draw?.();
+}
+
 function setView(view: View, focus = false): void {
   state.view = view;
+  drawPending(view);
   for (const name of VIEWS) {
     const tab = $(`tab-${name}`);
     const selected = name === view;
@@ -393,6 +403,7 @@ async function run(last = true): Promise<boolean> {
       state.source === "trace" ? await traceSource() : { kind: "workload", workload: workloadFlags() };
     const reply = await call({ type: "run", configText: runConfig(), source }, "Running");
     if (reply.type === "error") {
+      pendingViews = {};
       publishReport(reply.report);
       if (reply.report && reply.files) {
         const partial: RunDone = {
@@ -414,10 +425,14 @@ async function run(last = true): Promise<boolean> {
     lastRun = reply;
     publishReport(reply.report);
     $("view-see").querySelector(".empty")?.remove();
-    renderSee($("see"), reply);
+    // Charts are drawn when their view is first shown: a run leaves the page idle until then.
+    pendingViews = { see: () => renderSee($("see"), reply) };
+    const timeline = reply.timeline;
+    if (timeline)
+      pendingViews.overcommit = () =>
+        renderOvercommit($("overcommit"), timeline, reply.report as Record<string, unknown>);
+    drawPending(state.view);
     showRecent(reply);
-    if (reply.timeline)
-      renderOvercommit($("overcommit"), reply.timeline, reply.report as Record<string, unknown>);
     const records = (reply.report as { accesses?: number }).accesses ?? 0;
     const text = `Done: ${records.toLocaleString("en-US")} accesses in ${reply.seconds.toFixed(2)} s.`;
     if (last) finish("done", text);
