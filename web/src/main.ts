@@ -10,7 +10,6 @@ import {
   WORKLOAD_NAMES,
 } from "memvirt";
 import lsXzUrl from "../../examples/ls.lk.xz?url";
-import lsHeadUrl from "../../examples/ls-head.lk?url";
 import overcommitExample from "../../examples/overcommit.json";
 import { renderCompare, renderSeedTable } from "./compare.js";
 import { $, h } from "./dom.js";
@@ -41,10 +40,9 @@ const PRESETS = Object.values(
   import.meta.glob<Preset>("../../presets/*.json", { eager: true, import: "default" }),
 ).sort((a, b) => a.name.localeCompare(b.name));
 
-/** Traces the site ships (the package's examples/), replayed as a user's file would be. */
+/** The trace the site ships (examples/ls.lk.xz), replayed as a user's file would be; examples/ holds more. */
 const SHIPPED: Record<string, { url: string; about: string }> = {
   "ls.lk.xz": { url: lsXzUrl, about: "ls, valgrind lackey, xz-compressed, 200,000 records" },
-  "ls-head.lk": { url: lsHeadUrl, about: "the first 20,000 records of ls, valgrind lackey text" },
 };
 
 const KINDS = ["read", "write", "fetch"];
