@@ -4,8 +4,11 @@ import { defineConfig } from "vitest/config";
 // debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The debug build runs a
 // quarter of the fast-check differential cases (FC_RUNS_SCALE): the release build runs all of them, and
 // the debug build's part is its assertions, which a quarter of the cases exercise as well.
-// The package tests install the packed tarball and run it in Node and Chromium, once; the web tests
-// drive the playground in Chromium, once.
+// Three projects run once, on the release build, because they test what surrounds the core, not the core:
+// the package as a user installs it (npm pack, install, Node, esbuild, Chromium), the cluster engines
+// (real redis-server and Slurm daemons, sweeps across processes), and the playground (the site built
+// once, served by memvirt web, every view driven in Chromium).
+const once = ["test/package/**", "test/cluster/**", "test/web/**"];
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -16,7 +19,7 @@ export default defineConfig({
         test: {
           name: "release",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/package/**", "test/web/**"],
+          exclude: once,
           env: { MEMVIRT_BUILD: "release" },
         },
       },
@@ -25,14 +28,16 @@ export default defineConfig({
         test: {
           name: "debug",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/package/**", "test/web/**"],
+          exclude: once,
           env: { MEMVIRT_BUILD: "debug", FC_RUNS_SCALE: process.env.FC_RUNS_SCALE ?? "0.25" },
         },
       },
-      // The package as a user installs it (npm pack, install, Node, esbuild, Chromium): once, not per build.
       { extends: true, test: { name: "package", include: ["test/package/**/*.test.ts"] } },
-      // The playground in Chromium: the site built once, served by memvirt web, every view driven once.
-      { extends: true, test: { name: "web", include: ["test/web/**/*.test.ts"] } },
+      {
+        extends: true,
+        test: { name: "cluster", include: ["test/cluster/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } },
+      },
+      { extends: true, test: { name: "web", include: ["test/web/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } } },
     ],
   },
 });

@@ -154,7 +154,7 @@ export async function champsimDecodeVersusSimulate(quick: boolean): Promise<Row[
  * `count` random accesses over `pages` pages spread a GiB apart (so each needs its own page tables),
  * in memvirt's format: walks and demand faults on most accesses, heavy cells for the sweep.
  */
-function randomTrace(count: number, pages: number): string {
+export function randomTrace(count: number, pages: number): string {
   const path = join(tmpdir(), `memvirt-bench-random-${count}-${pages}.mvt`);
   if (existsSync(path)) return path;
   const body = Buffer.alloc(count * 16);

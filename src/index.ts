@@ -4,8 +4,9 @@
  * what reads and writes files (see memvirt (Node)). Anything not exported here is internal.
  *
  * What it holds: the core (`Machine`, its configuration types, `loadCore`); the configuration
- * (`defaultConfig`, `parseConfigText`, `resolveConfig`); `Simulation` (machine, guest kernel and the
- * configured hypervisor technique); traces given as bytes, a Blob or a stream, plain, gzip or xz
+ * (`defaultConfig`, `parseConfigText`, `resolveConfig`); `Host` (machine, host memory, guests and
+ * the one loop, with its hook table) and `Simulation` (the host with one guest under the configured
+ * technique); traces given as bytes, a Blob or a stream, plain, gzip or xz
  * (`replayTraceData`, `readTraceData`); workloads (synthetic, multi-VM with overcommit, DMA through the
  * IOMMU); comparisons; reports (`buildReport`, `formatTable`, `formatCsv`, `renderHtmlReport`).
  *
@@ -96,6 +97,25 @@ export {
   packagedWasmUrl,
   type WasmSource,
 } from "./core/wasm.js";
+export type {
+  DmaSource,
+  DmaUnit,
+  GuestKernel,
+  HostTimer,
+  NestedFaultHook,
+  RecordsHook,
+} from "./host/hooks.js";
+export { type Guest, type GuestPlan, Host, type HostOptions } from "./host/host.js";
+export type {
+  NestedTables,
+  PagingTechnique,
+  TechniqueModule,
+  TechniqueServices,
+  TechniqueSettings,
+  VirtualizationTechnique,
+  VmServices,
+} from "./hypervisor/technique.js";
+export { TECHNIQUES } from "./hypervisor/techniques.js";
 export type { IommuConfig } from "./iommu/config.js";
 export { IommuDriver, type IommuMode } from "./iommu/driver.js";
 export { type DmaRequest, type DmaResult, Iommu, type IommuStats } from "./iommu/hardware.js";
@@ -109,7 +129,7 @@ export {
   runDmaWorkload,
 } from "./iommu/workload.js";
 export type { OvercommitConfig } from "./overcommit/config.js";
-export { OvercommitHost } from "./overcommit/host.js";
+export { type MultiVmLayout, type MultiVmWorkload, OvercommitHost } from "./overcommit/host.js";
 export {
   buildOvercommitReport,
   formatOvercommitReport,
@@ -117,6 +137,7 @@ export {
   timelineCsv,
 } from "./overcommit/report.js";
 export { formatSeedTable, runSeedTable, type SeedRow } from "./overcommit/seed-table.js";
+export type { OvercommitServices } from "./overcommit/services.js";
 export { formatCsv } from "./report/csv.js";
 export { bucketLabel, renderHtmlReport } from "./report/html.js";
 export { buildReport, formatTable, type RunReport, type RunSource, VERSION } from "./report/report.js";

@@ -14,8 +14,12 @@ export {
   type Checkpoint,
   type CheckpointRun,
   loadCheckpoint,
+  type MultiCheckpoint,
+  readCheckpoint,
   saveCheckpoint,
 } from "./runner/checkpoint.js";
+/** Sweeps on `memvirt worker` processes through a Redis queue (bullmq is loaded on first use). */
+export { queueExecutor, runQueueWorker } from "./runner/queue.js";
 export {
   type Grid,
   readGrid,
@@ -27,5 +31,14 @@ export {
   type SweepRow,
 } from "./runner/sweep.js";
 export { type ConvertResult, convertTrace } from "./trace/convert.js";
+/** Several VMs, one trace file each, on the overcommitted host. */
+export {
+  type MultiReplayOptions,
+  type MultiTracePosition,
+  type MultiTraceResult,
+  replayTraces,
+  type TraceSpec,
+  TraceVms,
+} from "./trace/multi.js";
 export { replayTrace } from "./trace/replay.js";
 export { readTrace } from "./trace/stream.js";

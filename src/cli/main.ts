@@ -1,6 +1,6 @@
 // The memvirt command line. `run` replays a trace or a synthetic workload on a configured machine;
 // `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
 import {
   defaultConfig,
@@ -19,37 +19,20 @@ import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
 import { writeHtmlReport } from "../report/html-file.js";
 import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
-import { type CheckpointRun, loadCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
+import { type CheckpointRun, readCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
 import { Simulation } from "../runner/simulation.js";
 import { convertTrace } from "../trace/convert.js";
 import { replayTrace } from "../trace/replay.js";
 import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
 import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
-import { WORKLOAD_NAMES, type WorkloadName } from "../workload/synthetic.js";
+import { WORKLOAD_NAMES } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
-import { dmaOperations, numberOption, seedOf, type WorkloadFlags, workloadSpec } from "./options.js";
-import { runOvercommit } from "./overcommit.js";
+import { collect, dmaOperations, numberOption, type RunOptions, seedOf, workloadSpec } from "./options.js";
+import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
-import { runSweepCommand } from "./sweep.js";
-
-export interface RunOptions extends WorkloadFlags {
-  config?: string;
-  timeline?: string;
-  checkInvariants?: boolean;
-  trace?: string;
-  format: TraceFormatOption;
-  workload?: WorkloadName;
-  json?: boolean;
-  csv?: boolean;
-  report?: string;
-  quiet?: boolean;
-  checkpoint?: string;
-  checkpointEvery?: string;
-  resume?: string;
-  build: BuildName;
-}
+import { registerSweepCommands } from "./sweep.js";
 
 function loadConfig(path: string | undefined): ResolvedConfig {
   if (!path) return defaultConfig();
@@ -72,29 +55,52 @@ function emitReport(report: RunReport, options: RunOptions, print: (text: string
 
 async function run(options: RunOptions, print: (text: string) => void): Promise<number> {
   if (options.resume) return resume(options, print);
-  if (!options.trace === !options.workload) {
+  const traces = options.trace ?? [];
+  if ((traces.length === 0) === !options.workload) {
     throw new MemvirtError(
-      "memvirt run needs exactly one of --trace FILE and --workload NAME (or --resume FILE)",
+      "memvirt run needs exactly one of --trace FILE (one per VM) and --workload NAME (or --resume FILE)",
     );
   }
   const config = loadConfig(options.config);
   const seed = seedOf(options, config);
-  if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
-    // Several VMs need a nested dimension: without a config file they run under EPT.
-    const hostConfig = options.config ? config : resolveConfig({ mode: "ept" });
-    return runOvercommit(hostConfig, options, seed, print, (path, text) => writeFileSync(path, text));
-  }
-  if (options.timeline)
+  // Several VMs need a nested dimension: without a config file they run under EPT.
+  const multiVmBase = () => (options.config ? config : resolveConfig({ mode: "ept" }));
+  if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? ""))
+    return runOvercommit(multiVmBase(), options, seed, print);
+  const multiVmOnly: [string, string | undefined][] = [
+    ["pages-per-vm", options.pagesPerVm],
+    ["shared-fraction", options.sharedFraction],
+    ["zero-fraction", options.zeroFraction],
+  ];
+  for (const [flag, value] of multiVmOnly)
+    if (value !== undefined)
+      throw new MemvirtError(
+        `--${flag}: only the multi-VM workloads (${MULTI_VM_WORKLOADS.join(", ")}) take it`,
+      );
+  if (options.vms !== undefined)
     throw new MemvirtError(
-      "--timeline: only the multi-VM workloads (identical-vms, cloud-mix, memory-hog) have a timeline",
+      traces.length > 0
+        ? "--vms: a trace run has one VM per --trace; give --trace once for each VM"
+        : `--vms: only the multi-VM workloads (${MULTI_VM_WORKLOADS.join(", ")}) take it`,
     );
+  if (traces.length < 2)
+    for (const [flag, value] of [
+      ["timeline", options.timeline],
+      ["seconds", options.seconds],
+    ] as const)
+      if (value !== undefined)
+        throw new MemvirtError(
+          `--${flag}: only runs of several VMs (a multi-VM workload, or --trace given more than once) take it`,
+        );
   const checkpointEvery = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53) ?? 0;
   if ((options.checkpoint === undefined) !== (checkpointEvery === 0)) {
     throw new MemvirtError("--checkpoint FILE and --checkpoint-every N go together");
   }
-  if (options.checkpoint && !options.trace) {
+  if (options.checkpoint && traces.length === 0) {
     throw new MemvirtError("--checkpoint applies to trace runs (--trace FILE)");
   }
+  const checkpoint = options.checkpoint ? { file: options.checkpoint, every: checkpointEvery } : undefined;
+  if (traces.length > 1) return runTraces(multiVmBase(), options, checkpoint, print);
   const simulation = new Simulation(config, { build: options.build });
   simulation.start();
   if (isDmaWorkload(options.workload)) {
@@ -106,18 +112,18 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
     emitReport(report, options, print);
     return 0;
   }
-  if (options.trace) {
-    const checkpointRun: CheckpointRun | undefined = options.checkpoint
+  if (traces.length === 1) {
+    const checkpointRun: CheckpointRun | undefined = checkpoint
       ? {
           config,
-          trace: options.trace,
+          trace: traces[0],
           format: options.format,
           build: options.build,
-          checkpoint: options.checkpoint,
-          checkpointEvery,
+          checkpoint: checkpoint.file,
+          checkpointEvery: checkpoint.every,
         }
       : undefined;
-    return traceRun(simulation, options.trace, options.format, checkpointRun, undefined, options, print);
+    return traceRun(simulation, traces[0], options.format, checkpointRun, undefined, options, print);
   }
   const spec = workloadSpec(options, seed);
   runWorkload(simulation, spec);
@@ -125,17 +131,27 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
   return 0;
 }
 
-/** `run --resume FILE`: the checkpoint's simulation, continued on its trace. */
+/** `run --resume FILE`: the checkpoint's host, continued on its traces. */
 async function resume(options: RunOptions, print: (text: string) => void): Promise<number> {
   if (options.workload) throw new MemvirtError("--resume continues a trace run; it takes no --workload");
   // The build comes from the checkpoint: static data sits at different addresses in the two builds.
-  const checkpoint = loadCheckpoint(options.resume as string);
+  const checkpoint = readCheckpoint(options.resume as string);
   const run = checkpoint.run;
-  // A moved trace can be named again; the position is in decoded bytes, the same wherever it lives.
-  if (options.trace) run.trace = options.trace;
+  // Moved traces can be named again; positions are in decoded bytes, the same wherever a file lives.
+  const traces = options.trace ?? [];
+  const expected = run.traces?.length ?? 1;
+  if (traces.length > 0 && traces.length !== expected)
+    throw new MemvirtError(
+      `--trace: the checkpoint's run has ${expected} trace(s); name all of them, in order`,
+    );
+  if (traces.length > 0) {
+    run.trace = traces[0];
+    if (run.traces) run.traces = traces;
+  }
   if (options.checkpoint) run.checkpoint = options.checkpoint;
   const every = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53);
   if (every !== undefined) run.checkpointEvery = every;
+  if ("host" in checkpoint) return continueTraces(checkpoint.host, run, checkpoint.position, options, print);
   return traceRun(checkpoint.simulation, run.trace, run.format, run, checkpoint.position, options, print);
 }
 
@@ -233,7 +249,7 @@ export async function main(
       .command("run")
       .description("replay a trace file or a synthetic workload and report translation costs")
       .option("-c, --config <file>", "machine and guest configuration (JSON)")
-      .option("-t, --trace <file>", "trace file to replay")
+      .option("-t, --trace <file>", "trace file to replay; more than once: one VM per trace", collect)
       .addOption(
         new Option("-f, --format <format>", "trace format (auto: detected from the content)")
           .choices(["auto", ...TRACE_FORMATS])
@@ -328,42 +344,14 @@ export async function main(
       },
     );
 
-  program
-    .command("sweep")
-    .description("run a grid of configurations x traces in parallel; one result row per cell")
-    .argument("<grid>", 'grid file (JSON): {"configs": {name: config}, "traces": [file, ...]}')
-    .requiredOption(
-      "-o, --out <file.jsonl>",
-      "result rows as JSON lines (resumable: finished cells are kept)",
-    )
-    .option("--csv <file>", "also write the rows as CSV")
-    .option("--report <file.html>", "also write an HTML report of every cell, side by side")
-    .option("--workers <n>", "worker threads (default: the cores available)")
-    .option("-q, --quiet", "no progress bar")
-    .addOption(buildOption)
-    .action(
-      async (
-        grid: string,
-        options: {
-          out: string;
-          csv?: string;
-          report?: string;
-          workers?: string;
-          quiet?: boolean;
-          build: BuildName;
-        },
-      ) => {
-        exitCode = await runSweepCommand(grid, {
-          out: options.out,
-          csv: options.csv,
-          report: options.report,
-          workers: numberOption(options.workers, "workers", 1, 1024),
-          quiet: options.quiet === true,
-          build: options.build,
-          print,
-        });
-      },
-    );
+  registerSweepCommands(program, {
+    buildOption,
+    print,
+    numberOption,
+    setExitCode: (code) => {
+      exitCode = code;
+    },
+  });
 
   program
     .command("web")

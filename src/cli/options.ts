@@ -1,26 +1,42 @@
-// The workload flags of `memvirt run` and `compare` turned into workload specs, with the CLI's range
-// checks and messages. Browser-safe: the playground reads the same values from its URL and form.
-import type { ResolvedConfig } from "../config/config.js";
-import { parseBytes } from "../config/config.js";
+// The options `memvirt run` and `compare` share, and how they become a workload and the config
+// several VMs run with. Browser-safe: the playground reads the same flags from its URL and form and
+// turns them into the same specs, with the same checks and messages.
+import { parseBytes, type ResolvedConfig } from "../config/config.js";
 import { MemvirtError } from "../core/errors.js";
+import type { BuildName } from "../core/wasm.js";
+import { hasNestedTables } from "../hypervisor/config.js";
 import { defaultOvercommit } from "../overcommit/config.js";
+import type { TraceFormatOption } from "../trace/source.js";
 import { defaultMultiVmOptions, type MultiVmWorkloadName } from "../workload/multivm.js";
 import type { WorkloadName, WorkloadSpec } from "../workload/synthetic.js";
 
-/** The flags as commander gives them: text, or undefined when not given. */
-export interface WorkloadFlags {
-  workload?: string;
+export interface RunOptions {
+  config?: string;
+  vms?: string;
+  pagesPerVm?: string;
+  sharedFraction?: string;
+  zeroFraction?: string;
+  seconds?: string;
+  timeline?: string;
+  checkInvariants?: boolean;
+  /** One trace per VM (`--trace` repeated); one trace runs on one guest. */
+  trace?: string[];
+  format: TraceFormatOption;
+  workload?: WorkloadName;
   records?: string;
   footprint: string;
   stride?: string;
   zipf?: string;
   writeFraction?: string;
   seed?: string;
-  vms?: string;
-  pagesPerVm?: string;
-  sharedFraction?: string;
-  zeroFraction?: string;
-  seconds?: string;
+  json?: boolean;
+  csv?: boolean;
+  report?: string;
+  quiet?: boolean;
+  checkpoint?: string;
+  checkpointEvery?: string;
+  resume?: string;
+  build: BuildName;
 }
 
 export function numberOption(
@@ -37,9 +53,31 @@ export function numberOption(
   return n;
 }
 
+/** The workload flags: what a workload, its seed and its size are made of. */
+export type WorkloadFlags = Pick<
+  RunOptions,
+  | "workload"
+  | "records"
+  | "footprint"
+  | "stride"
+  | "zipf"
+  | "writeFraction"
+  | "seed"
+  | "vms"
+  | "pagesPerVm"
+  | "sharedFraction"
+  | "zeroFraction"
+  | "seconds"
+>;
+
 /** --seed, or the config's seed. */
 export function seedOf(options: WorkloadFlags, config: ResolvedConfig): number {
   return numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+}
+
+/** The dma-* workloads: --records counts I/O operations (packets, commands, copies). */
+export function dmaOperations(options: WorkloadFlags): number {
+  return Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
 }
 
 export function workloadSpec(options: WorkloadFlags, seed: number): WorkloadSpec {
@@ -53,11 +91,6 @@ export function workloadSpec(options: WorkloadFlags, seed: number): WorkloadSpec
     writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
     seed,
   };
-}
-
-/** The dma-* workloads: --records counts I/O operations (packets, commands, copies). */
-export function dmaOperations(options: WorkloadFlags): number {
-  return Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? 0);
 }
 
 export function multiVmOptions(options: WorkloadFlags, seed: number) {
@@ -76,18 +109,26 @@ export function multiVmOptions(options: WorkloadFlags, seed: number) {
   return spec;
 }
 
-/** The config a multi-VM workload runs with: the overcommit section's defaults when it has none. */
-export function overcommitConfig(base: ResolvedConfig): ResolvedConfig {
+/**
+ * The config several VMs run with: the mode must fill nested tables (the host's memory management
+ * edits them); without an "overcommit" section, its defaults on 4K host pages.
+ */
+export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfig {
   const config = { ...base };
+  if (!hasNestedTables(config.mode)) throw new MemvirtError(`config key "mode": ${what} need "ept" or "npt"`);
+  if (config.guest.pageSize !== "4K")
+    throw new MemvirtError(
+      `config key "guest.pageSize": ${what} page the guest in 4 KiB pages (the host tracks each): use "4K"`,
+    );
   if (!config.overcommit) {
-    // A multi-VM workload always runs on the overcommitted host; without the section, its defaults.
-    if (config.mode !== "ept" && config.mode !== "npt")
-      throw new MemvirtError('config key "mode": the multi-VM workloads need "ept" or "npt"');
     if (config.host.pageSize !== "4K")
-      throw new MemvirtError(
-        'config key "host.pageSize": the multi-VM workloads reclaim 4 KiB pages: use "4K"',
-      );
+      throw new MemvirtError(`config key "host.pageSize": ${what} reclaim 4 KiB pages: use "4K"`);
     config.overcommit = defaultOvercommit();
   }
   return config;
+}
+
+/** Commander's accumulator for an option given several times. */
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
 }

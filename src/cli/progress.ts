@@ -13,11 +13,16 @@ export class ProgressBar {
   private readonly started = Date.now();
   private lastDraw = 0;
 
-  constructor(file: string, quiet: boolean, stream: NodeJS.WriteStream = process.stderr) {
+  /** `files`: the trace, or the traces read side by side (progress is then their bytes together). */
+  constructor(
+    files: string | readonly string[],
+    quiet: boolean,
+    stream: NodeJS.WriteStream = process.stderr,
+  ) {
     if (quiet || !stream.isTTY) return;
     let total = 0;
     try {
-      total = statSync(file).size;
+      for (const file of typeof files === "string" ? [files] : files) total += statSync(file).size;
     } catch {
       return;
     }

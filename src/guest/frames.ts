@@ -3,10 +3,10 @@
 // is sequential or a seeded permutation (a full-period LCG), which spreads pages the way a long-running
 // kernel's free lists do and lets a user see what physical scattering does to the page-walk caches.
 
-import type { FramePolicy } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import { Rng } from "../util/random.js";
+import type { FramePolicy } from "./config.js";
 
 const ZONE_SHIFT = 30n;
 const ZONE_BYTES = 1n << ZONE_SHIFT;

@@ -2,9 +2,9 @@
 // processes in their own address spaces (tagged by PCID), and pages memory in on demand. It changes
 // translation only through its PagingCpu, so it runs unchanged on bare metal or in a VM.
 
-import type { GuestConfig } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
+import type { GuestConfig } from "./config.js";
 import { FrameAllocator } from "./frames.js";
 import type { PagingCpu } from "./paging-cpu.js";
 

@@ -11,6 +11,7 @@ import {
   ExitCounter,
   GuestCpu,
   type HypervisorCosts,
+  type TechniqueModule,
   type VirtualizationTechnique,
 } from "./technique.js";
 import type { Vm } from "./vm.js";
@@ -158,3 +159,10 @@ export class ParavirtualPaging implements VirtualizationTechnique {
     return { ...this.exitCounter.byReason };
   }
 }
+
+export const pvTechnique: TechniqueModule = {
+  virtual: true,
+  nestedTables: false,
+  create: ({ machine, vm, cpuIds }, { hypervisor }) =>
+    new ParavirtualPaging(machine, vm, hypervisor.costs, cpuIds.length),
+};

@@ -32,6 +32,7 @@ import {
   ExitCounter,
   GuestCpu,
   type HypervisorCosts,
+  type TechniqueModule,
   type VirtualizationTechnique,
 } from "./technique.js";
 import type { HostMemory, Vm } from "./vm.js";
@@ -1390,3 +1391,17 @@ export class ShadowMmu implements VirtualizationTechnique {
     return count;
   }
 }
+
+export const shadowTechnique: TechniqueModule = {
+  virtual: true,
+  nestedTables: false,
+  create: ({ machine, vm, memory, cpuIds }, { hypervisor, guestMemory }) =>
+    new ShadowMmu(machine, vm, memory, {
+      costs: hypervisor.costs,
+      cpus: cpuIds.length,
+      unsync: hypervisor.unsync,
+      maxShadowPages: hypervisor.maxShadowPages,
+      guestMemory,
+      dirtyLogIntervalCycles: hypervisor.dirtyLogIntervalCycles,
+    }),
+};

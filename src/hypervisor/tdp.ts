@@ -8,10 +8,13 @@ import type { PagingCpu } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
   CYCLES_TDP,
+  type DirtyLogMode,
   type ExitAction,
   ExitCounter,
   GuestCpu,
   type HypervisorCosts,
+  type NestedTables,
+  type TechniqueModule,
   type VirtualizationTechnique,
 } from "./technique.js";
 import type { HostMemory, Vm } from "./vm.js";
@@ -25,8 +28,6 @@ const X86_P = 1n;
 const X86_RW = 2n;
 const X86_US = 4n;
 const X86_PS = 1n << 7n;
-
-export type DirtyLogMode = "off" | "wp" | "dbit";
 
 export interface TdpOptions {
   format: "ept" | "npt";
@@ -56,7 +57,7 @@ export interface TdpStats {
   tables: number;
 }
 
-export class TdpMmu implements VirtualizationTechnique {
+export class TdpMmu implements VirtualizationTechnique, NestedTables {
   readonly name: "ept" | "npt";
   readonly cpu: PagingCpu;
   readonly root: bigint;
@@ -419,3 +420,25 @@ export class TdpMmu implements VirtualizationTechnique {
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
   }
 }
+
+/** EPT or NPT in the technique table: the TDP MMU in the given format. */
+function tdpTechnique(format: "ept" | "npt"): TechniqueModule {
+  return {
+    virtual: true,
+    nestedTables: true,
+    create: ({ machine, vm, memory, cpuIds }, { hypervisor, hostLevels }) =>
+      new TdpMmu(machine, vm, memory, {
+        format,
+        levels: hostLevels,
+        accessedDirty: format === "npt" || hypervisor.eptAccessedDirty,
+        costs: hypervisor.costs,
+        dirtyLog: hypervisor.dirtyLog,
+        dirtyLogIntervalCycles: hypervisor.dirtyLogIntervalCycles,
+        cpus: cpuIds.length,
+        cpuIds: [...cpuIds],
+      }),
+  };
+}
+
+export const eptTechnique = tdpTechnique("ept");
+export const nptTechnique = tdpTechnique("npt");

@@ -1,11 +1,10 @@
-// What every memory-virtualization technique provides to the simulation: the CPU interface its guest
-// kernel runs on, VM entry for each vCPU, and handlers for the exits the hardware raises. The handlers
-// charge their cycles to the machine clock, so each technique's cost comes out of the model.
+// What every memory-virtualization technique provides to the host: the CPU interface its guest kernel
+// runs on, VM entry for each vCPU, and handlers for the exits the hardware raises (the hook table the
+// host's loop calls), and what the host hands it in return. The handlers charge their cycles to the
+// machine clock, so each technique's cost comes out of the model.
 import type { ExitRecord, Machine } from "../core/machine.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
-import type { Vm } from "./vm.js";
-
-export type Technique = "ept" | "npt" | "shadow" | "pv";
+import type { HostMemory, Vm } from "./vm.js";
 
 /** Cycles of the hypervisor's work, configurable (`hypervisor` config section). */
 export interface HypervisorCosts {
@@ -25,6 +24,25 @@ export interface HypervisorCosts {
   inject: number;
   /** Per-reason overrides of `exit`, e.g. {"eptViolation": 1500}. */
   exitByReason?: Partial<Record<string, number>>;
+}
+
+/** How the VMM logs the guest's dirty pages: not at all, by write protection, or by the nested D flags. */
+export type DirtyLogMode = "off" | "wp" | "dbit";
+
+/** The "hypervisor" config section: what every technique is configured with. */
+export interface HypervisorConfig {
+  costs: HypervisorCosts;
+  /** Tag guest TLB entries with a VPID/ASID; off, every VM exit and entry flushes them. */
+  vpid: boolean;
+  /** EPTP bit 6: the hardware keeps A/D flags in EPT entries. */
+  eptAccessedDirty: boolean;
+  dirtyLog: DirtyLogMode;
+  /** Simulated cycles between dirty-log harvests (KVM_GET_DIRTY_LOG by the VMM), from budget exits. */
+  dirtyLogIntervalCycles: number;
+  /** Shadow MMU: pages before the oldest are zapped (KVM's n_max_mmu_pages; 0: 20 per mille of guest pages, min 64). */
+  maxShadowPages: number;
+  /** Shadow MMU: keep leaf shadow pages unsync instead of write-protecting their guest tables. */
+  unsync: boolean;
 }
 
 export const DEFAULT_COSTS: HypervisorCosts = {
@@ -54,12 +72,15 @@ export type ExitAction =
   /** The access was emulated or dropped: the record is complete. */
   | "complete";
 
-export interface VirtualizationTechnique {
-  readonly name: Technique;
-  readonly vm: Vm;
+/**
+ * A technique as the host's loop sees it: kvm_x86_ops for memory. The loop calls these hooks and
+ * nothing else; a technique never reaches back into the loop.
+ */
+export interface PagingTechnique {
+  readonly name: string;
   /** The CPU interface the guest kernel uses. */
   readonly cpu: PagingCpu;
-  /** VM entry on every vCPU. */
+  /** VM entry on every vCPU (bare metal: nothing to enter). */
   boot(machine: Machine): void;
   /**
    * A guest-mode #PF from the core. A technique that injects a fault with another error code than the
@@ -78,6 +99,69 @@ export interface VirtualizationTechnique {
   /** Cycles between periodic() calls, or 0 for none. */
   readonly periodCycles?: number;
 }
+
+/** A technique that runs its guest in a VM on host memory. */
+export interface VirtualizationTechnique extends PagingTechnique {
+  readonly vm: Vm;
+}
+
+/**
+ * The nested tables a TDP technique fills, as the host's memory management edits them (KSM, the
+ * balloon, reclaim, large-page splits): change a leaf, read its accessed flag, flush every vCPU.
+ */
+export interface NestedTables {
+  readonly name: "ept" | "npt";
+  /** Host-physical address of the top-level table. */
+  readonly root: bigint;
+  /** The machine CPUs running the VM's vCPUs. */
+  readonly cpuIds: readonly number[];
+  leafOf(gpa: bigint): { address: bigint; entry: bigint; level: number } | undefined;
+  mapPage(gpa: bigint, hpa: bigint, writable: boolean): void;
+  unmapPage(gpa: bigint): boolean;
+  splitLarge(gpa: bigint): boolean;
+  testAndClearAccessed(gpa: bigint): boolean;
+  flushRemoteTlbs(): void;
+}
+
+/** What a technique is handed: the hardware and the machine CPUs its vCPUs run on. */
+export interface TechniqueServices {
+  readonly machine: Machine;
+  readonly cpuIds: readonly number[];
+}
+
+/** What a virtualizing technique is handed besides: its VM and the host memory its tables come from. */
+export interface VmServices extends TechniqueServices {
+  readonly vm: Vm;
+  readonly memory: HostMemory;
+}
+
+/** The configuration a technique is built from. */
+export interface TechniqueSettings {
+  readonly hypervisor: HypervisorConfig;
+  /** Paging levels of the nested tables. */
+  readonly hostLevels: 4 | 5;
+  /** Bytes of guest memory (the shadow MMU sizes its page cache from it). */
+  readonly guestMemory: number;
+}
+
+/**
+ * One entry of the technique table (hypervisor/techniques.ts): how to build the technique, and what
+ * the host may do with it. A new mode is a module exporting one of these plus its registration line.
+ */
+export type TechniqueModule =
+  | {
+      /** Bare metal: the guest kernel owns the machine. */
+      readonly virtual: false;
+      readonly nestedTables: false;
+      create(services: TechniqueServices, settings: TechniqueSettings): PagingTechnique;
+    }
+  | {
+      readonly virtual: true;
+      /** The technique fills nested tables (NestedTables): overcommit can act on them, and each VM
+       *  can sit on its own CPUs beside others. */
+      readonly nestedTables: boolean;
+      create(services: VmServices, settings: TechniqueSettings): VirtualizationTechnique;
+    };
 
 /** Exit reasons the techniques raise (the keys of `exitCyclesByReason`). */
 export const EXIT_REASON_NAMES = [

@@ -1,7 +1,17 @@
 // The "iommu" section and the "devices" list of a run's config: validated here with messages that
 // name the key (exit code 2), and defaulted to a VT-d IOMMU in strict mode.
-import { ConfigError } from "../config/config.js";
-import type { Policy, SetAssocConfig } from "../core/types.js";
+import {
+  fail,
+  flag,
+  integer,
+  isObject,
+  type Json,
+  type JsonObject,
+  oneOf,
+  onlyKeys,
+  setAssociative,
+} from "../config/validate.js";
+import type { SetAssocConfig } from "../core/types.js";
 import { DEVICE_KINDS, type DeviceKind, type DeviceSpec } from "./devices.js";
 import { IOMMU_MODES, type IommuMode } from "./driver.js";
 import type { IommuKind } from "./hardware.js";
@@ -45,43 +55,7 @@ export function defaultIommuConfig(): IommuConfig {
   };
 }
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-function fail(key: string, why: string): never {
-  throw new ConfigError(`config key "${key}": ${why}`);
-}
-
-function isObject(value: Json | undefined): value is JsonObject {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-function onlyKeys(object: JsonObject, path: string, allowed: readonly string[]): void {
-  for (const key of Object.keys(object))
-    if (!allowed.includes(key)) fail(`${path}.${key}`, `unknown key (allowed here: ${allowed.join(", ")})`);
-}
-
-function integer(value: Json, key: string, min: number, max: number): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max)
-    fail(key, `must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
-  return value;
-}
-
-function oneOf<T extends string | number>(value: Json, key: string, options: readonly T[]): T {
-  if (!options.includes(value as T))
-    fail(
-      key,
-      `must be one of ${options.map((o) => JSON.stringify(o)).join(", ")}, got ${JSON.stringify(value)}`,
-    );
-  return value as T;
-}
-
-function boolean(value: Json | undefined, key: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") fail(key, "must be true or false");
-  return value;
-}
-
+/** The IOMMU's caches: a missing way count is min(entries, the default's ways). */
 function cacheGeometry(
   value: Json | undefined,
   key: string,
@@ -92,20 +66,18 @@ function cacheGeometry(
   if (value === null || value === false) return null;
   const object: JsonObject =
     value === undefined ? {} : isObject(value) ? value : fail(key, "must be an object or null");
-  onlyKeys(
+  const geometry = setAssociative(
     object,
     key,
-    withLatency ? ["entries", "ways", "policy", "latency"] : ["entries", "ways", "policy"],
+    {
+      entries: fallback.entries,
+      ways: (entries) => Math.min(entries, fallback.ways),
+      policy: fallback.policy,
+      max,
+    },
+    withLatency ? ["latency"] : [],
   );
-  const entries = integer(object.entries ?? fallback.entries, `${key}.entries`, 1, max);
-  const ways = integer(object.ways ?? Math.min(entries, fallback.ways), `${key}.ways`, 1, max);
-  if (ways > entries) fail(`${key}.ways`, `${ways} ways is more than the ${entries} entries`);
-  const sets = entries / ways;
-  if (!Number.isInteger(sets) || (sets & (sets - 1)) !== 0)
-    fail(key, `${entries} entries / ${ways} ways is not a power-of-two number of sets`);
-  const policy = oneOf<Policy>(object.policy ?? fallback.policy, `${key}.policy`, ["lru", "fifo", "random"]);
-  const latency = integer(object.latency ?? 2, `${key}.latency`, 0, 1000);
-  return { entries, ways, policy, latency };
+  return { ...geometry, latency: integer(object.latency ?? 2, `${key}.latency`, 0, 1000) };
 }
 
 export function resolveIommu(value: Json | undefined): IommuConfig {
@@ -129,8 +101,8 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     "clockMHz",
   ]);
   const kind = oneOf<IommuKind>(value.kind ?? base.kind, "iommu.kind", ["vtd", "amdvi"]);
-  const scalable = boolean(value.scalable, "iommu.scalable", base.scalable);
-  const firstLevel = boolean(value.firstLevel, "iommu.firstLevel", base.firstLevel);
+  const scalable = flag(value.scalable, "iommu.scalable", base.scalable);
+  const firstLevel = flag(value.firstLevel, "iommu.firstLevel", base.firstLevel);
   if (kind === "amdvi" && scalable) fail("iommu.scalable", 'scalable mode is VT-d only ("kind": "vtd")');
   if (firstLevel && !scalable) fail("iommu.firstLevel", "first-level tables need VT-d scalable mode");
   const levels = oneOf(value.levels ?? base.levels, "iommu.levels", [3, 4, 5] as const);
@@ -150,7 +122,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     scalable,
     firstLevel,
     levels,
-    largePages: boolean(value.largePages, "iommu.largePages", base.largePages),
+    largePages: flag(value.largePages, "iommu.largePages", base.largePages),
     iotlb,
     contextCache: contextCache
       ? { entries: contextCache.entries, ways: contextCache.ways, policy: contextCache.policy }

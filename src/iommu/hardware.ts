@@ -270,6 +270,12 @@ export class Iommu {
     this.machine.core.iommuClearFaultRecord(index);
   }
 
+  /** Software's interrupt handler: clears every fault record and consumes the event log. */
+  drainFaults(): void {
+    for (const record of this.faultRecords()) this.clearFaultRecord(record.index);
+    this.takeEvents();
+  }
+
   /** An AMD-Vi event log of `entries` 16-byte events at host-physical `base`. */
   setEventLog(base: bigint, entries: number): void {
     this.machine.core.iommuSetEventLog(base, entries);

@@ -1,12 +1,15 @@
 // The dma-nic, dma-nvme and dma-gpu workloads: the configured devices run I/O operations through the
-// configured IOMMU and driver mode. Each batch of operations maps its buffers, runs every DMA request
-// of the batch through the core in one call, then completes the operations (unmapping, which is where
-// strict and deferred invalidation differ).
+// configured IOMMU and driver mode, on the host's machine and memory. The devices are a DMA source and
+// the IOMMU a DMA unit of the host (host/hooks.ts): each batch of operations maps its buffers, the host
+// runs every DMA request of the batch through the core in one call, then the operations complete
+// (unmapping, which is where strict and deferred invalidation differ) and the host drains the faults.
 import type { ResolvedConfig } from "../config/config.js";
 import * as L from "../core/layout.js";
 import { type Machine, MemvirtError } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
 import type { FrameAllocator } from "../guest/frames.js";
+import type { DmaSource } from "../host/hooks.js";
+import type { Host } from "../host/host.js";
 import type { Vm } from "../hypervisor/vm.js";
 import { Rng } from "../util/random.js";
 import type { IommuConfig } from "./config.js";
@@ -42,8 +45,9 @@ export interface DmaWorkloadSpec {
   seed: number;
 }
 
-/** The machine and memory a DMA workload runs on (a Simulation provides them). */
+/** What the host hands a DMA workload: its machine and memory, and its loop for DMA traffic. */
 export interface DmaPlatform {
+  host: Pick<Host, "runDma">;
   machine: Machine;
   config: ResolvedConfig;
   /** Host frames for IOMMU tables and host DMA buffers. */
@@ -123,33 +127,9 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
     iommu.mode === "passthrough"
       ? passthroughBuffers(driver, devices, platform)
       : hostBuffers(driver, devices, platform);
-  const rng = new Rng(spec.seed ^ 0x10_3d_a7);
-  for (const device of devices) device.start(buffers);
-
-  let done = 0;
-  let requests = 0;
-  let completed = 0;
-  while (done < spec.operations) {
-    const batch: Operation[] = [];
-    while (done < spec.operations && batch.length < BATCH_OPERATIONS) {
-      batch.push(devices[done % devices.length].next(buffers, rng));
-      done++;
-    }
-    // Mapping may have grown linear memory: take the record view only now.
-    const view = driver.iommu.recordView();
-    let count = 0;
-    for (const operation of batch)
-      for (const request of operation.requests) Iommu.writeRecord(view, count++, request);
-    driver.iommu.runRecords(count);
-    const results = driver.iommu.recordView();
-    for (let i = 0; i < count; i++)
-      if (results.getUint8(i * L.DMA_RECORD_SIZE + L.DMA_STATUS) === 0) completed++;
-    requests += count;
-    for (const operation of batch) operation.complete();
-    // Software drains the fault log as its interrupt handler would.
-    for (const record of driver.iommu.faultRecords()) driver.iommu.clearFaultRecord(record.index);
-    driver.iommu.takeEvents();
-  }
+  const traffic = new DmaTraffic(devices, buffers, new Rng(spec.seed ^ 0x10_3d_a7), spec.operations);
+  platform.host.runDma(driver.iommu, traffic);
+  const { done, requests, completed } = traffic;
   driver.flush();
   const stats = driver.iommu.stats();
   const seconds = (stats.cycles + driver.stats.cycles) / (iommu.clockMHz * 1e6);
@@ -170,6 +150,44 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
     translationsPerSecond: seconds > 0 ? Math.round(stats.translations / seconds) : null,
     driver: { ...driver.stats },
   };
+}
+
+/** The devices' I/O operations as DMA traffic: NAPI-like batches, each operation's requests in turn. */
+class DmaTraffic implements DmaSource {
+  done = 0;
+  requests = 0;
+  completed = 0;
+  private batch: Operation[] = [];
+
+  constructor(
+    private readonly devices: DmaDevice[],
+    private readonly buffers: DmaBuffers,
+    private readonly rng: Rng,
+    private readonly operations: number,
+  ) {
+    for (const device of devices) device.start(buffers);
+  }
+
+  fill(records: () => DataView): number {
+    this.batch = [];
+    while (this.done < this.operations && this.batch.length < BATCH_OPERATIONS) {
+      this.batch.push(this.devices[this.done % this.devices.length].next(this.buffers, this.rng));
+      this.done++;
+    }
+    // Mapping may have grown linear memory: take the record view only now.
+    const view = records();
+    let count = 0;
+    for (const operation of this.batch)
+      for (const request of operation.requests) Iommu.writeRecord(view, count++, request);
+    return count;
+  }
+
+  results(view: DataView, count: number): void {
+    for (let i = 0; i < count; i++)
+      if (view.getUint8(i * L.DMA_RECORD_SIZE + L.DMA_STATUS) === 0) this.completed++;
+    this.requests += count;
+    for (const operation of this.batch) operation.complete();
+  }
 }
 
 const bytesOf = (size: PageSize) => 1n << BigInt(PAGE_SHIFT[size]);
@@ -230,28 +248,19 @@ export function describeDevices(devices: readonly DeviceSpec[]): string {
     .join(", ");
 }
 
-/** The platform of a simulation: a VM's host memory when it runs one, else the native kernel's. */
-export function platformOf(simulation: {
-  machine: Machine;
-  config: ResolvedConfig;
-  os: { frames: FrameAllocator };
-  technique?: { vm: Vm };
-}): DmaPlatform {
-  const { config, technique } = simulation;
-  if (!technique) {
-    return {
-      machine: simulation.machine,
-      config,
-      hostFrames: simulation.os.frames,
-      memoryTop: BigInt(config.guest.memory),
-    };
-  }
+/** The platform on a host: its VM's host memory when it runs one, else the native kernel's frames. */
+export function platformOf(host: Host): DmaPlatform {
+  const { config, machine } = host;
+  const guest = host.guests[0];
+  if (!guest.vm || !host.memory)
+    return { host, machine, config, hostFrames: guest.os.frames, memoryTop: BigInt(config.guest.memory) };
   return {
-    machine: simulation.machine,
+    host,
+    machine,
     config,
-    hostFrames: technique.vm.host.frames,
+    hostFrames: host.memory.frames,
     memoryTop: BigInt(config.host.memory),
-    vm: { vm: technique.vm, guestFrames: simulation.os.frames },
+    vm: { vm: guest.vm, guestFrames: guest.os.frames },
   };
 }
 

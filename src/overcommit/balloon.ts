@@ -4,7 +4,18 @@
 // EPT, shoots down every vCPU's stale translations, and frees (scrubs) the host frames. Deflating
 // gives PFNs back to the guest; the host backs them again on the next touch. The stats queue reports
 // tags 0-9 on the host's polling interval; deflate-on-OOM gives 256 pages back per OOM notification.
-import type { GuestVm, OvercommitHost } from "./host.js";
+import type { HostTimer } from "../host/hooks.js";
+import type { GuestVm } from "./guest.js";
+import type { Ksm } from "./ksm.js";
+import type { OvercommitServices } from "./services.js";
+import type { HostSwap, Zswap } from "./zswap.js";
+
+/** The mechanisms whose pages an inflation gives up. */
+export interface BalloonPeers {
+  ksm?: Pick<Ksm, "isSharer" | "forget">;
+  zswap?: Pick<Zswap, "discard">;
+  swap?: Pick<HostSwap, "discard">;
+}
 
 /** PFNs per inflate/deflate message (VIRTIO_BALLOON_ARRAY_PFNS_MAX). */
 export const PFNS_PER_MESSAGE = 256;
@@ -51,7 +62,7 @@ interface BalloonState {
   stats: Record<(typeof STATS_TAGS)[number], number>;
 }
 
-export class Balloon {
+export class Balloon implements HostTimer {
   readonly counters: BalloonCounters = {
     inflate_messages: 0,
     deflate_messages: 0,
@@ -69,7 +80,10 @@ export class Balloon {
   private statsAt: number;
   private readonly state: BalloonState[];
 
-  constructor(private readonly host: OvercommitHost) {
+  constructor(
+    private readonly host: OvercommitServices,
+    private readonly peers: BalloonPeers,
+  ) {
     this.state = host.vms.map(() => ({
       target: 0,
       pages: [],
@@ -182,15 +196,15 @@ export class Balloon {
     for (const gpa of gpas) {
       const key = host.key(vm, gpa);
       if (perPfnCost) host.charge("balloon", host.oc.balloon.pfnCycles);
-      host.zswap?.discard(key);
-      host.swap?.discard(key);
+      this.peers.zswap?.discard(key);
+      this.peers.swap?.discard(key);
       const hpa = host.frameOf(vm, gpa);
       if (hpa === undefined) continue;
       // Discarding one page of a 2M mapping splits it (as MADV_DONTNEED on part of a THP does).
       host.breakLargePage(vm, gpa, "balloon");
       vm.tdp.unmapPage(gpa);
       vm.vm.dropBacking(gpa);
-      if (host.ksm?.isSharer(key)) host.ksm.forget(key);
+      if (this.peers.ksm?.isSharer(key)) this.peers.ksm.forget(key);
       else frames.push(hpa);
     }
     host.flush(vm, "balloon");
@@ -222,8 +236,15 @@ export class Balloon {
     return freed;
   }
 
-  /** The stats queue: the host returns the buffer, the driver refills it (one exit per VM). */
-  periodic(): void {
+  /** The stats-queue poll sets the host's clock when it is on; reporting runs at its own times. */
+  get period(): number | undefined {
+    const interval = this.host.oc.balloon.statsIntervalMs;
+    return interval > 0 ? this.host.ms(interval) : undefined;
+  }
+
+  /** Reporting work that is due, and the stats queue: the host returns the buffer, the driver refills
+   *  it (one exit per VM). */
+  fire(): void {
     const host = this.host;
     for (const vm of host.vms) if (this.reportAt[vm.index] <= host.now()) this.report(vm);
     if (this.statsAt > host.now()) return;
@@ -233,9 +254,7 @@ export class Balloon {
       host.exit("balloon", vm, true);
       const s = this.state[vm.index].stats;
       const g = vm.stats;
-      const fileCached = [...vm.gvaToGpa.keys()].filter((gva) =>
-        host.workload.fileContent(vm.index, gva),
-      ).length;
+      const fileCached = [...vm.gvaToGpa.keys()].filter((gva) => host.fileContent(vm.index, gva)).length;
       s.swap_in = g.swapIn;
       s.swap_out = g.swapOut;
       s.major_faults = g.majorFaults;

@@ -1,7 +1,12 @@
 // The "overcommit" config section: one sub-section per mechanism, each switchable off, with the
 // defaults of Linux/KVM/QEMU/vSphere/MoM where they have one (docs/overcommit.md). Validation names the
 // key, as the rest of the config does.
-import { ConfigError } from "../config/config.js";
+import { fail, flag, type Json, number, object, oneOf, onlyKeys, section } from "../config/validate.js";
+
+/** A choice among `options`, or `fallback` when absent. */
+function choice<T extends string>(value: Json | undefined, key: string, fallback: T, options: T[]): T {
+  return value === undefined ? fallback : oneOf(value, key, options);
+}
 
 export type Compressor = "lz4" | "lzo" | "zstd";
 export type SwapDevice = "nvme" | "ssd" | "hdd";
@@ -161,62 +166,11 @@ export function defaultOvercommit(): OvercommitConfig {
   };
 }
 
-type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-type JsonObject = { [key: string]: Json };
-
-function fail(key: string, why: string): never {
-  throw new ConfigError(`config key "${key}": ${why}`);
-}
-
-function object(value: Json, key: string): JsonObject {
-  if (typeof value !== "object" || value === null || Array.isArray(value)) fail(key, "must be an object");
-  return value;
-}
-
-function only(value: JsonObject, key: string, allowed: string[]): void {
-  for (const name of Object.keys(value))
-    if (!allowed.includes(name)) fail(`${key}.${name}`, `unknown key (allowed here: ${allowed.join(", ")})`);
-}
-
-function num(value: Json | undefined, key: string, fallback: number, min: number, max: number, int = false) {
-  if (value === undefined) return fallback;
-  if (typeof value !== "number" || value < min || value > max || (int && !Number.isInteger(value)))
-    fail(
-      key,
-      `must be ${int ? "an integer" : "a number"} from ${min} to ${max}, got ${JSON.stringify(value)}`,
-    );
-  return value;
-}
-
-function bool(value: Json | undefined, key: string, fallback: boolean): boolean {
-  if (value === undefined) return fallback;
-  if (typeof value !== "boolean") fail(key, "must be true or false");
-  return value;
-}
-
-function choice<T extends string>(value: Json | undefined, key: string, fallback: T, options: T[]): T {
-  if (value === undefined) return fallback;
-  if (!options.includes(value as T))
-    fail(
-      key,
-      `must be one of ${options.map((o) => JSON.stringify(o)).join(", ")}, got ${JSON.stringify(value)}`,
-    );
-  return value as T;
-}
-
-/** A mechanism's section: `false` switches it off, an object configures it (and `enabled` may too). */
-function section(value: Json | undefined, key: string): JsonObject | false | undefined {
-  if (value === undefined) return undefined;
-  if (value === false) return false;
-  if (value === true) return {};
-  return object(value, key);
-}
-
 export function resolveOvercommit(input: Json): OvercommitConfig {
   const result = defaultOvercommit();
   if (input === true) return result;
   const o = object(input, "overcommit");
-  only(o, "overcommit", [
+  onlyKeys(o, "overcommit", [
     "cpuMHz",
     "shootdownCycles",
     "checkInvariants",
@@ -228,8 +182,8 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
     "swap",
     "controller",
   ]);
-  result.cpuMHz = num(o.cpuMHz, "overcommit.cpuMHz", result.cpuMHz, 100, 10000);
-  result.shootdownCycles = num(
+  result.cpuMHz = number(o.cpuMHz, "overcommit.cpuMHz", result.cpuMHz, 100, 10000);
+  result.shootdownCycles = number(
     o.shootdownCycles,
     "overcommit.shootdownCycles",
     result.shootdownCycles,
@@ -237,15 +191,21 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
     1e7,
     true,
   );
-  result.checkInvariants = bool(o.checkInvariants, "overcommit.checkInvariants", false);
-  result.timelineIntervalMs = num(o.timelineIntervalMs, "overcommit.timelineIntervalMs", 100, 1, 1e7);
-  result.admissionRatio = num(o.admissionRatio, "overcommit.admissionRatio", result.admissionRatio, 0, 100);
+  result.checkInvariants = flag(o.checkInvariants, "overcommit.checkInvariants", false);
+  result.timelineIntervalMs = number(o.timelineIntervalMs, "overcommit.timelineIntervalMs", 100, 1, 1e7);
+  result.admissionRatio = number(
+    o.admissionRatio,
+    "overcommit.admissionRatio",
+    result.admissionRatio,
+    0,
+    100,
+  );
 
   const ksm = section(o.ksm, "overcommit.ksm");
   if (ksm === false) result.ksm.enabled = false;
   else if (ksm) {
     const k = "overcommit.ksm";
-    only(ksm, k, [
+    onlyKeys(ksm, k, [
       "enabled",
       "pagesToScan",
       "sleepMillisecs",
@@ -256,13 +216,13 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
       "copyCycles",
     ]);
     const d = result.ksm;
-    d.enabled = bool(ksm.enabled, `${k}.enabled`, true);
-    d.pagesToScan = num(ksm.pagesToScan, `${k}.pagesToScan`, d.pagesToScan, 1, 1e7, true);
-    d.sleepMillisecs = num(ksm.sleepMillisecs, `${k}.sleepMillisecs`, d.sleepMillisecs, 1, 1e6, true);
-    d.maxPageSharing = num(ksm.maxPageSharing, `${k}.maxPageSharing`, d.maxPageSharing, 2, 1e6, true);
-    d.useZeroPages = bool(ksm.useZeroPages, `${k}.useZeroPages`, d.useZeroPages);
-    d.mergeAcrossVms = bool(ksm.mergeAcrossVms, `${k}.mergeAcrossVms`, d.mergeAcrossVms);
-    d.scanCyclesPerPage = num(
+    d.enabled = flag(ksm.enabled, `${k}.enabled`, true);
+    d.pagesToScan = number(ksm.pagesToScan, `${k}.pagesToScan`, d.pagesToScan, 1, 1e7, true);
+    d.sleepMillisecs = number(ksm.sleepMillisecs, `${k}.sleepMillisecs`, d.sleepMillisecs, 1, 1e6, true);
+    d.maxPageSharing = number(ksm.maxPageSharing, `${k}.maxPageSharing`, d.maxPageSharing, 2, 1e6, true);
+    d.useZeroPages = flag(ksm.useZeroPages, `${k}.useZeroPages`, d.useZeroPages);
+    d.mergeAcrossVms = flag(ksm.mergeAcrossVms, `${k}.mergeAcrossVms`, d.mergeAcrossVms);
+    d.scanCyclesPerPage = number(
       ksm.scanCyclesPerPage,
       `${k}.scanCyclesPerPage`,
       d.scanCyclesPerPage,
@@ -270,14 +230,14 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
       1e9,
       true,
     );
-    d.copyCycles = num(ksm.copyCycles, `${k}.copyCycles`, d.copyCycles, 0, 1e9, true);
+    d.copyCycles = number(ksm.copyCycles, `${k}.copyCycles`, d.copyCycles, 0, 1e9, true);
   }
 
   const balloon = section(o.balloon, "overcommit.balloon");
   if (balloon === false) result.balloon.enabled = false;
   else if (balloon) {
     const k = "overcommit.balloon";
-    only(balloon, k, [
+    onlyKeys(balloon, k, [
       "enabled",
       "deflateOnOom",
       "freePageReporting",
@@ -287,20 +247,27 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
       "pfnCycles",
     ]);
     const d = result.balloon;
-    d.enabled = bool(balloon.enabled, `${k}.enabled`, true);
-    d.deflateOnOom = bool(balloon.deflateOnOom, `${k}.deflateOnOom`, d.deflateOnOom);
-    d.freePageReporting = bool(balloon.freePageReporting, `${k}.freePageReporting`, d.freePageReporting);
-    d.statsIntervalMs = num(balloon.statsIntervalMs, `${k}.statsIntervalMs`, d.statsIntervalMs, 0, 1e7);
-    d.guestSwapPages = num(balloon.guestSwapPages, `${k}.guestSwapPages`, d.guestSwapPages, 0, 1 << 28, true);
-    d.guestDiskUs = num(balloon.guestDiskUs, `${k}.guestDiskUs`, d.guestDiskUs, 0, 1e7);
-    d.pfnCycles = num(balloon.pfnCycles, `${k}.pfnCycles`, d.pfnCycles, 0, 1e9, true);
+    d.enabled = flag(balloon.enabled, `${k}.enabled`, true);
+    d.deflateOnOom = flag(balloon.deflateOnOom, `${k}.deflateOnOom`, d.deflateOnOom);
+    d.freePageReporting = flag(balloon.freePageReporting, `${k}.freePageReporting`, d.freePageReporting);
+    d.statsIntervalMs = number(balloon.statsIntervalMs, `${k}.statsIntervalMs`, d.statsIntervalMs, 0, 1e7);
+    d.guestSwapPages = number(
+      balloon.guestSwapPages,
+      `${k}.guestSwapPages`,
+      d.guestSwapPages,
+      0,
+      1 << 28,
+      true,
+    );
+    d.guestDiskUs = number(balloon.guestDiskUs, `${k}.guestDiskUs`, d.guestDiskUs, 0, 1e7);
+    d.pfnCycles = number(balloon.pfnCycles, `${k}.pfnCycles`, d.pfnCycles, 0, 1e9, true);
   }
 
   const zswap = section(o.zswap, "overcommit.zswap");
   if (zswap === false) result.zswap.enabled = false;
   else if (zswap) {
     const k = "overcommit.zswap";
-    only(zswap, k, [
+    onlyKeys(zswap, k, [
       "enabled",
       "compressor",
       "compressUs",
@@ -310,17 +277,17 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
       "maxCompressedBytes",
     ]);
     const d = result.zswap;
-    d.enabled = bool(zswap.enabled, `${k}.enabled`, true);
+    d.enabled = flag(zswap.enabled, `${k}.enabled`, true);
     d.compressor = choice(zswap.compressor, `${k}.compressor`, d.compressor, ["lz4", "lzo", "zstd"]);
     for (const table of ["compressUs", "decompressUs"] as const) {
       if (zswap[table] === undefined) continue;
       const t = object(zswap[table], `${k}.${table}`);
-      only(t, `${k}.${table}`, ["lz4", "lzo", "zstd"]);
+      onlyKeys(t, `${k}.${table}`, ["lz4", "lzo", "zstd"]);
       for (const c of ["lz4", "lzo", "zstd"] as const)
-        d[table][c] = num(t[c], `${k}.${table}.${c}`, d[table][c], 0, 1e6);
+        d[table][c] = number(t[c], `${k}.${table}.${c}`, d[table][c], 0, 1e6);
     }
-    d.maxPoolPercent = num(zswap.maxPoolPercent, `${k}.maxPoolPercent`, d.maxPoolPercent, 0, 100, true);
-    d.acceptThresholdPercent = num(
+    d.maxPoolPercent = number(zswap.maxPoolPercent, `${k}.maxPoolPercent`, d.maxPoolPercent, 0, 100, true);
+    d.acceptThresholdPercent = number(
       zswap.acceptThresholdPercent,
       `${k}.acceptThresholdPercent`,
       d.acceptThresholdPercent,
@@ -328,7 +295,7 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
       100,
       true,
     );
-    d.maxCompressedBytes = num(
+    d.maxCompressedBytes = number(
       zswap.maxCompressedBytes,
       `${k}.maxCompressedBytes`,
       d.maxCompressedBytes,
@@ -342,22 +309,22 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
   if (swap === false) result.swap.enabled = false;
   else if (swap) {
     const k = "overcommit.swap";
-    only(swap, k, ["enabled", "device", "latencyUs", "bandwidthMBps", "pageCluster", "sizePages"]);
+    onlyKeys(swap, k, ["enabled", "device", "latencyUs", "bandwidthMBps", "pageCluster", "sizePages"]);
     const d = result.swap;
-    d.enabled = bool(swap.enabled, `${k}.enabled`, true);
+    d.enabled = flag(swap.enabled, `${k}.enabled`, true);
     d.device = choice(swap.device, `${k}.device`, d.device, ["nvme", "ssd", "hdd"]);
     const preset = SWAP_PRESETS[d.device];
-    d.latencyUs = num(swap.latencyUs, `${k}.latencyUs`, preset.latencyUs, 0, 1e7);
-    d.bandwidthMBps = num(swap.bandwidthMBps, `${k}.bandwidthMBps`, preset.bandwidthMBps, 1, 1e6);
-    d.pageCluster = num(swap.pageCluster, `${k}.pageCluster`, d.pageCluster, 0, 10, true);
-    d.sizePages = num(swap.sizePages, `${k}.sizePages`, d.sizePages, 1, 1 << 30, true);
+    d.latencyUs = number(swap.latencyUs, `${k}.latencyUs`, preset.latencyUs, 0, 1e7);
+    d.bandwidthMBps = number(swap.bandwidthMBps, `${k}.bandwidthMBps`, preset.bandwidthMBps, 1, 1e6);
+    d.pageCluster = number(swap.pageCluster, `${k}.pageCluster`, d.pageCluster, 0, 10, true);
+    d.sizePages = number(swap.sizePages, `${k}.sizePages`, d.sizePages, 1, 1 << 30, true);
   }
 
   const controller = section(o.controller, "overcommit.controller");
   if (controller === false) result.controller.enabled = false;
   else if (controller) {
     const k = "overcommit.controller";
-    only(controller, k, [
+    onlyKeys(controller, k, [
       "enabled",
       "policy",
       "intervalMs",
@@ -368,18 +335,18 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
       "mom",
     ]);
     const d = result.controller;
-    d.enabled = bool(controller.enabled, `${k}.enabled`, true);
+    d.enabled = flag(controller.enabled, `${k}.enabled`, true);
     d.policy = choice(controller.policy, `${k}.policy`, d.policy, ["vsphere", "mom"]);
-    d.intervalMs = num(controller.intervalMs, `${k}.intervalMs`, d.intervalMs, 1, 1e7);
-    d.minFreePercent = num(controller.minFreePercent, `${k}.minFreePercent`, d.minFreePercent, 0.01, 25);
-    d.hysteresisPercent = num(
+    d.intervalMs = number(controller.intervalMs, `${k}.intervalMs`, d.intervalMs, 1, 1e7);
+    d.minFreePercent = number(controller.minFreePercent, `${k}.minFreePercent`, d.minFreePercent, 0.01, 25);
+    d.hysteresisPercent = number(
       controller.hysteresisPercent,
       `${k}.hysteresisPercent`,
       d.hysteresisPercent,
       0,
       100,
     );
-    d.reclaimPagesPerStep = num(
+    d.reclaimPagesPerStep = number(
       controller.reclaimPagesPerStep,
       `${k}.reclaimPagesPerStep`,
       d.reclaimPagesPerStep,
@@ -389,9 +356,9 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
     );
     if (controller.thresholds !== undefined) {
       const t = object(controller.thresholds, `${k}.thresholds`);
-      only(t, `${k}.thresholds`, ["high", "clear", "soft", "hard", "low"]);
+      onlyKeys(t, `${k}.thresholds`, ["high", "clear", "soft", "hard", "low"]);
       for (const name of ["high", "clear", "soft", "hard", "low"] as const)
-        d.thresholds[name] = num(t[name], `${k}.thresholds.${name}`, d.thresholds[name], 0, 10000);
+        d.thresholds[name] = number(t[name], `${k}.thresholds.${name}`, d.thresholds[name], 0, 10000);
       const order = [
         d.thresholds.high,
         d.thresholds.clear,
@@ -405,22 +372,22 @@ export function resolveOvercommit(input: Json): OvercommitConfig {
     }
     if (controller.mom !== undefined) {
       const m = object(controller.mom, `${k}.mom`);
-      only(m, `${k}.mom`, ["pressurePercent", "criticalPercent", "balloonStepPercent"]);
-      d.mom.pressurePercent = num(
+      onlyKeys(m, `${k}.mom`, ["pressurePercent", "criticalPercent", "balloonStepPercent"]);
+      d.mom.pressurePercent = number(
         m.pressurePercent,
         `${k}.mom.pressurePercent`,
         d.mom.pressurePercent,
         0,
         100,
       );
-      d.mom.criticalPercent = num(
+      d.mom.criticalPercent = number(
         m.criticalPercent,
         `${k}.mom.criticalPercent`,
         d.mom.criticalPercent,
         0,
         100,
       );
-      d.mom.balloonStepPercent = num(
+      d.mom.balloonStepPercent = number(
         m.balloonStepPercent,
         `${k}.mom.balloonStepPercent`,
         d.mom.balloonStepPercent,

@@ -13,7 +13,19 @@
 //   pages_to_scan falls by 50 (at least 64) and balloons give 5 % back; below 5 % free (critical) the
 //   host also compresses and swaps. MoM has no large-page action: a mechanism that needs a 4K page of
 //   a 2M mapping splits it (OvercommitHost.breakLargePage), under either policy.
-import type { OvercommitHost } from "./host.js";
+import type { HostTimer } from "../host/hooks.js";
+import type { Balloon } from "./balloon.js";
+import type { Ksm } from "./ksm.js";
+import type { OvercommitServices } from "./services.js";
+import type { HostSwap, Zswap } from "./zswap.js";
+
+/** The mechanisms the controller drives. */
+export interface ControllerPeers {
+  ksm?: Pick<Ksm, "running" | "pagesToScan">;
+  balloon?: Pick<Balloon, "actual" | "target" | "setTarget">;
+  zswap?: Pick<Zswap, "reclaim">;
+  swap?: Pick<HostSwap, "reclaim">;
+}
 
 export const VSPHERE_STATES = ["high", "clear", "soft", "hard", "low"] as const;
 export const MOM_STATES = ["normal", "pressure", "critical"] as const;
@@ -28,7 +40,7 @@ export interface Transition {
   freeRatio: number;
 }
 
-export class Controller {
+export class Controller implements HostTimer {
   nextAt: number;
   state: ControllerState;
   readonly secondsIn: Record<string, number> = {};
@@ -42,12 +54,23 @@ export class Controller {
   /** The VM whose 2M mappings the break action splits next (round robin). */
   private breakCursor = 0;
 
-  constructor(private readonly host: OvercommitHost) {
+  constructor(
+    private readonly host: OvercommitServices,
+    private readonly peers: ControllerPeers,
+  ) {
     this.nextAt = 0;
     this.state = host.oc.controller.policy === "mom" ? "normal" : "high";
     const states: readonly string[] = host.oc.controller.policy === "mom" ? MOM_STATES : VSPHERE_STATES;
     for (const s of states) this.secondsIn[s] = 0;
-    if (host.ksm) host.ksm.running = false;
+    if (peers.ksm) peers.ksm.running = false;
+  }
+
+  get period(): number {
+    return this.host.ms(this.host.oc.controller.intervalMs);
+  }
+
+  fire(): void {
+    this.step();
   }
 
   get minFreePages(): number {
@@ -116,21 +139,22 @@ export class Controller {
     const state = Controller.vsphereState(this.freeRatio, this.state, c.thresholds, c.hysteresisPercent);
     const level = VSPHERE_STATES.indexOf(state as (typeof VSPHERE_STATES)[number]);
     if (this.freeRatio < c.thresholds.high) this.breakLargePages(Math.ceil(c.reclaimPagesPerStep / 512));
-    if (host.ksm) host.ksm.running = level >= 1;
+    const { ksm, balloon } = this.peers;
+    if (ksm) ksm.running = level >= 1;
     const alive = host.vms.filter((vm) => vm.alive);
-    if (level >= 2 && host.balloon && alive.length > 0) {
+    if (level >= 2 && balloon && alive.length > 0) {
       // Soft: inflate every balloon by an equal share of what is missing.
       const share = Math.ceil(this.deficit(c.thresholds.clear) / alive.length);
       for (const vm of alive) {
         // No more than the guest can give without OOM-killing (its available memory).
         const step = Math.min(share, host.guestAvailable(vm));
-        if (step > 0) host.balloon.setTarget(vm, host.balloon.actual(vm) + step);
+        if (step > 0) balloon.setTarget(vm, balloon.actual(vm) + step);
       }
-    } else if (level === 0 && host.balloon) {
+    } else if (level === 0 && balloon) {
       // Plenty of memory again: give ballooned memory back, a step at a time.
       for (const vm of host.vms) {
-        const actual = host.balloon.actual(vm);
-        if (actual > 0) host.balloon.setTarget(vm, Math.max(0, actual - c.reclaimPagesPerStep));
+        const actual = balloon.actual(vm);
+        if (actual > 0) balloon.setTarget(vm, Math.max(0, actual - c.reclaimPagesPerStep));
       }
     }
     if (level >= 3) this.compressAndSwap(this.deficit(c.thresholds.soft));
@@ -171,10 +195,10 @@ export class Controller {
   }
 
   private compressAndSwap(pages: number): void {
-    const host = this.host;
+    const { zswap, swap } = this.peers;
     if (pages <= 0) return;
-    let freed = host.zswap ? host.zswap.reclaim(pages, false) : 0;
-    if (freed < pages && host.swap) freed += host.swap.reclaim(pages - freed, false);
+    let freed = zswap ? zswap.reclaim(pages, false) : 0;
+    if (freed < pages && swap) freed += swap.reclaim(pages - freed, false);
   }
 
   private momStep(): ControllerState {
@@ -187,7 +211,7 @@ export class Controller {
         : freePercent < mom.pressurePercent
           ? "pressure"
           : "normal";
-    const ksm = host.ksm;
+    const { ksm, balloon } = this.peers;
     if (ksm) {
       if (state !== "normal") {
         ksm.running = true;
@@ -197,14 +221,14 @@ export class Controller {
         if (ksm.pagesToScan === 64) ksm.running = false;
       }
     }
-    if (host.balloon) {
+    if (balloon) {
       for (const vm of host.vms) {
         if (!vm.alive) continue;
         const step = Math.floor((vm.memoryPages * mom.balloonStepPercent) / 100);
-        const target = host.balloon.target(vm);
+        const target = balloon.target(vm);
         if (state !== "normal")
-          host.balloon.setTarget(vm, host.balloon.actual(vm) + Math.min(step, host.guestAvailable(vm)));
-        else if (target > 0) host.balloon.setTarget(vm, Math.max(0, target - step));
+          balloon.setTarget(vm, balloon.actual(vm) + Math.min(step, host.guestAvailable(vm)));
+        else if (target > 0) balloon.setTarget(vm, Math.max(0, target - step));
       }
     }
     if (state === "critical") {

@@ -1,178 +1,75 @@
 // An overcommitted host: several VMs on one machine and one host memory, each VM with its own EPT/NPT
 // (TDP MMU), VPID and guest kernel, pinned one vCPU to one physical CPU so each has its own TLBs and
 // caches. Host memory has a capacity; the overcommit mechanisms (KSM, the balloon, zswap, swap and the
-// controller that drives them) run on the simulated clock from budget exits, change EPT entries, and
-// invalidate every vCPU's stale translations as KVM does, paying for it in exits and cycles. With
-// host.pageSize "2M" regions are backed THP-like by 2M pages, and broken into 4K mappings by the
-// controller or by a mechanism that needs one of their pages.
+// controller that drives them) are plug-ins on the host's nested-fault hooks and timers, handed this
+// host's memory-management services (services.ts). They change EPT entries and invalidate every
+// vCPU's stale translations as KVM does, paying for it in exits and cycles. With host.pageSize "2M"
+// regions are backed THP-like by 2M pages, and broken into 4K mappings by the controller or by a
+// mechanism that needs one of their pages. The VMs run a generated multi-VM workload or one trace each.
 import type { ResolvedConfig } from "../config/config.js";
 import * as L from "../core/layout.js";
-import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
-import { CR0_PG, CR0_WP, CR4_PCIDE, CR4_PGE, EFER_LMA, EFER_NXE, type PageSize } from "../core/types.js";
+import { MemvirtError } from "../core/machine.js";
 import type { BuildName } from "../core/wasm.js";
-import { FrameAllocator } from "../guest/frames.js";
-import { ADDRESS_MASK, GuestOS, type Process } from "../guest/os.js";
-import type { PagingCpu } from "../guest/paging-cpu.js";
-import { TdpMmu } from "../hypervisor/tdp.js";
-import { CYCLES_TDP, CYCLES_VM_EXIT, type ExitAction } from "../hypervisor/technique.js";
-import { HostMemory, Vm } from "../hypervisor/vm.js";
+import { ADDRESS_MASK, type FaultOutcome } from "../guest/os.js";
+import type { HostTimer, RecordsHook } from "../host/hooks.js";
+import { Host } from "../host/host.js";
+import { CYCLES_TDP, CYCLES_VM_EXIT, type NestedTables } from "../hypervisor/technique.js";
+import { TECHNIQUES } from "../hypervisor/techniques.js";
 import { Balloon } from "./balloon.js";
 import type { OvercommitConfig } from "./config.js";
 import { type PageContent, ZERO_CONTENT } from "./content.js";
 import { Controller } from "./controller.js";
+import { type GuestMemoryModel, type GuestRegion, GuestVm, TableFrames } from "./guest.js";
 import { checkInvariants } from "./invariants.js";
 import { Ksm } from "./ksm.js";
 import { HostFrames } from "./memory.js";
+import {
+  CYCLES_DEVICE_WAIT,
+  CYCLES_OVERCOMMIT,
+  type Mechanism,
+  type OvercommitServices,
+  type SplitCause,
+} from "./services.js";
 import { HostSwap, Zswap } from "./zswap.js";
 
-/** Handler-cycle categories beyond technique.ts's: host reclaim work, and waits for the swap device. */
-export const CYCLES_OVERCOMMIT = 6;
-export const CYCLES_DEVICE_WAIT = 7;
+export { type GuestRegion, GuestVm } from "./guest.js";
+export {
+  CYCLES_DEVICE_WAIT,
+  CYCLES_OVERCOMMIT,
+  MECHANISMS,
+  type Mechanism,
+  type SplitCause,
+} from "./services.js";
 
-/** `split`: breaking 2M mappings into 4K ones (the controller's action, or for a mechanism needing a 4K page). */
-export type Mechanism = "ksm" | "balloon" | "zswap" | "swap" | "guest" | "split";
-export const MECHANISMS: readonly Mechanism[] = ["ksm", "balloon", "zswap", "swap", "guest", "split"];
-/** What a 2M mapping was split for. */
-export type SplitCause = "controller" | "ksm" | "balloon" | "zswap" | "swap";
-
-const CR0_PE = 1n;
-const CR4_PAE = 1n << 5n;
-const EFER_LME = 1n << 8n;
 const PAGE = 0x1000n;
+const KIND_MASK = 0x7f;
+const KIND_WRITE = 1;
+const KIND_SS_WRITE = 4;
 
-/** A region of a VM's address space and what its pages hold. */
-export interface GuestRegion {
-  start: bigint;
-  pages: number;
-  /** File pages (the OS image) sit in the guest's page cache: clean, droppable, re-read from disk. */
-  file: boolean;
-}
-
-/** What the host needs from a multi-VM workload. */
-export interface MultiVmWorkload {
+/** What the host needs to know of its VMs: their memory and what their pages hold. */
+export interface MultiVmLayout {
   readonly name: string;
   /** Per VM: guest RAM in 4 KiB pages, the OS image it booted from, and its regions. */
   readonly vms: { memoryPages: number; image: number; regions: GuestRegion[] }[];
   /** Simulated seconds the run lasts (the host idles after the accesses until then). */
   readonly seconds: number;
-  /**
-   * Fills the record buffer (record cpu = VM index) and lists the indices of its writes; 0 at the end.
-   * `host` lets the workload react to the host (phases, a VM that was OOM-killed).
-   */
-  fill(view: DataView, capacity: number, writes: number[], host: OvercommitHost): number;
   /** The content a store by VM `vm` to guest-virtual page `page` leaves. */
   contentOfWrite(vm: number, page: bigint, sequence: number): PageContent;
   /** The content of a file page (what a page-cache refault re-reads), or undefined for anonymous memory. */
   fileContent(vm: number, page: bigint): PageContent | undefined;
 }
 
-export interface GuestStats {
-  /** The balloon stats tags 0-9 (docs/overcommit.md §virtio-balloon), kept by the guest. */
-  swapIn: number;
-  swapOut: number;
-  majorFaults: number;
-  minorFaults: number;
-  pageCacheDropped: number;
-  oomKills: number;
-  oomDeflations: number;
-}
-
-/** One VM on the host, with its guest kernel's view of its memory. */
-export class GuestVm {
-  readonly gvaToGpa = new Map<bigint, bigint>();
-  readonly gpaToGva = new Map<bigint, bigint>();
-  /** Anonymous pages the guest swapped out (guest-virtual page -> content). */
-  readonly guestSwap = new Map<bigint, PageContent>();
-  /** Page-cache pages the guest dropped (re-read from disk on the next touch). */
-  readonly droppedFile = new Set<bigint>();
-  /** Guest-physical pages the guest freed and has not reused (candidates for free page reporting). */
-  readonly freedGpas = new Set<bigint>();
-  /** 2 MiB blocks already reported free (PageReported), until the guest uses one of their pages. */
-  readonly reportedBlocks = new Set<bigint>();
-  alive = true;
-  readonly stats: GuestStats = {
-    swapIn: 0,
-    swapOut: 0,
-    majorFaults: 0,
-    minorFaults: 0,
-    pageCacheDropped: 0,
-    oomKills: 0,
-    oomDeflations: 0,
-  };
-
-  constructor(
-    readonly index: number,
-    readonly cpu: number,
-    readonly vm: Vm,
-    readonly tdp: TdpMmu,
-    readonly os: GuestOS,
-    readonly process: Process,
-    readonly memoryPages: number,
-    readonly regions: GuestRegion[],
-  ) {}
-
-  /** Guest frames in use: the application's pages, page tables and pages held by the balloon. */
-  get usedPages(): number {
-    return this.os.frames.allocated["4K"] + (this.os.tableFrames?.allocated["4K"] ?? 0);
-  }
-
-  get freePages(): number {
-    return Math.max(0, this.memoryPages - this.usedPages);
-  }
-
-  regionOf(gva: bigint): GuestRegion | undefined {
-    for (const region of this.regions)
-      if (gva >= region.start && gva < region.start + BigInt(region.pages) * PAGE) return region;
-    return undefined;
-  }
-}
-
-/**
- * The guest's page-table frames, from the gigabyte above its application memory (a separate pageblock
- * group, as Linux keeps unmovable allocations apart), so freed application memory forms whole blocks.
- */
-class TableFrames extends FrameAllocator {
-  constructor(
-    private readonly offset: bigint,
-    seed: number,
-  ) {
-    super(2 ** 30, "sequential", seed);
-  }
-  alloc(size: PageSize): bigint {
-    return super.alloc(size) + this.offset;
-  }
-  release(base: bigint, size: PageSize): void {
-    super.release(base - this.offset, size);
-  }
-}
-
-/** Guest CPU index -> the machine CPU its vCPU is pinned to. */
-class PinnedCpu implements PagingCpu {
-  constructor(
-    private readonly inner: PagingCpu,
-    private readonly cpu: number,
-  ) {}
-  writeEntry(pa: bigint, value: bigint, level: number): void {
-    this.inner.writeEntry(pa, value, level);
-  }
-  readEntry(pa: bigint): bigint {
-    return this.inner.readEntry(pa);
-  }
-  loadCr3(_cpu: number, value: bigint): void {
-    this.inner.loadCr3(this.cpu, value);
-  }
-  invlpg(_cpu: number, la: bigint): void {
-    this.inner.invlpg(this.cpu, la);
-  }
-  invpcid(_cpu: number, type: number, pcid: number, la: bigint): void {
-    this.inner.invpcid(this.cpu, type, pcid, la);
-  }
-  charge(cycles: number): void {
-    this.inner.charge(cycles);
-  }
-  releaseTable(pa: bigint): void {
-    this.inner.releaseTable(pa);
-  }
+/** A generated multi-VM workload: the layout and the accesses. */
+export interface MultiVmWorkload extends MultiVmLayout {
+  /**
+   * Fills the record buffer (record cpu = VM index); 0 at the end. `host` tells which VMs still run
+   * (an OOM-killed application issues no more accesses).
+   */
+  fill(
+    view: DataView,
+    capacity: number,
+    host: { readonly vms: readonly { readonly alive: boolean }[] },
+  ): number;
 }
 
 export interface TimelineSample {
@@ -189,10 +86,8 @@ export interface TimelineSample {
   invalidations: number;
 }
 
-export class OvercommitHost {
-  readonly machine: Machine;
+export class OvercommitHost extends Host implements OvercommitServices, GuestMemoryModel, RecordsHook {
   readonly frames: HostFrames;
-  readonly hostMemory: HostMemory;
   readonly vms: GuestVm[] = [];
   readonly oc: OvercommitConfig;
   readonly ksm?: Ksm;
@@ -226,22 +121,56 @@ export class OvercommitHost {
     zswap: 0,
     swap: 0,
   };
-  /** Simulated time the host idled after the accesses (no vCPU ran). */
-  idleCycles = 0;
   readonly timeline: TimelineSample[] = [];
-  private nextSample = 0;
+  private readonly sampler: TimelineSampler;
   invariantChecks = 0;
   private writeSequence = 0;
-  private readonly tick: number;
 
   constructor(
-    readonly config: ResolvedConfig,
-    readonly workload: MultiVmWorkload,
+    config: ResolvedConfig,
+    readonly workload: MultiVmLayout,
     options: { build?: BuildName; checkInvariants?: boolean } = {},
   ) {
+    const oc = OvercommitHost.admit(config, workload);
+    const hostPages = Math.floor(config.host.memory / 4096);
+    super(config, {
+      build: options.build,
+      cpus: workload.vms.length,
+      virtual: true,
+      frames: (machine) => new HostFrames(hostPages, machine, config.seed),
+    });
+    this.oc = { ...oc, checkInvariants: options.checkInvariants ?? oc.checkInvariants };
+    this.frames = this.memory?.frames as HostFrames;
+    this.frames.reclaimer = this;
+    for (let index = 0; index < workload.vms.length; index++) this.addVm(index);
+    // The mechanisms, each handed these services and the peers it works with.
+    const on = this.oc;
+    const ksm = on.ksm.enabled ? new Ksm(this) : undefined;
+    const swap = on.swap.enabled ? new HostSwap(this, ksm) : undefined;
+    const zswap = on.zswap.enabled ? new Zswap(this, swap, ksm) : undefined;
+    const balloon = on.balloon.enabled ? new Balloon(this, { ksm, zswap, swap }) : undefined;
+    const controller = on.controller.enabled
+      ? new Controller(this, { ksm, balloon, zswap, swap })
+      : undefined;
+    this.ksm = ksm;
+    this.swap = swap;
+    this.zswap = zswap;
+    this.balloon = balloon;
+    this.controller = controller;
+    // Nested faults: a write to a KSM page breaks the share; a compressed or swapped page comes back;
+    // anything else is the TDP MMU's ordinary fault.
+    for (const hook of [ksm, zswap, swap]) if (hook) this.addNestedFaultHook(hook);
+    this.addRecordsHook(this);
+    // Host timers, in the order they fire when due together; the finest sets the core's budget.
+    this.sampler = new TimelineSampler(this);
+    for (const timer of [this.sampler, controller, balloon, ksm]) if (timer) this.addTimer(timer);
+    this.arm();
+  }
+
+  /** The overcommit section to run with, after admission control. */
+  private static admit(config: ResolvedConfig, workload: MultiVmLayout): OvercommitConfig {
     const oc = config.overcommit;
     if (!oc) throw new MemvirtError('an overcommit run needs the config\'s "overcommit" section');
-    this.oc = { ...oc, checkInvariants: options.checkInvariants ?? oc.checkInvariants };
     const count = workload.vms.length;
     if (count > L.MAX_CPUS)
       throw new MemvirtError(
@@ -249,94 +178,76 @@ export class OvercommitHost {
       );
     const hostPages = Math.floor(config.host.memory / 4096);
     const vmPages = workload.vms.reduce((sum, vm) => sum + vm.memoryPages, 0);
-    if (this.oc.admissionRatio > 0 && vmPages > this.oc.admissionRatio * hostPages) {
+    if (oc.admissionRatio > 0 && vmPages > oc.admissionRatio * hostPages) {
       throw new MemvirtError(
-        `config key "overcommit.admissionRatio": the VMs need ${vmPages} pages, more than ${this.oc.admissionRatio} x the host's ${hostPages} (admission control refuses them)`,
+        `config key "overcommit.admissionRatio": the VMs need ${vmPages} pages, more than ${oc.admissionRatio} x the host's ${hostPages} (admission control refuses them)`,
       );
     }
-    this.machine = new Machine(
-      { ...config.machine, cpus: count },
-      {
-        build: options.build,
-        backedFramesLog2: config.memory.backedFramesLog2,
-        memoryLimitMiB: config.memory.limitMiB,
-      },
-    );
-    this.frames = new HostFrames(hostPages, this.machine, config.seed);
-    this.frames.reclaim = (pages) => this.directReclaim(pages);
-    this.hostMemory = new HostMemory(config.host.memory, config.seed, this.frames);
-    for (let index = 0; index < count; index++) this.addVm(index);
-    if (this.oc.ksm.enabled) this.ksm = new Ksm(this);
-    if (this.oc.balloon.enabled) this.balloon = new Balloon(this);
-    if (this.oc.swap.enabled) this.swap = new HostSwap(this);
-    if (this.oc.zswap.enabled) this.zswap = new Zswap(this);
-    if (this.oc.controller.enabled) this.controller = new Controller(this);
-    // Host work runs from budget exits; the finest timer decides how often the core stops.
-    const periods = [this.ms(this.oc.timelineIntervalMs)];
-    if (this.ksm) periods.push(this.ms(this.oc.ksm.sleepMillisecs));
-    if (this.controller) periods.push(this.ms(this.oc.controller.intervalMs));
-    if (this.balloon && this.oc.balloon.statsIntervalMs > 0)
-      periods.push(this.ms(this.oc.balloon.statsIntervalMs));
-    this.tick = Math.max(1000, Math.min(...periods));
-    this.machine.setBudget(this.tick);
+    return oc;
   }
 
   private addVm(index: number): void {
     const spec = this.workload.vms[index];
     const config = this.config;
-    const vm = new Vm(index + 1, this.hostMemory, "4K", config.hypervisor.vpid ? index + 1 : 0);
-    // host.pageSize "2M": THP-like backing, a 2M host page for each region's first touch while one is free.
-    if (config.host.pageSize === "2M") vm.largeBacking = this.frames;
     // Guest RAM is the memslot; the guest kernel's allocator counts against memoryPages.
     const guestBytes = Math.max(2 ** 30, Math.ceil((spec.memoryPages * 4096) / 2 ** 30) * 2 ** 30);
-    // RAM, then one more gigabyte from which the guest kernel takes its page tables.
-    vm.addMemslot(0n, BigInt(guestBytes) + BigInt(2 ** 30));
-    const tdp = new TdpMmu(this.machine, vm, this.hostMemory, {
-      format: config.mode === "npt" ? "npt" : "ept",
-      levels: config.host.levels,
-      accessedDirty: config.mode === "npt" || config.hypervisor.eptAccessedDirty,
-      costs: config.hypervisor.costs,
-      dirtyLog: "off",
-      dirtyLogIntervalCycles: config.hypervisor.dirtyLogIntervalCycles,
+    const guest = this.addGuest({
+      technique: TECHNIQUES[config.mode],
+      // The host's memory management owns the nested tables; no VMM logs dirty pages here.
+      settings: {
+        hypervisor: { ...config.hypervisor, dirtyLog: "off" },
+        hostLevels: config.host.levels,
+        guestMemory: guestBytes,
+      },
       cpus: 1,
-      cpuIds: [index],
+      guest: { ...config.guest, memory: guestBytes, processes: 1, quantum: 0 },
+      seed: config.seed + index,
+      // RAM, then one more gigabyte from which the guest kernel takes its page tables.
+      memslotBytes: BigInt(guestBytes) + BigInt(2 ** 30),
+      backing: "4K",
+      // host.pageSize "2M": THP-like backing, a 2M host page for each region's first touch while one is free.
+      largeBacking: config.host.pageSize === "2M" ? this.frames : undefined,
+      tableFrames: new TableFrames(BigInt(guestBytes), config.seed + index),
     });
-    const os = new GuestOS(
-      new PinnedCpu(tdp.cpu, index),
-      { ...config.guest, memory: guestBytes, processes: 1, quantum: 0 },
-      1,
-      config.seed + index,
-      new TableFrames(BigInt(guestBytes), config.seed + index),
-    );
-    tdp.boot(this.machine);
-    let cr4 = CR4_PAE;
-    if (config.guest.globalPages) cr4 |= CR4_PGE;
-    if (config.guest.pcid) cr4 |= CR4_PCIDE;
-    this.machine.setRegs(index, {
-      cr0: CR0_PG | CR0_WP | CR0_PE,
-      cr4,
-      efer: EFER_LME | EFER_LMA | EFER_NXE,
-      cpl: 3,
-    });
+    const { os, vm } = guest;
+    // The config's rules let only modes with nested tables overcommit (hypervisor/techniques.ts).
+    if (!vm || !TECHNIQUES[config.mode].nestedTables)
+      throw new MemvirtError(`mode "${config.mode}" has no nested tables for the host to manage`, 1);
     const process = os.createProcess();
     for (const region of spec.regions) {
       os.addVma(
         process,
         region.start,
         region.start + BigInt(region.pages) * PAGE,
-        { writable: !region.file, user: true, executable: false },
+        { writable: !region.file, user: true, executable: region.executable ?? false },
         "4K",
       );
     }
     os.switchTo(0, process);
-    this.vms.push(new GuestVm(index, index, vm, tdp, os, process, spec.memoryPages, spec.regions));
+    const tables = guest.technique as unknown as NestedTables;
+    const model = new GuestVm(
+      index,
+      guest.firstCpu,
+      vm,
+      tables,
+      os,
+      process,
+      spec.memoryPages,
+      spec.regions,
+      this,
+    );
+    guest.kernel = model;
+    this.vms.push(model);
   }
 
   // --- time ---------------------------------------------------------------------------------------
 
-  /** Simulated time in cycles: everything the machine charged, plus idle time. */
-  now(): number {
-    return this.machine.counter(1) + this.idleCycles;
+  get costs() {
+    return this.config.hypervisor.costs;
+  }
+
+  fileContent(vm: number, page: bigint): PageContent | undefined {
+    return this.workload.fileContent(vm, page);
   }
 
   /** Simulated milliseconds in cycles. */
@@ -482,51 +393,25 @@ export class OvercommitHost {
 
   /** Runs the workload to its end, then idles the host until the workload's duration. */
   run(): void {
-    const writes: number[] = [];
-    const capacity = L.RECORD_CAPACITY;
+    const workload = this.workload as Partial<MultiVmWorkload>;
+    if (!workload.fill) throw new MemvirtError("this host's VMs have no generated workload to run", 1);
     while (true) {
-      writes.length = 0;
-      const count = this.workload.fill(this.machine.recordView(), capacity, writes, this);
+      const count = workload.fill(this.machine.recordView(), L.RECORD_CAPACITY, this);
       if (count === 0) break;
-      this.replay(count, writes);
+      this.replay(count);
     }
+    this.finish();
+  }
+
+  /** The end of a run: the host idles until the run's duration, then the books are closed. */
+  finish(): void {
     this.idleUntil(this.ms(this.workload.seconds * 1000));
     this.controller?.finish();
     this.sampleTimeline(true);
   }
 
-  /** Lets simulated time pass with no vCPU running, firing the host's timers on the way. */
-  idleUntil(target: number): void {
-    while (this.now() < target) {
-      const next = Math.min(target, this.nextTimer());
-      if (next > this.now()) this.idleCycles += next - this.now();
-      this.runTimers();
-    }
-  }
-
-  private nextTimer(): number {
-    const times = [this.nextSample];
-    if (this.ksm) times.push(this.ksm.nextAt);
-    if (this.controller) times.push(this.controller.nextAt);
-    if (this.balloon) times.push(this.balloon.nextAt);
-    return Math.min(...times);
-  }
-
-  /** Fires every timer that is due, in a fixed order so runs are deterministic. */
-  runTimers(): void {
-    for (let guard = 0; guard < 1_000_000; guard++) {
-      const now = this.now();
-      if (this.nextSample <= now) this.sampleTimeline(false);
-      else if (this.controller && this.controller.nextAt <= now) this.controller.step();
-      else if (this.balloon && this.balloon.nextAt <= now) this.balloon.periodic();
-      else if (this.ksm && this.ksm.nextAt <= now) this.ksm.wake();
-      else return;
-    }
-    throw new MemvirtError("host timers did not settle", 1);
-  }
-
-  private sampleTimeline(final: boolean): void {
-    if (!final) this.nextSample += this.ms(this.oc.timelineIntervalMs);
+  sampleTimeline(final: boolean): void {
+    if (!final) this.sampler.nextAt += this.ms(this.oc.timelineIntervalMs);
     this.timeline.push({
       seconds: +this.seconds().toFixed(6),
       hostFree: this.frames.freeFrames,
@@ -546,103 +431,37 @@ export class OvercommitHost {
   runAccesses(accesses: [number, bigint, boolean][]): void {
     for (let start = 0; start < accesses.length; start += L.RECORD_CAPACITY) {
       const view = this.machine.recordView();
-      const writes: number[] = [];
       const batch = accesses.slice(start, start + L.RECORD_CAPACITY);
       batch.forEach(([vm, la, write], i) => {
         view.setBigUint64(i * L.RECORD_SIZE, la, true);
         view.setUint8(i * L.RECORD_SIZE + L.REC_KIND, write ? 1 : 0);
         view.setUint8(i * L.RECORD_SIZE + L.REC_SIZE, 8);
-        view.setUint16(i * L.RECORD_SIZE + L.REC_CPU, vm, true);
-        if (write) writes.push(i);
+        view.setUint16(i * L.RECORD_SIZE + L.REC_CPU, this.vms[vm].cpu, true);
       });
-      this.replay(batch.length, writes);
-    }
-  }
-
-  /** Replays records [0, count), applying each completed write's content before host work can run. */
-  private replay(count: number, writes: number[]): void {
-    let index = 0;
-    let nextWrite = 0;
-    const applyWrites = (until: number) => {
-      // Host work may have grown linear memory (detaching old views): take a fresh one.
-      const view = this.machine.recordView();
-      while (nextWrite < writes.length && writes[nextWrite] < until) {
-        const record = writes[nextWrite++];
-        if (record < index) continue;
-        this.applyWrite(view, record);
-      }
-    };
-    while (index < count) {
-      this.machine.replay(index, count);
-      const exit = this.machine.exit();
-      // Records before the exit completed (a budget exit's index is the record after the slice).
-      applyWrites(exit.reason === "none" ? count : exit.index);
-      if (exit.reason === "none") return;
-      index = this.handleExit(exit);
-    }
-  }
-
-  /** A completed store: the page it reached now holds what the workload wrote. */
-  private applyWrite(view: DataView, record: number): void {
-    const offset = record * L.RECORD_SIZE;
-    const gva = view.getBigUint64(offset + L.REC_ADDR, true) & ~0xfffn;
-    const vm = this.vms[view.getUint16(offset + L.REC_CPU, true)];
-    const gpa = vm.gvaToGpa.get(gva);
-    if (gpa === undefined) return; // the store was dropped (SIGSEGV after an OOM kill)
-    const hpa = this.frameOf(vm, gpa);
-    if (hpa === undefined)
-      throw new MemvirtError(`a completed store to 0x${gpa.toString(16)} has no host page`, 1);
-    this.frames.setContent(hpa, this.workload.contentOfWrite(vm.index, gva, ++this.writeSequence));
-  }
-
-  private handleExit(exit: ExitRecord): number {
-    switch (exit.reason) {
-      case "pageFault": {
-        const vm = this.vms[exit.cpu];
-        if (this.guestPageFault(vm, exit.linear, exit.qualification) === "retry") return exit.index;
-        this.machine.completePending();
-        return exit.index + 1;
-      }
-      case "eptViolation":
-      case "eptMisconfig":
-      case "npf": {
-        const vm = this.vms[exit.cpu];
-        if (this.nestedFault(vm, exit) === "retry") return exit.index;
-        this.machine.completePending();
-        return exit.index + 1;
-      }
-      case "budget":
-        this.runTimers();
-        return exit.index;
-      case "generalProtection":
-        this.machine.completePending();
-        return exit.index + 1;
-      default:
-        throw new MemvirtError(`record ${exit.index}: unexpected exit ${exit.reason}`, 1);
+      this.replay(batch.length);
     }
   }
 
   /**
-   * An EPT violation: a write to a KSM page breaks the share; a compressed or swapped page comes back;
-   * anything else is the TDP MMU's ordinary fault.
+   * Completed stores: the pages they reached now hold what the VM wrote, before any host work (a KSM
+   * scan) can look at them.
    */
-  private nestedFault(vm: GuestVm, exit: ExitRecord): ExitAction {
-    const gpa = exit.guestPhysical;
-    const key = this.key(vm, gpa);
-    // EPT qualification bit 1 and #NPF EXITINFO1 bit 1 both mean a write.
-    const write = (exit.qualification & 2n) !== 0n;
-    if (this.ksm?.isSharer(key) && write) {
-      this.ksm.breakCow(vm, gpa, true);
-      this.check("ksm cow break");
-      return "retry";
+  recordsCompleted(start: number, end: number): void {
+    // Host work may have grown linear memory (detaching old views): take a fresh one.
+    const view = this.machine.recordView();
+    for (let record = start; record < end; record++) {
+      const offset = record * L.RECORD_SIZE;
+      const kind = view.getUint8(offset + L.REC_KIND) & KIND_MASK;
+      if (kind !== KIND_WRITE && kind !== KIND_SS_WRITE) continue;
+      const gva = view.getBigUint64(offset + L.REC_ADDR, true) & ~0xfffn;
+      const vm = this.vms[view.getUint16(offset + L.REC_CPU, true)];
+      const gpa = vm.gvaToGpa.get(gva);
+      if (gpa === undefined) continue; // the store was dropped (SIGSEGV after an OOM kill)
+      const hpa = this.frameOf(vm, gpa);
+      if (hpa === undefined)
+        throw new MemvirtError(`a completed store to 0x${gpa.toString(16)} has no host page`, 1);
+      this.frames.setContent(hpa, this.workload.contentOfWrite(vm.index, gva, ++this.writeSequence));
     }
-    const where = this.restore(vm, gpa, true);
-    if (where) {
-      this.check(`${where} fault`);
-      return "retry";
-    }
-    this.swap?.touched(key);
-    return vm.tdp.onNestedFault(exit);
   }
 
   /**
@@ -650,7 +469,7 @@ export class OvercommitHost {
    * with no free guest memory it reclaims (page cache, then swap), then asks the balloon to deflate on
    * OOM, then OOM-kills.
    */
-  guestPageFault(vm: GuestVm, la: bigint, errorCode: bigint): "retry" | "segv" {
+  guestPageFault(vm: GuestVm, la: bigint, errorCode: bigint): FaultOutcome {
     if (!vm.alive) return "segv";
     const page = la & ~0xfffn;
     if (vm.freePages < 2) this.guestReclaim(vm, 2 - vm.freePages, true);
@@ -665,7 +484,7 @@ export class OvercommitHost {
     vm.freedGpas.delete(gpa);
     vm.reportedBlocks.delete(gpa >> 21n);
     const swapped = vm.guestSwap.get(page);
-    const file = this.workload.fileContent(vm.index, page);
+    const file = this.fileContent(vm.index, page);
     if (swapped) {
       vm.guestSwap.delete(page);
       vm.stats.swapIn++;
@@ -692,7 +511,7 @@ export class OvercommitHost {
   guestAvailable(vm: GuestVm): number {
     if (!vm.alive) return 0;
     let cache = 0;
-    for (const gva of vm.gvaToGpa.keys()) if (this.workload.fileContent(vm.index, gva)) cache++;
+    for (const gva of vm.gvaToGpa.keys()) if (this.fileContent(vm.index, gva)) cache++;
     const swapRoom = Math.max(0, this.oc.balloon.guestSwapPages - vm.guestSwap.size);
     return Math.max(0, vm.freePages + cache + swapRoom - Math.ceil(vm.memoryPages / 64));
   }
@@ -717,7 +536,7 @@ export class OvercommitHost {
     let freed = 0;
     for (const [gva] of vm.gvaToGpa) {
       if (freed >= pages) break;
-      if (!this.workload.fileContent(vm.index, gva)) continue;
+      if (!this.fileContent(vm.index, gva)) continue;
       this.unmapGuestPage(vm, gva);
       vm.droppedFile.add(gva);
       vm.stats.pageCacheDropped++;
@@ -760,7 +579,7 @@ export class OvercommitHost {
    * (SWAP_CLUSTER_MAX), until a frame is free; compressed pages still occupy the pool, so one page
    * compressed is not always one frame gained.
    */
-  private directReclaim(_pages: number): number {
+  directReclaim(_pages: number): number {
     if (this.reclaiming) return 0;
     this.reclaiming = true;
     let freed = 0;
@@ -801,8 +620,26 @@ export class OvercommitHost {
   /** Exits the VMs' TDP MMUs took, by reason, over all VMs (the mechanisms count theirs in exitsBy). */
   exitsByReason(): Record<string, number> {
     const total: Record<string, number> = {};
-    for (const vm of this.vms)
-      for (const [reason, n] of Object.entries(vm.tdp.exits())) total[reason] = (total[reason] ?? 0) + n;
+    for (const guest of this.guests)
+      for (const [reason, n] of Object.entries(guest.technique.exits()))
+        total[reason] = (total[reason] ?? 0) + n;
     return total;
   }
 }
+
+/** The timeline's samples, every overcommit.timelineIntervalMs. */
+class TimelineSampler implements HostTimer {
+  nextAt = 0;
+
+  constructor(private readonly host: OvercommitHost) {}
+
+  get period(): number {
+    return this.host.ms(this.host.oc.timelineIntervalMs);
+  }
+
+  fire(): void {
+    this.host.sampleTimeline(false);
+  }
+}
+
+export const OVERCOMMIT_CLASSES = { OvercommitHost, GuestVm, TableFrames, HostFrames, TimelineSampler };

@@ -6,8 +6,17 @@
 // leaf or a 2M cached translation stands for its 512 4K pages: a 2M entry that still maps the same
 // frames with the same rights after a split is not stale, one whose region has since changed a page is.
 import * as L from "../core/layout.js";
-import { MemvirtError } from "../core/machine.js";
-import type { GuestVm, OvercommitHost } from "./host.js";
+import { type Machine, MemvirtError } from "../core/machine.js";
+import type { GuestVm } from "./guest.js";
+
+/** What the checker reads: the machine's memory, the VMs and their nested tables, and KSM's sharers. */
+export interface InvariantSubject {
+  readonly machine: Machine;
+  readonly vms: readonly GuestVm[];
+  readonly config: { readonly host: { readonly levels: number } };
+  readonly ksm?: { isSharer(key: bigint): boolean };
+  key(vm: GuestVm, gpa: bigint): bigint;
+}
 
 const ADDRESS = 0x000f_ffff_ffff_f000n;
 const LEVEL_NESTED = 3;
@@ -26,7 +35,7 @@ interface EptView {
   tables: Set<bigint>;
 }
 
-function readEpt(host: OvercommitHost, vm: GuestVm): EptView {
+function readEpt(host: InvariantSubject, vm: GuestVm): EptView {
   const machine = host.machine;
   const ept = vm.tdp.name === "ept";
   const view: EptView = { frames: new Map(), leaves: new Map(), tables: new Set(), large: new Map() };
@@ -88,7 +97,7 @@ function* pscEntries(memory: DataView, cpu: number, nested: boolean): Generator<
 }
 
 /** Throws with a description of the first violation. Returns how many cached entries it checked. */
-export function checkInvariants(host: OvercommitHost, step: string): number {
+export function checkInvariants(host: InvariantSubject, step: string): number {
   const memory = new DataView(host.machine.memory.buffer);
   const views = host.vms.map((vm) => readEpt(host, vm));
   // Root tag -> VM (the nested TLB and nested PSCs are tagged by root), context id -> VM.

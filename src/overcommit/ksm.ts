@@ -5,8 +5,11 @@
 // Each merge write-protects the sharer's EPT entry, points it at the KSM page, frees the old frame
 // and shoots down the VM's stale translations; a later write is an EPT violation that copies the
 // page back (a COW break, cow_ksm), charged to the writer.
-import { CYCLES_TDP } from "../hypervisor/technique.js";
-import type { GuestVm, OvercommitHost } from "./host.js";
+import type { ExitRecord } from "../core/machine.js";
+import type { HostTimer, NestedFaultHook } from "../host/hooks.js";
+import { CYCLES_TDP, type ExitAction } from "../hypervisor/technique.js";
+import type { GuestVm } from "./guest.js";
+import type { OvercommitServices } from "./services.js";
 
 interface StableNode {
   /** Content key (fingerprint, and the VM when merging across VMs is off). */
@@ -48,7 +51,7 @@ export interface KsmCounters {
 /** Bytes of one rmap_item, for general_profit (ksm.rst: profit = sharing * 4K - rmap_items * size). */
 const RMAP_ITEM_BYTES = 64;
 
-export class Ksm {
+export class Ksm implements HostTimer, NestedFaultHook {
   nextAt: number;
   readonly counters: KsmCounters = {
     pages_shared: 0,
@@ -86,7 +89,7 @@ export class Ksm {
   /** ksm/run: the vSphere controller runs it only below its clear threshold; MoM switches it. */
   running = true;
 
-  constructor(private readonly host: OvercommitHost) {
+  constructor(private readonly host: OvercommitServices) {
     this.pagesToScan = host.oc.ksm.pagesToScan;
     this.cowByVm = host.vms.map(() => ({ breaks: 0, cycles: 0 }));
     this.nextAt = host.ms(host.oc.ksm.sleepMillisecs);
@@ -107,8 +110,23 @@ export class Ksm {
       : `${vm.index}:${fingerprint.toString(16)}`;
   }
 
+  /** ksmd sleeps sleep_millisecs between wake-ups. */
+  get period(): number {
+    return this.host.ms(this.host.oc.ksm.sleepMillisecs);
+  }
+
+  /** A write to a merged page is an EPT violation (#NPF) that breaks the share first. */
+  nestedFault(guest: number, exit: ExitRecord): ExitAction | undefined {
+    const vm = this.host.vms[guest];
+    // EPT qualification bit 1 and #NPF EXITINFO1 bit 1 both mean a write.
+    if ((exit.qualification & 2n) === 0n || !this.isSharer(this.host.key(vm, exit.guestPhysical))) return;
+    this.breakCow(vm, exit.guestPhysical, true);
+    this.host.check("ksm cow break");
+    return "retry";
+  }
+
   /** ksmd's wake-up: scan pages_to_scan pages, then sleep until the next period. */
-  wake(): void {
+  fire(): void {
     const period = this.host.ms(this.host.oc.ksm.sleepMillisecs);
     const scheduled = this.nextAt;
     this.nextAt += period;
@@ -270,8 +288,8 @@ export class Ksm {
     const fresh = host.frames.alloc("4K");
     host.frames.setContent(fresh, host.frames.contentOf(node.hpa));
     host.charge("ksm", host.oc.ksm.copyCycles, CYCLES_TDP);
-    host.charge("ksm", host.config.hypervisor.costs.tdpFault, CYCLES_TDP);
-    cycles += host.oc.ksm.copyCycles + host.config.hypervisor.costs.tdpFault;
+    host.charge("ksm", host.costs.tdpFault, CYCLES_TDP);
+    cycles += host.oc.ksm.copyCycles + host.costs.tdpFault;
     vm.tdp.mapPage(gpa, fresh, true);
     vm.vm.setBacking(gpa & ~0xfffn, fresh);
     cycles += host.flush(vm, "ksm");

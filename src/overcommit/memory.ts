@@ -20,7 +20,7 @@ export class HostFrames extends FrameAllocator implements LargeBacking {
   /** Page contents by host frame; a frame with no entry holds zeros. */
   private readonly contents = new Map<bigint, PageContent>();
   /** Set by the host: frees memory when an allocation finds none (direct reclaim). */
-  reclaim: (pages: number) => number = () => 0;
+  reclaimer?: { directReclaim(pages: number): number };
   /** Allocations that waited for reclaim, and those that found no memory at all. */
   directReclaims = 0;
 
@@ -72,7 +72,7 @@ export class HostFrames extends FrameAllocator implements LargeBacking {
       throw new MemvirtError(`the overcommit host backs memory with 4K frames or 2M pages, not ${size}`);
     if (this.freeFrames === 0) {
       this.directReclaims++;
-      this.reclaim(1);
+      this.reclaimer?.directReclaim(1);
       if (this.freeFrames === 0) {
         throw new MemvirtError(
           `host memory exhausted: all ${this.capacity} frames in use and nothing left to reclaim (raise host.memory, or enable overcommit.zswap/swap)`,

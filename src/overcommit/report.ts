@@ -1,4 +1,4 @@
-// What an overcommit run reports: the machine's statistics plus `memory`, `balloon`, `ksm`, `zswap`,
+// What a run of several VMs reports (a multi-VM workload, or one trace per VM): the machine's statistics plus `memory`, `balloon`, `ksm`, `zswap`,
 // `swap`, `controller`, and the exits and invalidations each mechanism caused; the same numbers as a
 // table; and the timeline as CSV.
 import { STATS_TAGS } from "./balloon.js";
@@ -143,8 +143,13 @@ export function buildOvercommitReport(
 const count = (n: number) => n.toLocaleString("en-US");
 
 export function formatOvercommitReport(r: OvercommitReport): string {
+  const traces =
+    r.source.kind === "trace" ? (r.source.traces as { file: string; format: string }[]) : undefined;
+  const what = traces
+    ? ["traces", traces.map((trace) => `${trace.file} (${trace.format})`).join(", ")]
+    : ["workload", String(r.source.name)];
   const rows: [string, string][] = [
-    ["workload", `${r.source.name} (${r.guests.length} VMs), ${r.simulatedSeconds.toFixed(3)} s simulated`],
+    [what[0], `${what[1]} (${r.guests.length} VMs), ${r.simulatedSeconds.toFixed(3)} s simulated`],
     ["accesses", `${count(r.accesses)}, ${count(r.cycles)} cycles (${r.cyclesPerAccess} per access)`],
     [
       "host memory",

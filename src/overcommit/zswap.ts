@@ -5,9 +5,16 @@
 // translations and frees (scrubs) the frame; touching it again is an EPT violation that decompresses
 // it or reads it from the swap device, with readahead of its cluster.
 
+import type { ExitRecord } from "../core/machine.js";
+import type { NestedFaultHook } from "../host/hooks.js";
+import type { ExitAction } from "../hypervisor/technique.js";
 import { isSameFilled, PAGE_BYTES, type PageContent } from "./content.js";
-import type { GuestVm, OvercommitHost } from "./host.js";
-import { CYCLES_DEVICE_WAIT } from "./host.js";
+import type { GuestVm } from "./guest.js";
+import type { Ksm } from "./ksm.js";
+import { CYCLES_DEVICE_WAIT, type OvercommitServices } from "./services.js";
+
+/** KSM pages are not reclaimed here (they have their own rmap walk in Linux, not modelled). */
+type Shared = Pick<Ksm, "isSharer"> | undefined;
 
 export interface ZswapCounters {
   stored_pages: number;
@@ -37,11 +44,11 @@ export interface SwapCounters {
  * The clock hand over every VM's application pages: a page whose EPT accessed flag is set gets a second
  * chance (the flag is cleared); one whose flag is still clear is cold.
  */
-class ColdPages {
+export class ColdPages {
   private list: bigint[] = [];
   private hand = 0;
 
-  constructor(private readonly host: OvercommitHost) {}
+  constructor(private readonly host: OvercommitServices) {}
 
   /** Up to `count` cold pages, in clock order; at most two sweeps. */
   take(count: number, skip: (key: bigint) => boolean): bigint[] {
@@ -77,7 +84,7 @@ class ColdPages {
   }
 }
 
-export class HostSwap {
+export class HostSwap implements NestedFaultHook {
   readonly counters: SwapCounters = {
     swap_pages: 0,
     pswpout: 0,
@@ -93,8 +100,24 @@ export class HostSwap {
   private readonly readahead = new Set<bigint>();
   readonly cold: ColdPages;
 
-  constructor(private readonly host: OvercommitHost) {
+  constructor(
+    private readonly host: OvercommitServices,
+    private readonly ksm: Shared,
+  ) {
     this.cold = new ColdPages(host);
+  }
+
+  /** A fault on a swapped page reads it back; a fault on a readahead page is a plain fill. */
+  nestedFault(guest: number, exit: ExitRecord): ExitAction | undefined {
+    const vm = this.host.vms[guest];
+    const key = this.host.key(vm, exit.guestPhysical);
+    if (!this.holds(key)) {
+      this.touched(key);
+      return undefined;
+    }
+    this.swapIn(vm, exit.guestPhysical, true);
+    this.host.check("swap fault");
+    return "retry";
   }
 
   holds(key: bigint): boolean {
@@ -132,7 +155,7 @@ export class HostSwap {
   reclaim(pages: number, direct: boolean): number {
     const host = this.host;
     let freed = 0;
-    for (const key of this.cold.take(pages, (k) => host.ksm?.isSharer(k) ?? false)) {
+    for (const key of this.cold.take(pages, (k) => this.ksm?.isSharer(k) ?? false)) {
       if (!this.hasRoom) break;
       const vm = host.vmOfKey(key);
       const gpa = host.gpaOfKey(key);
@@ -199,7 +222,7 @@ export class HostSwap {
 
 /** Unmaps a guest page from its VM, shoots down stale translations and frees the frame. */
 export function evict(
-  host: OvercommitHost,
+  host: OvercommitServices,
   vm: GuestVm,
   gpa: bigint,
   mechanism: "zswap" | "swap",
@@ -221,7 +244,7 @@ interface PoolEntry {
   bytes: number;
 }
 
-export class Zswap {
+export class Zswap implements NestedFaultHook {
   readonly counters: ZswapCounters = {
     stored_pages: 0,
     same_filled_pages: 0,
@@ -239,7 +262,21 @@ export class Zswap {
   /** After hitting the limit, zswap refuses stores until the pool is below the accept threshold. */
   private refusing = false;
 
-  constructor(private readonly host: OvercommitHost) {}
+  constructor(
+    private readonly host: OvercommitServices,
+    /** Where rejected and written-back pages go. */
+    private readonly swap: HostSwap | undefined,
+    private readonly ksm: Shared,
+  ) {}
+
+  /** A fault on a compressed page decompresses it. */
+  nestedFault(guest: number, exit: ExitRecord): ExitAction | undefined {
+    const vm = this.host.vms[guest];
+    if (!this.holds(this.host.key(vm, exit.guestPhysical))) return undefined;
+    this.load(vm, exit.guestPhysical, true);
+    this.host.check("zswap fault");
+    return "retry";
+  }
 
   holds(key: bigint): boolean {
     return this.pool.has(key);
@@ -256,10 +293,10 @@ export class Zswap {
   /** Reclaims `pages` cold pages into the pool (and to swap when the pool refuses them). */
   reclaim(pages: number, direct: boolean): number {
     const host = this.host;
-    const swap = host.swap;
+    const swap = this.swap;
     let freed = 0;
     const cold = swap?.cold ?? this.cold;
-    for (const key of cold.take(pages, (k) => host.ksm?.isSharer(k) ?? false)) {
+    for (const key of cold.take(pages, (k) => this.ksm?.isSharer(k) ?? false)) {
       const vm = host.vmOfKey(key);
       const gpa = host.gpaOfKey(key);
       const content = host.frames.contentOf(host.frameOf(vm, gpa) as bigint);
@@ -308,7 +345,7 @@ export class Zswap {
     if (!this.refusing && this.counters.pool_total_size + bytes <= limit) return true;
     if (!this.refusing) this.counters.pool_limit_hit++;
     this.refusing = true;
-    const swap = this.host.swap;
+    const swap = this.swap;
     // Write back the oldest pages until the pool is below the accept threshold again.
     while (swap?.hasRoom && this.counters.pool_total_size > accept - bytes && this.pool.size > 0) {
       const [oldest, entry] = this.pool.entries().next().value as [bigint, PoolEntry];

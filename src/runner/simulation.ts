@@ -1,30 +1,16 @@
-// A simulation: one machine, the guest OS booted on it, and the loop that feeds records to the core
-// and services its exits the way a kernel services traps. Sources of records (synthetic workloads,
-// trace files) only fill the record buffer; everything else happens here.
+// A simulation: the host with one guest, the configured mode's technique under it (bare metal for
+// "native"), its processes and their scheduler. Sources of records (synthetic workloads, trace files)
+// only fill the record region; the host's loop does the rest.
 
 import type { ResolvedConfig } from "../config/config.js";
-import * as L from "../core/layout.js";
-import { type ExitRecord, Machine, MemvirtError } from "../core/machine.js";
-import {
-  CR0_PG,
-  CR0_WP,
-  CR4_LA57,
-  CR4_PCIDE,
-  CR4_PGE,
-  EFER_LMA,
-  EFER_NXE,
-  type Stats,
-} from "../core/types.js";
+import type { Stats } from "../core/types.js";
 import { type BuildName, type CoreExports, instantiateCoreAsync, type WasmSource } from "../core/wasm.js";
-import { GuestOS, type Process } from "../guest/os.js";
-import { NativeCpu } from "../guest/paging-cpu.js";
-import { createVirtualMachine } from "../hypervisor/index.js";
+import type { GuestOS, Process } from "../guest/os.js";
+import { type Guest, Host } from "../host/host.js";
 import type { VirtualizationTechnique } from "../hypervisor/technique.js";
+import { TECHNIQUES } from "../hypervisor/techniques.js";
 
-const CR0_PE = 1n;
-const CR4_PAE = 1n << 5n;
-const EFER_LME = 1n << 8n;
-const PFEC_BITS = ["P", "W", "U", "RSVD", "ID", "PK", "SS"] as const;
+export { BadRecordError, type ExitCounts } from "../host/host.js";
 
 export interface SimulationOptions {
   build?: BuildName;
@@ -34,33 +20,11 @@ export interface SimulationOptions {
   core?: CoreExports;
 }
 
-export interface ExitCounts {
-  pageFault: number;
-  generalProtection: number;
-  /** #PF exits by error-code bit. */
-  pageFaultsByBit: Record<(typeof PFEC_BITS)[number], number>;
-}
-
-/** A record the core refused (a cpu beyond the configured ones, an unknown kind); `index` is its
- *  place in the batch, so a trace reader can name the file position. */
-export class BadRecordError extends MemvirtError {
-  constructor(
-    readonly index: number,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-export class Simulation {
-  readonly machine: Machine;
-  readonly os: GuestOS;
+export class Simulation extends Host {
   readonly processes: Process[] = [];
-  readonly exits: ExitCounts = {
-    pageFault: 0,
-    generalProtection: 0,
-    pageFaultsByBit: { P: 0, W: 0, U: 0, RSVD: 0, ID: 0, PK: 0, SS: 0 },
-  };
+  /** Records left in the current process's time slice (guest.quantum). */
+  private sliceLeft = -1;
+  private current = 0;
 
   /** A simulation on every host, a browser's main thread included (see `Machine.create`). */
   static async create(config: ResolvedConfig, options: SimulationOptions = {}): Promise<Simulation> {
@@ -68,50 +32,38 @@ export class Simulation {
     return new Simulation(config, { ...options, core });
   }
 
-  constructor(
-    readonly config: ResolvedConfig,
-    options: SimulationOptions = {},
-  ) {
-    const machineConfig = { ...config.machine };
-    if (config.mode === "native") {
-      machineConfig.nestedTlb = null;
-      machineConfig.nestedPsc = null;
-    }
-    this.machine = new Machine(machineConfig, {
-      build: options.build,
-      wasm: options.wasm,
-      core: options.core,
-      backedFramesLog2: config.memory.backedFramesLog2,
-      memoryLimitMiB: config.memory.limitMiB,
+  constructor(config: ResolvedConfig, options: SimulationOptions = {}) {
+    const technique = TECHNIQUES[config.mode];
+    super(config, { ...options, virtual: technique.virtual });
+    this.addGuest({
+      technique,
+      settings: {
+        hypervisor: config.hypervisor,
+        hostLevels: config.host.levels,
+        guestMemory: config.guest.memory,
+      },
+      cpus: config.machine.cpus,
+      guest: config.guest,
+      seed: config.seed,
+      memslotBytes: BigInt(config.guest.memory),
+      backing: config.host.pageSize,
     });
-    this.technique = config.mode === "native" ? undefined : createVirtualMachine(this.machine, config);
-    const cpu = this.technique ? this.technique.cpu : new NativeCpu(this.machine);
-    this.os = new GuestOS(cpu, config.guest, config.machine.cpus, config.seed);
-    this.boot();
+    this.arm();
+  }
+
+  /** The one guest. */
+  get guest(): Guest {
+    return this.guests[0];
+  }
+
+  get os(): GuestOS {
+    return this.guests[0].os;
   }
 
   /** The hypervisor's technique, or undefined on bare metal. */
-  readonly technique: VirtualizationTechnique | undefined;
-
-  /** Firmware and early kernel: long mode with paging, NX, global pages and PCIDs as configured. */
-  private boot(): void {
-    this.technique?.boot(this.machine);
-    // Host work on the simulated clock: the core stops with a budget exit every period.
-    const period = this.technique?.periodCycles ?? 0;
-    if (period > 0) this.machine.setBudget(period);
-    const guest = this.config.guest;
-    let cr4 = CR4_PAE;
-    if (guest.globalPages) cr4 |= CR4_PGE;
-    if (guest.pcid) cr4 |= CR4_PCIDE;
-    if (guest.levels === 5) cr4 |= CR4_LA57;
-    for (let cpu = 0; cpu < this.config.machine.cpus; cpu++) {
-      this.machine.setRegs(cpu, {
-        cr0: CR0_PG | CR0_WP | CR0_PE,
-        cr4,
-        efer: EFER_LME | EFER_LMA | EFER_NXE,
-        cpl: 3,
-      });
-    }
+  get technique(): VirtualizationTechnique | undefined {
+    const guest = this.guests[0];
+    return guest.vm ? (guest.technique as VirtualizationTechnique) : undefined;
   }
 
   /** A process whose whole user half pages in on demand with the configured page size. */
@@ -137,12 +89,8 @@ export class Simulation {
     for (let cpu = 0; cpu < this.config.machine.cpus; cpu++) this.os.switchTo(cpu, this.processes[0]);
   }
 
-  /** Records left in the current process's time slice (guest.quantum). */
-  private sliceLeft = -1;
-  private current = 0;
-
   /** Runs records [0, count) of the record buffer, servicing every exit and the scheduler's switches. */
-  replayBuffer(count: number): void {
+  replay(count: number): void {
     const quantum = this.config.guest.quantum;
     if (quantum === 0 || this.processes.length < 2) {
       this.replayRange(0, count);
@@ -165,73 +113,12 @@ export class Simulation {
     }
   }
 
-  private replayRange(start: number, end: number): void {
-    let index = start;
-    while (index < end) {
-      const stop = this.machine.replay(index, end);
-      if (stop >= end) {
-        // A slice can end on the batch's last record: its budget exit still wants the host's work.
-        if (this.machine.exitPending("budget")) this.handleExit(this.machine.exit());
-        return;
-      }
-      index = this.handleExit(this.machine.exit());
-    }
-  }
-
-  /** Services one exit; returns the record index to resume at. */
-  private handleExit(exit: ExitRecord): number {
-    switch (exit.reason) {
-      case "pageFault": {
-        this.exits.pageFault++;
-        PFEC_BITS.forEach((bit, i) => {
-          if ((exit.qualification >> BigInt(i)) & 1n) this.exits.pageFaultsByBit[bit]++;
-        });
-        // Under shadow or paravirtual paging the hypervisor sees the #PF first.
-        const action = this.technique ? this.technique.onPageFault(exit) : "deliver";
-        if (action === "retry") return exit.index;
-        if (
-          action === "deliver" &&
-          this.os.pageFault(exit.cpu, exit.linear, exit.qualification) === "retry"
-        ) {
-          return exit.index;
-        }
-        this.machine.completePending();
-        return exit.index + 1;
-      }
-      case "eptViolation":
-      case "eptMisconfig":
-      case "npf": {
-        if (!this.technique) throw new MemvirtError(`a ${exit.reason} exit on bare metal`, 1);
-        if (this.technique.onNestedFault(exit) === "retry") return exit.index;
-        this.machine.completePending();
-        return exit.index + 1;
-      }
-      case "generalProtection":
-        this.exits.generalProtection++;
-        this.machine.completePending();
-        return exit.index + 1;
-      case "budget":
-        this.technique?.periodic?.();
-        return exit.index;
-      case "badRecord":
-        throw new BadRecordError(
-          exit.index,
-          `cpu ${exit.cpu} or kind ${exit.kind} is out of range (cpus: ${this.config.machine.cpus})`,
-        );
-      default:
-        throw new MemvirtError(`the core stopped at record ${exit.index} without an exit`, 1);
-    }
+  /** `replay`, by the name it had before the host. */
+  replayBuffer(count: number): void {
+    this.replay(count);
   }
 
   stats(): Stats {
     return this.machine.stats();
-  }
-
-  recordView(): DataView {
-    return this.machine.recordView();
-  }
-
-  get recordCapacity(): number {
-    return L.RECORD_CAPACITY;
   }
 }

@@ -1,14 +1,22 @@
-// One sweep cell, on a piscina worker thread: parse the cell's config, replay its trace, and return
-// the row. Errors become rows too, with the statistics gathered before them.
+// One sweep cell, on a piscina worker thread (cell-pool.ts): parse the cell's config, replay its
+// trace, and return the row. Local sweeps, `--cells` and queue workers all run cells here. Errors
+// become rows too, with the statistics gathered before them.
 
 import { parseConfigText } from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import { buildReport } from "../report/report.js";
 import { replayTrace } from "../trace/replay.js";
+import type { SweepCell, SweepRow } from "./cell.js";
 import { Simulation } from "./simulation.js";
-import type { SweepCell, SweepRow } from "./sweep.js";
 
-export default async function runCell(cell: SweepCell): Promise<SweepRow> {
+/** `readFrom`: where to read the trace when it is not `cell.trace` (a queue worker's resolved path). */
+export default async function runCell({
+  cell,
+  readFrom = cell.trace,
+}: {
+  cell: SweepCell;
+  readFrom?: string;
+}): Promise<SweepRow> {
   const started = performance.now();
   const row = (status: SweepRow["status"], extra: Partial<SweepRow>): SweepRow => ({
     cell: cell.id,
@@ -34,7 +42,7 @@ export default async function runCell(cell: SweepCell): Promise<SweepRow> {
     format: cell.format,
   };
   try {
-    const result = await replayTrace(simulation, cell.trace, cell.format);
+    const result = await replayTrace(simulation, readFrom, cell.format);
     source.format = result.format;
     source.lines = result.lines;
     source.records = result.records;

@@ -1,41 +1,22 @@
 // Sweeps: a grid of configurations x traces, one simulation per cell, run in parallel on worker
-// threads (piscina). Results go to a JSON-lines file as cells finish, which makes a sweep
-// resumable: cells already in the file are not run again. A cell that fails (a bad config, a bad
-// trace) is recorded with its error and the statistics it gathered; the others go on.
+// threads (piscina), on `memvirt worker`s through a Redis queue (queue.ts) or as Slurm array tasks
+// whose parts are merged (slurm.ts). Results go to a JSON-lines file as cells finish, which makes a
+// sweep resumable: cells already in the file are not run again. A cell that fails (a bad config, a
+// bad trace) is recorded with its error and the statistics it gathered; the others go on.
 
-import { appendFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { dirname, isAbsolute, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { Piscina } from "piscina";
 import { MemvirtError } from "../core/machine.js";
 import type { BuildName } from "../core/wasm.js";
 import { formatCsv } from "../report/csv.js";
-import type { RunReport } from "../report/report.js";
 import { TRACE_FORMATS, type TraceFormatOption } from "../trace/source.js";
+import { failedRow, type SweepCell, type SweepRow } from "./cell.js";
+import { CellPool } from "./cell-pool.js";
+import { SweepOutput } from "./sweep-output.js";
 
-export interface SweepCell {
-  /** `config|trace`, the key a resumed sweep matches on. */
-  id: string;
-  config: string;
-  /** The raw config object from the grid, validated by the worker like a config file. */
-  configValue: unknown;
-  trace: string;
-  format: TraceFormatOption;
-  build: BuildName;
-  /** For error messages: where the config came from. */
-  origin: string;
-}
-
-export interface SweepRow {
-  cell: string;
-  config: string;
-  trace: string;
-  status: "ok" | "error";
-  error?: string;
-  seconds: number;
-  report?: RunReport;
-}
+export type { SweepCell, SweepRow } from "./cell.js";
+export { readRows } from "./sweep-output.js";
 
 export interface Grid {
   cells: SweepCell[];
@@ -80,6 +61,12 @@ export function readGrid(path: string, build: BuildName): Grid {
     }
     return { file, path: isAbsolute(file) ? file : resolve(base, file), format: format as TraceFormatOption };
   });
+  // A cell is known by its config's name and its trace as written: each must name one cell.
+  traceList.forEach(({ file }, i) => {
+    const first = traceList.findIndex((trace) => trace.file === file);
+    if (first < i)
+      throw new MemvirtError(`${path}: traces[${i}]: ${file} is listed twice (traces[${first}])`);
+  });
   const cells: SweepCell[] = [];
   for (const [name, value] of Object.entries(configs as Record<string, unknown>)) {
     for (const trace of traceList) {
@@ -97,26 +84,37 @@ export function readGrid(path: string, build: BuildName): Grid {
   return { cells };
 }
 
-/** Rows already in the output file (a partial last line, from a killed sweep, is ignored). */
-export function readRows(path: string): SweepRow[] {
-  if (!existsSync(path)) return [];
-  const rows: SweepRow[] = [];
-  for (const line of readFileSync(path, "utf8").split("\n")) {
-    if (line.trim() === "") continue;
-    try {
-      rows.push(JSON.parse(line) as SweepRow);
-    } catch {
-      // Only the last line can be cut short by a kill; a row that did not finish is run again.
-    }
+/** `I..J` (or `I`): cells I to J of the grid, in grid order from 0, both included. */
+export function parseCellRange(text: string, total: number): { first: number; last: number } {
+  const match = /^(\d+)(?:\.\.(\d+))?$/.exec(text.trim());
+  const first = Number(match?.[1]);
+  const last = Number(match?.[2] ?? match?.[1]);
+  if (!match || first > last || last >= total) {
+    throw new MemvirtError(
+      `--cells ${text}: expected I..J with 0 <= I <= J < ${total} (the grid's cells, from 0)`,
+    );
   }
-  return rows;
+  return { first, last };
+}
+
+/** The grid's cells I..J only (a Slurm array task's, a GNU parallel job's share). */
+export function selectCells(grid: Grid, range: string): Grid {
+  const { first, last } = parseCellRange(range, grid.cells.length);
+  return { cells: grid.cells.slice(first, last + 1) };
 }
 
 export interface SweepOptions {
   out: string;
   csv?: string;
+  /** Checked writable with the others before any cell runs; written by the caller. */
+  report?: string;
   workers?: number;
   onRow?: (row: SweepRow, done: number, total: number) => void;
+  /**
+   * Runs the cells not yet in the output and hands each row to `emit` as it finishes. The default
+   * runs them on this machine's worker threads; a queue or a merge of parts stands in for it.
+   */
+  execute?: (cells: SweepCell[], emit: (row: SweepRow) => void) => Promise<void>;
 }
 
 export interface SweepResult {
@@ -124,53 +122,61 @@ export interface SweepResult {
   ran: number;
   skipped: number;
   failed: number;
+  /** Cells without a row at the end (a merge of incomplete parts). */
+  missing: number;
 }
 
-const WORKER = fileURLToPath(new URL("./sweep-worker.js", import.meta.url));
+/** The cells on this machine's worker threads (default: one per core available). */
+export function threadExecutor(workers?: number): NonNullable<SweepOptions["execute"]> {
+  return async (cells, emit) => {
+    const threads = Math.max(1, Math.min(workers ?? availableParallelism(), cells.length || 1));
+    const pool = new CellPool(threads);
+    try {
+      await Promise.all(
+        cells.map(async (cell) => {
+          let row: SweepRow;
+          try {
+            row = await pool.run(cell);
+          } catch (error) {
+            row = failedRow(cell, (error as Error).message);
+          }
+          emit(row);
+        }),
+      );
+    } finally {
+      await pool.destroy();
+    }
+  };
+}
 
 export async function runSweep(grid: Grid, options: SweepOptions): Promise<SweepResult> {
-  // Worker threads load compiled JavaScript: from the TypeScript sources (tsx, vitest) there is none.
-  if (!existsSync(WORKER)) {
-    throw new MemvirtError(`${WORKER} is missing: sweeps run from the built package (npm run build)`, 1);
-  }
-  const existing = readRows(options.out);
-  const finished = new Set(existing.map((row) => row.cell));
-  const pending = grid.cells.filter((cell) => !finished.has(cell.id));
-  // A killed sweep can leave a cut line without a newline: start the next row on a line of its own.
-  if (existsSync(options.out)) {
-    const text = readFileSync(options.out, "utf8");
-    if (text.length > 0 && !text.endsWith("\n")) {
-      writeFileSync(options.out, `${text.slice(0, text.lastIndexOf("\n") + 1)}`);
-    }
-  }
-  const threads = Math.max(1, Math.min(options.workers ?? availableParallelism(), pending.length || 1));
-  const pool = new Piscina({ filename: WORKER, minThreads: threads, maxThreads: threads });
-  let done = grid.cells.length - pending.length;
-  const rows: SweepRow[] = [...existing];
+  const output = new SweepOutput(options.out, [
+    { path: options.csv, flag: "--csv" },
+    { path: options.report, flag: "--report" },
+  ]);
+  const rows: SweepRow[] = [];
+  let pending: SweepCell[];
   try {
-    await Promise.all(
-      pending.map(async (cell) => {
-        let row: SweepRow;
-        try {
-          row = (await pool.run(cell)) as SweepRow;
-        } catch (error) {
-          row = {
-            cell: cell.id,
-            config: cell.config,
-            trace: cell.trace,
-            status: "error",
-            error: `worker failed: ${(error as Error).message}`,
-            seconds: 0,
-          };
-        }
-        appendFileSync(options.out, `${JSON.stringify(row)}\n`);
-        rows.push(row);
-        done++;
-        options.onRow?.(row, done, grid.cells.length);
-      }),
-    );
+    const inGrid = new Set(grid.cells.map((cell) => cell.id));
+    // Rows of cells outside the grid (another --cells range written to the same file) are kept in
+    // the file but are not this sweep's.
+    rows.push(...output.existing.filter((row) => inGrid.has(row.cell)));
+    const finished = new Set(rows.map((row) => row.cell));
+    pending = grid.cells.filter((cell) => !finished.has(cell.id));
+    let done = grid.cells.length - pending.length;
+    const emitted = new Set<string>();
+    const execute = options.execute ?? threadExecutor(options.workers);
+    await execute(pending, (row) => {
+      // A row is written once, whatever the engine delivers.
+      if (emitted.has(row.cell)) return;
+      emitted.add(row.cell);
+      output.append(row);
+      rows.push(row);
+      done++;
+      options.onRow?.(row, done, grid.cells.length);
+    });
   } finally {
-    await pool.destroy();
+    output.close();
   }
   // Grid order, whatever order the cells finished in.
   const order = new Map(grid.cells.map((cell, i) => [cell.id, i]));
@@ -178,8 +184,9 @@ export async function runSweep(grid: Grid, options: SweepOptions): Promise<Sweep
   if (options.csv) writeFileSync(options.csv, `${formatCsv(rows)}\n`);
   return {
     rows,
-    ran: pending.length,
+    ran: rows.length - (grid.cells.length - pending.length),
     skipped: grid.cells.length - pending.length,
     failed: rows.filter((row) => row.status === "error").length,
+    missing: grid.cells.length - rows.length,
   };
 }

@@ -1,10 +1,10 @@
-// Replays a trace through a simulation: the reader (trace/source.ts) fills the core's record region
-// batch by batch and the simulation runs each batch, servicing its exits. Checkpoints are taken
+// Replays a trace on a host: the reader (trace/source.ts) fills the core's record region batch by
+// batch and the host's loop runs each batch, servicing its exits. Checkpoints are taken
 // between batches, where no record is half done. replayTraceData replays a trace given as bytes or a
 // stream, on any host; trace/replay.ts replays a file in Node.
 
 import * as L from "../core/layout.js";
-import { BadRecordError, type Simulation } from "../runner/simulation.js";
+import { BadRecordError, type Host } from "../host/host.js";
 import {
   type BatchHandler,
   type ReadTraceOptions,
@@ -38,9 +38,9 @@ export interface ReplayOptions {
 /** Reads a trace with `onBatch` and these options; the trace's name is for messages. */
 export type TraceRead = (onBatch: BatchHandler, options: ReadTraceOptions) => Promise<TracePosition>;
 
-/** Runs every batch `read` delivers through the simulation, with checkpoints and progress. */
+/** Runs every batch `read` delivers on the host, with checkpoints and progress. */
 export async function replayBatches(
-  simulation: Simulation,
+  host: Host,
   name: string,
   read: TraceRead,
   options: ReplayOptions = {},
@@ -53,7 +53,7 @@ export async function replayBatches(
   const position = await read(
     (count, after) => {
       try {
-        simulation.replayBuffer(count);
+        host.replay(count);
       } catch (error) {
         if (error instanceof BadRecordError) {
           // Only memvirt's format can hold such a record (the other readers write CPU 0 and valid
@@ -93,17 +93,17 @@ export async function replayBatches(
  * chunks; plain, gzip or xz) on any host. `name` stands for the file name in messages.
  */
 export function replayTraceData(
-  simulation: Simulation,
+  host: Host,
   data: TraceData,
   formatOption: TraceFormatOption,
   options: ReplayOptions & { name?: string } = {},
 ): Promise<TraceReplayResult> {
   const name = options.name ?? "trace";
   return replayBatches(
-    simulation,
+    host,
     name,
     (onBatch, readOptions) =>
-      readTraceData(simulation.machine, data, formatOption, onBatch, { ...readOptions, name }),
+      readTraceData(host.machine, data, formatOption, onBatch, { ...readOptions, name }),
     options,
   );
 }

@@ -69,6 +69,8 @@ export interface ReadTraceOptions {
   batchLimit?: () => number;
   /** Compressed (or plain) file bytes read so far, updated as the file is read, for progress. */
   fileBytes?: { read: number };
+  /** Awaited before each chunk is decoded, when it returns a promise: lets a consumer hold the reader. */
+  pause?: () => Promise<void> | undefined;
 }
 
 /** Gets records [0, count) of the record region; `position` is the trace's position after them. */
@@ -141,6 +143,8 @@ export async function readDecodedTrace(
     onBatch(count, { ...position });
   };
   for await (const chunk of chunks) {
+    const held = options.pause?.();
+    if (held) await held;
     if (!decoder) {
       if (!known) {
         const sniffed = sniffFormat(machine, chunk, compression);

@@ -69,18 +69,23 @@ export async function* decodedChunks(
   if (compression === "none") {
     fileBytes.read = skip;
     const chunks = readChunks(path, chunkSize, skip);
-    for (;;) {
-      let next: IteratorResult<Uint8Array>;
-      try {
-        next = await chunks.next();
-      } catch (error) {
-        throw new TraceError(
-          `${path}: byte ${fileBytes.read}: cannot read the trace: ${(error as Error).message}`,
-        );
+    try {
+      for (;;) {
+        let next: IteratorResult<Uint8Array>;
+        try {
+          next = await chunks.next();
+        } catch (error) {
+          throw new TraceError(
+            `${path}: byte ${fileBytes.read}: cannot read the trace: ${(error as Error).message}`,
+          );
+        }
+        if (next.done) return;
+        fileBytes.read += next.value.length;
+        yield next.value;
       }
-      if (next.done) return;
-      fileBytes.read += next.value.length;
-      yield next.value;
+    } finally {
+      // A reader that stops early (bad input, a run that ended) closes the file now, not on GC.
+      await chunks.return(undefined);
     }
   }
   let compressedBytes = 0;

@@ -16,7 +16,7 @@ import {
   type PageContent,
   ZERO_CONTENT,
 } from "../overcommit/content.js";
-import type { GuestRegion, MultiVmWorkload, OvercommitHost } from "../overcommit/host.js";
+import type { GuestRegion, MultiVmWorkload } from "../overcommit/host.js";
 import { Rng } from "../util/random.js";
 
 export const MULTI_VM_WORKLOADS = ["identical-vms", "cloud-mix", "memory-hog"] as const;
@@ -262,7 +262,11 @@ export class MultiVm implements MultiVmWorkload {
     }
   }
 
-  fill(view: DataView, capacity: number, writes: number[], host: OvercommitHost): number {
+  fill(
+    view: DataView,
+    capacity: number,
+    host: { readonly vms: readonly { readonly alive: boolean }[] },
+  ): number {
     let count = 0;
     while (count < capacity) {
       const next = this.source.next();
@@ -276,7 +280,6 @@ export class MultiVm implements MultiVmWorkload {
       view.setUint8(offset + 9, 8);
       view.setUint16(offset + 10, vm, true);
       view.setUint32(offset + 12, 0, true);
-      if (write) writes.push(count);
       count++;
     }
     return count;

@@ -1,15 +1,15 @@
-// Runs a synthetic workload through a simulation: the generator fills the core's record buffer,
-// one batch at a time, and the simulation replays each batch.
-import type { Simulation } from "../runner/simulation.js";
+// Runs a synthetic workload on a host: the generator fills the core's record buffer, one batch at a
+// time, and the host's loop replays each batch.
+import type { Host } from "../host/host.js";
 import { createWorkload, type WorkloadSpec } from "./synthetic.js";
 
-export function runWorkload(simulation: Simulation, spec: WorkloadSpec): number {
+export function runWorkload(host: Host, spec: WorkloadSpec): number {
   const workload = createWorkload(spec);
   let total = 0;
   while (true) {
-    const count = workload.fill(simulation.recordView(), simulation.recordCapacity);
+    const count = workload.fill(host.recordView(), host.recordCapacity);
     if (count === 0) return total;
-    simulation.replayBuffer(count);
+    host.replay(count);
     total += count;
   }
 }

@@ -1,32 +1,11 @@
 // memvirt run with the overcommit section and the multi-VM workloads: the JSON keys, the timeline CSV
 // and the errors (docs/overcommit.md).
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { main } from "../../src/cli/main.js";
+import { runMemvirt as run, scratch } from "../cli/in-process.js";
 
-const temp = mkdtempSync(join(tmpdir(), "memvirt-oc-"));
-const build = process.env.MEMVIRT_BUILD === "debug" ? "debug" : "release";
-
-async function run(args: string[]): Promise<{ code: number; output: string; stderr: string }> {
-  const lines: string[] = [];
-  const stderr: string[] = [];
-  const original = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((text: string) => stderr.push(text)) as typeof process.stderr.write;
-  try {
-    const code = await main(["node", "memvirt", ...args, "--build", build], (text) => lines.push(text));
-    return { code, output: lines.join("\n"), stderr: stderr.join("") };
-  } finally {
-    process.stderr.write = original;
-  }
-}
-
-function config(name: string, value: unknown): string {
-  const path = join(temp, name);
-  writeFileSync(path, JSON.stringify(value));
-  return path;
-}
+const { dir: temp, config } = scratch("memvirt-oc-");
 
 describe("memvirt run --workload identical-vms|cloud-mix|memory-hog", () => {
   it("identical-vms reports memory, ksm, balloon, zswap, swap, controller and the exits and invalidations per mechanism", async () => {

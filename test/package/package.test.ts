@@ -5,7 +5,7 @@
 // one install serve every test (they run in the "package" vitest project only, against the release
 // build `npm test` has just made).
 
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -196,6 +196,19 @@ console.log(JSON.stringify({ build: machine.build, url: packagedWasmUrl("release
       server.kill();
       await new Promise((done) => server.once("exit", done));
     }
+  });
+
+  it("the Redis queue's client libraries are optional peers: without them --queue says what to install, exit 2", () => {
+    expect(existsSync(join(project, "node_modules", "bullmq"))).toBe(false);
+    const result = spawnSync("npx", ["--no-install", "memvirt", "worker", "--queue", "redis://127.0.0.1:1"], {
+      cwd: project,
+      encoding: "utf8",
+    });
+    expect(result.status).toBe(2);
+    expect(result.stderr).toMatch(
+      /needs the (bullmq|ioredis) package.*npm install bullmq@[\d.]+ ioredis@[\d.]+/,
+    );
+    expect(result.stderr).not.toMatch(/\n\s+at /);
   });
 
   it("examples/embed-cache.mjs runs as shipped: per-call and batched translation give the same statistics", () => {

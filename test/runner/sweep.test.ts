@@ -141,6 +141,10 @@ describe("memvirt sweep", () => {
     const badGrid = join(temp, "bad-grid.json");
     writeFileSync(badGrid, JSON.stringify({ configs: { a: {} }, trace: ["x"] }));
     expect(() => readGrid(badGrid, "release")).toThrow(/trace: unknown key/);
+    // A cell is its config's name and its trace: a trace listed twice would be two cells of one name.
+    writeFileSync(badGrid, JSON.stringify({ configs: { a: {} }, traces: ["x.din", "y.din", "x.din"] }));
+    expect(() => readGrid(badGrid, "release")).toThrow("traces[2]: x.din is listed twice (traces[0])");
+    writeFileSync(badGrid, JSON.stringify({ configs: { a: {} }, trace: ["x"] }));
     const result = sweep([badGrid, "--out", join(temp, "never.jsonl")]);
     expect(result.status).toBe(2);
     expect(result.stderr).toContain("trace: unknown key");

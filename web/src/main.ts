@@ -11,6 +11,7 @@ import {
 } from "memvirt";
 import lsXzUrl from "../../examples/ls.lk.xz?url";
 import overcommitExample from "../../examples/overcommit.json";
+import type { WorkloadFlags } from "../../src/cli/options.js";
 import { renderCompare, renderSeedTable } from "./compare.js";
 import { $, h } from "./dom.js";
 import { renderOvercommit } from "./overcommit.js";
@@ -358,10 +359,11 @@ $("copy-link").addEventListener("click", async () => {
 
 // --- jobs ----------------------------------------------------------------------------------------
 
-function workloadFlags() {
+function workloadFlags(): WorkloadFlags {
   const text = (value: string) => (value === "" ? undefined : value);
   return {
-    workload: state.workload,
+    // Any of the CLI's --workload choices (synthetic, dma-*, multi-VM), as commander passes them.
+    workload: state.workload as WorkloadFlags["workload"],
     records: text(state.records),
     footprint: state.footprint || DEFAULTS.footprint,
     seed: text(state.seed),

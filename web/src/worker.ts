@@ -30,13 +30,7 @@ import {
   timelineCsv,
   VERSION,
 } from "memvirt";
-import {
-  dmaOperations,
-  multiVmOptions,
-  overcommitConfig,
-  seedOf,
-  workloadSpec,
-} from "../../src/cli/options.js";
+import { dmaOperations, multiVmConfig, multiVmOptions, seedOf, workloadSpec } from "../../src/cli/options.js";
 import type { RecentAccess, Reply, Request, RunDone, SourceChoice } from "./protocol.js";
 
 const post = (reply: Reply) => (self as unknown as Worker).postMessage(reply);
@@ -97,7 +91,7 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
   ) {
     const options = source.workload;
     const spec = multiVmOptions(options, seedOf(options, config));
-    const host = new OvercommitHost(overcommitConfig(config), new MultiVm(spec));
+    const host = new OvercommitHost(multiVmConfig(config, "the multi-VM workloads"), new MultiVm(spec));
     // The host samples its timeline as simulated time passes: that is the run's progress.
     const samples = host.timeline;
     const push = samples.push.bind(samples);

@@ -1,0 +1,34 @@
+// Test helper: `memvirt` run in the test's own process (no spawn), with its output, its stderr and its
+// exit code, on the build the test project runs; and config files written to a scratch directory.
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { main } from "../../src/cli/main.js";
+
+export const build = process.env.MEMVIRT_BUILD === "debug" ? "debug" : "release";
+
+export async function runMemvirt(args: string[]): Promise<{ code: number; output: string; stderr: string }> {
+  const lines: string[] = [];
+  const stderr: string[] = [];
+  const original = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((text: string) => stderr.push(text)) as typeof process.stderr.write;
+  try {
+    const code = await main(["node", "memvirt", ...args, "--build", build], (text) => lines.push(text));
+    return { code, output: lines.join("\n"), stderr: stderr.join("") };
+  } finally {
+    process.stderr.write = original;
+  }
+}
+
+/** A scratch directory, and a writer of JSON config files into it. */
+export function scratch(prefix: string): { dir: string; config: (name: string, value: unknown) => string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return {
+    dir,
+    config: (name, value) => {
+      const path = join(dir, name);
+      writeFileSync(path, JSON.stringify(value));
+      return path;
+    },
+  };
+}
