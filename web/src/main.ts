@@ -430,7 +430,7 @@ async function run(last = true): Promise<boolean> {
     const timeline = reply.timeline;
     if (timeline)
       pendingViews.overcommit = () =>
-        renderOvercommit($("overcommit"), timeline, reply.report as Record<string, unknown>);
+        renderOvercommit($("overcommit"), timeline, reply.report as Record<string, unknown>, reply.files);
     drawPending(state.view);
     showRecent(reply);
     const records = (reply.report as { accesses?: number }).accesses ?? 0;

@@ -2,7 +2,7 @@
 // in zswap, swapped, and each VM's pages) with the controller's state as bands behind it, from the
 // columns `memvirt run --timeline` writes.
 import { lineChart, PALETTE } from "./charts.js";
-import { count, facts, h, table } from "./dom.js";
+import { count, download, facts, h, table } from "./dom.js";
 import type { Timeline } from "./protocol.js";
 
 /** The controller's states, lightest for plenty of free memory (vSphere's bands and oVirt MoM's). */
@@ -22,6 +22,7 @@ export function renderOvercommit(
   container: HTMLElement,
   timeline: Timeline,
   report: Record<string, unknown>,
+  files: { name: string; type: string; text: string }[],
 ): void {
   container.replaceChildren();
   const column = (name: string) => {
@@ -47,6 +48,11 @@ export function renderOvercommit(
     | undefined;
   container.append(
     h("h2", {}, `${source.name}: ${source.vms} VMs on one host, ${report.simulatedSeconds} s simulated`),
+    h(
+      "p",
+      { class: "downloads" },
+      ...files.map((f) => download(f.name, f.type, f.text, `Download ${f.name}`)),
+    ),
     facts([
       [
         "host memory",

@@ -61,16 +61,6 @@ function recentAccesses(simulation: Simulation, count: number): RecentAccess[] {
   return recent;
 }
 
-/** Counts the records each batch replays, for progress and for the accesses left in the region. */
-function countBatches(simulation: Simulation, onBatch: (count: number) => void): void {
-  const replay = simulation.replayBuffer.bind(simulation);
-  simulation.replayBuffer = (count: number) => {
-    const result = replay(count);
-    onBatch(count);
-    return result;
-  };
-}
-
 function runFiles(report: RunReport): RunDone["files"] {
   return [
     { name: "report.json", type: "application/json", text: `${JSON.stringify(report, null, 2)}\n` },
@@ -149,16 +139,13 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
   } else if (source.kind === "workload") {
     const options = source.workload;
     const spec = workloadSpec(options, seedOf(options, config));
-    let done = 0;
-    countBatches(simulation, (count) => {
+    runWorkload(simulation, spec, (count, done) => {
       lastBatch = count;
-      done += count;
       progress(
         done / spec.records,
         `${done.toLocaleString("en-US")} of ${spec.records.toLocaleString("en-US")} records`,
       );
     });
-    runWorkload(simulation, spec);
     report = buildReport(simulation, { kind: "workload", ...spec });
   } else {
     // A trace file, read from the Blob in chunks as the core consumes them: constant memory.
