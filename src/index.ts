@@ -13,7 +13,14 @@
  * @module memvirt
  */
 
-export { type CompareResult, type CompareRow, formatCompare, runCompare } from "./cli/compare.js";
+export {
+  COMPARE_COLUMNS,
+  type CompareResult,
+  type CompareRow,
+  compareCells,
+  formatCompare,
+  runCompare,
+} from "./cli/compare.js";
 export {
   ConfigError,
   defaultConfig,
@@ -140,7 +147,14 @@ export { formatSeedTable, runSeedTable, type SeedRow } from "./overcommit/seed-t
 export type { OvercommitServices } from "./overcommit/services.js";
 export { formatCsv } from "./report/csv.js";
 export { bucketLabel, renderHtmlReport } from "./report/html.js";
-export { buildReport, formatTable, type RunReport, type RunSource, VERSION } from "./report/report.js";
+export {
+  buildReport,
+  CYCLES_BY_WHO,
+  formatTable,
+  type RunReport,
+  type RunSource,
+  VERSION,
+} from "./report/report.js";
 export {
   BadRecordError,
   type ExitCounts,

@@ -6,8 +6,14 @@ import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
 import { hasNestedTables } from "../hypervisor/config.js";
 import { defaultOvercommit } from "../overcommit/config.js";
+import { OvercommitHost } from "../overcommit/host.js";
 import type { TraceFormatOption } from "../trace/source.js";
-import { defaultMultiVmOptions, type MultiVmWorkloadName } from "../workload/multivm.js";
+import {
+  defaultMultiVmOptions,
+  MultiVm,
+  type MultiVmOptions,
+  type MultiVmWorkloadName,
+} from "../workload/multivm.js";
 import type { WorkloadName, WorkloadSpec } from "../workload/synthetic.js";
 
 export interface RunOptions {
@@ -126,6 +132,30 @@ export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfi
     config.overcommit = defaultOvercommit();
   }
   return config;
+}
+
+/**
+ * A multi-VM workload on the overcommitted host, run to its end or to a stop on bad input (`failure`,
+ * whose statistics so far the host still holds). `prepare` sees the host before it runs.
+ */
+export function runMultiVmWorkload(
+  base: ResolvedConfig,
+  options: WorkloadFlags,
+  seed: number,
+  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
+  prepare?: (host: OvercommitHost, spec: MultiVmOptions) => void,
+): { host: OvercommitHost; spec: MultiVmOptions; failure?: MemvirtError } {
+  const config = multiVmConfig(base, "the multi-VM workloads");
+  const spec = multiVmOptions(options, seed);
+  const host = new OvercommitHost(config, new MultiVm(spec), hostOptions);
+  prepare?.(host, spec);
+  try {
+    host.run();
+  } catch (error) {
+    if (!(error instanceof MemvirtError)) throw error;
+    return { host, spec, failure: error };
+  }
+  return { host, spec };
 }
 
 /** Commander's accumulator for an option given several times. */

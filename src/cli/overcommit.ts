@@ -2,14 +2,13 @@
 // repeated). Both run on the overcommitted host (src/overcommit), with its mechanisms acting on them.
 import { writeFileSync } from "node:fs";
 import type { ResolvedConfig } from "../config/config.js";
-import { MemvirtError } from "../core/machine.js";
+import type { MemvirtError } from "../core/machine.js";
 import { OvercommitHost } from "../overcommit/host.js";
 import { buildOvercommitReport, formatOvercommitReport, timelineCsv } from "../overcommit/report.js";
 import { VERSION } from "../report/report.js";
 import { type CheckpointRun, saveCheckpoint } from "../runner/checkpoint.js";
 import { type MultiTracePosition, replayTraces, TraceVms } from "../trace/multi.js";
-import { MultiVm } from "../workload/multivm.js";
-import { multiVmConfig, multiVmOptions, numberOption, type RunOptions } from "./options.js";
+import { multiVmConfig, numberOption, type RunOptions, runMultiVmWorkload } from "./options.js";
 import { ProgressBar } from "./progress.js";
 
 /** Prints the report, writes the timeline, and turns a stop on bad input into its exit code. */
@@ -36,19 +35,10 @@ export function runOvercommit(
   seed: number,
   print: (text: string) => void,
 ): number {
-  const config = multiVmConfig(base, "the multi-VM workloads");
-  const spec = multiVmOptions(options, seed);
-  const host = new OvercommitHost(config, new MultiVm(spec), {
+  const { host, spec, failure } = runMultiVmWorkload(base, options, seed, {
     build: options.build,
     checkInvariants: options.checkInvariants || undefined,
   });
-  let failure: MemvirtError | undefined;
-  try {
-    host.run();
-  } catch (error) {
-    if (!(error instanceof MemvirtError)) throw error;
-    failure = error;
-  }
   return finish(host, { kind: "workload", ...spec }, failure, options, print);
 }
 

@@ -1,6 +1,6 @@
 // The Compare view: `memvirt compare` (every mode and page-size pairing) as a grouped chart and a
 // table, and `memvirt compare --seed-table`, measured in this browser.
-import type { CompareResult, SeedRow } from "memvirt";
+import { COMPARE_COLUMNS, type CompareResult, compareCells, type SeedRow } from "memvirt";
 import { columnChart } from "./charts.js";
 import { count, download, h, table } from "./dom.js";
 
@@ -76,35 +76,7 @@ export function renderCompare(
     h(
       "div",
       { class: "table-scroll" },
-      table(
-        [
-          "mode",
-          "guest/host",
-          "cycles/access",
-          "vs native",
-          "STLB misses",
-          "walks",
-          "refs/walk",
-          "nested refs",
-          "VM exits",
-          "exits/M",
-          "hv cycles",
-        ],
-        result.rows.map((r) => [
-          r.mode,
-          `${r.guestPageSize}/${r.hostPageSize ?? "-"}`,
-          r.cyclesPerAccess.toFixed(2),
-          `${r.slowdown.toFixed(2)}x`,
-          r.stlbMisses,
-          r.walks,
-          r.refsPerWalk.toFixed(2),
-          r.nestedRefs,
-          r.vmExits,
-          r.exitsPerMillionAccesses,
-          `${(100 * r.hypervisorCycleShare).toFixed(1)}%`,
-        ]),
-        "compare-table",
-      ),
+      table(COMPARE_COLUMNS, result.rows.map(compareCells), "compare-table"),
     ),
   );
 }

@@ -1,6 +1,6 @@
 // The See view: a run's statistics (the object `memvirt run --json` prints), its charts, and the
 // JSON, CSV and HTML reports to download, byte for byte the CLI's.
-import { bucketLabel, type RunReport } from "memvirt";
+import { bucketLabel, CYCLES_BY_WHO, type RunReport } from "memvirt";
 import { columnChart, PALETTE } from "./charts.js";
 import { count, download, facts, h, percent } from "./dom.js";
 import type { RunDone } from "./protocol.js";
@@ -105,15 +105,7 @@ export function renderSee(container: HTMLElement, done: RunDone, error?: string)
     log: true,
   });
 
-  const who: [keyof RunReport["cyclesByWho"], string][] = [
-    ["translation", "translation"],
-    ["guestKernel", "guest kernel"],
-    ["vmExits", "VM exits"],
-    ["tdp", "TDP MMU"],
-    ["shadow", "shadow MMU"],
-    ["hypercalls", "hypercalls"],
-    ["emulation", "emulation"],
-  ];
+  const who = CYCLES_BY_WHO;
   columnChart(charts, {
     title: `Cycles by who spent them (of ${count(report.cycles)})`,
     labels: who.map(([, label]) => label),

@@ -14,8 +14,6 @@ import {
   MemvirtError,
   MODES,
   MULTI_VM_WORKLOADS,
-  MultiVm,
-  OvercommitHost,
   parseConfigText,
   platformOf,
   type RunReport,
@@ -30,7 +28,7 @@ import {
   timelineCsv,
   VERSION,
 } from "memvirt";
-import { dmaOperations, multiVmConfig, multiVmOptions, seedOf, workloadSpec } from "../../src/cli/options.js";
+import { dmaOperations, runMultiVmWorkload, seedOf, workloadSpec } from "../../src/cli/options.js";
 import type { RecentAccess, Reply, Request, RunDone, SourceChoice } from "./protocol.js";
 
 const post = (reply: Reply) => (self as unknown as Worker).postMessage(reply);
@@ -80,23 +78,22 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
     (MULTI_VM_WORKLOADS as readonly string[]).includes(source.workload.workload ?? "")
   ) {
     const options = source.workload;
-    const spec = multiVmOptions(options, seedOf(options, config));
-    const host = new OvercommitHost(multiVmConfig(config, "the multi-VM workloads"), new MultiVm(spec));
-    // The host samples its timeline as simulated time passes: that is the run's progress.
-    const samples = host.timeline;
-    const push = samples.push.bind(samples);
-    samples.push = (...items) => {
-      const at = items[items.length - 1]?.seconds ?? 0;
-      progress(spec.seconds > 0 ? Math.min(1, at / spec.seconds) : null, `${at.toFixed(1)} s simulated`);
-      return push(...items);
-    };
-    let failure: MemvirtError | undefined;
-    try {
-      host.run();
-    } catch (error) {
-      if (!(error instanceof MemvirtError)) throw error;
-      failure = error;
-    }
+    const { host, spec, failure } = runMultiVmWorkload(
+      config,
+      options,
+      seedOf(options, config),
+      {},
+      (host, spec) => {
+        // The host samples its timeline as simulated time passes: that is the run's progress.
+        const samples = host.timeline;
+        const push = samples.push.bind(samples);
+        samples.push = (...items) => {
+          const at = items[items.length - 1]?.seconds ?? 0;
+          progress(spec.seconds > 0 ? Math.min(1, at / spec.seconds) : null, `${at.toFixed(1)} s simulated`);
+          return push(...items);
+        };
+      },
+    );
     const report = buildOvercommitReport(host, { kind: "workload", ...spec }, VERSION, failure?.message);
     last = { machine: host.machine };
     const csv = timelineCsv(host);
