@@ -21,12 +21,11 @@ import { tmpdir } from "node:os";
 import { extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import { chromium } from "playwright-core";
 import { build as buildSite } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchChromium } from "../chromium.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const CHROMIUM = "/usr/bin/chromium";
 const NODE_MODULES_LIMIT = 15 * 1024 * 1024;
 
 let work: string;
@@ -272,17 +271,7 @@ console.log(JSON.stringify(reports));`,
       ),
     );
     const server = await serve(examples);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const errors: string[] = [];

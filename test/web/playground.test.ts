@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
 import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
@@ -16,10 +16,10 @@ import { resolveConfig } from "../../src/config/config.js";
 import { buildReport, type RunReport } from "../../src/report/report.js";
 import { Simulation } from "../../src/runner/simulation.js";
 import { replayTrace } from "../../src/trace/replay.js";
+import { launchChromium } from "../chromium.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 const ARTIFACTS = join(ROOT, "test-artifacts", "web");
-const CHROMIUM = "/usr/bin/chromium";
 const ZIPF = { workload: "zipf", records: "200000", footprint: "64M", seed: "7" };
 const zipfFlags = Object.entries(ZIPF).flatMap(([key, value]) => [`--${key}`, value]);
 
@@ -80,17 +80,7 @@ beforeAll(async () => {
     server.once("exit", (code) => fail(new Error(`memvirt web exited with ${code}: ${text}`)));
   });
   started = performance.now();
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchChromium();
   context = await browser.newContext({ viewport: { width: 1280, height: 800 }, acceptDownloads: true });
   context.on("request", (request) => {
     const url = request.url();
