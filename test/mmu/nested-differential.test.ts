@@ -28,10 +28,9 @@ import type {
   TlbArrayConfig,
   TlbLevelConfig,
 } from "../../src/core/types.js";
+import { runs } from "../fc-runs.js";
 
 const SEED = Number(process.env.FC_SEED ?? 0x6e657374);
-const SCALE = Number(process.env.FC_RUNS_SCALE ?? 1);
-const runs = (n: number) => Math.max(1, Math.round(n * SCALE));
 
 /** Scenarios back ~100-200 host frames. */
 const CORE_OPTIONS = { backedFramesLog2: 10 };
