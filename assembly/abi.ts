@@ -126,6 +126,7 @@ import * as phys from "./phys";
 import { restoreModuleGlobals, saveModuleGlobals, snapshotScratch } from "./snapshot";
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
+import { beginTrace, endTrace, traceBuffer, traceCount, traceDropped } from "./timing/trace";
 
 export { replay, setBudget, translateBatch } from "./replay";
 export { dmaBuffer } from "./iommu/dma";
@@ -387,6 +388,27 @@ export function resetStats(): void {
 
 export function tlbValidEntries(cpu: u32, level: u32): u32 {
   return validEntries(levelDesc(cpu, level));
+}
+
+/**
+ * `translate` with every page-table reference it makes recorded in order (timing/trace.ts), for
+ * showing one walk. The access costs and counts what it would untraced. Returns the references
+ * recorded; `traceReferences` gives where they are.
+ */
+export function traceTranslate(cpu: u32, la: u64, kindByte: u32): u32 {
+  beginTrace(cpu);
+  translate(cpu, la, kindByte, false);
+  endTrace();
+  return traceCount;
+}
+
+/** The last traced access's references (TRACE_ENTRY_SIZE bytes each), and how many did not fit. */
+export function traceReferences(): usize {
+  return traceBuffer;
+}
+
+export function traceReferencesDropped(): u32 {
+  return traceDropped;
 }
 
 /** One page walk with no TLB lookup and no fill, for measuring the walker alone. Returns the fault kind. */

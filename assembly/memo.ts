@@ -161,6 +161,11 @@ export function allocateMemos(cpus: u32): bool {
   return load<u64>(way) == line + 1;
 }
 
+/** Empties `cpu`'s page-table line memo: every reference it prices next takes the full lookup. */
+export function forgetLines(cpu: u32): void {
+  memory.fill(lineMemoSlot(cpu, 0), 0, LINE_MEMO_SLOTS << 2);
+}
+
 @inline export function rememberLine(slot: usize, way: usize): void {
   store<u32>(slot, <u32>way);
 }

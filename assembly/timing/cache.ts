@@ -17,6 +17,7 @@ import {
 import { l1WayOf, lineMemoSlot, rememberLine, rememberedWay, wayHolds } from "../memo";
 import { clock, tick } from "../mmu/setassoc";
 import { S_CACHE, S_DRAM, add, bump } from "../stats";
+import { traceReference, tracing } from "./trace";
 
 @inline function levelDesc(level: u32): usize {
   return CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
@@ -59,7 +60,7 @@ let pendingL1Hits: u32 = 0;
     pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
-  return priceReferenceSlow(cpu, line, memo);
+  return priceReferenceSlow(cpu, pa, memo);
 }
 
 /**
@@ -71,6 +72,11 @@ let pendingL1Hits: u32 = 0;
  */
 export function priceHintedRun(cpu: u32, addresses: usize, hints: usize, count: u32): u32 {
   let cycles: u32 = 0;
+  // A traced access (timing/trace.ts) must see every reference on the slow path: no hint is taken.
+  if (tracing) {
+    for (let i: u32 = 0; i < count; i++) cycles += priceReference(cpu, load<u64>(addresses + (<usize>i << 3)));
+    return cycles;
+  }
   let hits: u32 = 0;
   let stamp = clock;
   for (let i: u32 = 0; i < count; i++) {
@@ -98,7 +104,14 @@ function priceAndHint(cpu: u32, pa: u64, hint: usize): u32 {
   return cycles;
 }
 
-function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
+function priceReferenceSlow(cpu: u32, pa: u64, memo: usize): u32 {
+  const cycles = lookupLine(cpu, pa >> 6, memo);
+  // A traced access (timing/trace.ts) emptied the line memo, so every reference it makes comes here.
+  if (tracing) traceReference(pa, memo, cycles);
+  return cycles;
+}
+
+@inline function lookupLine(cpu: u32, line: u64, memo: usize): u32 {
   const key = line + 1;
   // One scan per level finds the line or, failing that, the way a fill would replace (LRU: the
   // lowest invalid way, else the oldest stamp, lowest way on ties), so a miss never scans twice.

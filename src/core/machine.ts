@@ -141,6 +141,23 @@ const RS_GPA_QUAD = (L.RESULT_BASE + L.RS_GPA) / 8;
 
 const WASM_PAGE = 65536;
 
+/** assembly/timing/trace.ts TRACE_ENTRY_SIZE, and its levels of the cache model. */
+const TRACE_ENTRY_SIZE = 32;
+const SERVED_BY = ["l1", "l2", "llc", "dram"] as const;
+
+/** One page-table reference of a traced access (Machine.traceTranslate). */
+export interface TracedReference {
+  /** Host-physical address of the 8-byte entry. */
+  address: bigint;
+  /** The entry as read (for an A/D update, as written). */
+  value: bigint;
+  cycles: number;
+  /** The level of the cache model that held the entry's line. */
+  servedBy: (typeof SERVED_BY)[number];
+  /** A locked update of the entry's accessed or dirty flag, not a read of the walk. */
+  update: boolean;
+}
+
 /** What Machine.saveCoreState returns. */
 export interface CoreState {
   build: BuildName;
@@ -466,7 +483,11 @@ export class Machine {
     // The per-access path of embedders: no BigInt arithmetic, no view rebuilt unless memory grew, and
     // the 64-bit words that fit a double (error code, cycles) read as two 32-bit halves.
     if (!(cpu >= 0 && cpu < this.cpus && (cpu | 0) === cpu)) throw new MemvirtError(`no cpu ${cpu}`);
-    const fault = this.translateCore(cpu, la, (kind | flags) & 0xff, retry ? 1 : 0);
+    return this.result(cpu, this.translateCore(cpu, la, (kind | flags) & 0xff, retry ? 1 : 0));
+  }
+
+  /** The result block of the access just made. */
+  private result(cpu: number, fault: number): AccessResult {
     // Growing linear memory detaches the old buffer, and views of a detached buffer have length 0:
     // cheaper to test than fetching memory.buffer on every call.
     if (this.u32.length === 0) this.refreshViews();
@@ -485,6 +506,55 @@ export class Machine {
       result.nestedRefs = u32[RS_NESTED_REFS_WORD];
     }
     return result;
+  }
+
+  /**
+   * `translate` with every page-table reference the access makes, in order: each entry's host-physical
+   * address and the value read (for an A/D update, the value written), the level of the cache model
+   * that served its line, its cycles, and whether it was an A/D update. The access costs and counts
+   * exactly what `translate` would; it is for showing one walk, not for speed.
+   */
+  traceTranslate(
+    cpu: number,
+    la: bigint,
+    kind: number,
+    flags = 0,
+  ): { result: AccessResult; references: TracedReference[] } {
+    this.cpuBlock(cpu);
+    const count = this.core.traceTranslate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff);
+    this.refreshViews();
+    const fault = this.u32[(L.RESULT_BASE + L.RS_FAULT) / 4];
+    const result = this.result(cpu, fault);
+    const base = this.core.traceReferences();
+    const view = new DataView(this.core.memory.buffer);
+    const references: TracedReference[] = [];
+    for (let i = 0; i < count; i++) {
+      const at = base + i * TRACE_ENTRY_SIZE;
+      references.push({
+        address: view.getBigUint64(at, true),
+        value: view.getBigUint64(at + 8, true),
+        cycles: view.getUint32(at + 16, true),
+        servedBy: SERVED_BY[view.getUint32(at + 20, true)],
+        update: view.getUint32(at + 24, true) !== 0,
+      });
+    }
+    const dropped = this.core.traceReferencesDropped();
+    if (dropped > 0)
+      throw new MemvirtError(`traceTranslate: ${dropped} references beyond the trace's capacity`);
+    return { result, references };
+  }
+
+  /** What the CPU's walks go through besides its own tables: none, or EPT/NPT from this root. */
+  nestedContext(cpu: number): { mode: NestedMode; root: bigint; levels: number; accessedDirty: boolean } {
+    const block = this.cpuBlock(cpu);
+    this.refreshViews();
+    const mode = this.u32[(block + L.R_NESTED_MODE) / 4];
+    return {
+      mode: L.NESTED_MODE_NAMES[mode] ?? "none",
+      root: this.u64[(block + L.R_NESTED_ROOT) / 8],
+      levels: this.u32[(block + L.R_NESTED_LEVELS) / 4],
+      accessedDirty: this.u32[(block + L.R_NESTED_AD) / 4] !== 0,
+    };
   }
 
   private readonly inGuest: boolean[];

@@ -98,6 +98,9 @@ export interface CoreExports {
   textParseErrorLine(): number;
   textEofSeen(): number;
   textResetEof(seen: number): void;
+  traceTranslate(cpu: number, la: bigint, kindByte: number): number;
+  traceReferences(): number;
+  traceReferencesDropped(): number;
   saveCoreGlobals(): number;
   restoreCoreGlobals(): number;
 }

@@ -3,7 +3,12 @@
 import type { Host } from "../host/host.js";
 import { createWorkload, type WorkloadSpec } from "./synthetic.js";
 
-export function runWorkload(host: Host, spec: WorkloadSpec): number {
+/** `onBatch` hears of each batch once it has run (the playground's progress bar). */
+export function runWorkload(
+  host: Host,
+  spec: WorkloadSpec,
+  onBatch?: (count: number, total: number) => void,
+): number {
   const workload = createWorkload(spec);
   let total = 0;
   while (true) {
@@ -11,5 +16,6 @@ export function runWorkload(host: Host, spec: WorkloadSpec): number {
     if (count === 0) return total;
     host.replay(count);
     total += count;
+    onBatch?.(count, total);
   }
 }
