@@ -13,7 +13,16 @@
  * @module memvirt
  */
 
-export { type CompareResult, type CompareRow, formatCompare, runCompare } from "./cli/compare.js";
+export {
+  CHURN_COLUMNS,
+  COMPARE_COLUMNS,
+  type CompareResult,
+  type CompareRow,
+  compareCells,
+  compareTable,
+  formatCompare,
+  runCompare,
+} from "./cli/compare.js";
 export {
   ConfigError,
   defaultConfig,
@@ -43,6 +52,7 @@ export {
   type NestedMode,
   RECORD_CAPACITY,
   RECORD_SIZE,
+  type TracedReference,
   type VmEntry,
 } from "./core/machine.js";
 export {
@@ -78,6 +88,16 @@ export {
   type TlbArrayConfig,
   type TlbLevelConfig,
 } from "./core/types.js";
+export {
+  type CellSource,
+  decodeEptEntry,
+  decodeX86Entry,
+  type EntryBit,
+  explainWalk,
+  type FaultBit,
+  type WalkCell,
+  type WalkExplanation,
+} from "./core/walk-trace.js";
 export {
   type BuildName,
   type CoreExports,
@@ -125,10 +145,18 @@ export {
   type OvercommitReport,
   timelineCsv,
 } from "./overcommit/report.js";
+export { formatSeedTable, runSeedTable, type SeedRow } from "./overcommit/seed-table.js";
 export type { OvercommitServices } from "./overcommit/services.js";
 export { formatCsv } from "./report/csv.js";
-export { renderHtmlReport } from "./report/html.js";
-export { buildReport, formatTable, type RunReport, type RunSource, VERSION } from "./report/report.js";
+export { bucketLabel, renderHtmlReport } from "./report/html.js";
+export {
+  buildReport,
+  CYCLES_BY_WHO,
+  formatTable,
+  type RunReport,
+  type RunSource,
+  VERSION,
+} from "./report/report.js";
 export {
   BadRecordError,
   type ExitCounts,
@@ -155,13 +183,19 @@ export {
   type TracePosition,
 } from "./trace/source.js";
 export {
+  CHURN_WORKLOADS,
+  type ChurnSpec,
+  type ChurnWorkloadName,
+  runChurnWorkload,
+} from "./workload/churn.js";
+export {
   defaultMultiVmOptions,
   MULTI_VM_WORKLOADS,
   MultiVm,
   type MultiVmOptions,
   type MultiVmWorkloadName,
 } from "./workload/multivm.js";
-export { runWorkload } from "./workload/run.js";
+export { type HostWorkloadSpec, runWorkload } from "./workload/run.js";
 export {
   createWorkload,
   WORKLOAD_NAMES,

@@ -108,24 +108,28 @@ export function runCompare(
   return attachConfig({ workload, rows }, base);
 }
 
-export function formatCompare(result: CompareResult): string {
-  const w = result.workload;
-  const header = [
-    "mode",
-    "guest/host",
-    "cycles/access",
-    "vs native",
-    "STLB misses",
-    "walks",
-    "refs/walk",
-    "nested refs",
-    "VM exits",
-    "exits/M",
-    "hv cycles",
-  ];
-  const churn = result.rows.some((r) => r.shootdowns !== undefined);
-  if (churn) header.push("shootdowns", "their exits");
-  const lines = result.rows.map((r) => [
+/** The techniques' table: its columns, and a row's cells as every form of the table (text, HTML,
+ * the playground) shows them. */
+export const COMPARE_COLUMNS = [
+  "mode",
+  "guest/host",
+  "cycles/access",
+  "vs native",
+  "STLB misses",
+  "walks",
+  "refs/walk",
+  "nested refs",
+  "VM exits",
+  "exits/M",
+  "hv cycles",
+];
+
+/** Columns a workload that changes its page tables adds (the rows carry shootdowns). */
+export const CHURN_COLUMNS = ["shootdowns", "their exits"];
+
+/** A row's cells; `churn` adds CHURN_COLUMNS' cells. */
+export function compareCells(r: CompareRow, churn = false): string[] {
+  return [
     r.mode,
     `${r.guestPageSize}/${r.hostPageSize ?? "-"}`,
     r.cyclesPerAccess.toFixed(2),
@@ -140,7 +144,22 @@ export function formatCompare(result: CompareResult): string {
     ...(churn
       ? [(r.shootdowns ?? 0).toLocaleString("en-US"), (r.shootdownExits ?? 0).toLocaleString("en-US")]
       : []),
-  ]);
+  ];
+}
+
+/** The table of a comparison: its header and one line of cells per row. */
+export function compareTable(result: CompareResult): { header: string[]; lines: string[][] } {
+  const churn = result.rows.some((r) => r.shootdowns !== undefined);
+  return {
+    header: churn ? [...COMPARE_COLUMNS, ...CHURN_COLUMNS] : COMPARE_COLUMNS,
+    lines: result.rows.map((r) => compareCells(r, churn)),
+  };
+}
+
+export function formatCompare(result: CompareResult): string {
+  const w = result.workload;
+  const { header, lines } = compareTable(result);
+  const churn = header.length > COMPARE_COLUMNS.length;
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const format = (cells: string[]) =>
     cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");

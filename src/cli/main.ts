@@ -1,7 +1,15 @@
 // The memvirt command line. `run` replays a trace or a synthetic workload on a configured machine;
 // `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
+import { readFileSync } from "node:fs";
 import { Command, CommanderError, Option } from "commander";
-import { MODES, type Mode, resolveConfig } from "../config/config.js";
+import {
+  defaultConfig,
+  MODES,
+  type Mode,
+  parseConfigText,
+  type ResolvedConfig,
+  resolveConfig,
+} from "../config/config.js";
 import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
@@ -22,17 +30,21 @@ import { runWorkload } from "../workload/run.js";
 import { WORKLOAD_NAMES } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
-import {
-  collect,
-  dmaOperations,
-  loadConfig,
-  numberOption,
-  type RunOptions,
-  workloadSpec,
-} from "./options.js";
+import { collect, dmaOperations, numberOption, type RunOptions, seedOf, workloadSpec } from "./options.js";
 import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 import { registerSweepCommands } from "./sweep.js";
+
+function loadConfig(path: string | undefined): ResolvedConfig {
+  if (!path) return defaultConfig();
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new MemvirtError(`${path}: cannot read the config: ${(error as Error).message}`);
+  }
+  return parseConfigText(text, path);
+}
 
 /** Prints a run's report in the chosen form and writes the HTML report if asked. */
 function emitReport(report: RunReport, options: RunOptions, print: (text: string) => void): void {
@@ -51,7 +63,7 @@ async function run(options: RunOptions, print: (text: string) => void): Promise<
     );
   }
   const config = loadConfig(options.config);
-  const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+  const seed = seedOf(options, config);
   // Several VMs need a nested dimension: without a config file they run under EPT.
   const multiVmBase = () => (options.config ? config : resolveConfig({ mode: "ept" }));
   if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? ""))
@@ -282,7 +294,7 @@ export async function main(
       return;
     }
     const config = loadConfig(options.config);
-    const seed = numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+    const seed = seedOf(options, config);
     if (isDmaWorkload(options.workload)) {
       // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
       const operations = dmaOperations(options);
@@ -345,6 +357,20 @@ export async function main(
       exitCode = code;
     },
   });
+
+  program
+    .command("web")
+    .description("serve the playground (built by npm run web:build) on 127.0.0.1 and print its URL")
+    .option("-p, --port <n>", "port to listen on (0: any free port)", "4173")
+    .option("--dir <dir>", "serve a site built elsewhere (default: the package's web/dist)")
+    .action(async (options: { port: string; dir?: string }) => {
+      // Loaded only for this command: the others pay nothing for the HTTP server.
+      const { runWeb } = await import("./web.js");
+      const port = numberOption(options.port, "port", 0, 65535) ?? 4173;
+      if (!Number.isInteger(port))
+        throw new MemvirtError(`--port: must be an integer, got "${options.port}"`);
+      exitCode = await runWeb(port, print, options.dir);
+    });
 
   program
     .command("demo")

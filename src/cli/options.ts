@@ -1,10 +1,20 @@
-// The options `memvirt run` and `compare` share, and how they become a config and a workload.
-import { readFileSync } from "node:fs";
-import { defaultConfig, parseBytes, parseConfigText, type ResolvedConfig } from "../config/config.js";
-import { MemvirtError } from "../core/machine.js";
+// The options `memvirt run` and `compare` share, and how they become a workload and the config
+// several VMs run with. Browser-safe: the playground reads the same flags from its URL and form and
+// turns them into the same specs, with the same checks and messages.
+import { parseBytes, type ResolvedConfig } from "../config/config.js";
+import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
+import { hasNestedTables } from "../hypervisor/config.js";
+import { defaultOvercommit } from "../overcommit/config.js";
+import { OvercommitHost } from "../overcommit/host.js";
 import type { TraceFormatOption } from "../trace/source.js";
 import { CHURN_FOOTPRINT, type ChurnWorkloadName, isChurnWorkload } from "../workload/churn.js";
+import {
+  defaultMultiVmOptions,
+  MultiVm,
+  type MultiVmOptions,
+  type MultiVmWorkloadName,
+} from "../workload/multivm.js";
 import type { HostWorkloadSpec } from "../workload/run.js";
 import type { WorkloadName } from "../workload/synthetic.js";
 
@@ -38,17 +48,6 @@ export interface RunOptions {
   build: BuildName;
 }
 
-export function loadConfig(path: string | undefined): ResolvedConfig {
-  if (!path) return defaultConfig();
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new MemvirtError(`${path}: cannot read the config: ${(error as Error).message}`);
-  }
-  return parseConfigText(text, path);
-}
-
 export function numberOption(
   value: string | undefined,
   name: string,
@@ -63,15 +62,38 @@ export function numberOption(
   return n;
 }
 
+/** The workload flags: what a workload, its seed and its size are made of. */
+export type WorkloadFlags = Pick<
+  RunOptions,
+  | "workload"
+  | "records"
+  | "footprint"
+  | "stride"
+  | "zipf"
+  | "writeFraction"
+  | "seed"
+  | "vms"
+  | "pagesPerVm"
+  | "sharedFraction"
+  | "zeroFraction"
+  | "seconds"
+>;
+
+/** --seed, or the config's seed. */
+export function seedOf(options: WorkloadFlags, config: ResolvedConfig): number {
+  return numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+}
+
 /** The documented default of --records for workloads (multi-VM workloads have their own). */
 export const DEFAULT_RECORDS = 1_000_000;
 
-/** The I/O operations of a DMA workload: --records, by default as many as a workload has records. */
-export function dmaOperations(options: RunOptions): number {
+/** The dma-* workloads: --records counts I/O operations (packets, commands, copies), by default as
+ * many as a workload has records. */
+export function dmaOperations(options: WorkloadFlags): number {
   return Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? DEFAULT_RECORDS);
 }
 
-export function workloadSpec(options: RunOptions, seed: number): HostWorkloadSpec {
+export function workloadSpec(options: WorkloadFlags, seed: number): HostWorkloadSpec {
   const records = numberOption(options.records ?? String(DEFAULT_RECORDS), "records", 1, 2 ** 40) ?? 0;
   const footprint =
     options.footprint === undefined
@@ -96,6 +118,65 @@ export function workloadSpec(options: RunOptions, seed: number): HostWorkloadSpe
     writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
     seed,
   };
+}
+
+export function multiVmOptions(options: WorkloadFlags, seed: number) {
+  const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
+  spec.seed = seed;
+  spec.vms = numberOption(options.vms, "vms", 1, 16) ?? spec.vms;
+  spec.pagesPerVm = numberOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
+  spec.sharedFraction = numberOption(options.sharedFraction, "shared-fraction", 0, 1) ?? spec.sharedFraction;
+  spec.zeroFraction = numberOption(options.zeroFraction, "zero-fraction", 0, 1) ?? spec.zeroFraction;
+  spec.records = numberOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
+  spec.seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? spec.seconds;
+  spec.writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1) ?? spec.writeFraction;
+  if (!Number.isInteger(spec.vms)) throw new MemvirtError("--vms: must be an integer");
+  if (!Number.isInteger(spec.pagesPerVm)) throw new MemvirtError("--pages-per-vm: must be an integer");
+  spec.records = Math.floor(spec.records);
+  return spec;
+}
+
+/**
+ * The config several VMs run with: the mode must fill nested tables (the host's memory management
+ * edits them); without an "overcommit" section, its defaults on 4K host pages.
+ */
+export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfig {
+  const config = { ...base };
+  if (!hasNestedTables(config.mode)) throw new MemvirtError(`config key "mode": ${what} need "ept" or "npt"`);
+  if (config.guest.pageSize !== "4K")
+    throw new MemvirtError(
+      `config key "guest.pageSize": ${what} page the guest in 4 KiB pages (the host tracks each): use "4K"`,
+    );
+  if (!config.overcommit) {
+    if (config.host.pageSize !== "4K")
+      throw new MemvirtError(`config key "host.pageSize": ${what} reclaim 4 KiB pages: use "4K"`);
+    config.overcommit = defaultOvercommit();
+  }
+  return config;
+}
+
+/**
+ * A multi-VM workload on the overcommitted host, run to its end or to a stop on bad input (`failure`,
+ * whose statistics so far the host still holds). `prepare` sees the host before it runs.
+ */
+export function runMultiVmWorkload(
+  base: ResolvedConfig,
+  options: WorkloadFlags,
+  seed: number,
+  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
+  prepare?: (host: OvercommitHost, spec: MultiVmOptions) => void,
+): { host: OvercommitHost; spec: MultiVmOptions; failure?: MemvirtError } {
+  const config = multiVmConfig(base, "the multi-VM workloads");
+  const spec = multiVmOptions(options, seed);
+  const host = new OvercommitHost(config, new MultiVm(spec), hostOptions);
+  prepare?.(host, spec);
+  try {
+    host.run();
+  } catch (error) {
+    if (!(error instanceof MemvirtError)) throw error;
+    return { host, spec, failure: error };
+  }
+  return { host, spec };
 }
 
 /** Commander's accumulator for an option given several times. */

@@ -2,52 +2,14 @@
 // repeated). Both run on the overcommitted host (src/overcommit), with its mechanisms acting on them.
 import { writeFileSync } from "node:fs";
 import type { ResolvedConfig } from "../config/config.js";
-import { MemvirtError } from "../core/machine.js";
-import { hasNestedTables } from "../hypervisor/config.js";
-import { defaultOvercommit } from "../overcommit/config.js";
+import type { MemvirtError } from "../core/machine.js";
 import { OvercommitHost } from "../overcommit/host.js";
 import { buildOvercommitReport, formatOvercommitReport, timelineCsv } from "../overcommit/report.js";
 import { VERSION } from "../report/report.js";
 import { type CheckpointRun, saveCheckpoint } from "../runner/checkpoint.js";
 import { type MultiTracePosition, replayTraces, TraceVms } from "../trace/multi.js";
-import { defaultMultiVmOptions, MultiVm, type MultiVmWorkloadName } from "../workload/multivm.js";
-import { numberOption, type RunOptions } from "./options.js";
+import { multiVmConfig, numberOption, type RunOptions, runMultiVmWorkload } from "./options.js";
 import { ProgressBar } from "./progress.js";
-
-export function multiVmOptions(options: RunOptions, seed: number) {
-  const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
-  spec.seed = seed;
-  spec.vms = numberOption(options.vms, "vms", 1, 16) ?? spec.vms;
-  spec.pagesPerVm = numberOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
-  spec.sharedFraction = numberOption(options.sharedFraction, "shared-fraction", 0, 1) ?? spec.sharedFraction;
-  spec.zeroFraction = numberOption(options.zeroFraction, "zero-fraction", 0, 1) ?? spec.zeroFraction;
-  spec.records = numberOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
-  spec.seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? spec.seconds;
-  spec.writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1) ?? spec.writeFraction;
-  if (!Number.isInteger(spec.vms)) throw new MemvirtError("--vms: must be an integer");
-  if (!Number.isInteger(spec.pagesPerVm)) throw new MemvirtError("--pages-per-vm: must be an integer");
-  spec.records = Math.floor(spec.records);
-  return spec;
-}
-
-/**
- * The config several VMs run with: the mode must fill nested tables (the host's memory management
- * edits them); without an "overcommit" section, its defaults on 4K host pages.
- */
-export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfig {
-  const config = { ...base };
-  if (!hasNestedTables(config.mode)) throw new MemvirtError(`config key "mode": ${what} need "ept" or "npt"`);
-  if (config.guest.pageSize !== "4K")
-    throw new MemvirtError(
-      `config key "guest.pageSize": ${what} page the guest in 4 KiB pages (the host tracks each): use "4K"`,
-    );
-  if (!config.overcommit) {
-    if (config.host.pageSize !== "4K")
-      throw new MemvirtError(`config key "host.pageSize": ${what} reclaim 4 KiB pages: use "4K"`);
-    config.overcommit = defaultOvercommit();
-  }
-  return config;
-}
 
 /** Prints the report, writes the timeline, and turns a stop on bad input into its exit code. */
 function finish(
@@ -73,19 +35,10 @@ export function runOvercommit(
   seed: number,
   print: (text: string) => void,
 ): number {
-  const config = multiVmConfig(base, "the multi-VM workloads");
-  const spec = multiVmOptions(options, seed);
-  const host = new OvercommitHost(config, new MultiVm(spec), {
+  const { host, spec, failure } = runMultiVmWorkload(base, options, seed, {
     build: options.build,
     checkInvariants: options.checkInvariants || undefined,
   });
-  let failure: MemvirtError | undefined;
-  try {
-    host.run();
-  } catch (error) {
-    if (!(error instanceof MemvirtError)) throw error;
-    failure = error;
-  }
   return finish(host, { kind: "workload", ...spec }, failure, options, print);
 }
 

@@ -339,15 +339,23 @@ export const SEED_TABLE_ORDER = [
   "swap",
 ];
 
-export function runSeedTable(build: BuildName): { rows: SeedRow[]; absent: Record<string, string> } {
+/** Measures every row; `onRow` hears of each row as it is done (for progress). */
+export function runSeedTable(
+  build: BuildName,
+  onRow?: (row: SeedRow, done: number, total: number) => void,
+): { rows: SeedRow[]; absent: Record<string, string> } {
   singleRuns.clear();
   const rows: SeedRow[] = [];
   const absent: Record<string, string> = {};
-  for (const name of SEED_TABLE_ORDER) {
+  SEED_TABLE_ORDER.forEach((name, i) => {
     const provider = SEED_TABLE_ROWS[name];
-    if (provider) rows.push(provider(build));
-    else absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
-  }
+    if (!provider) {
+      absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
+      return;
+    }
+    rows.push(provider(build));
+    onRow?.(rows[rows.length - 1], i + 1, SEED_TABLE_ORDER.length);
+  });
   singleRuns.clear();
   return { rows, absent };
 }

@@ -95,6 +95,17 @@ export interface RunReport extends Stats {
 
 export const VERSION = "0.1.0";
 
+/** `cyclesByWho`'s keys in the order the reports show them, with their labels. */
+export const CYCLES_BY_WHO: [keyof RunReport["cyclesByWho"], string][] = [
+  ["translation", "translation"],
+  ["guestKernel", "guest kernel"],
+  ["vmExits", "VM exits"],
+  ["tdp", "TDP MMU"],
+  ["shadow", "shadow MMU"],
+  ["hypercalls", "hypercalls"],
+  ["emulation", "emulation"],
+];
+
 // The effective config of a report or a comparison, for the pages that show it. The JSON report's keys
 // are the outside contract, so the config is kept beside the object rather than in it; a report that
 // carries its own `config` key is read from that.

@@ -10,7 +10,7 @@
 // - threads-shootdown: a process with one thread per vCPU over one shared region; in turn a thread
 //   unmaps a chunk of it and maps it again, so every unmap shoots down the other threads' TLBs.
 // Records: 8-byte accesses (text is fetched), cpu = the vCPU the thread runs on.
-import { MemvirtError } from "../core/machine.js";
+import { MemvirtError } from "../core/errors.js";
 import { PAGE_SHIFT } from "../core/types.js";
 import type { GuestOS, Process, Protection, Segment } from "../guest/os.js";
 import type { Host } from "../host/host.js";
@@ -67,6 +67,7 @@ class Accesses {
     private readonly limit: number,
     private readonly rng: Rng,
     private readonly writeFraction: number,
+    private readonly onBatch?: (count: number, total: number) => void,
   ) {}
 
   get left(): number {
@@ -97,6 +98,7 @@ class Accesses {
     this.view = undefined;
     this.host.replayRange(0, count);
     this.done += count;
+    this.onBatch?.(count, this.done);
   }
 }
 
@@ -310,7 +312,11 @@ const DRIVERS: Record<ChurnWorkloadName, (run: Run) => void> = {
 };
 
 /** Runs a churn workload on the host's first guest; returns the accesses run. */
-export function runChurnWorkload(host: Host, spec: ChurnSpec): number {
+export function runChurnWorkload(
+  host: Host,
+  spec: ChurnSpec,
+  onBatch?: (count: number, total: number) => void,
+): number {
   if (!Number.isSafeInteger(spec.records) || spec.records < 0)
     throw new RangeError(`records must be a non-negative integer, got ${spec.records}`);
   if (!Number.isSafeInteger(spec.footprint) || spec.footprint < 4096)
@@ -320,7 +326,7 @@ export function runChurnWorkload(host: Host, spec: ChurnSpec): number {
     throw new RangeError(`writeFraction must be in [0, 1], got ${writeFraction}`);
   const guest = host.guests[0];
   const rng = new Rng(spec.seed ^ 0x7c3a_91e5);
-  const accesses = new Accesses(host, guest.firstCpu, spec.records, rng, writeFraction);
+  const accesses = new Accesses(host, guest.firstCpu, spec.records, rng, writeFraction, onBatch);
   const run: Run = {
     os: guest.os,
     cpus: guest.cpus,

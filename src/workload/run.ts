@@ -8,8 +8,13 @@ import { createWorkload, type WorkloadSpec } from "./synthetic.js";
 /** Every workload that runs on one guest: a synthetic access stream or a churn workload. */
 export type HostWorkloadSpec = WorkloadSpec | ChurnSpec;
 
-export function runWorkload(host: Host, spec: HostWorkloadSpec): number {
-  if (isChurnSpec(spec)) return runChurnWorkload(host, spec);
+/** `onBatch` hears of each batch once it has run (the playground's progress bar). */
+export function runWorkload(
+  host: Host,
+  spec: HostWorkloadSpec,
+  onBatch?: (count: number, total: number) => void,
+): number {
+  if (isChurnSpec(spec)) return runChurnWorkload(host, spec, onBatch);
   const workload = createWorkload(spec);
   let total = 0;
   while (true) {
@@ -17,6 +22,7 @@ export function runWorkload(host: Host, spec: HostWorkloadSpec): number {
     if (count === 0) return total;
     host.replay(count);
     total += count;
+    onBatch?.(count, total);
   }
 }
 
