@@ -313,8 +313,12 @@ function faultRows(report: IommuReport): [string, string][] {
     ]);
   const log = report.faultLog;
   if (!log) return rows;
-  const events = Object.entries(log.events).map(([name, n]) => `${name} ${count(n)}`);
-  rows.push(["fault log", [`${count(log.records)} VT-d fault records`, ...events].join(", ")]);
+  // VT-d logs fault records, AMD-Vi events: each names what its IOMMU logs.
+  const logged =
+    report.kind === "amdvi"
+      ? Object.entries(log.events).map(([name, n]) => `${count(n)} ${name} events`)
+      : [`${count(log.records)} VT-d fault records`];
+  rows.push(["fault log", logged.join(", ") || "none"]);
   for (const fault of log.first.slice(0, 4)) {
     rows.push([
       "",
