@@ -27,7 +27,6 @@ import {
 import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
-  CYCLES_GUEST_KERNEL,
   CYCLES_SHADOW,
   type ExitAction,
   ExitCounter,
@@ -1046,11 +1045,11 @@ export class ShadowMmu implements VirtualizationTechnique {
     flush: TlbFlush,
     handler: (cpu: number) => void,
   ): void {
-    this.machine.chargeCycles(flush.ipiCycles * targets.length, CYCLES_GUEST_KERNEL);
-    this.ipis.send(from, targets);
-    const before = this.exitCounter.total;
-    for (const target of targets) handler(target);
-    this.targetFlushExits += this.exitCounter.total - before;
+    this.ipis.shootdown(from, targets, flush, (target) => {
+      const before = this.exitCounter.total;
+      handler(target);
+      this.targetFlushExits += this.exitCounter.total - before;
+    });
     // The kernel goes on storing from the CPU that sent the IPIs.
     this.currentCpu = from;
   }

@@ -7,7 +7,6 @@ import { PAGE_SHIFT, type PageSize } from "../core/types.js";
 import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
-  CYCLES_GUEST_KERNEL,
   CYCLES_TDP,
   type DirtyLogMode,
   type ExitAction,
@@ -434,9 +433,7 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     flush: TlbFlush,
     handler: (cpu: number) => void,
   ): void {
-    this.machine.chargeCycles(flush.ipiCycles * targets.length, CYCLES_GUEST_KERNEL);
-    this.ipis.send(from, targets);
-    for (const target of targets) handler(target);
+    this.ipis.shootdown(from, targets, flush, handler);
   }
 
   shootdownStats(): Record<string, number> {

@@ -256,6 +256,16 @@ export class VirtualIpis {
       this.counters.exits++;
     }
   }
+
+  /**
+   * The guest's flush_tlb_multi through the local APIC: its own IPI work, the IPIs, then each target's
+   * handler, which runs on the target with what the technique makes of its flush.
+   */
+  shootdown(from: number, targets: readonly number[], flush: TlbFlush, handler: (cpu: number) => void): void {
+    this.machine.chargeCycles(flush.ipiCycles * targets.length, CYCLES_GUEST_KERNEL);
+    this.send(from, targets);
+    for (const target of targets) handler(target);
+  }
 }
 
 /**

@@ -2,39 +2,10 @@
 // side is test/hypervisor/shootdowns.test.ts).
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { type Mode, type ResolvedConfig, resolveConfig } from "../../src/config/config.js";
+import type { ResolvedConfig } from "../../src/config/config.js";
 import { ADDRESS_MASK, type Process, PTE_RW } from "../../src/guest/os.js";
-import { Simulation } from "../../src/runner/simulation.js";
-
-const READ = 0;
-const WRITE = 1;
-const PF = 14;
-const PAGE = 0x1000n;
-const RW = { writable: true, user: true, executable: false };
-const RO = { writable: false, user: true, executable: false };
-
-function simulation(mode: Mode = "native", change: (config: ResolvedConfig) => void = () => {}): Simulation {
-  const config = resolveConfig({ mode, guest: { memory: "4G" }, host: { memory: "16G" } });
-  change(config);
-  return new Simulation(config);
-}
-
-/** One access as a record on `cpu`, serviced as a trace replay does. */
-function touch(sim: Simulation, la: bigint, kind = READ, cpu = 0): void {
-  const view = sim.recordView();
-  view.setBigUint64(0, la, true);
-  view.setUint8(8, kind);
-  view.setUint8(9, 8);
-  view.setUint16(10, cpu, true);
-  sim.replayBuffer(1);
-}
-
-/** A process with nothing mapped, running on `cpus`. */
-function running(sim: Simulation, cpus = [0]): Process {
-  const process = sim.os.createProcess();
-  for (const cpu of cpus) sim.os.switchTo(cpu, process);
-  return process;
-}
+import type { Simulation } from "../../src/runner/simulation.js";
+import { PAGE, PF, READ, RO, RW, running, simulation, touch, WRITE } from "./simulate.js";
 
 function frameOf(sim: Simulation, process: Process, la: bigint): bigint | undefined {
   const leaf = sim.os.lookup(process, la);

@@ -2,39 +2,13 @@
 // (hypervisor.ipi), the shadow MMU's trapped flushes, Xen-PV's batched updates, pins and flush
 // hypercalls, and nothing but the guest's own work under EPT.
 import { describe, expect, it } from "vitest";
-import { type Mode, type ResolvedConfig, resolveConfig } from "../../src/config/config.js";
+import type { Mode } from "../../src/config/config.js";
 import type { Process } from "../../src/guest/os.js";
 import { MULTICALL_BATCH, type ParavirtualPaging } from "../../src/hypervisor/pv.js";
 import type { ShadowMmu } from "../../src/hypervisor/shadow.js";
 import type { IpiDelivery } from "../../src/hypervisor/technique.js";
-import { Simulation } from "../../src/runner/simulation.js";
-
-const READ = 0;
-const WRITE = 1;
-const PF = 14;
-const PAGE = 0x1000n;
-const RW = { writable: true, user: true, executable: false };
-
-function simulation(mode: Mode, change: (config: ResolvedConfig) => void = () => {}): Simulation {
-  const config = resolveConfig({ mode, guest: { memory: "4G" }, host: { memory: "16G" } });
-  change(config);
-  return new Simulation(config);
-}
-
-function touch(sim: Simulation, la: bigint, kind = READ, cpu = 0): void {
-  const view = sim.recordView();
-  view.setBigUint64(0, la, true);
-  view.setUint8(8, kind);
-  view.setUint8(9, 8);
-  view.setUint16(10, cpu, true);
-  sim.replayBuffer(1);
-}
-
-function running(sim: Simulation, cpus: number[]): Process {
-  const process = sim.os.createProcess();
-  for (const cpu of cpus) sim.os.switchTo(cpu, process);
-  return process;
-}
+import type { Simulation } from "../../src/runner/simulation.js";
+import { PAGE, PF, READ, RO, RW, running, simulation, touch, WRITE } from "../guest/simulate.js";
 
 function exits(sim: Simulation): Record<string, number> {
   return sim.technique?.exits() ?? {};
@@ -313,8 +287,6 @@ function afterTouching40(mode: Mode, op: (sim: Simulation, at: bigint, idle: Pro
     counters: delta({ ...(sim.technique?.stats?.() ?? {}) }, counters),
   };
 }
-
-const RO = { ...RW, writable: false };
 
 describe("each system call under shadow paging: unsync leaf tables, write-protected upper levels, trapped flushes", () => {
   it("madvise(DONTNEED) of 8 pages: the leaves' table is unsync, so only the 8 INVLPGs trap, each resyncing its SPTE", () => {

@@ -7,7 +7,7 @@ import { type IommuReport, platformOf, runDmaWorkload } from "../../src/iommu/wo
 import { Simulation } from "../../src/runner/simulation.js";
 import { runMemvirt } from "../cli/in-process.js";
 
-function faulty(iommu: Record<string, unknown>, operations = 800): IommuReport {
+function faulty(iommu: Record<string, string>, operations = 800): IommuReport {
   const simulation = new Simulation(resolveConfig({ iommu }));
   simulation.start();
   return runDmaWorkload(platformOf(simulation), { name: "dma-faulty", operations, seed: 3 });
