@@ -14,7 +14,7 @@ import { MemvirtError } from "../core/machine.js";
 import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
-import { DMA_WORKLOADS, isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
+import { isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
 import { writeHtmlReport } from "../report/html-file.js";
@@ -24,13 +24,19 @@ import { Simulation } from "../runner/simulation.js";
 import { convertTrace } from "../trace/convert.js";
 import { replayTrace } from "../trace/replay.js";
 import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
-import { CHURN_WORKLOADS } from "../workload/churn.js";
 import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
-import { WORKLOAD_NAMES } from "../workload/synthetic.js";
 import { formatCompare, runCompare } from "./compare.js";
 import { formatDemo, runDemo } from "./demo.js";
-import { collect, dmaOperations, numberOption, type RunOptions, seedOf, workloadSpec } from "./options.js";
+import {
+  collect,
+  dmaOperations,
+  numberOption,
+  type RunOptions,
+  seedOf,
+  WORKLOAD_GROUPS,
+  workloadSpec,
+} from "./options.js";
 import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 import { registerSweepCommands } from "./sweep.js";
@@ -221,12 +227,9 @@ export async function main(
 
   /** The workload, seed, output and build options `run` and `compare` share. */
   const workloadOptions = (command: Command, defaults: { workload?: string; records?: string }) => {
-    const workload = new Option("-w, --workload <name>", "synthetic workload").choices([
-      ...WORKLOAD_NAMES,
-      ...CHURN_WORKLOADS,
-      ...DMA_WORKLOADS,
-      ...MULTI_VM_WORKLOADS,
-    ]);
+    const workload = new Option("-w, --workload <name>", "workload").choices(
+      WORKLOAD_GROUPS.flatMap((group) => group.names),
+    );
     if (defaults.workload) workload.default(defaults.workload);
     return command
       .addOption(workload)

@@ -5,18 +5,33 @@ import { parseBytes, type ResolvedConfig } from "../config/config.js";
 import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
 import { hasNestedTables } from "../hypervisor/config.js";
+import { DMA_WORKLOADS } from "../iommu/workload.js";
 import { defaultOvercommit } from "../overcommit/config.js";
 import { OvercommitHost } from "../overcommit/host.js";
 import type { TraceFormatOption } from "../trace/source.js";
-import { CHURN_FOOTPRINT, type ChurnWorkloadName, isChurnWorkload } from "../workload/churn.js";
+import {
+  CHURN_FOOTPRINT,
+  CHURN_WORKLOADS,
+  type ChurnWorkloadName,
+  isChurnWorkload,
+} from "../workload/churn.js";
 import {
   defaultMultiVmOptions,
+  MULTI_VM_WORKLOADS,
   MultiVm,
   type MultiVmOptions,
   type MultiVmWorkloadName,
 } from "../workload/multivm.js";
 import type { HostWorkloadSpec } from "../workload/run.js";
-import type { WorkloadName } from "../workload/synthetic.js";
+import { WORKLOAD_NAMES, type WorkloadName } from "../workload/synthetic.js";
+
+/** Every --workload, by kind: the CLI's choices and the playground's list. */
+export const WORKLOAD_GROUPS: readonly { label: string; names: readonly string[] }[] = [
+  { label: "Synthetic", names: WORKLOAD_NAMES },
+  { label: "Guest kernel changing its page tables", names: CHURN_WORKLOADS },
+  { label: "Devices (DMA through the IOMMU)", names: DMA_WORKLOADS },
+  { label: "Several VMs, overcommitted host", names: MULTI_VM_WORKLOADS },
+];
 
 export interface RunOptions {
   config?: string;

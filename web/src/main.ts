@@ -2,17 +2,10 @@
 // A run started from the URL (run=1) marks document.body.dataset.state "running", then "done" or
 // "error", and leaves the report JSON in <script type="application/json" id="report">.
 import "./style.css";
-import {
-  CHURN_WORKLOADS,
-  DMA_WORKLOADS,
-  MULTI_VM_WORKLOADS,
-  TRACE_FORMATS,
-  type WalkExplanation,
-  WORKLOAD_NAMES,
-} from "memvirt";
+import { MULTI_VM_WORKLOADS, TRACE_FORMATS, type WalkExplanation } from "memvirt";
 import lsXzUrl from "../../examples/ls.lk.xz?url";
 import overcommitExample from "../../examples/overcommit.json";
-import type { WorkloadFlags } from "../../src/cli/options.js";
+import { WORKLOAD_GROUPS, type WorkloadFlags } from "../../src/cli/options.js";
 import { renderCompare, renderSeedTable } from "./compare.js";
 import { $, h } from "./dom.js";
 import { renderOvercommit } from "./overcommit.js";
@@ -166,21 +159,8 @@ presetSelect.append(
 );
 const workloadSelect = $<HTMLSelectElement>("workload");
 workloadSelect.append(
-  h("optgroup", { label: "Synthetic" }, ...WORKLOAD_NAMES.map((n) => h("option", {}, n))),
-  h(
-    "optgroup",
-    { label: "Guest kernel changing its page tables" },
-    ...CHURN_WORKLOADS.map((n) => h("option", {}, n)),
-  ),
-  h(
-    "optgroup",
-    { label: "Devices (DMA through the IOMMU)" },
-    ...DMA_WORKLOADS.map((n) => h("option", {}, n)),
-  ),
-  h(
-    "optgroup",
-    { label: "Several VMs, overcommitted host" },
-    ...MULTI_VM_WORKLOADS.map((n) => h("option", {}, n)),
+  ...WORKLOAD_GROUPS.map((group) =>
+    h("optgroup", { label: group.label }, ...group.names.map((n) => h("option", {}, n))),
   ),
 );
 $<HTMLSelectElement>("shipped").append(
