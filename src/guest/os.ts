@@ -201,9 +201,10 @@ export class GuestOS {
     const pcid = this.freePcids.pop() ?? this.nextPcid++;
     const root = this.newTable();
     // The kernel half (top-level slots 256..511) is shared by every address space.
-    for (let slot = 256n; slot < 512n; slot++) {
-      const entry = this.cpu.readEntry(this.kernelRoot + slot * 8n);
-      if (entry !== 0n) this.cpu.writeEntry(root + slot * 8n, entry, this.levels);
+    const kernel = this.cpu.readEntries(this.kernelRoot + 256n * 8n, 256);
+    for (let slot = 256; slot < 512; slot++) {
+      const entry = kernel[slot - 256];
+      if (entry !== 0n) this.cpu.writeEntry(root + BigInt(slot) * 8n, entry, this.levels);
     }
     const process: Process = {
       pid: this.nextPid++,
@@ -351,15 +352,16 @@ export class GuestOS {
     for (const table of this.tablesIn(process, start, end)) {
       const shift = BigInt(12 + 9 * (table.level - 1));
       const first = start > table.base ? Number((start - table.base) >> shift) : 0;
-      const limit = end - table.base;
-      for (let index = first; index < 512; index++) {
-        const page = table.base + (BigInt(index) << shift);
-        if (page - table.base >= limit) break;
-        const address = table.address + BigInt(index) * 8n;
-        const entry = this.cpu.readEntry(address);
+      // Slots [first, last) hold the pages below `end` (a slot's page starts below it).
+      const last = end - table.base >= 512n << shift ? 512 : Number((end - table.base - 1n) >> shift) + 1;
+      if (last <= first) continue;
+      // One scan of the slots: a visit changes only its own entry (or another process's tables).
+      const entries = this.cpu.readEntries(table.address + BigInt(first) * 8n, last - first);
+      for (let index = first; index < last; index++) {
+        const entry = entries[index - first];
         if ((entry & PTE_P) === 0n) continue;
         if (table.level !== 1 && (entry & PTE_PS) === 0n) continue;
-        visit(address, entry, table.level, page);
+        visit(table.address + BigInt(index) * 8n, entry, table.level, table.base + (BigInt(index) << shift));
       }
     }
   }
@@ -742,10 +744,9 @@ export class GuestOS {
     this.cpu.lazyMmu(true);
     const cleared = this.zap(process, 0n, this.userTop);
     const freed = this.freeTables(process, 0n, this.userTop);
-    for (let slot = 0n; slot < 512n; slot++) {
-      const address = process.root + slot * 8n;
-      if (this.cpu.readEntry(address) !== 0n) this.cpu.writeEntry(address, 0n, this.levels);
-    }
+    const slots = this.cpu.readEntries(process.root, 512);
+    for (let slot = 0; slot < 512; slot++)
+      if (slots[slot] !== 0n) this.cpu.writeEntry(process.root + BigInt(slot) * 8n, 0n, this.levels);
     this.cpu.lazyMmu(false);
     this.releaseFrames(cleared);
     this.releaseTables([...freed, { address: process.root }]);

@@ -24,6 +24,8 @@ export interface PagingCpu {
    */
   writeEntry(pa: bigint, value: bigint, level: number): void;
   readEntry(pa: bigint): bigint;
+  /** Loads of `count` consecutive entries from `pa`, all in one page table (a scan of its slots). */
+  readEntries(pa: bigint, count: number): bigint[];
   /** MOV to CR3 (bit 63 is the no-flush hint when PCIDs are on). */
   loadCr3(cpu: number, value: bigint): void;
   invlpg(cpu: number, la: bigint): void;
@@ -63,6 +65,10 @@ export class NativeCpu implements PagingCpu {
 
   readEntry(pa: bigint): bigint {
     return this.machine.readPhys64(pa);
+  }
+
+  readEntries(pa: bigint, count: number): bigint[] {
+    return readRange(this.machine, pa, count);
   }
 
   loadCr3(cpu: number, value: bigint): void {
@@ -105,3 +111,10 @@ export class NativeCpu implements PagingCpu {
 
 /** Handler-cycle categories (the core keeps 8). */
 export const HANDLER_GUEST_KERNEL = 0;
+
+/** `count` consecutive 8-byte words of physical memory from `pa`. */
+export function readRange(machine: Machine, pa: bigint, count: number): bigint[] {
+  const words: bigint[] = new Array(count);
+  for (let i = 0; i < count; i++) words[i] = machine.readPhys64(pa + BigInt(i * 8));
+  return words;
+}

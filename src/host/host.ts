@@ -354,6 +354,9 @@ class PinnedCpu implements PagingCpu {
   readEntry(pa: bigint): bigint {
     return this.inner.readEntry(pa);
   }
+  readEntries(pa: bigint, count: number): bigint[] {
+    return this.inner.readEntries(pa, count);
+  }
   loadCr3(cpu: number, value: bigint): void {
     this.inner.loadCr3(this.firstCpu + cpu, value);
   }

@@ -14,7 +14,7 @@
 //   guest sends no IPIs, Xen flushes the other CPUs itself.
 import { type ExitRecord, type Machine, MemvirtError } from "../core/machine.js";
 import { CR4_LA57 } from "../core/types.js";
-import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
+import { type PagingCpu, readRange, type TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_HYPERCALL,
   type ExitAction,
@@ -279,7 +279,18 @@ export class ParavirtualPaging implements VirtualizationTechnique {
   /** Reads an entry back in the guest's pseudo-physical terms (through the m2p table). */
   guestLoad(entryGpa: bigint): bigint {
     if (!this.vm.memslotOf(entryGpa)) return 0n;
-    const value = this.machine.readPhys64(this.vm.hostAddress(entryGpa));
+    return this.pseudoPhysical(this.machine.readPhys64(this.vm.hostAddress(entryGpa)));
+  }
+
+  guestLoadRange(gpa: bigint, count: number): bigint[] {
+    if (!this.vm.memslotOf(gpa)) return new Array<bigint>(count).fill(0n);
+    return readRange(this.machine, this.vm.hostAddress(gpa), count).map((value) =>
+      this.pseudoPhysical(value),
+    );
+  }
+
+  /** An entry as the guest reads it: its machine frame back to the pseudo-physical one (m2p). */
+  private pseudoPhysical(value: bigint): bigint {
     if ((value & P) === 0n) return value;
     // Reads do not know the level; only the frame matters, and a large frame is also a 4K-aligned one.
     const bytes = 0x1000n;

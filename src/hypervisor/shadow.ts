@@ -24,7 +24,7 @@ import {
   type Regs,
   RFLAGS_AC,
 } from "../core/types.js";
-import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
+import { type PagingCpu, readRange, type TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
   CYCLES_SHADOW,
@@ -340,6 +340,10 @@ export class ShadowMmu implements VirtualizationTechnique {
 
   guestLoad(gpa: bigint): bigint {
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
+  }
+
+  guestLoadRange(gpa: bigint, count: number): bigint[] {
+    return readRange(this.machine, this.vm.hostAddress(gpa), count);
   }
 
   private writeGuest(gpa: bigint, value: bigint): void {

@@ -4,7 +4,7 @@
 // the nested dirty flags.
 import type { ExitRecord, Machine } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
-import type { PagingCpu, TlbFlush } from "../guest/paging-cpu.js";
+import { type PagingCpu, readRange, type TlbFlush } from "../guest/paging-cpu.js";
 import {
   CYCLES_EMULATION,
   CYCLES_TDP,
@@ -424,6 +424,11 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     // Outside guest RAM nothing answers: an MMIO read of nothing reads as zero here.
     if (!this.vm.memslotOf(gpa)) return 0n;
     return this.machine.readPhys64(this.vm.hostAddress(gpa));
+  }
+
+  guestLoadRange(gpa: bigint, count: number): bigint[] {
+    if (!this.vm.memslotOf(gpa)) return new Array<bigint>(count).fill(0n);
+    return readRange(this.machine, this.vm.hostAddress(gpa), count);
   }
 
   /** The guest's shootdown IPIs go through KVM's local APIC; the targets flush on their own, unseen. */

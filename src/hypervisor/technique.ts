@@ -277,6 +277,8 @@ export interface GuestPagingHandlers {
   readonly machine: Machine;
   guestStore(gpa: bigint, value: bigint, level: number): void;
   guestLoad(gpa: bigint): bigint;
+  /** `count` consecutive entries from `gpa`, all in one guest page (guestLoad of each). */
+  guestLoadRange(gpa: bigint, count: number): bigint[];
   guestLoadCr3(cpu: number, value: bigint): void;
   guestInvlpg(cpu: number, la: bigint): void;
   guestInvpcid(cpu: number, type: number, pcid: number, la: bigint): void;
@@ -304,6 +306,10 @@ export class GuestCpu implements PagingCpu {
 
   readEntry(pa: bigint): bigint {
     return this.handlers.guestLoad(pa);
+  }
+
+  readEntries(pa: bigint, count: number): bigint[] {
+    return this.handlers.guestLoadRange(pa, count);
   }
 
   loadCr3(cpu: number, value: bigint): void {

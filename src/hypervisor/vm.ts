@@ -162,8 +162,12 @@ export class Vm {
 
   /** Host-physical address of guest-physical `gpa` (backing it if needed). */
   hostAddress(gpa: bigint): bigint {
-    const { base, hpa } = this.backingOf(gpa);
-    return hpa + (gpa - base);
+    // Backed already (nearly always): no allocation on the way, as this runs per guest table access.
+    const base = gpa & ~(this.backingSize - 1n);
+    const hpa = this.backing.get(base);
+    if (hpa !== undefined) return hpa + (gpa - base);
+    const backed = this.backingOf(gpa);
+    return backed.hpa + (gpa - backed.base);
   }
 
   /** The host page backing the region at `base`, without allocating. */
