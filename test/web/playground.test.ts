@@ -12,6 +12,7 @@ import type { Browser, BrowserContext, Page } from "playwright-core";
 import { build } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { main } from "../../src/cli/main.js";
+import { WORKLOAD_GROUPS } from "../../src/cli/options.js";
 import { resolveConfig } from "../../src/config/config.js";
 import { buildReport, type RunReport } from "../../src/report/report.js";
 import { Simulation } from "../../src/runner/simulation.js";
@@ -158,6 +159,30 @@ describe("the playground", () => {
     await page.close();
   });
 
+  it("run=1: pt-churn under shadow paging on 2 vCPUs, picked from the CLI's workload list, reports what memvirt run --json does, system calls and shootdowns included", async () => {
+    const config = { mode: "shadow", cpus: 2 };
+    const flags = { workload: "pt-churn", records: "3000", seed: "5" };
+    const page = await open({ config: JSON.stringify(config), ...flags, run: "1" }, "see");
+    // The list is the CLI's own, group by group.
+    const groups = await page.$$eval("#workload optgroup", (list) =>
+      list.map((group) => ({
+        label: group.getAttribute("label") ?? "",
+        names: [...group.querySelectorAll("option")].map((option) => option.textContent ?? ""),
+      })),
+    );
+    expect(groups).toEqual(WORKLOAD_GROUPS.map((group) => ({ label: group.label, names: [...group.names] })));
+    expect(await settle(page, "pt-churn run")).toBe("done");
+    const report = JSON.parse((await page.textContent("#report")) ?? "") as RunReport;
+    writeFileSync(join(work, "churn.json"), JSON.stringify(config));
+    let json = "";
+    const argv = ["node", "memvirt", "run", "--config", join(work, "churn.json"), "--json"];
+    for (const [key, value] of Object.entries(flags)) argv.push(`--${key}`, value);
+    expect(await main(argv, (text) => (json += text))).toBe(0);
+    expect(report).toEqual(JSON.parse(json));
+    expect(report.syscalls?.calls.fork).toBeGreaterThan(0);
+    await page.close();
+  });
+
   it("replays a shipped trace given to the file input (examples/ls.lk.xz, decoded in chunks in the worker) to the statistics Node's replay gives", async () => {
     const page = await open({ config: JSON.stringify({ mode: "ept" }) });
     await page.check("input[name=source][value=trace]");
@@ -230,7 +255,7 @@ describe("the playground", () => {
     expect(await page.locator("#compare figure.chart").count()).toBe(2);
     expect(await page.locator("#compare .u-legend .u-series").count()).toBeGreaterThanOrEqual(6);
     expect(await job(page, "#seed-run", "seed table")).toBe("done");
-    expect(await page.locator("#seed-table tbody tr").count()).toBe(7);
+    expect(await page.locator("#seed-table tbody tr").count()).toBe(12);
     expect(await downloaded(page, "seed-table.json")).toBe(
       readFileSync(join(ROOT, "test", "golden", "seed-table.json"), "utf8"),
     );
