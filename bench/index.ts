@@ -10,10 +10,10 @@ import { defaultConfig } from "../src/config/config.js";
 import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
 import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
-import { formatRate, measureRate, type Rate, type Row, runProcess, summarize } from "./harness.js";
 import { Simulation } from "../src/runner/simulation.js";
 import { runWorkload } from "../src/workload/run.js";
 import { createWorkload, type WorkloadName } from "../src/workload/synthetic.js";
+import { formatRate, measureRate, type Rate, type Row, runProcess, summarize } from "./harness.js";
 import { DMA_CAPACITY, dmaBatch } from "./iommu.js";
 import { champsimDecodeVersusSimulate, ownFormatEndToEnd, sweepScaling } from "./trace.js";
 
