@@ -34,13 +34,12 @@ function cliRun(args: string[]): { status: number | null; stdout: string; stderr
   return { status: result.status, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
 }
 
-// Three processes per mode, so on the release build only (what it checks is the host's file handling;
-// the debug build's core is checked by the in-process resumes below), and in the two modes whose host
-// state differs most from each other's: shadow paging's state is resumed in process below.
+// Three processes per mode, so on the release build only: what it checks is the host's state and file
+// handling; the debug build's core is checked by the in-process resumes below.
 describe.skipIf(build === "debug")(
   "a run killed with SIGKILL and resumed ends with the statistics of an uninterrupted run",
   () => {
-    it.each(["native", "ept"])("mode %s", async (mode) => {
+    it.each(["native", "shadow", "ept"])("mode %s", async (mode) => {
       const config = join(temp, `${mode}.json`);
       writeFileSync(config, configFor(mode));
       const uninterrupted = cliRun(["--config", config, "--trace", trace, "--json"]);
