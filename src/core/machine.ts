@@ -762,6 +762,7 @@ export class Machine {
       faultedWalks: c(S.S_FAULTED_WALKS),
       faultedWalkRefs: c(S.S_FAULTED_WALK_REFS),
       adUpdates: c(S.S_AD_UPDATES),
+      dirtyAssists: c(S.S_D_ASSISTS),
       psc: { pml5: hm(S.S_PSC), pml4: hm(S.S_PSC + 2), pdpte: hm(S.S_PSC + 4), pde: hm(S.S_PSC + 6) },
       cache: {
         l1: { hits: c(S.S_CACHE) },

@@ -304,7 +304,7 @@ function configBlock(summary: string, config: unknown, note = "", id = ""): stri
 }
 
 function runSummary(report: RunReport): string {
-  return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each)</p>`;
+  return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each), ${count(report.dirtyAssists)} D-bit assists</p>`;
 }
 
 /** A run's charts (and its IOMMU figures), under a heading of its own. */

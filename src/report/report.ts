@@ -224,7 +224,7 @@ export function formatTable(report: RunReport): string {
       "walk refs served by",
       `L1 ${count(report.cache.l1.hits)}, L2 ${count(report.cache.l2.hits)}, LLC ${count(report.cache.llc.hits)}, DRAM ${count(report.cache.dram)}`,
     ],
-    ["A/D updates", count(report.adUpdates)],
+    ["A/D updates", `${count(report.adUpdates)} (${count(report.dirtyAssists)} D-bit assists)`],
     [
       "faults",
       `${count(report.exits.pageFault)} #PF (not present ${count(report.faults.notPresent)}, protection ${count(report.faults.protection)}, reserved ${count(report.faults.reserved)}), ${count(report.faults.gp)} #GP`,
