@@ -294,6 +294,8 @@ class TlbLevel {
       entry.context === attributes.context &&
       entry.global === attributes.global;
     const entry = array.storage.entryAt(set, array.storage.chooseWay(set, holds));
+    // §6.3: an entry that already holds the translation is updated in place and keeps its stamp.
+    const inPlace = entry.valid && holds(entry);
     // Copied field by field: `attributes` may be an L2 entry, whose own tag fields must not leak in.
     entry.rw = attributes.rw;
     entry.us = attributes.us;
@@ -310,7 +312,7 @@ class TlbLevel {
     entry.vpn = vpn;
     entry.size = cachedSize;
     entry.frame = frame;
-    entry.stamp = clock.tick();
+    if (!inPlace) entry.stamp = clock.tick();
   }
 
   invalidateWhere(predicate: (entry: TlbEntry) => boolean): void {

@@ -1227,6 +1227,19 @@ for (const impl of IMPLEMENTATIONS) {
         expect(machine.access(0, 0x2000n, KIND_READ).refs).toBe(1);
       });
 
+      it("a D-bit assist keeps the entry's FIFO place: a write to a clean entry is no new insertion", () => {
+        const { machine, tables } = setup(oneSetL1("fifo"));
+        for (const la of [0x1000n, 0x2000n, 0x3000n]) tables.map(la, la + FRAME_A);
+        machine.access(0, 0x1000n, KIND_READ);
+        machine.access(0, 0x2000n, KIND_READ);
+        // The write walks to set D and updates 0x1000's entry where it stands: still the oldest.
+        expect(machine.access(0, 0x1000n, KIND_WRITE).refs).toBeGreaterThan(0);
+        machine.access(0, 0x3000n, KIND_READ);
+        expect(machine.access(0, 0x2000n, KIND_READ).refs).toBe(0);
+        expect(machine.access(0, 0x1000n, KIND_WRITE).refs).toBeGreaterThan(0);
+        expect(machine.stats().dirtyAssists).toBe(1);
+      });
+
       it("a D-bit assist under LRU leaves the entry most recent, as the hit made it", () => {
         const { machine, tables } = setup(oneSetL1("lru"));
         for (const la of [0x1000n, 0x2000n, 0x3000n]) tables.map(la, la + FRAME_A);
