@@ -152,6 +152,8 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     add(S_FAULTED_NESTED_REFS, walkNestedRefs);
     accessError = walkError;
     accessGpa = walkGpa;
+    // A full page-modification log changed nothing: the exit has no fault to invalidate for.
+    if (walkFault == WalkFault.PmlFull) return FaultType.PmlFull;
     if (walkFault >= <u32>WalkFault.EptViolation) {
       nestedFaultInvalidate(cpu, la, walkGpa);
       return walkFault == WalkFault.EptViolation
