@@ -304,16 +304,27 @@ function configBlock(summary: string, config: unknown, note = "", id = ""): stri
 }
 
 function runSummary(report: RunReport): string {
-  return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each)</p>`;
+  return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each), ${count(report.dirtyAssists)} D-bit assists</p>`;
 }
 
 /** A run's charts (and its IOMMU figures), under a heading of its own. */
 function runSection(report: RunReport, heading: string, id?: string): string {
   const config = effectiveConfig(report);
   const iommu = report.iommu ? `<h3>IOMMU</h3>${table([], iommuRows(report.iommu))}` : "";
+  const pml = report.virtualization?.pml;
+  const pmlSection = pml
+    ? `<h3>Page-modification logging</h3>${table(
+        ["", "count", "cycles"],
+        [
+          ["GPAs logged by the CPUs", pml.logged, pml.logCycles],
+          ["PML-full VM exits", pml.fullExits, pml.exitCycles],
+          ["entries drained by the hypervisor", pml.drained, pml.drainCycles],
+        ],
+      )}`
+    : "";
   return `<section${id ? ` id="${id}"` : ""}><h2>${escapeHtml(heading)}</h2>${
     report.error ? `<p class="error">stopped early: ${escapeHtml(report.error)}</p>` : ""
-  }${config === undefined ? "" : configBlock("effective config (JSON)", config)}${runSummary(report)}${tlbChart(report)}${histogramChart(report)}${cycleChart(report)}${iommu}</section>`;
+  }${config === undefined ? "" : configBlock("effective config (JSON)", config)}${runSummary(report)}${tlbChart(report)}${histogramChart(report)}${cycleChart(report)}${pmlSection}${iommu}</section>`;
 }
 
 function runsTable(reports: RunReport[]): string {
