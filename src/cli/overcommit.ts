@@ -1,32 +1,40 @@
 // `memvirt run` with several VMs on one host: a multi-VM workload, or one trace per VM (`--trace`
 // repeated). Both run on the overcommitted host (src/overcommit), with its mechanisms acting on them.
 import { writeFileSync } from "node:fs";
-import type { ResolvedConfig } from "../config/config.js";
-import { MemvirtError } from "../core/machine.js";
+import { configToJson, type ResolvedConfig } from "../config/config.js";
+import { MemvirtError } from "../core/errors.js";
 import { hasNestedTables } from "../hypervisor/config.js";
 import { defaultOvercommit } from "../overcommit/config.js";
 import { OvercommitHost } from "../overcommit/host.js";
-import { buildOvercommitReport, formatOvercommitReport, timelineCsv } from "../overcommit/report.js";
-import { VERSION } from "../report/report.js";
+import {
+  buildOvercommitReport,
+  formatOvercommitReport,
+  type OvercommitReport,
+  timelineCsv,
+} from "../overcommit/report.js";
+import { formatCsv } from "../report/csv.js";
+import { writeOvercommitReport } from "../report/html-file.js";
 import { type CheckpointRun, saveCheckpoint } from "../runner/checkpoint.js";
 import { type MultiTracePosition, replayTraces, TraceVms } from "../trace/multi.js";
-import { defaultMultiVmOptions, MultiVm, type MultiVmWorkloadName } from "../workload/multivm.js";
-import { numberOption, type RunOptions } from "./options.js";
+import { drive } from "../util/steps.js";
+import { VERSION } from "../version.js";
+import type { MultiVmWorkloadName } from "../workload/catalog.js";
+import { defaultMultiVmOptions, MultiVm } from "../workload/multivm.js";
+import type { CommandIo } from "./io.js";
+import { integerOption, numberOption, type RunOptions } from "./options.js";
+import { attempt, type Ending, finish, markReport } from "./outcome.js";
 import { ProgressBar } from "./progress.js";
 
 export function multiVmOptions(options: RunOptions, seed: number) {
   const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
   spec.seed = seed;
-  spec.vms = numberOption(options.vms, "vms", 1, 16) ?? spec.vms;
-  spec.pagesPerVm = numberOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
+  spec.vms = integerOption(options.vms, "vms", 1, 16) ?? spec.vms;
+  spec.pagesPerVm = integerOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
   spec.sharedFraction = numberOption(options.sharedFraction, "shared-fraction", 0, 1) ?? spec.sharedFraction;
   spec.zeroFraction = numberOption(options.zeroFraction, "zero-fraction", 0, 1) ?? spec.zeroFraction;
-  spec.records = numberOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
+  spec.records = integerOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
   spec.seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? spec.seconds;
   spec.writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1) ?? spec.writeFraction;
-  if (!Number.isInteger(spec.vms)) throw new MemvirtError("--vms: must be an integer");
-  if (!Number.isInteger(spec.pagesPerVm)) throw new MemvirtError("--pages-per-vm: must be an integer");
-  spec.records = Math.floor(spec.records);
   return spec;
 }
 
@@ -49,55 +57,70 @@ export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfi
   return config;
 }
 
-/** Prints the report, writes the timeline, and turns a stop on bad input into its exit code. */
-function finish(
-  host: OvercommitHost,
-  source: Record<string, unknown>,
-  failure: MemvirtError | undefined,
-  options: RunOptions,
-  print: (text: string) => void,
-): number {
-  const report = buildOvercommitReport(host, source, VERSION, failure?.message);
-  print(options.json ? JSON.stringify(report, null, 2) : formatOvercommitReport(report));
-  if (options.timeline) writeFileSync(options.timeline, timelineCsv(host));
-  if (failure) {
-    process.stderr.write(`memvirt: ${failure.message}\n`);
-    return failure.exitCode;
+/** Prints the report (JSON with the effective config, CSV or the table), writes the HTML page and the timeline. */
+function emit(host: OvercommitHost, report: OvercommitReport, options: RunOptions, io: CommandIo): void {
+  io.print(
+    options.json
+      ? JSON.stringify({ ...report, config: configToJson(host.config) }, null, 2)
+      : options.csv
+        ? formatCsv([report])
+        : formatOvercommitReport(report),
+  );
+  if (options.report) writeOvercommitReport(options.report, report, host.config);
+  if (options.timeline) {
+    try {
+      writeFileSync(options.timeline, timelineCsv(host));
+    } catch (error) {
+      throw new MemvirtError(`--timeline ${options.timeline}: cannot write: ${(error as Error).message}`);
+    }
   }
-  return 0;
 }
 
-export function runOvercommit(
-  base: ResolvedConfig,
+function finishRun(
+  host: OvercommitHost,
+  source: Record<string, unknown>,
+  ending: Ending | undefined,
+  options: RunOptions,
+  io: CommandIo,
+): number {
+  const report = markReport(buildOvercommitReport(host, source, VERSION), ending);
+  emit(host, report, options, io);
+  return finish(ending);
+}
+
+export async function runOvercommit(
+  config: ResolvedConfig,
   options: RunOptions,
   seed: number,
-  print: (text: string) => void,
-): number {
-  const config = multiVmConfig(base, "the multi-VM workloads");
+  io: CommandIo,
+): Promise<number> {
   const spec = multiVmOptions(options, seed);
-  const host = new OvercommitHost(config, new MultiVm(spec), {
+  const workload = new MultiVm(spec);
+  const host = new OvercommitHost(config, workload, {
     build: options.build,
     checkInvariants: options.checkInvariants || undefined,
   });
-  let failure: MemvirtError | undefined;
-  try {
-    host.run();
-  } catch (error) {
-    if (!(error instanceof MemvirtError)) throw error;
-    failure = error;
-  }
-  return finish(host, { kind: "workload", ...spec }, failure, options, print);
+  // Each VM boots by touching its memory, then the accesses run.
+  const total = workload.plans.reduce((sum, plan) => sum + plan.bootPages, 0) + spec.records;
+  const stream = io.progress(options.quiet);
+  const progress = ProgressBar.count(total, "records", !stream, stream);
+  const ending = await attempt(async () => {
+    await drive(host.runSteps(), { signal: io.signal, onProgress: (done) => progress.update(done) });
+    host.finish();
+  });
+  progress.stop();
+  return finishRun(host, { kind: "workload", ...spec }, ending, options, io);
 }
 
 /** A new run of one trace per VM (`--trace` repeated). */
 export async function runTraces(
-  base: ResolvedConfig,
+  config: ResolvedConfig,
   options: RunOptions,
   checkpoint: { file: string; every: number } | undefined,
-  print: (text: string) => void,
+  io: CommandIo,
 ): Promise<number> {
   const traces = options.trace ?? [];
-  const config = multiVmConfig(base, "several traces");
+  const format = options.format ?? "auto";
   const seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? 0;
   const host = new OvercommitHost(config, new TraceVms(traces, config.guest, seconds), {
     build: options.build,
@@ -107,14 +130,14 @@ export async function runTraces(
     config,
     trace: traces[0],
     traces,
-    format: options.format,
+    format,
     build: options.build,
     checkpoint: checkpoint?.file ?? "",
     checkpointEvery: checkpoint?.every ?? 0,
     seconds,
     checkInvariants: options.checkInvariants,
   };
-  return continueTraces(host, run, undefined, options, print);
+  return continueTraces(host, run, undefined, options, io);
 }
 
 /** Runs (or continues, from `resume`) the traces of `run` to their end and reports. */
@@ -123,22 +146,29 @@ export async function continueTraces(
   run: CheckpointRun,
   resume: MultiTracePosition | undefined,
   options: RunOptions,
-  print: (text: string) => void,
+  io: CommandIo,
 ): Promise<number> {
   const traces = run.traces ?? [run.trace];
-  const progress = new ProgressBar(traces, options.quiet === true);
-  const result = await replayTraces(
-    host,
-    traces.map((file) => ({ file, format: run.format })),
-    {
-      build: run.build,
-      resume,
-      checkpointEvery: run.checkpoint ? run.checkpointEvery : 0,
-      onCheckpoint: (position) => saveCheckpoint(run.checkpoint, host, run, position),
-      onProgress: (records, fileBytes) => progress.update(records, fileBytes),
-    },
-  );
+  const stream = io.progress(options.quiet);
+  const progress = new ProgressBar(traces, !stream, stream);
+  let result: Awaited<ReturnType<typeof replayTraces>> | undefined;
+  const ending = await attempt(async () => {
+    result = await replayTraces(
+      host,
+      traces.map((file) => ({ file, format: run.format })),
+      {
+        build: run.build,
+        resume,
+        checkpointEvery: run.checkpoint ? run.checkpointEvery : 0,
+        onCheckpoint: (position) => saveCheckpoint(run.checkpoint, host, run, position),
+        onProgress: (records, fileBytes) => progress.update(records, fileBytes),
+        signal: io.signal,
+      },
+    );
+    if (result.error) throw result.error;
+    host.finish();
+  });
   progress.stop();
-  if (!result.error) host.finish();
-  return finish(host, { kind: "trace", traces: result.traces }, result.error, options, print);
+  const source = { kind: "trace", traces: result?.traces ?? traces.map((file) => ({ file })) };
+  return finishRun(host, source, ending, options, io);
 }

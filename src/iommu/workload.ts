@@ -12,6 +12,8 @@ import type { DmaSource } from "../host/hooks.js";
 import type { Host } from "../host/host.js";
 import type { Vm } from "../hypervisor/vm.js";
 import { Rng } from "../util/random.js";
+import { drain, type Steps } from "../util/steps.js";
+import type { DmaWorkloadName } from "../workload/catalog.js";
 import type { IommuConfig } from "./config.js";
 import {
   createDevices,
@@ -26,17 +28,13 @@ import { type Domain, type DriverStats, IommuDriver } from "./driver.js";
 import { Iommu, type IommuHardwareConfig, type IommuStats } from "./hardware.js";
 import { formatBdf } from "./tables.js";
 
-export const DMA_WORKLOADS = ["dma-nic", "dma-nvme", "dma-gpu"] as const;
-export type DmaWorkloadName = (typeof DMA_WORKLOADS)[number];
+export { DMA_WORKLOADS, type DmaWorkloadName, isDmaWorkload } from "../workload/catalog.js";
+
 const KIND_OF: Record<DmaWorkloadName, DeviceKind> = {
   "dma-nic": "nic",
   "dma-nvme": "nvme",
   "dma-gpu": "gpu",
 };
-
-export function isDmaWorkload(name: string | undefined): name is DmaWorkloadName {
-  return (DMA_WORKLOADS as readonly string[]).includes(name ?? "");
-}
 
 export interface DmaWorkloadSpec {
   name: DmaWorkloadName;
@@ -47,7 +45,7 @@ export interface DmaWorkloadSpec {
 
 /** What the host hands a DMA workload: its machine and memory, and its loop for DMA traffic. */
 export interface DmaPlatform {
-  host: Pick<Host, "runDma">;
+  host: Pick<Host, "runDma" | "dmaBatch">;
   machine: Machine;
   config: ResolvedConfig;
   /** Host frames for IOMMU tables and host DMA buffers. */
@@ -93,7 +91,21 @@ export function hardwareConfig(iommu: IommuConfig, memoryTop: bigint): IommuHard
   };
 }
 
+/** A DMA workload set up on its platform: its batches as steps, and its report whenever asked. */
+export interface DmaRun {
+  /** One batch of operations per step, yielding the operations it completed. */
+  steps(): Steps<void>;
+  report(): IommuReport;
+}
+
 export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): IommuReport {
+  const run = startDmaWorkload(platform, spec);
+  drain(run.steps());
+  return run.report();
+}
+
+/** Sets the workload up (devices, driver, mappings) without running an operation. */
+export function startDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): DmaRun {
   const { machine, config } = platform;
   const iommu = config.iommu;
   const kind = KIND_OF[spec.name];
@@ -128,7 +140,23 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
       ? passthroughBuffers(driver, devices, platform)
       : hostBuffers(driver, devices, platform);
   const traffic = new DmaTraffic(devices, buffers, new Rng(spec.seed ^ 0x10_3d_a7), spec.operations);
-  platform.host.runDma(driver.iommu, traffic);
+  function* steps(): Steps<void> {
+    let before = 0;
+    while (platform.host.dmaBatch(driver.iommu, traffic) > 0) {
+      yield traffic.done - before;
+      before = traffic.done;
+    }
+  }
+  return { steps, report: () => dmaReport(spec, iommu, driver, devices, traffic) };
+}
+
+function dmaReport(
+  spec: DmaWorkloadSpec,
+  iommu: IommuConfig,
+  driver: IommuDriver,
+  devices: DmaDevice[],
+  traffic: DmaTraffic,
+): IommuReport {
   const { done, requests, completed } = traffic;
   driver.flush();
   const stats = driver.iommu.stats();

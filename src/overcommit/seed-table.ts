@@ -5,6 +5,7 @@ import { type ResolvedConfig, resolveConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { Simulation } from "../runner/simulation.js";
+import { drain, type Steps } from "../util/steps.js";
 import { defaultMultiVmOptions, MultiVm, type MultiVmOptions } from "../workload/multivm.js";
 import { runWorkload } from "../workload/run.js";
 import { OvercommitHost } from "./host.js";
@@ -237,18 +238,32 @@ export const SEED_TABLE_ORDER = [
   "swap",
 ];
 
-export function runSeedTable(build: BuildName): { rows: SeedRow[]; absent: Record<string, string> } {
-  const rows: SeedRow[] = [];
-  const absent: Record<string, string> = {};
-  for (const name of SEED_TABLE_ORDER) {
-    const provider = SEED_TABLE_ROWS[name];
-    if (provider) rows.push(provider(build));
-    else absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
-  }
-  return { rows, absent };
+export interface SeedTable {
+  rows: SeedRow[];
+  absent: Record<string, string>;
+  /** Set when the table was stopped (SIGINT, SIGTERM): the rows are the ones that finished. */
+  interrupted?: boolean;
 }
 
-export function formatSeedTable(result: { rows: SeedRow[]; absent: Record<string, string> }): string {
+export function runSeedTable(build: BuildName): SeedTable {
+  return drain(seedTableSteps(build));
+}
+
+/** The table as steps (util/steps.ts), one row each; rows go to `table.rows` as they finish. */
+export function* seedTableSteps(
+  build: BuildName,
+  table: SeedTable = { rows: [], absent: {} },
+): Steps<SeedTable> {
+  for (const name of SEED_TABLE_ORDER) {
+    const provider = SEED_TABLE_ROWS[name];
+    if (provider) table.rows.push(provider(build));
+    else table.absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
+    yield 1;
+  }
+  return table;
+}
+
+export function formatSeedTable(result: SeedTable): string {
   const header = [
     "technique",
     "typical scenario",

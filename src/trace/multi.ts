@@ -12,6 +12,7 @@ import type { BuildName } from "../core/wasm.js";
 import type { Host } from "../host/host.js";
 import { fingerprintOf, makeContent, type PageContent } from "../overcommit/content.js";
 import type { MultiVmLayout } from "../overcommit/host.js";
+import { interruption } from "../util/steps.js";
 import { TraceError, type TraceFormatOption, type TracePosition } from "./source.js";
 import { readTrace } from "./stream.js";
 
@@ -83,6 +84,11 @@ export interface MultiReplayOptions {
   onCheckpoint?: (position: MultiTracePosition) => void;
   /** After every round: records run and file bytes read so far, over all traces. */
   onProgress?: (records: number, fileBytesRead: number) => void;
+  /**
+   * Stops the run after the round that is running, as an InterruptedError in the result; with
+   * checkpoints on, a last checkpoint is taken there first.
+   */
+  signal?: AbortSignal;
 }
 
 export interface MultiTraceResult {
@@ -280,7 +286,8 @@ export async function replayTraces(
       });
       host.replay(count);
       records += count;
-      if (every > 0 && records - lastCheckpoint >= every) {
+      const stopping = options.signal?.aborted === true;
+      if (every > 0 && (records - lastCheckpoint >= every || (stopping && records > lastCheckpoint))) {
         lastCheckpoint = records;
         options.onCheckpoint?.({ feeds: feeds.map((feed) => feed.snapshot()), records });
       }
@@ -288,6 +295,7 @@ export async function replayTraces(
         records,
         feeds.reduce((sum, feed) => sum + feed.fileBytes.read, 0),
       );
+      if (stopping) throw interruption(options.signal as AbortSignal);
     }
   } catch (caught) {
     if (!(caught instanceof MemvirtError)) throw caught;

@@ -5,6 +5,7 @@
 
 import * as L from "../core/layout.js";
 import { BadRecordError, type Host } from "../host/host.js";
+import { interruption } from "../util/steps.js";
 import {
   type BatchHandler,
   type ReadTraceOptions,
@@ -33,6 +34,11 @@ export interface ReplayOptions {
   onProgress?: (position: TracePosition, fileBytesRead: number) => void;
   /** Set as the trace goes, so a caller that catches an error still knows how far it got. */
   last?: { position?: TracePosition };
+  /**
+   * Stops the replay after the batch that is running, with an InterruptedError; with checkpoints on, a
+   * last checkpoint is taken there first, so the run resumes exactly where it stopped.
+   */
+  signal?: AbortSignal;
 }
 
 /** Reads a trace with `onBatch` and these options; the trace's name is for messages. */
@@ -68,11 +74,13 @@ export async function replayBatches(
       }
       delivered = after.records;
       last.position = after;
-      if (every > 0 && delivered - lastCheckpoint >= every) {
+      const stopping = options.signal?.aborted === true;
+      if (every > 0 && (delivered - lastCheckpoint >= every || (stopping && delivered > lastCheckpoint))) {
         lastCheckpoint = delivered;
         options.onCheckpoint?.(after);
       }
       options.onProgress?.(after, fileBytes.read);
+      if (stopping) throw interruption(options.signal as AbortSignal);
     },
     {
       resume: options.resume,

@@ -12,11 +12,14 @@ import type { Machine } from "../core/machine.js";
 import {
   type Compression,
   compressionOf,
+  decodeErrorOffset,
   decompressStream,
   describeDecodeError,
   MAGIC_BYTES,
   TraceError,
 } from "./decompress.js";
+import type { TraceFormat, TraceFormatOption } from "./formats.js";
+import { TRACE_FORMATS } from "./formats.js";
 import {
   describeParseError,
   type TraceFormat as TextFormat,
@@ -26,9 +29,7 @@ import {
 
 export { type Compression, TraceError } from "./decompress.js";
 
-export const TRACE_FORMATS = ["lackey", "din", "pinatrace", "champsim", "memvirt"] as const;
-export type TraceFormat = (typeof TRACE_FORMATS)[number];
-export type TraceFormatOption = TraceFormat | "auto";
+export { TRACE_FORMATS, type TraceFormat, type TraceFormatOption } from "./formats.js";
 
 /**
  * memvirt's own trace format: a 16-byte header ("MVTRACE" NUL, u32 version 1, u32 record size 16),
@@ -93,6 +94,29 @@ export function sniffFormat(
   return null;
 }
 
+/**
+ * Why a head of text fits no text format: the format it reads furthest in, and its first bad line (the
+ * line a user most likely has to fix, such as a lackey size out of range). Undefined for binary data.
+ */
+function closestTextFormat(
+  machine: Machine,
+  head: Uint8Array,
+): { format: TextFormat; line: number; error: string } | undefined {
+  const sample = head.subarray(0, Math.min(head.length, L.TEXT_SIZE / 2));
+  if (!looksLikeText(sample)) return undefined;
+  let best: { format: TextFormat; line: number; error: string } | undefined;
+  for (const format of Object.keys(TRACE_FORMAT_CODES) as TextFormat[]) {
+    machine.textBuffer().set(sample, 0);
+    machine.core.textResetEof(0);
+    machine.core.parseText(TRACE_FORMAT_CODES[format], sample.length, 0, 1, L.RECORD_CAPACITY);
+    const error = machine.core.textParseError();
+    if (error === 0) continue;
+    const line = machine.core.textParseErrorLine();
+    if (!best || line > best.line) best = { format, line, error: describeParseError(error) };
+  }
+  return best;
+}
+
 function looksLikeText(bytes: Uint8Array): boolean {
   const end = Math.min(bytes.length, 4096);
   for (let i = 0; i < end; i++) {
@@ -149,8 +173,9 @@ export async function readDecodedTrace(
       if (!known) {
         const sniffed = sniffFormat(machine, chunk, compression);
         if (sniffed === null) {
+          const why = closestTextFormat(machine, chunk);
           throw new TraceError(
-            `${name}:1: cannot tell the trace format from the content; pass --format ${TRACE_FORMATS.join("|")}`,
+            `${name}:${why?.line ?? 1}: cannot tell the trace format from the content${why ? ` (read as ${why.format}, line ${why.line} is wrong: ${why.error})` : ""}; pass --format ${TRACE_FORMATS.join("|")}`,
           );
         }
         position.format = sniffed;
@@ -162,6 +187,8 @@ export async function readDecodedTrace(
   }
   if (!decoder && known) decoder = makeDecoder(machine, name, position, limit, emit);
   decoder?.finish();
+  if (position.records === 0)
+    throw new TraceError(`${name}: no records (the trace is empty, or holds only comments and headers)`);
   return position;
 }
 
@@ -269,12 +296,20 @@ export async function readTraceData(
       (error) => {
         if (error instanceof MemvirtError || compression === "none") return error;
         return new TraceError(
-          `${name}: byte ${fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
+          `${name}: byte ${decodeErrorOffset(error) ?? fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
         );
       },
       chunkSize,
+      name,
     );
   return readDecodedTrace(machine, name, compression, decoded, formatOption, onBatch, options);
+}
+
+/** A resume position beyond the trace's end: the checkpoint was taken on another, longer trace. */
+export function pastTheEnd(name: string, position: number, length: number): TraceError {
+  return new TraceError(
+    `${name}: byte ${length}: the trace ends before the checkpoint's position (decoded byte ${position}); resume with the trace the checkpoint was taken on`,
+  );
 }
 
 /**
@@ -287,6 +322,7 @@ async function* skipped(
   skip: number,
   wrap: (error: unknown) => unknown,
   chunkSize: number,
+  name: string,
 ): AsyncGenerator<Uint8Array> {
   const reader = stream.getReader();
   let offset = 0;
@@ -322,6 +358,7 @@ async function* skipped(
       }
     }
     if (filled > 0) yield chunk.subarray(0, filled);
+    if (offset < skip) throw pastTheEnd(name, skip, offset);
   } finally {
     // Stops the download or decompression when the reader gives up early (a bad line).
     await reader.cancel().catch(() => {});
