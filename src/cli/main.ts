@@ -92,9 +92,8 @@ export async function main(
   ).join("; ");
 
   /** The config, workload, output and build options `run` and `compare` share. */
-  const shared = (command: Command, workloadDefault?: string) => {
-    const workload = new Option("-w, --workload <name>", "workload").choices([...WORKLOAD_CHOICES]);
-    if (workloadDefault) workload.default(workloadDefault);
+  const shared = (command: Command, workloadHelp = "workload") => {
+    const workload = new Option("-w, --workload <name>", workloadHelp).choices([...WORKLOAD_CHOICES]);
     return command
       .option("-c, --config <file>", "machine and guest configuration (JSON); its keys override --preset's")
       .option("--preset <name>", "start from a CPU preset (memvirt presets lists them)")
@@ -143,7 +142,7 @@ export async function main(
       .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
       .option("--modes <list>", "comma-separated modes to include (default: all)")
       .option("--seed-table", "the comparison table of memory-virtualization techniques, measured"),
-    "zipf",
+    "workload (default zipf)",
   ).action(
     action(async (commandIo, flags) =>
       (await import("./compare-command.js")).compareCommand(flags as never, commandIo),

@@ -88,6 +88,8 @@ function sourceOf(flags: RunOptions): SourceKind {
   } else if (flags.workload) {
     source = (familyOf(flags.workload) as (typeof WORKLOAD_FAMILIES)[number]).family;
   } else source = traces.length > 1 ? "traces" : "trace";
+  if (flags.vms !== undefined && traces.length > 0)
+    throw new MemvirtError("--vms: a trace run has one VM per --trace; give --trace once for each VM");
   for (const [key, sources] of APPLIES_TO) {
     if (flags[key] === undefined || sources.includes(source)) continue;
     const takers = sources.map((s) => SOURCE_NAMES[s]).join(", ");
@@ -95,8 +97,6 @@ function sourceOf(flags: RunOptions): SourceKind {
       `${flagName(key)}: does not apply to ${source === "resume" ? SOURCE_NAMES.resume : `${SOURCE_NAMES[source]}${flags.workload ? ` (--workload ${flags.workload})` : ""}`}${takers ? `; it applies to ${takers}` : ""}`,
     );
   }
-  if (flags.vms !== undefined && source === "traces")
-    throw new MemvirtError("--vms: a trace run has one VM per --trace; give --trace once for each VM");
   return source;
 }
 

@@ -96,21 +96,22 @@ export function sniffFormat(
 
 /**
  * Why a head of text fits no text format: the format it reads furthest in, and its first bad line (the
- * line a user most likely has to fix, such as a lackey size out of range). Undefined for binary data.
+ * line a user most likely has to fix, such as a lackey size out of range); no `error` when a format
+ * reads it all (lines it skips, no record). Undefined for binary data.
  */
 function closestTextFormat(
   machine: Machine,
   head: Uint8Array,
-): { format: TextFormat; line: number; error: string } | undefined {
+): { format: TextFormat; line: number; error?: string } | undefined {
   const sample = head.subarray(0, Math.min(head.length, L.TEXT_SIZE / 2));
   if (!looksLikeText(sample)) return undefined;
-  let best: { format: TextFormat; line: number; error: string } | undefined;
+  let best: { format: TextFormat; line: number; error?: string } | undefined;
   for (const format of Object.keys(TRACE_FORMAT_CODES) as TextFormat[]) {
     machine.textBuffer().set(sample, 0);
     machine.core.textResetEof(0);
     machine.core.parseText(TRACE_FORMAT_CODES[format], sample.length, 0, 1, L.RECORD_CAPACITY);
     const error = machine.core.textParseError();
-    if (error === 0) continue;
+    if (error === 0) return { format, line: 0 };
     const line = machine.core.textParseErrorLine();
     if (!best || line > best.line) best = { format, line, error: describeParseError(error) };
   }
@@ -171,12 +172,16 @@ export async function readDecodedTrace(
     if (held) await held;
     if (!decoder) {
       if (!known) {
-        const sniffed = sniffFormat(machine, chunk, compression);
+        let sniffed = sniffFormat(machine, chunk, compression);
         if (sniffed === null) {
           const why = closestTextFormat(machine, chunk);
-          throw new TraceError(
-            `${name}:${why?.line ?? 1}: cannot tell the trace format from the content${why ? ` (read as ${why.format}, line ${why.line} is wrong: ${why.error})` : ""}; pass --format ${TRACE_FORMATS.join("|")}`,
-          );
+          // Lines one format skips and no record (valgrind's own messages): that format, whose reader
+          // then says whether a record ever comes.
+          if (why?.error === undefined && why) sniffed = why.format;
+          else
+            throw new TraceError(
+              `${name}:${why?.line ?? 1}: cannot tell the trace format from the content${why ? ` (read as ${why.format}, line ${why.line} is wrong: ${why.error})` : ""}; pass --format ${TRACE_FORMATS.join("|")}`,
+            );
         }
         position.format = sniffed;
         known = true;
