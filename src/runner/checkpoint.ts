@@ -15,6 +15,7 @@ import {
   readFileSync,
   readSync,
   renameSync,
+  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
@@ -104,8 +105,11 @@ export interface CheckpointRun {
   /** A multi-trace run: simulated seconds it lasts, and whether it checks invariants. */
   seconds?: number;
   checkInvariants?: boolean;
-  /** What each trace was when the run started (filled in by the first save): the trace, or each of `traces`. */
-  traceIdentities?: TraceIdentity[];
+  /**
+   * What each trace was when the run started (filled in by the first save): the trace, or each of
+   * `traces`; null for one that is not a regular file (a pipe cannot be read twice).
+   */
+  traceIdentities?: (TraceIdentity | null)[];
 }
 
 /** A trace file's identity: its size and a hash of its first and last MiB (the whole of a smaller one). */
@@ -116,8 +120,13 @@ export interface TraceIdentity {
 
 const IDENTITY_SPAN = 1 << 20;
 
-/** The identity of the trace file at `path`. */
-export function traceIdentity(path: string): TraceIdentity {
+/** The identity of the trace file at `path`; null when it is not a regular file (a pipe, a device). */
+export function traceIdentity(path: string): TraceIdentity | null {
+  try {
+    if (!statSync(path).isFile()) return null;
+  } catch (error) {
+    throw new MemvirtError(`${path}: cannot open the trace: ${(error as Error).message}`);
+  }
   let descriptor: number;
   try {
     descriptor = openSync(path, "r");
@@ -165,7 +174,7 @@ export function checkTraceIdentities(path: string, run: CheckpointRun, force = f
     const want = expected[i];
     if (!want) return;
     const have = traceIdentity(trace);
-    if (have.size === want.size && have.sha256 === want.sha256) return;
+    if (!have || (have.size === want.size && have.sha256 === want.sha256)) return;
     const what =
       have.size !== want.size
         ? `it has ${have.size} bytes, the checkpoint's trace had ${want.size}`

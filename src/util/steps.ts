@@ -22,10 +22,52 @@ const turn = () =>
     typeof setImmediate === "function" ? setImmediate(resolve) : setTimeout(resolve, 0),
   );
 
+/**
+ * Lets the event loop turn every SLICE_MS of a long run, and stops it there once `signal` aborts: a
+ * loop that does its work in synchronous batches (a trace reader feeding chunks) calls `pace` between
+ * them, so a signal handler gets to run and its abort is seen.
+ */
+export class Pacer {
+  private turned = performance.now();
+
+  constructor(private readonly signal?: AbortSignal) {}
+
+  async pace(): Promise<void> {
+    if (performance.now() - this.turned >= SLICE_MS) {
+      await turn();
+      this.turned = performance.now();
+    }
+    if (this.signal?.aborted) throw interruption(this.signal);
+  }
+}
+
 /** The InterruptedError for an aborted signal. */
 export function interruption(signal: AbortSignal): InterruptedError {
   const reason = signal.reason;
   return new InterruptedError(typeof reason === "string" ? reason : "SIGINT");
+}
+
+/**
+ * `promise`, or an InterruptedError as soon as `signal` aborts: a run waiting for input (a pipe, a slow
+ * disk, a reader thread) stops without waiting for it.
+ */
+export function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(interruption(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(interruption(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener("abort", onAbort);
+        resolve(value);
+      },
+      (error) => {
+        signal.removeEventListener("abort", onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** Runs `steps` to its end and returns its result. */
@@ -39,19 +81,16 @@ export function drain<T>(steps: Steps<T>): T {
 /** Runs `steps` to its end, letting the event loop turn every SLICE_MS; an abort throws between steps. */
 export async function drive<T>(steps: Steps<T>, control: RunControl = {}): Promise<T> {
   let done = 0;
-  let turned = performance.now();
-  for (;;) {
-    if (control.signal?.aborted) {
-      steps.return(undefined as T);
-      throw interruption(control.signal);
+  const pacer = new Pacer(control.signal);
+  try {
+    for (;;) {
+      await pacer.pace();
+      const next = steps.next();
+      if (next.done) return next.value;
+      done += next.value;
+      control.onProgress?.(done);
     }
-    const next = steps.next();
-    if (next.done) return next.value;
-    done += next.value;
-    control.onProgress?.(done);
-    if (performance.now() - turned >= SLICE_MS) {
-      await turn();
-      turned = performance.now();
-    }
+  } finally {
+    steps.return(undefined as T);
   }
 }
