@@ -4,10 +4,11 @@ import { defineConfig } from "vitest/config";
 // debug (assertions on). src/core/wasm.ts picks the build from MEMVIRT_BUILD. The debug build runs a
 // quarter of the fast-check differential cases (FC_RUNS_SCALE): the release build runs all of them, and
 // the debug build's part is its assertions, which a quarter of the cases exercise as well.
-// Two projects run once, on the release build, because they test what surrounds the core, not the core:
-// the package as a user installs it (npm pack, install, Node, esbuild, Chromium), and the cluster
-// engines (real redis-server and Slurm daemons, sweeps across processes).
-const once = ["test/package/**", "test/cluster/**"];
+// Three projects run once, on the release build, because they test what surrounds the core, not the core:
+// the package as a user installs it (npm pack, install, Node, esbuild, Chromium), the cluster engines
+// (real redis-server and Slurm daemons, sweeps across processes), and the playground (the site built
+// once, served by memvirt web, every view driven in Chromium).
+const once = ["test/package/**", "test/cluster/**", "test/web/**"];
 export default defineConfig({
   test: {
     testTimeout: 120_000,
@@ -36,6 +37,7 @@ export default defineConfig({
         extends: true,
         test: { name: "cluster", include: ["test/cluster/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } },
       },
+      { extends: true, test: { name: "web", include: ["test/web/**/*.test.ts"], env: { MEMVIRT_BUILD: "release" } } },
     ],
   },
 });

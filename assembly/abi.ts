@@ -8,10 +8,8 @@ import {
   AD_SIZEMASK,
   AD_WAYS,
   ARRAY_DESC_SIZE,
-  CACHE_BASE,
   CACHE_DESC_SIZE,
   CACHE_LINE_SIZE,
-  CACHE_SIZE,
   CD_BASE,
   CD_CPU_STRIDE,
   CD_LATENCY,
@@ -20,7 +18,7 @@ import {
   CD_WAYS,
   CFG_CACHE_DESC,
   CFG_CPUS,
-  NESTED_EPT,
+  NestedMode,
   CFG_DRAM_LATENCY,
   CFG_EPT_EXECUTE_ONLY,
   CFG_GBPAGES,
@@ -28,18 +26,18 @@ import {
   CFG_PSC_LATENCY,
   CTRL_BASE,
   CTRL_SIZE,
-  LINE_MEMO_BASE,
-  LINE_MEMO_SLOTS,
+  NESTED_MODE_COUNT,
+  FRAME_MEMO_BASE,
+  HEAP_BASE,
+  IO_CC_ENTRY_SIZE,
+  IO_IOTLB_ENTRY_SIZE,
+  IO_PSC_ENTRY_SIZE,
+  CFG_MEM_LIMIT_PAGES,
+  POLICY_COUNT,
   MAX_CPUS,
-  MEMO_BASE,
-  MEMO_REGION_SIZE,
   MAX_TLB_ARRAYS,
   PD_PRESENT,
-  PSC_BASE,
   PSC_ENTRY_SIZE,
-  NESTED_NONE,
-  NESTED_NPT,
-  PSC_SIZE,
   R_IN_GUEST,
   R_NESTED_AD,
   R_NESTED_LEVELS,
@@ -65,9 +63,10 @@ import {
   TL_LATENCY,
   TL_PRESENT,
   TL_SIZEMASK,
-  TLB_BASE,
   TLB_ENTRY_SIZE,
-  TLB_SIZE,
+  IommuKind,
+  FaultType,
+  SetupError,
 } from "./constants";
 import {
   IO_CC_DESC,
@@ -95,7 +94,7 @@ import {
   IO_ROOT,
   IO_SAGAW,
   IO_STATUS,
-  IOMMU_AMDVI,
+  IommuKind,
   IOMMU_BASE,
   IOMMU_SIZE,
 } from "./constants";
@@ -112,8 +111,6 @@ import { npscDesc, pscDesc } from "./mmu/psc";
 import { resetClock, splitmix64 } from "./mmu/setassoc";
 import { levelDesc, validEntries } from "./mmu/tlb";
 import {
-  RESULT_EPT_VIOLATION,
-  RESULT_OK,
   access,
   accessCycles,
   accessError,
@@ -123,14 +120,19 @@ import {
   accessSizeCode,
 } from "./mmu/translate";
 import { nestedProbe, walkError, walkFault, walkNestedRefs, walkX86 } from "./mmu/walk";
+import { allocate, heapTop, resetHeap, setMemoryLimit } from "./heap";
+import { allocateMemos } from "./memo";
 import * as phys from "./phys";
 import { restoreModuleGlobals, saveModuleGlobals, snapshotScratch } from "./snapshot";
 import { completePending, histogramBucket, resetReplay } from "./replay";
 import { S_ACCESSES, S_HISTOGRAM, add, bump, chargeHandler, clearStats } from "./stats";
+import { beginTrace, endTrace, traceBuffer, traceCount, traceDropped } from "./timing/trace";
 
 export { replay, setBudget, translateBatch } from "./replay";
+export { dmaBuffer } from "./iommu/dma";
 export {
   parseText,
+  textBuffer,
   sniffText,
   textEofSeen,
   textResetEof,
@@ -140,21 +142,6 @@ export {
   textParsedLines,
 } from "./trace/text";
 
-/** Errors of the set-up calls. */
-const ERR_GEOMETRY: i32 = -1;
-const ERR_REGION_FULL: i32 = -2;
-const ERR_BAD_ARGUMENT: i32 = -3;
-const ERR_OUT_OF_MEMORY: i32 = -4;
-/** VM entry refused (SDM 27.2.1.1): an EPTP memory type other than UC (0) or WB (6). */
-const ERR_EPTP_MEMORY_TYPE: i32 = -5;
-/** VM entry refused: an EPTP walk length (bits 5:3, plus one) other than 4 or 5. */
-const ERR_EPTP_WALK_LENGTH: i32 = -6;
-/** VM entry refused: a reserved EPTP bit (11:7, or at or above MAXPHYADDR), or an nCR3 beyond MAXPHYADDR. */
-const ERR_ROOT_RESERVED: i32 = -7;
-
-let tlbUsed: u32 = 0;
-let pscUsed: u32 = 0;
-let cacheUsed: u32 = 0;
 let seed: u64 = 0;
 let rngIndex: u64 = 0;
 
@@ -162,23 +149,21 @@ let rngIndex: u64 = 0;
  *  The host reads SNAPSHOT_SCRATCH_SIZE bytes there. */
 export function saveCoreGlobals(): usize {
   let p = saveModuleGlobals(snapshotScratch);
-  store<u32>(p, tlbUsed); p += 8;
-  store<u32>(p, pscUsed); p += 8;
-  store<u32>(p, cacheUsed); p += 8;
   store<u64>(p, seed); p += 8;
   store<u64>(p, rngIndex);
   return snapshotScratch;
 }
 
 /** The inverse of saveCoreGlobals, after the host has written the bytes back to the block (whose
- *  address saveCoreGlobals returns; it is static data, the same in every instance of one build). */
-export function restoreCoreGlobals(): void {
-  let p = restoreModuleGlobals(snapshotScratch);
-  tlbUsed = load<u32>(p); p += 8;
-  pscUsed = load<u32>(p); p += 8;
-  cacheUsed = load<u32>(p); p += 8;
+ *  address saveCoreGlobals returns; it is static data, the same in every instance of one build).
+ *  False, with nothing restored, when the block was saved by a core with another memory layout. */
+export function restoreCoreGlobals(): bool {
+  const at = restoreModuleGlobals(snapshotScratch);
+  if (at == 0) return false;
+  let p = at;
   seed = load<u64>(p); p += 8;
   rngIndex = load<u64>(p);
+  return true;
 }
 
 /** Set by the first machineInit of this instance. */
@@ -194,39 +179,40 @@ export function machineInit(
   rngSeed: u64,
   eptExecuteOnly: bool,
 ): i32 {
-  if (<usize>__heap_base > STATIC_END) return ERR_REGION_FULL;
+  if (<usize>__heap_base > STATIC_END) return SetupError.RegionFull;
   if (cpus == 0 || cpus > MAX_CPUS || maxPhyAddr < 32 || maxPhyAddr > 52 || dirLog2 < 4 || dirLog2 > 26) {
-    return ERR_BAD_ARGUMENT;
+    return SetupError.BadArgument;
   }
   // A fresh instance's linear memory is all zero: clearing it again would touch (and make resident)
-  // every page of the fixed regions, tens of MiB, for nothing. Only a second init clears.
-  const clear = initialized;
-  initialized = true;
-  if (clear) {
+  // every page it has, for nothing. Only a second init clears what the first one used.
+  if (initialized) {
+    const top = heapTop();
     memory.fill(CTRL_BASE, 0, CTRL_SIZE);
-    memory.fill(TLB_BASE, 0, TLB_SIZE);
-    memory.fill(PSC_BASE, 0, PSC_SIZE);
-    memory.fill(CACHE_BASE, 0, CACHE_SIZE);
-    memory.fill(MEMO_BASE, 0, MEMO_REGION_SIZE);
-    memory.fill(LINE_MEMO_BASE, 0, MAX_CPUS * LINE_MEMO_SLOTS * 4);
-    memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
+    memory.fill(FRAME_MEMO_BASE, 0, HEAP_BASE - FRAME_MEMO_BASE);
+    memory.fill(HEAP_BASE, 0, top - HEAP_BASE);
   }
+  initialized = true;
   store<u32>(CTRL_BASE + CFG_CPUS, cpus);
   store<u32>(CTRL_BASE + CFG_MAXPHYADDR, maxPhyAddr);
   store<u32>(CTRL_BASE + CFG_GBPAGES, gbPages ? 1 : 0);
   store<u32>(CTRL_BASE + CFG_EPT_EXECUTE_ONLY, eptExecuteOnly ? 1 : 0);
-  tlbUsed = 0;
-  pscUsed = 0;
-  cacheUsed = 0;
+  store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
+  setMemoryLimit(memLimitPages);
+  resetHeap();
   seed = rngSeed;
   rngIndex = 0;
   resetClock();
   resetReplay();
   resetContexts();
   clearStats();
-  if (!phys.physInit(dirLog2, memLimitPages, clear)) return ERR_OUT_OF_MEMORY;
+  if (!allocateMemos(cpus) || !phys.physInit(dirLog2)) return SetupError.OutOfMemory;
   for (let cpu: u32 = 0; cpu < cpus; cpu++) recomputeMode(cpu);
   return 0;
+}
+
+/** A sized region for `bytes` (64-byte aligned, as every array's entries are), or 0. */
+@inline function region(bytes: u64): usize {
+  return bytes > 0xffff_0000 ? 0 : allocate(<usize>bytes, 64);
 }
 
 @inline function log2Exact(n: u32): i32 {
@@ -239,8 +225,8 @@ function nextRngState(): u64 {
   return state == 0 ? 1 : state;
 }
 
-function initArray(desc: usize, base: u32, setsLog2: u32, ways: u32, sizeMask: u32, policy: u32): void {
-  store<u32>(desc + AD_BASE, base);
+function initArray(desc: usize, base: usize, setsLog2: u32, ways: u32, sizeMask: u32, policy: u32): void {
+  store<u32>(desc + AD_BASE, <u32>base);
   store<u32>(desc + AD_SETS_LOG2, setsLog2);
   store<u32>(desc + AD_WAYS, ways);
   store<u16>(desc + AD_SIZEMASK, <u16>sizeMask);
@@ -250,7 +236,7 @@ function initArray(desc: usize, base: u32, setsLog2: u32, ways: u32, sizeMask: u
 
 /** Enables TLB level `level` (0 l1d, 1 l1i, 2 l2, 3 nested) of a CPU with a probe latency. */
 export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
-  if (level > 3) return ERR_BAD_ARGUMENT;
+  if (level > 3) return SetupError.BadArgument;
   const desc = levelDesc(cpu, level);
   store<u32>(desc + TL_PRESENT, 1);
   store<u32>(desc + TL_LATENCY, latency);
@@ -259,17 +245,16 @@ export function tlbLevel(cpu: u32, level: u32, latency: u32): i32 {
 
 /** Appends an array holding the page sizes in `sizeMask` (bit 0 4K, 1 2M, 2 1G) to a TLB level. */
 export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways: u32, policy: u32): i32 {
-  if (level > 3 || sizeMask == 0 || sizeMask > 7 || policy > 2) return ERR_BAD_ARGUMENT;
+  if (level > 3 || sizeMask == 0 || sizeMask > 7 || policy >= POLICY_COUNT) return SetupError.BadArgument;
   const desc = levelDesc(cpu, level);
   const count = load<u32>(desc + TL_COUNT);
-  if (count >= MAX_TLB_ARRAYS) return ERR_REGION_FULL;
-  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  if (count >= MAX_TLB_ARRAYS) return SetupError.RegionFull;
+  if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
-  const bytes = entries * TLB_ENTRY_SIZE;
-  if (tlbUsed + bytes > TLB_SIZE) return ERR_REGION_FULL;
-  initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, tlbUsed, <u32>setsLog2, ways, sizeMask, policy);
-  tlbUsed += bytes;
+  if (setsLog2 < 0) return SetupError.Geometry;
+  const base = region(<u64>entries * TLB_ENTRY_SIZE);
+  if (base == 0) return SetupError.OutOfMemory;
+  initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, base, <u32>setsLog2, ways, sizeMask, policy);
   store<u32>(desc + TL_COUNT, count + 1);
   store<u32>(desc + TL_SIZEMASK, load<u32>(desc + TL_SIZEMASK) | sizeMask);
   return 0;
@@ -277,17 +262,16 @@ export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways
 
 /** Enables the paging-structure cache for paging level `level` (5..2), of the nested dimension if `nested`. */
 export function pscCache(cpu: u32, level: u32, entries: u32, ways: u32, policy: u32, nested: bool): i32 {
-  if (level < 2 || level > 5 || policy > 2) return ERR_BAD_ARGUMENT;
-  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+  if (level < 2 || level > 5 || policy >= POLICY_COUNT) return SetupError.BadArgument;
+  if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
-  const bytes = entries * PSC_ENTRY_SIZE;
-  if (pscUsed + bytes > PSC_SIZE) return ERR_REGION_FULL;
+  if (setsLog2 < 0) return SetupError.Geometry;
+  const base = region(<u64>entries * PSC_ENTRY_SIZE);
+  if (base == 0) return SetupError.OutOfMemory;
   const desc = nested ? npscDesc(cpu, level) : pscDesc(cpu, level);
-  initArray(desc, pscUsed, <u32>setsLog2, ways, 0, policy);
+  initArray(desc, base, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + PD_PRESENT, 1);
   store<u32>(cpuBlock(cpu) + (nested ? R_NPSC_ANY : R_PSC_ANY), 1);
-  pscUsed += bytes;
   return 0;
 }
 
@@ -297,22 +281,22 @@ export function setPscLatency(cycles: u32): void {
 
 /** Enables data-cache level `level` (0 l1, 1 l2: one per CPU; 2 llc: shared). */
 export function cacheLevel(level: u32, size: u32, ways: u32, latency: u32): i32 {
-  if (level > 2) return ERR_BAD_ARGUMENT;
+  if (level > 2) return SetupError.BadArgument;
   const lines = size >> 6;
-  if (ways == 0 || lines % ways != 0 || (size & 63) != 0) return ERR_GEOMETRY;
+  if (ways == 0 || lines % ways != 0 || (size & 63) != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(lines / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
+  if (setsLog2 < 0) return SetupError.Geometry;
   const copies = level == 2 ? 1 : load<u32>(CTRL_BASE + CFG_CPUS);
   const bytes = lines * CACHE_LINE_SIZE;
-  if (<u64>cacheUsed + <u64>bytes * copies > CACHE_SIZE) return ERR_REGION_FULL;
+  const base = region(<u64>bytes * copies);
+  if (base == 0) return SetupError.OutOfMemory;
   const desc = CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
   store<u32>(desc + CD_PRESENT, 1);
   store<u32>(desc + CD_SETS_LOG2, <u32>setsLog2);
   store<u32>(desc + CD_WAYS, ways);
   store<u32>(desc + CD_LATENCY, latency);
-  store<u32>(desc + CD_BASE, cacheUsed);
+  store<u32>(desc + CD_BASE, <u32>base);
   store<u32>(desc + CD_CPU_STRIDE, level == 2 ? 0 : bytes);
-  cacheUsed += bytes * copies;
   return 0;
 }
 
@@ -375,11 +359,11 @@ export function translate(cpu: u32, la: u64, kindByte: u32, retry: bool): u32 {
   const result = access(cpu, la, kindByte, !retry);
   store<u32>(RESULT_BASE + RS_FAULT, result);
   store<u64>(RESULT_BASE + RS_ERROR, accessError);
-  store<u64>(RESULT_BASE + RS_GPA, result >= RESULT_EPT_VIOLATION ? accessGpa : 0);
+  store<u64>(RESULT_BASE + RS_GPA, result >= <u32>FaultType.EptViolation ? accessGpa : 0);
   store<u32>(RESULT_BASE + RS_NESTED_REFS, walkNestedRefsOf(result));
-  store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == RESULT_OK ? 12 + 9 * accessSizeCode : 0);
+  store<u32>(RESULT_BASE + RS_PAGE_SHIFT, result == FaultType.None ? 12 + 9 * accessSizeCode : 0);
   store<u32>(RESULT_BASE + RS_REFS, accessRefs);
-  store<u64>(RESULT_BASE + RS_PA, result == RESULT_OK ? accessPa : 0);
+  store<u64>(RESULT_BASE + RS_PA, result == FaultType.None ? accessPa : 0);
   store<u64>(RESULT_BASE + RS_CYCLES, accessCycles);
   bump(S_HISTOGRAM + histogramBucket(accessCycles));
   return result;
@@ -406,6 +390,27 @@ export function tlbValidEntries(cpu: u32, level: u32): u32 {
   return validEntries(levelDesc(cpu, level));
 }
 
+/**
+ * `translate` with every page-table reference it makes recorded in order (timing/trace.ts), for
+ * showing one walk. The access costs and counts what it would untraced. Returns the references
+ * recorded; `traceReferences` gives where they are.
+ */
+export function traceTranslate(cpu: u32, la: u64, kindByte: u32): u32 {
+  beginTrace(cpu);
+  translate(cpu, la, kindByte, false);
+  endTrace();
+  return traceCount;
+}
+
+/** The last traced access's references (TRACE_ENTRY_SIZE bytes each), and how many did not fit. */
+export function traceReferences(): usize {
+  return traceBuffer;
+}
+
+export function traceReferencesDropped(): u32 {
+  return traceDropped;
+}
+
 /** One page walk with no TLB lookup and no fill, for measuring the walker alone. Returns the fault kind. */
 export function walkOnly(cpu: u32, la: u64, kind: u32): u32 {
   walkX86(cpu, la, kind, false);
@@ -420,38 +425,39 @@ function walkNestedRefsOf(result: u32): u32 {
 // --- virtualization ------------------------------------------------------------------------------------
 
 /**
- * Enters guest mode on a CPU: `nestedMode` NESTED_NONE (shadow or paravirtual paging: the hardware walks
- * the tables CR3 names), NESTED_EPT with `root` the EPTP as the VMCS holds it (memory type in bits 2:0,
- * walk length minus one in bits 5:3, A/D enable in bit 6: SDM 25.6.11), or NESTED_NPT with `root` nCR3
- * walked with the host's `nptLevels`; `vpid` is the VPID or ASID (0: VPIDs off). Returns the context id,
- * or a negative error: the VM-entry checks of SDM 27.2.1.1 on the EPTP refuse it as hardware would.
+ * Enters guest mode on a CPU: `nestedMode` NestedMode.None (shadow or paravirtual paging: the hardware
+ * walks the tables CR3 names), NestedMode.Ept with `root` the EPTP as the VMCS holds it (memory type in
+ * bits 2:0, walk length minus one in bits 5:3, A/D enable in bit 6: SDM 25.6.11), or NestedMode.Npt
+ * with `root` nCR3 walked with the host's `nptLevels`; `vpid` is the VPID or ASID (0: VPIDs off).
+ * Returns the context id, or a negative error: the VM-entry checks of SDM 27.2.1.1 on the EPTP refuse
+ * it as hardware would.
  */
 export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nptLevels: u32, vpid: u32): i32 {
-  if (nestedMode > NESTED_NPT || vpid > 0xffff) return ERR_BAD_ARGUMENT;
+  if (nestedMode >= NESTED_MODE_COUNT || vpid > 0xffff) return SetupError.BadArgument;
   const block = cpuBlock(cpu);
   let rootTag: i32 = 0;
   let levels: u32 = 0;
   let nestedAd = false;
-  if (nestedMode == NESTED_EPT) {
+  if (nestedMode == NestedMode.Ept) {
     const memoryType = <u32>(root & EPTP_MEMTYPE_MASK);
-    if (memoryType != 0 && memoryType != 6) return ERR_EPTP_MEMORY_TYPE;
+    if (memoryType != 0 && memoryType != 6) return SetupError.EptpMemoryType;
     levels = <u32>((root >> EPTP_WALK_SHIFT) & 7) + 1;
-    if (levels != 4 && levels != 5) return ERR_EPTP_WALK_LENGTH;
-    if ((root & 0xf80) != 0 || root >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return ERR_ROOT_RESERVED;
+    if (levels != 4 && levels != 5) return SetupError.EptpWalkLength;
+    if ((root & 0xf80) != 0 || root >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return SetupError.RootReserved;
     nestedAd = (root & EPTP_AD) != 0;
-  } else if (nestedMode == NESTED_NPT) {
-    if (nptLevels != 4 && nptLevels != 5) return ERR_BAD_ARGUMENT;
-    if (root >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return ERR_ROOT_RESERVED;
+  } else if (nestedMode == NestedMode.Npt) {
+    if (nptLevels != 4 && nptLevels != 5) return SetupError.BadArgument;
+    if (root >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return SetupError.RootReserved;
     levels = nptLevels;
     // NPT keeps A/D in nested entries always.
     nestedAd = true;
   }
-  if (nestedMode != NESTED_NONE) {
+  if (nestedMode != NestedMode.None) {
     rootTag = rootTagFor(root & ADDRESS_MASK);
-    if (rootTag < 0) return ERR_REGION_FULL;
+    if (rootTag < 0) return SetupError.RegionFull;
   }
   const context = contextFor(vpid, <u32>rootTag);
-  if (context < 0) return ERR_REGION_FULL;
+  if (context < 0) return SetupError.RegionFull;
   store<u32>(block + R_NESTED_MODE, nestedMode);
   store<u32>(block + R_NESTED_LEVELS, levels);
   store<u64>(block + R_NESTED_ROOT, root);
@@ -469,7 +475,7 @@ export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nptLevels: u32, vp
 export function vmLeave(cpu: u32): void {
   const block = cpuBlock(cpu);
   vmTransition(cpu);
-  store<u32>(block + R_NESTED_MODE, NESTED_NONE);
+  store<u32>(block + R_NESTED_MODE, NestedMode.None);
   store<u32>(block + R_ROOT_TAG, 0);
   store<u32>(block + R_VPID, 0);
   store<u32>(block + R_VMTAG, 0);
@@ -511,12 +517,12 @@ export function lastWalkError(): u64 {
 // --- the IOMMU ---------------------------------------------------------------------------------------
 
 /**
- * Resets the IOMMU: `kind` IOMMU_NONE, IOMMU_VTD or IOMMU_AMDVI; `sagaw` the supported VT-d AW values
+ * Resets the IOMMU: `kind` IommuKind.None, IommuKind.Vtd or IommuKind.Amdvi; `sagaw` the supported VT-d AW values
  * (bit mask); `flags` IO_F_*; structure and data accesses at or above `memTop` fail; `faultRecords`
  * VT-d fault-recording registers.
  */
 export function iommuInit(kind: u32, sagaw: u32, flags: u32, memTop: u64, iotlbLatency: u32, faultRecords: u32): i32 {
-  if (kind > IOMMU_AMDVI || faultRecords > IO_MAX_FAULT_RECORDS) return ERR_BAD_ARGUMENT;
+  if (kind > <u32>IommuKind.Amdvi || faultRecords > IO_MAX_FAULT_RECORDS) return SetupError.BadArgument;
   memory.fill(IOMMU_BASE, 0, IOMMU_SIZE);
   store<u32>(IOMMU_BASE + IO_KIND, kind);
   store<u32>(IOMMU_BASE + IO_SAGAW, sagaw);
@@ -527,30 +533,32 @@ export function iommuInit(kind: u32, sagaw: u32, flags: u32, memTop: u64, iotlbL
   return 0;
 }
 
-function ioArray(desc: usize, entries: u32, ways: u32, policy: u32, max: u32): i32 {
-  if (policy > 2) return ERR_BAD_ARGUMENT;
-  if (ways == 0 || entries % ways != 0) return ERR_GEOMETRY;
+function ioArray(desc: usize, entries: u32, ways: u32, policy: u32, max: u32, entrySize: u32): i32 {
+  if (policy >= POLICY_COUNT) return SetupError.BadArgument;
+  if (ways == 0 || entries % ways != 0) return SetupError.Geometry;
   const setsLog2 = log2Exact(entries / ways);
-  if (setsLog2 < 0) return ERR_GEOMETRY;
-  if (entries > max) return ERR_REGION_FULL;
-  initArray(desc, 0, <u32>setsLog2, ways, 0, policy);
+  if (setsLog2 < 0) return SetupError.Geometry;
+  if (entries > max) return SetupError.RegionFull;
+  const base = region(<u64>entries * entrySize);
+  if (base == 0) return SetupError.OutOfMemory;
+  initArray(desc, base, <u32>setsLog2, ways, 0, policy);
   store<u32>(desc + IO_DESC_PRESENT, 1);
   return 0;
 }
 
 /** Gives the IOMMU an IOTLB of `entries` entries in `ways` ways (every page size shares it). */
 export function iommuIotlb(entries: u32, ways: u32, policy: u32): i32 {
-  return ioArray(IOMMU_BASE + IO_IOTLB_DESC, entries, ways, policy, IO_IOTLB_MAX_ENTRIES);
+  return ioArray(IOMMU_BASE + IO_IOTLB_DESC, entries, ways, policy, IO_IOTLB_MAX_ENTRIES, IO_IOTLB_ENTRY_SIZE);
 }
 
 /** Gives the IOMMU a context cache (VT-d context and PASID entries, AMD-Vi device-table entries). */
 export function iommuContextCache(entries: u32, ways: u32, policy: u32): i32 {
-  return ioArray(IOMMU_BASE + IO_CC_DESC, entries, ways, policy, IO_CC_MAX_ENTRIES);
+  return ioArray(IOMMU_BASE + IO_CC_DESC, entries, ways, policy, IO_CC_MAX_ENTRIES, IO_CC_ENTRY_SIZE);
 }
 
 /** Gives the IOMMU a paging-structure cache of non-leaf I/O page-table entries. */
 export function iommuPsc(entries: u32, ways: u32, policy: u32): i32 {
-  return ioArray(IOMMU_BASE + IO_PSC_DESC, entries, ways, policy, IO_PSC_MAX_ENTRIES);
+  return ioArray(IOMMU_BASE + IO_PSC_DESC, entries, ways, policy, IO_PSC_MAX_ENTRIES, IO_PSC_ENTRY_SIZE);
 }
 
 /** VT-d: RTADDR (bit 10 selects scalable mode); AMD-Vi: the device-table base. */

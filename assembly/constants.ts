@@ -1,6 +1,18 @@
-// The one map of linear memory. src/core/layout.ts mirrors it and test/core/layout.test.ts keeps the
-// two in step. Regions are fixed so the host can build its typed views once; only the frame
-// directory and frame pool at the top depend on the configuration.
+// The one map of linear memory, and the codes the core and the host exchange through it. This file is
+// the only copy: scripts/generate-layout.mjs writes the host's src/core/layout.ts from it at build
+// time (every exported integer constant and `const enum`, with its comment). The regions below
+// HEAP_BASE are fixed; every other region is sized from the configuration and allocated above it
+// (heap.ts) when the machine is configured or first needs it, so linear memory is as large as the
+// machine asks. The core reports where each sized region is (the CFG_* words, descriptors' bases),
+// and the host builds its views from that.
+
+/**
+ * The memory layout's version: a checkpoint (snapshot.ts) saved by a core with another layout is
+ * refused. Raise it whenever a region, a descriptor or a lasting global moves.
+ */
+export const CORE_LAYOUT_VERSION: u32 = 2;
+/** Bytes of the block the core's lasting globals are copied to for a checkpoint (snapshot.ts). */
+export const SNAPSHOT_SCRATCH_SIZE: u32 = 256;
 
 /** AssemblyScript puts its static data below this; the core never allocates on its heap. */
 export const STATIC_END: u32 = 0x10000;
@@ -15,9 +27,11 @@ export const CFG_MAXPHYADDR: u32 = 0x04;
 export const CFG_GBPAGES: u32 = 0x08;
 export const CFG_PSC_LATENCY: u32 = 0x0c;
 export const CFG_DRAM_LATENCY: u32 = 0x10;
+/** log2 of the frame directory's capacity now, and the most it may grow to (memory.backedFramesLog2). */
 export const CFG_DIR_LOG2: u32 = 0x14;
-export const CFG_POOL_BASE: u32 = 0x18;
+export const CFG_DIR_MAX_LOG2: u32 = 0x18;
 export const CFG_MEM_LIMIT_PAGES: u32 = 0x1c;
+
 /**
  * Memory generation (u64): advanced by every store into host memory, so memos of what memory held
  * (NESTED_MEMO) know when they are stale. In linear memory, not a global, so a saved and restored
@@ -34,10 +48,16 @@ export const CD_PRESENT: u32 = 0;
 export const CD_SETS_LOG2: u32 = 4;
 export const CD_WAYS: u32 = 8;
 export const CD_LATENCY: u32 = 12;
-/** Byte offset of the level's array inside the cache region (per-CPU levels: of CPU 0). */
+/** Address of the level's array (per-CPU levels: of CPU 0's). */
 export const CD_BASE: u32 = 16;
 /** Bytes between CPUs' copies (0 for the shared LLC). */
 export const CD_CPU_STRIDE: u32 = 20;
+/** Where the sized regions are (heap.ts): the top of them (memory above has never been used), the
+ *  frame directory, and the text and DMA buffers (0 until first asked for). */
+export const CFG_HEAP_TOP: u32 = 0xa0;
+export const CFG_DIR_BASE: u32 = 0xa4;
+export const CFG_TEXT_BASE: u32 = 0xa8;
+export const CFG_DMA_BASE: u32 = 0xac;
 
 /** Per-CPU blocks. */
 export const CPU_BASE: u32 = 0x1000;
@@ -60,7 +80,7 @@ export const R_PCID: u32 = 0x44;
 export const R_VMTAG: u32 = 0x48;
 /** Nonzero when some paging-structure cache of the CPU is present, so walks without any skip them. */
 export const R_PSC_ANY: u32 = 0x4c;
-/** The nested dimension: NESTED_NONE, NESTED_EPT or NESTED_NPT. */
+/** The nested dimension (NestedMode). */
 export const R_NESTED_MODE: u32 = 0x50;
 /** Nested paging levels (4 or 5). */
 export const R_NESTED_LEVELS: u32 = 0x54;
@@ -76,9 +96,15 @@ export const R_NESTED_AD: u32 = 0x68;
 export const R_NPSC_ANY: u32 = 0x6c;
 /** Nonzero while the CPU runs a guest (set by vmEnter), so VM transitions know to flush VPID 0. */
 export const R_IN_GUEST: u32 = 0x70;
-export const NESTED_NONE: u32 = 0;
-export const NESTED_EPT: u32 = 1;
-export const NESTED_NPT: u32 = 2;
+/** The nested dimension a CPU translates guest-physical addresses through (R_NESTED_MODE). */
+export const enum NestedMode {
+  /** Native, shadow or paravirtual paging: the hardware walks the tables CR3 names. */
+  None = 0,
+  Ept = 1,
+  Npt = 2,
+}
+/** How many nested modes there are: vmEnter refuses codes at or above it. */
+export const NESTED_MODE_COUNT: u32 = 3;
 // mode bits
 export const M_USER: u32 = 1 << 0;
 export const M_WP: u32 = 1 << 1;
@@ -93,13 +119,9 @@ export const M_PCIDE: u32 = 1 << 9;
 export const M_PGE: u32 = 1 << 10;
 export const M_LMA: u32 = 1 << 11;
 /**
- * Memo of recent L1 hits, per CPU and L1 level (l1d, l1i), direct-mapped by 4 KiB page: a simulator
- * shortcut, not hardware. While no TLB entry or register changed (the translation generation), another
- * access to a remembered page finds the same entry, so the replay loop skips the set scan and produces
- * identical results.
+ * Memo of recent L1 hits (memo.ts), per CPU and L1 level (l1d, l1i), direct-mapped by 4 KiB page: a
+ * sized region of MEMO_SLOTS * MEMO_SIZE bytes per CPU and level.
  */
-export const MEMO_BASE: u32 = 0x1e30000;
-export const MEMO_REGION_SIZE: u32 = 0x40000;
 export const MEMO_SLOTS: u32 = 256;
 export const MEMO_SIZE: u32 = 32;
 export const MEMO_PAGE: u32 = 0; // u64 la >> 12
@@ -119,7 +141,7 @@ export const TL_COUNT: u32 = 8;
 export const TL_SIZEMASK: u32 = 12;
 export const TL_ARRAYS: u32 = 16;
 export const MAX_TLB_ARRAYS: u32 = 4;
-// array / PSC descriptor (ARRAY_DESC_SIZE bytes): base, setsLog2, ways, sizeMask, policy, rng (u64)
+// array / PSC descriptor (ARRAY_DESC_SIZE bytes): address, setsLog2, ways, sizeMask, policy, rng (u64)
 export const ARRAY_DESC_SIZE: u32 = 24;
 export const AD_BASE: u32 = 0;
 export const AD_SETS_LOG2: u32 = 4;
@@ -165,6 +187,12 @@ export const EX_REFS: u32 = 0x28;
  */
 export const WALK_SCRATCH: u32 = 0x8200;
 export const WALK_SLOT: u32 = 48;
+export const WS_HPA: u32 = 0;
+export const WS_ENTRY: u32 = 8;
+/** Rights down to the entry, in TLB attribute form (A_RW, A_US, A_XD). */
+export const WS_RIGHTS: u32 = 16;
+export const WS_GPA: u32 = 24;
+export const WS_TABLE_RIGHTS: u32 = 32;
 export const NESTED_SCRATCH: u32 = 0x8400;
 export const NESTED_SLOT: u32 = 16;
 
@@ -198,38 +226,27 @@ export const REC_CPU: u32 = 10; // u16 cpu
 export const REC_LINE: u32 = 12; // u32 source line (text traces), for error reports
 // What translateBatch writes over each record (the embedding batch: one result per record).
 export const BR_PA: u32 = 0; // u64 physical address; for a fault, the #PF error code or exit qualification
-export const BR_OUTCOME: u32 = 8; // u8 exit reason (EXIT_NONE: translated)
+export const BR_OUTCOME: u32 = 8; // u8 exit reason (ExitReason.None: translated)
 export const BR_PAGE_SHIFT: u32 = 9; // u8 log2 of the page size (0 on a fault)
 export const BR_REFS: u32 = 10; // u16 page-walk references (0 on a TLB hit)
 export const BR_CYCLES: u32 = 12; // u32 cycles
 
-// --- text input for in-core trace parsing ---------------------------------------------------------
-export const TEXT_BASE: u32 = 0x130000;
+// --- text input for in-core trace parsing: a sized region (CFG_TEXT_BASE) ------------------------
 export const TEXT_SIZE: u32 = 0x400000;
 
-// --- TLB entries (32 bytes each), laid out by the host ---------------------------------------------
-export const TLB_BASE: u32 = 0x530000;
-export const TLB_SIZE: u32 = 0x800000;
+// --- TLB, PSC and cache-model arrays: sized regions, each at its descriptor's base ------------------
 export const TLB_ENTRY_SIZE: u32 = 32;
-
-// --- PSC entries (32 bytes each) ------------------------------------------------------------------
-export const PSC_BASE: u32 = 0xd30000;
-export const PSC_SIZE: u32 = 0x100000;
 export const PSC_ENTRY_SIZE: u32 = 32;
-
-// --- data-cache model: per line u64 tag + u64 stamp -----------------------------------------------
-export const CACHE_BASE: u32 = 0xe30000;
-export const CACHE_SIZE: u32 = 0x1000000;
+/** Data-cache model: per line u64 tag + u64 stamp. */
 export const CACHE_LINE_SIZE: u32 = 16;
 
-// --- frame directory (hash: u64 frame number + u32 slot) and frame pool ---------------------------
+// --- the fixed memos (memo.ts) ----------------------------------------------------------------------
 /**
- * Direct-mapped memos, like MEMO_BASE simulator shortcuts: per CPU, page-table line -> the L1 way
- * holding it (valid while that way still holds the line), and frame number -> pool address.
+ * Per CPU, page-table line -> the L1 way holding it: a sized region of LINE_MEMO_SLOTS u32 per CPU.
+ * Then, fixed: frame number -> pool address.
  */
-export const LINE_MEMO_BASE: u32 = 0x1e70000;
 export const LINE_MEMO_SLOTS: u32 = 1024;
-export const FRAME_MEMO_BASE: u32 = 0x1e80000;
+export const FRAME_MEMO_BASE: u32 = 0x130000;
 export const FRAME_MEMO_SLOTS: u32 = 1024;
 /**
  * Memos of nested walks that succeeded without faults: the host addresses and values of the entries
@@ -238,11 +255,12 @@ export const FRAME_MEMO_SLOTS: u32 = 1024;
  * down to the page table (or to a large leaf), so a hit reads only the 4K leaf again. While memory is
  * unchanged (CFG_MEMORY_GENERATION), a walk that hits reads the same entries, so it prices the same
  * lines and counts the same references without decoding them: a simulator shortcut with identical
- * results, not hardware.
+ * results, not hardware. Each remembers too which L1 way of which CPU held each entry's line, so pricing
+ * it again starts from that way (memo.ts priceRemembered).
  */
-export const NESTED_MEMO_BASE: u32 = 0x1e84000;
+export const NESTED_MEMO_BASE: u32 = 0x134000;
 export const NESTED_MEMO_SLOTS: u32 = 128;
-export const NESTED_MEMO_SIZE: u32 = 128;
+export const NESTED_MEMO_SIZE: u32 = 192;
 export const NM_KEY: u32 = 0; // u64 guest-physical page (or 2 MiB region) + 1
 export const NM_CONTEXT: u32 = 8; // u64 root address | mode | levels << 2 | tracks A/D << 5
 export const NM_GENERATION: u32 = 16; // u64
@@ -250,9 +268,11 @@ export const NM_USED: u32 = 24; // u8 entries remembered
 export const NM_SIZE_CODE: u32 = 25; // u8 (large leaves)
 export const NM_RIGHTS: u32 = 26; // u8 N_* rights, ANDed over the entries remembered
 export const NM_FLAGS: u32 = 27; // u8 NMF_*
+export const NM_CPU: u32 = 28; // u32 the CPU whose L1 ways NM_WAYS names
 export const NM_FRAME: u32 = 32; // u64 the large leaf's host frame, or the page table's address
 export const NM_ADDRESSES: u32 = 40; // u64 x 5: host address of each entry read, top level first
 export const NM_ENTRIES: u32 = 80; // u64 x 5: each entry's value
+export const NM_WAYS: u32 = 120; // u32 x 5: the L1 way that held each entry's line
 export const NMF_USER: u32 = 1;
 export const NMF_ALL_ACCESSED: u32 = 2;
 export const NMF_LEAF_DIRTY: u32 = 4;
@@ -263,33 +283,49 @@ export const NMF_LARGE: u32 = 8;
  * entries from the top level down to the page-directory entry, with each table page's nested references
  * under EPT/NPT. Used only where no cache stands in between (no guest PSC hit; under a nested dimension
  * no nested TLB or PSC), so a hit prices exactly the lines and counts exactly the references of the
- * walk it replaces, then walks the page table itself. Valid for one memory generation.
+ * walk it replaces, then walks the page table itself. Valid for one memory generation. With each entry
+ * it keeps the rights accumulated down to it and, as the nested memo, the L1 ways that held the lines.
+ * (At most 4 levels above the page table and the page table's page, each with at most 5 nested
+ * references: 29 references.)
  */
-export const WALK_MEMO_BASE: u32 = 0x1e8c000;
+export const WALK_MEMO_BASE: u32 = 0x140000;
 export const WALK_MEMO_SLOTS: u32 = 32;
-export const WALK_MEMO_SIZE: u32 = 512;
+export const WALK_MEMO_SIZE: u32 = 640;
 export const WM_KEY: u32 = 0; // u64 (la >> 21) + 1
 export const WM_ROOT: u32 = 8; // u64 CR3's table address | LA57 | NXE << 1
 export const WM_NESTED: u32 = 16; // u64 the nested context (0 without one)
 export const WM_GENERATION: u32 = 24; // u64
 export const WM_LEVELS: u32 = 32; // u32 levels remembered
-export const WM_LEVEL_BASE: u32 = 48;
-export const WM_LEVEL_SIZE: u32 = 72;
+export const WM_CPU: u32 = 36; // u32 the CPU whose L1 ways WM_WAYS names
+export const WM_REF_COUNT: u32 = 40; // u32 references in WM_REFS
+export const WM_NESTED_REFS: u32 = 44; // u32 how many of them are nested references
+/** Under a nested dimension, the page table's page: its host address and nested rights. */
+export const WM_TABLE_HPA: u32 = 48; // u64
+export const WM_TABLE_RIGHTS: u32 = 56; // u32
+/**
+ * Every reference the walk made before reading the page table, in order: each level's table page's
+ * nested references then its entry, and last the page table's page's nested references.
+ */
+export const WM_REFS: u32 = 64; // u64 x WM_MAX_REFS host addresses
+export const WM_WAYS: u32 = 320; // u32 x WM_MAX_REFS the L1 ways that held their lines
+export const WM_MAX_REFS: u32 = 32;
+export const WM_LEVEL_BASE: u32 = 448;
+export const WM_LEVEL_SIZE: u32 = 40;
 export const WML_GPA: u32 = 0; // u64 the entry's guest-physical address
 export const WML_HPA: u32 = 8; // u64 its host address
 export const WML_ENTRY: u32 = 16; // u64
-export const WML_TABLE_RIGHTS: u32 = 24; // u32 nested rights of its table's page
-export const WML_NESTED_COUNT: u32 = 28; // u32 nested references of its table's page
-export const WML_NESTED: u32 = 32; // u64 x 5 their host addresses
+export const WML_RIGHTS: u32 = 24; // u64 rights down to the entry (WS_RIGHTS)
+export const WML_TABLE_RIGHTS: u32 = 32; // u32 nested rights of its table's page
 // --- IOMMU: registers, fault-recording registers, context cache, IOTLB ---------------------------
 /**
- * The IOMMU's own state (Intel VT-d or AMD-Vi, docs/iommu.md): configuration and the registers the
- * host programs (root/device-table address, invalidation queue, event log), the VT-d fault-recording
- * registers, and the context cache and IOTLB arrays. Its tables live in host physical memory.
+ * The IOMMU's own state (Intel VT-d or AMD-Vi, docs/iommu.md), in the control block: configuration and
+ * the registers the host programs (root/device-table address, invalidation queue, event log), walk
+ * scratch and the VT-d fault-recording registers. Its context cache, IOTLB and paging-structure cache
+ * are sized regions, at their descriptors' bases; its tables live in host physical memory.
  */
-export const IOMMU_BASE: u32 = 0x1e90000;
-export const IOMMU_SIZE: u32 = 0x40000;
-/** IOMMU_NONE, IOMMU_VTD or IOMMU_AMDVI. */
+export const IOMMU_BASE: u32 = 0x1d000;
+export const IOMMU_SIZE: u32 = 0x2000;
+/** IommuKind. */
 export const IO_KIND: u32 = 0x00;
 /** VT-d: supported AW values as a bit mask (CAP.SAGAW: bit 1 = 3 levels, 2 = 4, 3 = 5). */
 export const IO_SAGAW: u32 = 0x04;
@@ -326,30 +362,28 @@ export const IO_WALK_SCRATCH: u32 = 0x100;
 export const IO_NESTED_WALK_SCRATCH: u32 = 0x300;
 export const IO_FAULT_RECORD_BASE: u32 = 0x1000;
 export const IO_MAX_FAULT_RECORDS: u32 = 256;
-export const IO_CC_BASE: u32 = 0x2000;
 export const IO_CC_ENTRY_SIZE: u32 = 64;
 export const IO_CC_MAX_ENTRIES: u32 = 512;
-export const IO_IOTLB_BASE: u32 = 0x10000;
 export const IO_IOTLB_ENTRY_SIZE: u32 = 32;
 export const IO_IOTLB_MAX_ENTRIES: u32 = 4096;
-export const IO_PSC_BASE: u32 = 0x30000;
 export const IO_PSC_ENTRY_SIZE: u32 = 32;
 export const IO_PSC_MAX_ENTRIES: u32 = 2048;
-export const IOMMU_NONE: u32 = 0;
-export const IOMMU_VTD: u32 = 1;
-export const IOMMU_AMDVI: u32 = 2;
+export const enum IommuKind {
+  None = 0,
+  Vtd = 1,
+  Amdvi = 2,
+}
 /** Capabilities: 2M and 1G second-level pages (CAP.SLLPS), snoop control (ECAP.SC). */
 export const IO_F_2M: u32 = 1;
 export const IO_F_1G: u32 = 2;
 export const IO_F_SNOOP: u32 = 4;
 
 /**
- * Device DMA requests, one PCIe memory request each (at most 4 KiB, never crossing a 4 KiB boundary):
+ * Device DMA requests (a sized region at CFG_DMA_BASE), one PCIe memory request each (at most 4 KiB, never crossing a 4 KiB boundary):
  * u64 address, u64 data (written by a write with DMA_DATA; a read with DMA_DATA returns the first
  * qword), u64 host-physical address (out), u16 requester id, u8 flags, u8 status (out: 0 or a fault
- * cause IOF_*), u32 PASID (bits 19:0) | (length - 1) << 20.
+ * cause IoFault), u32 PASID (bits 19:0) | (length - 1) << 20.
  */
-export const DMA_BASE: u32 = 0x1ed0000;
 export const DMA_RECORD_SIZE: u32 = 32;
 export const DMA_CAPACITY: u32 = 32768;
 export const DMA_ADDR: u32 = 0;
@@ -370,42 +404,48 @@ export const DMA_BAD: u32 = 0xff;
 export const DMA_UNSUPPORTED: u32 = 0xfe;
 
 /**
- * Fault causes. 1..0xD are the VT-d fault reasons (docs/iommu.md §VT-d: fault records and fault reasons) and
- * are what a VT-d fault record holds; IOF_PASID_ENTRY is recorded as VT-d reason 0x58; AMD-Vi reports each
- * cause as an event (MODEL.md §13).
+ * IOMMU fault causes. 1..0xD are the VT-d fault reasons (docs/iommu.md §VT-d: fault records and fault
+ * reasons) and are what a VT-d fault record holds; PasidEntry is recorded as VT-d reason 0x58; AMD-Vi
+ * reports each cause as an event (MODEL.md §13).
  */
-export const IOF_ROOT_NOT_PRESENT: u32 = 1;
-export const IOF_CONTEXT_NOT_PRESENT: u32 = 2;
-export const IOF_INVALID_CONTEXT: u32 = 3;
-export const IOF_ADDRESS_BEYOND: u32 = 4;
-export const IOF_NO_WRITE: u32 = 5;
-export const IOF_NO_READ: u32 = 6;
-export const IOF_ENTRY_ACCESS: u32 = 7;
-export const IOF_ROOT_ACCESS: u32 = 8;
-export const IOF_CONTEXT_ACCESS: u32 = 9;
-export const IOF_ROOT_RESERVED: u32 = 0xa;
-export const IOF_CONTEXT_RESERVED: u32 = 0xb;
-export const IOF_ENTRY_RESERVED: u32 = 0xc;
-export const IOF_TT_BLOCKED: u32 = 0xd;
-export const IOF_PASID_ENTRY: u32 = 0xe;
-export const IOF_ILLEGAL_DTE: u32 = 0xf;
-export const IOF_PAGE_NOT_PRESENT: u32 = 0x10;
-export const IOF_CAUSES: u32 = 0x11;
+export const enum IoFault {
+  None = 0,
+  RootNotPresent = 1,
+  ContextNotPresent = 2,
+  InvalidContext = 3,
+  AddressBeyondWidth = 4,
+  NoWrite = 5,
+  NoRead = 6,
+  EntryAccessFailed = 7,
+  RootAccessFailed = 8,
+  ContextAccessFailed = 9,
+  RootReserved = 0xa,
+  ContextReserved = 0xb,
+  EntryReserved = 0xc,
+  TranslationTypeBlocked = 0xd,
+  PasidEntry = 0xe,
+  IllegalDeviceTableEntry = 0xf,
+  PageNotPresent = 0x10,
+}
+/** Statistics slots for fault causes (S_IO_FAULTS + cause). */
+export const IO_FAULT_CAUSES: u32 = 0x11;
 
-/** Invalidation kinds, for statistics (S_IO_INVALIDATIONS + kind). */
-export const IOI_CONTEXT_GLOBAL: u32 = 0;
-export const IOI_CONTEXT_DOMAIN: u32 = 1;
-export const IOI_CONTEXT_DEVICE: u32 = 2;
-export const IOI_IOTLB_GLOBAL: u32 = 3;
-export const IOI_IOTLB_DOMAIN: u32 = 4;
-export const IOI_IOTLB_PAGE: u32 = 5;
-export const IOI_PASID_IOTLB: u32 = 6;
-export const IOI_PASID_CACHE: u32 = 7;
-export const IOI_WAIT: u32 = 8;
-export const IOI_DEVTAB_ENTRY: u32 = 9;
-export const IOI_IOMMU_PAGES: u32 = 10;
-export const IOI_ALL: u32 = 11;
-export const IOI_REJECTED: u32 = 12;
+/** IOMMU invalidation kinds, for statistics (S_IO_INVALIDATIONS + kind). */
+export const enum IoInvalidation {
+  ContextGlobal = 0,
+  ContextDomain = 1,
+  ContextDevice = 2,
+  IotlbGlobal = 3,
+  IotlbDomain = 4,
+  IotlbPage = 5,
+  PasidIotlb = 6,
+  PasidCache = 7,
+  Wait = 8,
+  DeviceTableEntry = 9,
+  IommuPages = 10,
+  InvalidateAll = 11,
+  Rejected = 12,
+}
 /** VT-d FSTS bits, and AMD-Vi status bits. */
 export const FSTS_PFO: u32 = 1;
 export const FSTS_PPF: u32 = 2;
@@ -413,32 +453,114 @@ export const FSTS_IQE: u32 = 16;
 export const AMD_EVENT_OVERFLOW: u32 = 1;
 export const AMD_COMWAIT_INT: u32 = 4;
 
-export const DIR_BASE: u32 = 0x1fd0000;
+/**
+ * Where the sized regions start (heap.ts): the TLB, PSC and cache-model arrays, the per-CPU memos, the
+ * text and DMA buffers, the IOMMU's caches, the frame directory (hash: u64 frame number + 1, u32 pool
+ * address >> 12; it grows as frames are backed) and the frames themselves.
+ */
+export const HEAP_BASE: u32 = 0x148000;
 export const DIR_ENTRY_SIZE: u32 = 16;
+/** log2 of the frame directory's first capacity (it doubles when three quarters full). */
+export const DIR_FIRST_LOG2: u32 = 10;
 
 export const FRAME_SIZE: u32 = 4096;
 
 // --- exit reasons ---------------------------------------------------------------------------------
-export const EXIT_NONE: u32 = 0;
-export const EXIT_PAGE_FAULT: u32 = 1;
-export const EXIT_GP: u32 = 2;
-export const EXIT_BUDGET: u32 = 3;
-export const EXIT_BAD_RECORD: u32 = 4;
-export const EXIT_EPT_VIOLATION: u32 = 5;
-export const EXIT_EPT_MISCONFIG: u32 = 6;
-export const EXIT_NPF: u32 = 7;
+/** Why a replay stopped (EX_REASON); the host names them (docs/MODEL.md §10). */
+export const enum ExitReason {
+  None = 0,
+  PageFault = 1,
+  GeneralProtection = 2,
+  Budget = 3,
+  BadRecord = 4,
+  EptViolation = 5,
+  EptMisconfig = 6,
+  Npf = 7,
+}
+/** Statistics slots for exit reasons (S_EXIT_REASONS + reason). */
 export const EXIT_REASONS: u32 = 16;
 
+/** How the last CPU walk ended (lastWalkFault). */
+export const enum WalkFault {
+  Ok = 0,
+  NotPresent = 1,
+  Reserved = 2,
+  Protection = 3,
+  EptViolation = 4,
+  EptMisconfig = 5,
+  Npf = 6,
+}
+
+/** The outcome of one access (`translate`'s result): the exception or VM exit it raises. */
+export const enum FaultType {
+  None = 0,
+  GeneralProtection = 13,
+  PageFault = 14,
+  /** VM exit reasons 48 and 49 (SDM Appendix C). */
+  EptViolation = 48,
+  EptMisconfig = 49,
+  /** The #NPF exit code 0x400 (APM 15.25.6). */
+  NestedPageFault = 0x400,
+}
+
 // --- access kinds ---------------------------------------------------------------------------------
-export const KIND_READ: u32 = 0;
-export const KIND_WRITE: u32 = 1;
-export const KIND_FETCH: u32 = 2;
-export const KIND_SS_READ: u32 = 3;
-export const KIND_SS_WRITE: u32 = 4;
+/** A record's kind byte: the access kind in bits 6:0, KIND_IMPLICIT for implicit supervisor accesses. */
+export const enum AccessKind {
+  Read = 0,
+  Write = 1,
+  Fetch = 2,
+  ShadowStackRead = 3,
+  ShadowStackWrite = 4,
+}
 export const KIND_MASK: u32 = 0x7f;
 export const KIND_IMPLICIT: u32 = 0x80;
 
-// --- policies --------------------------------------------------------------------------------------
-export const POLICY_LRU: u32 = 0;
-export const POLICY_FIFO: u32 = 1;
-export const POLICY_RANDOM: u32 = 2;
+// --- structures -------------------------------------------------------------------------------------
+/** Replacement policies of every set-associative structure (AD_POLICY); see mmu/setassoc.ts. */
+export const enum Policy {
+  Lru = 0,
+  Fifo = 1,
+  Random = 2,
+}
+/** How many policies there are: set-up calls refuse codes at or above it. */
+export const POLICY_COUNT: u32 = 3;
+
+/** A CPU's TLB levels (CPU_TLB_LEVELS + level * TLB_LEVEL_SIZE). */
+export const enum TlbLevel {
+  L1d = 0,
+  L1i = 1,
+  L2 = 2,
+  /** The nested (guest-physical -> host-physical) TLB, tagged by root instead of context. */
+  Nested = 3,
+}
+
+/** Data-cache levels (CFG_CACHE_DESC + level * CACHE_DESC_SIZE): l1 and l2 per CPU, llc shared. */
+export const enum CacheLevel {
+  L1 = 0,
+  L2 = 1,
+  Llc = 2,
+}
+
+// --- errors -----------------------------------------------------------------------------------------
+/** Errors of the physical-memory writers (0 = ok). */
+export const enum PhysError {
+  Ok = 0,
+  BeyondMaxPhyAddr = 1,
+  DirectoryFull = 2,
+  OutOfMemory = 3,
+  Misaligned = 4,
+}
+
+/** Errors of the set-up calls (negative; 0 or a positive result is success). */
+export const enum SetupError {
+  Geometry = -1,
+  RegionFull = -2,
+  BadArgument = -3,
+  OutOfMemory = -4,
+  /** VM entry refused (SDM 27.2.1.1): an EPTP memory type other than UC (0) or WB (6). */
+  EptpMemoryType = -5,
+  /** VM entry refused: an EPTP walk length (bits 5:3, plus one) other than 4 or 5. */
+  EptpWalkLength = -6,
+  /** VM entry refused: a reserved EPTP bit (11:7, or at or above MAXPHYADDR), or an nCR3 beyond MAXPHYADDR. */
+  RootReserved = -7,
+}

@@ -25,7 +25,7 @@ import {
   R_PCID,
   R_RFLAGS,
 } from "./constants";
-import { translationsChanged } from "./mmu/setassoc";
+import { translationsChanged } from "./memo";
 
 export const CR0_WP: u64 = 1 << 16;
 export const CR4_PAE: u64 = 1 << 5;

@@ -1,85 +1,90 @@
-// Host physical memory. Sparse: a frame takes a 4 KiB pool slot only when something writes it, and
-// an unbacked frame reads as zeros, so a machine of many gigabytes costs nothing until touched.
-// The directory is an open-addressing hash (linear probing, backward-shift deletion) from frame
-// number to pool slot: walks touch a handful of page-table frames scattered over a 52-bit space,
-// which a hash serves in one probe where a radix tree would need several loads.
+// Host physical memory. Sparse: a frame takes 4 KiB of linear memory (heap.ts) only when something
+// writes it, and an unbacked frame reads as zeros, so a machine of many gigabytes costs nothing until
+// touched. The directory is an open-addressing hash (linear probing, backward-shift deletion) from
+// frame number to where its bytes are: walks touch a handful of page-table frames scattered over a
+// 52-bit space, which a hash serves in one probe where a radix tree would need several loads. It
+// starts small and doubles as frames are backed, up to the configured capacity.
 import {
+  CFG_DIR_BASE,
   CFG_DIR_LOG2,
+  CFG_DIR_MAX_LOG2,
   CFG_MAXPHYADDR,
   CFG_MEMORY_GENERATION,
-  CFG_MEM_LIMIT_PAGES,
-  CFG_POOL_BASE,
   CTRL_BASE,
-  DIR_BASE,
   DIR_ENTRY_SIZE,
-  FRAME_MEMO_BASE,
-  FRAME_MEMO_SLOTS,
+  DIR_FIRST_LOG2,
   FRAME_SIZE,
-  NESTED_MEMO_BASE,
-  NESTED_MEMO_SIZE,
-  NESTED_MEMO_SLOTS,
-  WALK_MEMO_BASE,
-  WALK_MEMO_SIZE,
-  WALK_MEMO_SLOTS,
+  PhysError,
 } from "./constants";
+import { allocate } from "./heap";
+import { forgetFrame, frameMemoAddress, frameMemoHolds, frameMemoSlot, memoryChanged, rememberFrame } from "./memo";
 
 const EMPTY: u64 = 0;
 const HASH_MUL: u64 = 0x9e3779b97f4a7c15;
+/** The end of the free list. */
+const NO_FRAME: u32 = 0xffffffff;
 
+// The directory: at dirBase, 2^dirLog2 entries of u64 frame number + 1 (0: empty) and u32 address of
+// the frame's bytes >> 12. It doubles when three quarters full, up to 2^dirMaxLog2 entries.
+export let dirBase: usize = 0;
 export let dirLog2: u32 = 0;
+export let dirMaxLog2: u32 = 0;
 export let dirMask: u32 = 0;
 export let dirCount: u32 = 0;
-export let poolBase: usize = 0;
-export let slotsUsed: u32 = 0;
-export let freeHead: u32 = 0xffffffff;
-export let limitPages: i32 = 0;
+/** Released frames, linked through their first word (address >> 12), for backFrame to take first. */
+export let freeHead: u32 = NO_FRAME;
 
-/** Error codes returned by the writers (0 = ok). */
-export const PHYS_OK: i32 = 0;
-export const PHYS_BEYOND_MAXPHYADDR: i32 = 1;
-export const PHYS_DIRECTORY_FULL: i32 = 2;
-export const PHYS_OUT_OF_MEMORY: i32 = 3;
-export const PHYS_MISALIGNED: i32 = 4;
-
-/** Lays out the directory and pool; false when linear memory cannot hold the directory. `clear` is
- *  false on a fresh instance, whose memory is already zero. */
-export function physInit(log2Capacity: u32, memLimitPages: u32, clear: bool): bool {
-  dirLog2 = log2Capacity;
-  dirMask = (1 << log2Capacity) - 1;
+/** Sets up an empty directory; `maxLog2` caps its growth. False when memory cannot hold it. */
+export function physInit(maxLog2: u32): bool {
+  dirMaxLog2 = maxLog2;
   dirCount = 0;
-  slotsUsed = 0;
-  freeHead = 0xffffffff;
-  limitPages = <i32>memLimitPages;
-  const dirBytes = (<usize>1 << log2Capacity) * DIR_ENTRY_SIZE;
-  poolBase = (DIR_BASE + dirBytes + FRAME_SIZE - 1) & ~(<usize>FRAME_SIZE - 1);
-  store<u32>(CTRL_BASE + CFG_DIR_LOG2, log2Capacity);
-  store<u32>(CTRL_BASE + CFG_POOL_BASE, <u32>poolBase);
-  store<u32>(CTRL_BASE + CFG_MEM_LIMIT_PAGES, memLimitPages);
-  if (clear) {
-    memory.fill(FRAME_MEMO_BASE, 0, FRAME_MEMO_SLOTS << 4);
-    memory.fill(NESTED_MEMO_BASE, 0, 2 * NESTED_MEMO_SLOTS * NESTED_MEMO_SIZE);
-    memory.fill(WALK_MEMO_BASE, 0, WALK_MEMO_SLOTS * WALK_MEMO_SIZE);
-  }
+  freeHead = NO_FRAME;
+  store<u32>(CTRL_BASE + CFG_DIR_MAX_LOG2, maxLog2);
   store<u64>(CTRL_BASE + CFG_MEMORY_GENERATION, 1);
-  // Memory grown here is zero too; memory the instance already had may hold an old directory.
-  const had = <usize>memory.size() << 16;
-  if (!ensureMemory(poolBase)) return false;
-  if (clear) memory.fill(DIR_BASE, 0, min(dirBytes, had > DIR_BASE ? had - DIR_BASE : 0));
+  return newDirectory(min(DIR_FIRST_LOG2, maxLog2));
+}
+
+/** Points the directory at a new, empty table of 2^log2 entries; false when memory cannot hold it. */
+function newDirectory(log2: u32): bool {
+  const base = allocate((<usize>1 << log2) * DIR_ENTRY_SIZE, FRAME_SIZE);
+  if (base == 0) return false;
+  dirBase = base;
+  dirLog2 = log2;
+  dirMask = (1 << log2) - 1;
+  store<u32>(CTRL_BASE + CFG_DIR_LOG2, log2);
+  store<u32>(CTRL_BASE + CFG_DIR_BASE, <u32>base);
   return true;
 }
 
-/** Grows linear memory to cover `end`; false when the configured limit or the engine refuses. */
-function ensureMemory(end: usize): bool {
-  const have = <usize>memory.size() << 16;
-  if (end <= have) return true;
-  // Grow in 4 MiB steps so page-table allocation does not grow memory once per frame.
-  let pages = <i32>((end - have + 0xffff) >> 16);
-  if (pages < 64) pages = 64;
-  if (limitPages > 0 && memory.size() + pages > limitPages) {
-    pages = limitPages - memory.size();
-    if (pages <= 0 || ((<usize>memory.size() + <usize>pages) << 16) < end) return false;
+/**
+ * Doubles the directory: every entry is hashed into a new table, and the old table's pages become
+ * free frames. False when memory cannot hold the new table (nothing changes then).
+ */
+function growDirectory(): bool {
+  const oldBase = dirBase;
+  const oldEntries = dirMask + 1;
+  if (!newDirectory(dirLog2 + 1)) return false;
+  for (let i: u32 = 0; i < oldEntries; i++) {
+    const e = oldBase + (<usize>i << 4);
+    const key = load<u64>(e);
+    if (key != EMPTY) insert(key, load<u32>(e, 8));
   }
-  return memory.grow(pages) >= 0;
+  const oldBytes = <usize>oldEntries * DIR_ENTRY_SIZE;
+  for (let page: usize = 0; page + FRAME_SIZE <= oldBytes; page += FRAME_SIZE) freeFrame(oldBase + page);
+  return true;
+}
+
+/** Puts an entry (frame number + 1, address >> 12) in the first empty slot from its home. */
+@inline function insert(key: u64, page: u32): void {
+  let i = hashFrame(key - 1);
+  while (load<u64>(dirEntry(i)) != EMPTY) i = (i + 1) & dirMask;
+  store<u64>(dirEntry(i), key);
+  store<u32>(dirEntry(i), page, 8);
+}
+
+@inline function freeFrame(address: usize): void {
+  store<u32>(address, freeHead);
+  freeHead = <u32>(address >> 12);
 }
 
 @inline function hashFrame(frame: u64): u32 {
@@ -87,50 +92,30 @@ function ensureMemory(end: usize): bool {
 }
 
 @inline function dirEntry(i: u32): usize {
-  return DIR_BASE + (<usize>i << 4);
-}
-
-@inline function frameMemo(frame: u64): usize {
-  return FRAME_MEMO_BASE + ((<u32>frame & (FRAME_MEMO_SLOTS - 1)) << 4);
+  return dirBase + (<usize>i << 4);
 }
 
 /** Pool address of a frame's bytes, or 0 when the frame is unbacked. */
 @inline export function frameAddress(frame: u64): usize {
-  const key = frame + 1;
-  const memo = frameMemo(frame);
-  if (load<u64>(memo) == key) return <usize>load<u32>(memo, 8);
-  return frameAddressSlow(frame, memo);
+  const slot = frameMemoSlot(frame);
+  if (frameMemoHolds(slot, frame)) return frameMemoAddress(slot);
+  return frameAddressSlow(frame);
 }
 
-function frameAddressSlow(frame: u64, memo: usize): usize {
+function frameAddressSlow(frame: u64): usize {
   const key = frame + 1;
   let i = hashFrame(frame);
   while (true) {
     const e = dirEntry(i);
     const k = load<u64>(e);
     if (k == key) {
-      const address = poolBase + (<usize>load<u32>(e, 8) << 12);
-      store<u64>(memo, key);
-      store<u32>(memo, <u32>address, 8);
+      const address = <usize>load<u32>(e, 8) << 12;
+      rememberFrame(frame, address);
       return address;
     }
     if (k == EMPTY) return 0;
     i = (i + 1) & dirMask;
   }
-}
-
-/** How many times host memory has been written: memos of its contents are valid for one value. */
-@inline export function memoryGeneration(): u64 {
-  return load<u64>(CTRL_BASE + CFG_MEMORY_GENERATION);
-}
-
-/**
- * Every store into a frame's bytes goes through the writers here, or calls this after storing through
- * backFrame's address (DMA), so memos of memory contents see the change.
- */
-@inline export function memoryChanged(): void {
-  const p = CTRL_BASE + CFG_MEMORY_GENERATION;
-  store<u64>(p, load<u64>(p) + 1);
 }
 
 @inline export function readPhys64(pa: u64): u64 {
@@ -152,26 +137,28 @@ export function backFrame(frame: u64): usize {
   const existing = frameAddress(frame);
   if (existing != 0) return existing;
   if (dirCount + 1 > ((dirMask + 1) >> 2) * 3) {
-    lastError = PHYS_DIRECTORY_FULL;
-    return 0;
-  }
-  let slot: u32;
-  if (freeHead != 0xffffffff) {
-    slot = freeHead;
-    freeHead = load<u32>(poolBase + (<usize>slot << 12));
-  } else {
-    if (!ensureMemory(poolBase + ((<usize>slotsUsed + 1) << 12))) {
-      lastError = PHYS_OUT_OF_MEMORY;
+    if (dirLog2 >= dirMaxLog2) {
+      lastError = PhysError.DirectoryFull;
       return 0;
     }
-    slot = slotsUsed++;
+    if (!growDirectory()) {
+      lastError = PhysError.OutOfMemory;
+      return 0;
+    }
   }
-  const address = poolBase + (<usize>slot << 12);
+  let address: usize;
+  if (freeHead != NO_FRAME) {
+    address = <usize>freeHead << 12;
+    freeHead = load<u32>(address);
+  } else {
+    address = allocate(FRAME_SIZE, FRAME_SIZE);
+    if (address == 0) {
+      lastError = PhysError.OutOfMemory;
+      return 0;
+    }
+  }
   memory.fill(address, 0, FRAME_SIZE);
-  let i = hashFrame(frame);
-  while (load<u64>(dirEntry(i)) != EMPTY) i = (i + 1) & dirMask;
-  store<u64>(dirEntry(i), frame + 1);
-  store<u32>(dirEntry(i), slot, 8);
+  insert(frame + 1, <u32>(address >> 12));
   dirCount++;
   return address;
 }
@@ -181,16 +168,16 @@ export function backFrame(frame: u64): usize {
 }
 
 export function writePhys64(pa: u64, value: u64): i32 {
-  if ((pa & 7) != 0) return PHYS_MISALIGNED;
-  if (pa >> maxPhyAddr() != 0) return PHYS_BEYOND_MAXPHYADDR;
+  if ((pa & 7) != 0) return PhysError.Misaligned;
+  if (pa >> maxPhyAddr() != 0) return PhysError.BeyondMaxPhyAddr;
   const frame = pa >> 12;
   // Writing zero to an unbacked frame changes nothing a reader can see: keep it unbacked.
-  if (value == 0 && frameAddress(frame) == 0) return PHYS_OK;
+  if (value == 0 && frameAddress(frame) == 0) return PhysError.Ok;
   const base = backFrame(frame);
   if (base == 0) return lastError;
   store<u64>(base + <usize>(pa & 0xff8), value);
   memoryChanged();
-  return PHYS_OK;
+  return PhysError.Ok;
 }
 
 /** Drops a frame's backing: it reads as zeros again (a scrubbed, freed frame). */
@@ -203,11 +190,10 @@ export function releaseFrame(frame: u64): void {
     if (k == key) break;
     i = (i + 1) & dirMask;
   }
-  const slot = load<u32>(dirEntry(i), 8);
+  const address = <usize>load<u32>(dirEntry(i), 8) << 12;
   memoryChanged();
-  if (load<u64>(frameMemo(frame)) == key) store<u64>(frameMemo(frame), EMPTY);
-  store<u32>(poolBase + (<usize>slot << 12), freeHead);
-  freeHead = slot;
+  forgetFrame(frame);
+  freeFrame(address);
   dirCount--;
   // Backward-shift deletion keeps every remaining key reachable from its home slot without tombstones.
   let hole = i;

@@ -17,23 +17,10 @@ import {
   EX_QUAL,
   EX_REASON,
   EX_REFS,
-  EXIT_BAD_RECORD,
+  ExitReason,
   EXIT_BASE,
-  EXIT_BUDGET,
-  EXIT_EPT_MISCONFIG,
-  EXIT_EPT_VIOLATION,
-  EXIT_NPF,
-  EXIT_GP,
-  EXIT_NONE,
-  EXIT_PAGE_FAULT,
-  KIND_FETCH,
+  AccessKind,
   KIND_MASK,
-  MEMO_ALLOWED,
-  MEMO_ENTRY,
-  MEMO_GENERATION,
-  MEMO_LRU,
-  MEMO_PAGE,
-  KIND_SS_WRITE,
   REC_CPU,
   REC_KIND,
   RECORD_CAPACITY,
@@ -41,15 +28,10 @@ import {
   RECORDS_BASE,
   STATS_BASE,
   TL_LATENCY,
+  FaultType,
 } from "./constants";
 import { vmTransition } from "./mmu/invalidate";
 import {
-  RESULT_EPT_MISCONFIG,
-  RESULT_EPT_VIOLATION,
-  RESULT_GP,
-  RESULT_NPF,
-  RESULT_OK,
-  RESULT_PF,
   access,
   accessCycles,
   accessError,
@@ -57,9 +39,8 @@ import {
   accessPa,
   accessRefs,
   accessSizeCode,
-  memoSlot,
 } from "./mmu/translate";
-import { tick, translationGeneration } from "./mmu/setassoc";
+import { hitMemoHolds, hitMemoReplay, hitMemoSlot } from "./memo";
 import { ATTR_MASK, E_FRAME, E_STAMP, entrySizeCode, levelDesc } from "./mmu/tlb";
 import { HISTOGRAM_BUCKETS, S_ACCESSES, S_CYCLES, S_EXIT_REASONS, S_EXITS, S_HISTOGRAM, S_TLB, add, bump } from "./stats";
 
@@ -81,7 +62,7 @@ export function setBudget(cycles: u64): void {
 export function resetReplay(): void {
   pendingIndex = -1;
   pendingCycles = 0;
-  store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
+  store<u32>(EXIT_BASE + EX_REASON, ExitReason.None);
 }
 
 @inline export function histogramBucket(cycles: u64): u32 {
@@ -97,11 +78,11 @@ export function resetReplay(): void {
 
 /** The exit reason for an access result. */
 @inline function exitReasonOf(result: u32): u32 {
-  if (result == RESULT_PF) return EXIT_PAGE_FAULT;
-  if (result == RESULT_GP) return EXIT_GP;
-  if (result == RESULT_EPT_VIOLATION) return EXIT_EPT_VIOLATION;
-  if (result == RESULT_EPT_MISCONFIG) return EXIT_EPT_MISCONFIG;
-  return EXIT_NPF;
+  if (result == FaultType.PageFault) return ExitReason.PageFault;
+  if (result == FaultType.GeneralProtection) return ExitReason.GeneralProtection;
+  if (result == FaultType.EptViolation) return ExitReason.EptViolation;
+  if (result == FaultType.EptMisconfig) return ExitReason.EptMisconfig;
+  return ExitReason.Npf;
 }
 
 function raiseExit(
@@ -123,13 +104,13 @@ function raiseExit(
   store<u64>(p + EX_GUEST_PHYS, gpa);
   store<u64>(p + EX_QUAL, qualification);
   store<u32>(p + EX_REFS, refs);
-  if (reason != EXIT_BUDGET) bump(S_EXITS);
+  if (reason != ExitReason.Budget) bump(S_EXITS);
   bump(S_EXIT_REASONS + reason);
 }
 
 /** A record the core refuses: a CPU beyond the configured ones, or an unknown kind. */
 @inline function badRecord(cpu: u32, kindByte: u32, cpus: u32): bool {
-  return cpu >= cpus || (kindByte & KIND_MASK) > KIND_SS_WRITE;
+  return cpu >= cpus || (kindByte & KIND_MASK) > <u32>AccessKind.ShadowStackWrite;
 }
 
 /**
@@ -138,17 +119,9 @@ function raiseExit(
  * entry, or 0 when the memo cannot stand in for the lookup.
  */
 @inline function memoHit(cpu: u32, la: u64, kindByte: u32): usize {
-  const memo = memoSlot(cpu, kindByte == KIND_FETCH ? 1 : 0, la);
-  if (
-    load<u64>(memo + MEMO_PAGE) != la >> 12 ||
-    load<u32>(memo + MEMO_GENERATION) != translationGeneration ||
-    ((load<u32>(memo + MEMO_ALLOWED) >> kindByte) & 1) == 0
-  ) {
-    return 0;
-  }
-  const entry = <usize>load<u32>(memo + MEMO_ENTRY);
-  if (load<u32>(memo + MEMO_LRU) != 0) store<u64>(entry, tick(), E_STAMP);
-  return entry;
+  const memo = hitMemoSlot(cpu, kindByte == AccessKind.Fetch ? 1 : 0, la);
+  if (!hitMemoHolds(memo, la, kindByte)) return 0;
+  return hitMemoReplay(memo, E_STAMP);
 }
 
 /**
@@ -157,7 +130,7 @@ function raiseExit(
  */
 export function replay(start: u32, end: u32): u32 {
   const cpus = load<u32>(CTRL_BASE + CFG_CPUS);
-  store<u32>(EXIT_BASE + EX_REASON, EXIT_NONE);
+  store<u32>(EXIT_BASE + EX_REASON, ExitReason.None);
   for (let i = start; i < end; i++) {
     const record = RECORDS_BASE + <usize>i * RECORD_SIZE;
     const la = load<u64>(record);
@@ -165,16 +138,16 @@ export function replay(start: u32, end: u32): u32 {
     const cpu = <u32>load<u16>(record, REC_CPU);
     if (badRecord(cpu, kindByte, cpus)) {
       flushMemoHits(cpu);
-      raiseExit(EXIT_BAD_RECORD, i, cpu, kindByte, la, 0, 0);
+      raiseExit(ExitReason.BadRecord, i, cpu, kindByte, la, 0, 0);
       return i;
     }
     const retry = <i32>i == pendingIndex;
     // Fast path: the L1-hit memo. Statistics are added in bulk at the end (for memoCpu).
-    if (kindByte <= KIND_FETCH && !retry && memoCpu == cpu && memoHit(cpu, la, kindByte) != 0) {
-      if (kindByte == KIND_FETCH) memoHitsFetch++;
+    if (kindByte <= <u32>AccessKind.Fetch && !retry && memoCpu == cpu && memoHit(cpu, la, kindByte) != 0) {
+      if (kindByte == AccessKind.Fetch) memoHitsFetch++;
       else memoHitsData++;
       if (budget != 0 && budgetReached(cpu)) {
-        raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
+        raiseExit(ExitReason.Budget, i + 1, cpu, 0, 0, 0, 0);
         return i + 1;
       }
       continue;
@@ -185,20 +158,20 @@ export function replay(start: u32, end: u32): u32 {
     }
     const result = access(cpu, la, kindByte, !retry);
     const spent = (retry ? pendingCycles : 0) + <u64>accessCycles;
-    if (result != RESULT_OK) {
+    if (result != FaultType.None) {
       flushMemoHits(cpu);
       pendingIndex = <i32>i;
       pendingCycles = spent;
       const reason = exitReasonOf(result);
       // Nested faults are VM exits: without VPIDs the exit and the next entry flush the guest's TLB.
-      if (reason >= EXIT_EPT_VIOLATION) vmTransition(cpu);
+      if (reason >= <u32>ExitReason.EptViolation) vmTransition(cpu);
       raiseExit(reason, i, cpu, kindByte, la, accessError, accessRefs, accessGpa);
       return i;
     }
     pendingIndex = -1;
     completeRecord(spent);
     if (budget != 0 && budgetReached(cpu)) {
-      raiseExit(EXIT_BUDGET, i + 1, cpu, 0, 0, 0, 0);
+      raiseExit(ExitReason.Budget, i + 1, cpu, 0, 0, 0, 0);
       return i + 1;
     }
   }
@@ -267,22 +240,22 @@ export function translateBatch(start: u32, end: u32): u32 {
     const cpu = <u32>load<u16>(record, REC_CPU);
     if (badRecord(cpu, kindByte, cpus)) {
       store<u64>(record, 0, BR_PA);
-      store<u32>(record, EXIT_BAD_RECORD, BR_OUTCOME);
+      store<u32>(record, ExitReason.BadRecord, BR_OUTCOME);
       store<u32>(record, 0, BR_CYCLES);
       bump(S_ACCESSES);
       continue;
     }
-    if (kindByte <= KIND_FETCH) {
+    if (kindByte <= <u32>AccessKind.Fetch) {
       // Hits are counted as replay counts them: accesses, L1 hits, their latency, in bulk per CPU.
       if (cpu != memoCpu) flushMemoHits(cpu);
       const entry = memoHit(cpu, la, kindByte);
       if (entry != 0) {
-        const level: u32 = kindByte == KIND_FETCH ? 1 : 0;
+        const level: u32 = kindByte == AccessKind.Fetch ? 1 : 0;
         const sizeCode = entrySizeCode(entry);
         const frame = load<u64>(entry, E_FRAME) & ~ATTR_MASK;
         store<u64>(record, frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1)), BR_PA);
-        // Outcome EXIT_NONE, the page shift, no references: one word.
-        store<u32>(record, EXIT_NONE | ((12 + 9 * sizeCode) << 8), BR_OUTCOME);
+        // Outcome ExitReason.None, the page shift, no references: one word.
+        store<u32>(record, <u32>ExitReason.None | ((12 + 9 * sizeCode) << 8), BR_OUTCOME);
         store<u32>(record, load<u32>(levelDesc(cpu, level) + TL_LATENCY), BR_CYCLES);
         if (level == 0) memoHitsData++;
         else memoHitsFetch++;
@@ -290,10 +263,10 @@ export function translateBatch(start: u32, end: u32): u32 {
       }
     }
     const result = access(cpu, la, kindByte, true);
-    const ok = result == RESULT_OK;
+    const ok = result == FaultType.None;
     bump(S_ACCESSES);
     store<u64>(record, ok ? accessPa : accessError, BR_PA);
-    store<u8>(record, ok ? <u8>EXIT_NONE : <u8>exitReasonOf(result), BR_OUTCOME);
+    store<u8>(record, ok ? <u8>ExitReason.None : <u8>exitReasonOf(result), BR_OUTCOME);
     store<u8>(record, ok ? <u8>(12 + 9 * accessSizeCode) : 0, BR_PAGE_SHIFT);
     store<u16>(record, <u16>min<u32>(accessRefs, 0xffff), BR_REFS);
     store<u32>(record, accessCycles, BR_CYCLES);

@@ -1,5 +1,5 @@
-// Statistics block: u64 counters at fixed indexes from STATS_BASE. src/core/layout.ts mirrors the
-// indexes; the host reads them through one BigUint64Array view.
+// Statistics block: u64 counters at fixed indexes from STATS_BASE. The host reads them through one
+// BigUint64Array view, by the indexes scripts/generate-layout.mjs copies into src/core/stats-layout.ts.
 import { STATS_BASE } from "./constants";
 
 export const S_ACCESSES: u32 = 0;
@@ -38,7 +38,7 @@ export const S_NPSC: u32 = 46;
 export const S_NESTED_WALKS: u32 = 54;
 export const S_HISTOGRAM: u32 = 64;
 export const HISTOGRAM_BUCKETS: u32 = 32;
-/** Exits by reason (EXIT_* codes). */
+/** Exits by reason (ExitReason codes, EXIT_REASONS slots). */
 export const S_EXIT_REASONS: u32 = 96;
 /** IOMMU: DMA requests translated (completed or faulted), IOTLB hits and misses, walks and their refs. */
 export const S_IO_TRANSLATIONS: u32 = 112;
@@ -57,9 +57,9 @@ export const S_IO_RECORDED: u32 = 123;
 export const S_IO_OVERFLOWS: u32 = 124;
 /** IO paging-structure cache: one hit or one miss per walk that probed it. */
 export const S_IO_PSC: u32 = 125;
-/** Faults by cause (IOF_*, 0x11 slots). */
+/** Faults by cause (IoFault codes, IO_FAULT_CAUSES slots). */
 export const S_IO_FAULTS: u32 = 128;
-/** Invalidations by type (IOI_*, 16 slots). */
+/** Invalidations by type (IoInvalidation codes, 16 slots). */
 export const S_IO_INVALIDATIONS: u32 = 160;
 export const S_COUNT: u32 = 176;
 

@@ -224,7 +224,7 @@ async function main(): Promise<void> {
     // Native 4-level walks, TLBs and paging-structure caches off: every access walks 4 levels.
     [NATIVE_WALKS, () => coreVersusReference(NATIVE_WALKS, walkOnlyConfig(), (i) => i % PAGES, 30e6)],
     // Full 2D walks, 4-level guest on 4-level EPT, every cache off: 24 references each.
-    [TWO_D_WALKS, () => virtualized(TWO_D_WALKS, bare2d, (i) => i % PAGES, 5e6)],
+    [TWO_D_WALKS, () => virtualized(TWO_D_WALKS, bare2d, (i) => i % PAGES, 8e6)],
     // Virtualized replay with a warm TLB against native: the same L1-hit stream under EPT.
     [EPT_WARM, () => virtualized(EPT_WARM, defaultConfig().machine, (i) => (i >> 9) % 16, 0)],
     ["memvirt run", async () => endToEnd(e2eRecords)],

@@ -13,7 +13,14 @@
  * @module memvirt
  */
 
-export { type CompareResult, type CompareRow, formatCompare, runCompare } from "./cli/compare.js";
+export {
+  COMPARE_COLUMNS,
+  type CompareResult,
+  type CompareRow,
+  compareCells,
+  formatCompare,
+  runCompare,
+} from "./cli/compare.js";
 export {
   ConfigError,
   defaultConfig,
@@ -43,6 +50,7 @@ export {
   type NestedMode,
   RECORD_CAPACITY,
   RECORD_SIZE,
+  type TracedReference,
   type VmEntry,
 } from "./core/machine.js";
 export {
@@ -78,6 +86,16 @@ export {
   type TlbArrayConfig,
   type TlbLevelConfig,
 } from "./core/types.js";
+export {
+  type CellSource,
+  decodeEptEntry,
+  decodeX86Entry,
+  type EntryBit,
+  explainWalk,
+  type FaultBit,
+  type WalkCell,
+  type WalkExplanation,
+} from "./core/walk-trace.js";
 export {
   type BuildName,
   type CoreExports,
@@ -125,10 +143,18 @@ export {
   type OvercommitReport,
   timelineCsv,
 } from "./overcommit/report.js";
+export { formatSeedTable, runSeedTable, type SeedRow } from "./overcommit/seed-table.js";
 export type { OvercommitServices } from "./overcommit/services.js";
 export { formatCsv } from "./report/csv.js";
-export { renderHtmlReport } from "./report/html.js";
-export { buildReport, formatTable, type RunReport, type RunSource, VERSION } from "./report/report.js";
+export { bucketLabel, renderHtmlReport } from "./report/html.js";
+export {
+  buildReport,
+  CYCLES_BY_WHO,
+  formatTable,
+  type RunReport,
+  type RunSource,
+  VERSION,
+} from "./report/report.js";
 export {
   BadRecordError,
   type ExitCounts,

@@ -1,6 +1,7 @@
 // AMD-Vi structures (AMD IOMMU spec §2.2; docs/iommu.md): the 32-byte device-table entry and the
 // I/O page-table entry, whose Next Level field lets a table point past levels (level skipping) and
 // whose value 7 encodes a page size in the address bits.
+import { NEXT_LEAF, NEXT_RESERVED, NEXT_SKIPPED, addressReserved, levelShift } from "./format";
 
 // --- device-table entry -------------------------------------------------------------------------------
 export const DTE_V: u64 = 1;
@@ -41,4 +42,55 @@ export const IOPTE_IW: u64 = 1 << 62;
  */
 @inline export function iopteEncodedShift(e: u64): u32 {
   return <u32>ctz(~(e | 0xfff)) + 1;
+}
+
+/** Whether the index bits of the levels between a level-`level` entry and its next table are zero. */
+@inline export function skippedBitsClear(address: u64, level: u32, next: u32): bool {
+  const low = 12 + 9 * next;
+  const high = 12 + 9 * (level - 1);
+  return ((address >> <u64>low) & ((<u64>1 << <u64>(high - low)) - 1)) == 0;
+}
+
+/** I/O page-table entries as the IOMMU reads them (formats/format.ts), with level skipping. */
+@final @unmanaged export class AmdVi {
+  @inline present(e: u64): bool {
+    return (e & IOPTE_PR) != 0;
+  }
+  @inline reserved(e: u64, level: u32): bool {
+    return iopteReserved(e, addressReserved);
+  }
+  @inline rights(e: u64): u32 {
+    return iopteRights(e);
+  }
+  @inline user(e: u64): bool {
+    return true;
+  }
+  /**
+   * Next Level 0 maps a page of this level's size; 7 a page whose size the address bits encode, larger
+   * than this level's entries and smaller than the whole table; else the next table's level, below this
+   * one, with the index bits of the levels skipped over all zero.
+   */
+  @inline next(e: u64, level: u32, address: u64): u32 {
+    const next = iopteNextLevel(e);
+    if (next == 0) return NEXT_LEAF;
+    if (next == 7) {
+      const encoded = iopteEncodedShift(e);
+      const shift = levelShift(level);
+      return encoded <= shift || encoded >= shift + 9 ? NEXT_RESERVED : NEXT_LEAF;
+    }
+    if (next >= level) return NEXT_RESERVED;
+    return skippedBitsClear(address, level, next) ? next : NEXT_SKIPPED;
+  }
+  @inline get skips(): bool {
+    return true;
+  }
+  @inline pageShift(e: u64, level: u32): u32 {
+    return iopteNextLevel(e) == 7 ? iopteEncodedShift(e) : levelShift(level);
+  }
+  @inline get accessed(): u64 {
+    return 0;
+  }
+  @inline get dirty(): u64 {
+    return 0;
+  }
 }

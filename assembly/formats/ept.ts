@@ -1,6 +1,9 @@
-// The Intel EPT entry format (SDM Vol. 3C §29.3.2; docs/ept-npt.md §EPT entries) and the AMD NPT reading of
-// the x86 format (APM Vol. 2 §15.25; docs/ept-npt.md §NPT and the VMCB), as the nested dimension of a
-// two-dimensional walk sees them. Both are reduced to nested rights N_R/N_W/N_X (an AND over the levels).
+// The Intel EPT entry format (SDM Vol. 3C §29.3.2; docs/ept-npt.md §EPT entries), as the nested dimension of a
+// two-dimensional walk reads it, and the EPT-violation exit qualification its faults report. Entries are
+// reduced to nested rights N_R/N_W/N_X (an AND over the levels), shared with NPT (npt.ts).
+import { NestedMode, WalkFault } from "../constants";
+import { A_RW, A_US, A_XD } from "../mmu/tlb";
+import { NEXT_LEAF, STOP_NOT_PRESENT, STOP_RESERVED, addressReserved, eptExecuteOnly, gbPages, levelShift } from "./format";
 
 export const N_R: u32 = 1;
 export const N_W: u32 = 2;
@@ -64,7 +67,68 @@ export const EPT_MISCONFIG: u32 = 2;
   return <u32>(e & 7);
 }
 
-/** NPT entries are x86 entries walked as user accesses with the host's NXE (always on here). */
-@inline export function nptRights(e: u64): u32 {
-  return N_R | (<u32>e & N_W) | ((e >> 63) != 0 ? 0 : N_X);
+/**
+ * EPT violation exit qualification (SDM 28.2.1, Table 28-7): the access in bits 2:0, the AND of the EPT
+ * entries' R/W/X in bits 5:3, bit 7 (the linear address is valid: always, walks start from one), bit 8
+ * (final translation rather than a guest paging-structure access) and, for final translations, the
+ * guest's U/S, R/W and XD in bits 9-11.
+ */
+@inline export function eptQualification(accessBits: u32, rights: u32, final: bool, guestAttrs: u64): u64 {
+  let q = <u64>(accessBits | ((rights & N_ALL) << 3) | (1 << 7));
+  if (final) {
+    q |= 1 << 8;
+    if ((guestAttrs & A_US) != 0) q |= 1 << 9;
+    if ((guestAttrs & A_RW) != 0) q |= 1 << 10;
+    if ((guestAttrs & A_XD) != 0) q |= 1 << 11;
+  }
+  return q;
+}
+
+/** EPT entries as the nested dimension reads them (formats/format.ts). */
+@final @unmanaged export class Ept {
+  @inline present(e: u64): bool {
+    return eptPresent(e);
+  }
+  @inline reserved(e: u64, level: u32): bool {
+    return eptMisconfigured(e, level, addressReserved, eptExecuteOnly, gbPages);
+  }
+  @inline rights(e: u64): u32 {
+    return eptRights(e);
+  }
+  @inline user(e: u64): bool {
+    return true;
+  }
+  @inline next(e: u64, level: u32, address: u64): u32 {
+    return eptIsLeaf(e, level) ? NEXT_LEAF : level - 1;
+  }
+  @inline get skips(): bool {
+    return false;
+  }
+  @inline pageShift(e: u64, level: u32): u32 {
+    return levelShift(level);
+  }
+  @inline get accessed(): u64 {
+    return EPT_A;
+  }
+  @inline get dirty(): u64 {
+    return EPT_D;
+  }
+  @inline get nested(): bool {
+    return true;
+  }
+  @inline get mode(): u32 {
+    return NestedMode.Ept;
+  }
+  /** Guest paging-structure reads need R; with EPT A/D on they count as writes (SDM 29.3.3.2). */
+  @inline tableNeed(trackDirty: bool): u32 {
+    return trackDirty ? N_R | N_W : N_R;
+  }
+  /** A misconfiguration is its own exit; everything else is an EPT violation. */
+  @inline fault(stop: u32): u32 {
+    return stop == STOP_RESERVED ? WalkFault.EptMisconfig : WalkFault.EptViolation;
+  }
+  @inline faultError(stop: u32, rights: u32, accessBits: u32, need: u32, final: bool, guestAttrs: u64): u64 {
+    if (stop == STOP_RESERVED) return 0;
+    return eptQualification(accessBits, stop == STOP_NOT_PRESENT ? 0 : rights, final, guestAttrs);
+  }
 }

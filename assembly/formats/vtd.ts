@@ -2,6 +2,7 @@
 // context entries, PASID directory and table entries, and the second-level paging entry. Each check is
 // a small function so the one IO walk (mmu/iowalk.ts) and the context resolution stay format-neutral.
 import { ADDRESS_MASK } from "../cpu";
+import { NEXT_LEAF, addressReserved, ioCapabilities, levelShift } from "./format";
 
 /** RTADDR bit 10: the root table holds scalable-mode root entries. */
 export const RTADDR_SMT: u64 = 1 << 10;
@@ -111,6 +112,42 @@ export const SL_SNP: u64 = 1 << 11;
 
 @inline export function slIsLeaf(e: u64, level: u32): bool {
   return level == 1 || (e & SL_PS) != 0;
+}
+
+/** Second-level entries as the IOMMU reads them (formats/format.ts): no U/S, no A/D in this model. */
+@final @unmanaged export class VtdSecondLevel {
+  @inline present(e: u64): bool {
+    return slPresent(e);
+  }
+  @inline reserved(e: u64, level: u32): bool {
+    return slReserved(e, level, addressReserved, ioCapabilities);
+  }
+  /** R and W in bits 0 and 1, where N_R and N_W are. */
+  @inline rights(e: u64): u32 {
+    return <u32>e & 3;
+  }
+  @inline user(e: u64): bool {
+    return true;
+  }
+  @inline next(e: u64, level: u32, address: u64): u32 {
+    return slIsLeaf(e, level) ? NEXT_LEAF : level - 1;
+  }
+  @inline get skips(): bool {
+    return false;
+  }
+  @inline pageShift(e: u64, level: u32): u32 {
+    return levelShift(level);
+  }
+  @inline get accessed(): u64 {
+    return 0;
+  }
+  @inline get dirty(): u64 {
+    return 0;
+  }
+  /** It translates the tables of another dimension too (VT-d nested translation, PGTT=3). */
+  @inline get nested(): bool {
+    return true;
+  }
 }
 
 export { ADDRESS_MASK };

@@ -1,10 +1,7 @@
 // The x86-64 paging-entry format (SDM Vol. 3A §4.5; docs/x86-paging.md): where the bits sit, which are
 // reserved, what makes a leaf, and the access-rights rules (§4.6) that TLB hits and walks share.
 import {
-  KIND_FETCH,
-  KIND_SS_READ,
-  KIND_SS_WRITE,
-  KIND_WRITE,
+  AccessKind,
   M_AC,
   M_NXE,
   M_PKE,
@@ -15,6 +12,8 @@ import {
   M_WP,
 } from "../constants";
 import { A_PKEY_SHIFT, A_RW, A_SS, A_US, A_XD } from "../mmu/tlb";
+import { N_R, N_X } from "./ept";
+import { NEXT_LEAF, addressReserved, gbPages, levelShift, x86Mode } from "./format";
 
 export const PTE_P: u64 = 1 << 0;
 export const PTE_RW: u64 = 1 << 1;
@@ -59,6 +58,40 @@ export const PF_SS: u32 = 1 << 6;
   return level == 1 || (e & PTE_PS) != 0;
 }
 
+/**
+ * x86-64 entries as the CPU reads its own tables and VT-d reads first-level tables (formats/format.ts).
+ * XD is not a right here: the CPU combines it into the translation's attributes itself.
+ */
+@final @unmanaged export class X86 {
+  @inline present(e: u64): bool {
+    return (e & PTE_P) != 0;
+  }
+  @inline reserved(e: u64, level: u32): bool {
+    return x86Reserved(e, level, x86Mode, addressReserved, gbPages);
+  }
+  @inline rights(e: u64): u32 {
+    return N_R | N_X | <u32>(e & PTE_RW);
+  }
+  @inline user(e: u64): bool {
+    return (e & PTE_US) != 0;
+  }
+  @inline next(e: u64, level: u32, address: u64): u32 {
+    return x86IsLeaf(e, level) ? NEXT_LEAF : level - 1;
+  }
+  @inline get skips(): bool {
+    return false;
+  }
+  @inline pageShift(e: u64, level: u32): u32 {
+    return levelShift(level);
+  }
+  @inline get accessed(): u64 {
+    return PTE_A;
+  }
+  @inline get dirty(): u64 {
+    return PTE_D;
+  }
+}
+
 export const ACCESS_FAULT: u32 = 1 << 31;
 
 /**
@@ -68,8 +101,8 @@ export const ACCESS_FAULT: u32 = 1 << 31;
  */
 @inline export function x86AccessCheck(kind: u32, implicit: bool, cpuMode: u32, attrs: u64, pkru: u32, pkrs: u32): u32 {
   const user = (cpuMode & M_USER) != 0 && !implicit;
-  const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
-  const shadowStack = kind >= KIND_SS_READ;
+  const isWrite = kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite;
+  const shadowStack = kind >= <u32>AccessKind.ShadowStackRead;
   const userPage = (attrs & A_US) != 0;
   const writable = (attrs & A_RW) != 0;
   let fault = false;
@@ -82,7 +115,7 @@ export const ACCESS_FAULT: u32 = 1 << 31;
     } else {
       fault = isWrite && !writable && (cpuMode & M_WP) != 0;
     }
-    if (kind == KIND_FETCH) {
+    if (kind == AccessKind.Fetch) {
       if ((attrs & A_XD) != 0) fault = true;
       if (!user && userPage && (cpuMode & M_SMEP) != 0) fault = true;
     } else if (!user && userPage && (cpuMode & M_SMAP) != 0 && (implicit || (cpuMode & M_AC) == 0)) {
@@ -90,7 +123,7 @@ export const ACCESS_FAULT: u32 = 1 << 31;
     }
   }
   let keyDenied = false;
-  if (kind != KIND_FETCH) {
+  if (kind != AccessKind.Fetch) {
     let rights: u32 = 0;
     const key = <u32>(attrs >> A_PKEY_SHIFT) & 0xf;
     if (userPage && (cpuMode & M_PKE) != 0) rights = (pkru >> (key << 1)) & 3;
@@ -106,10 +139,10 @@ export const ACCESS_FAULT: u32 = 1 << 31;
 @inline export function x86ErrorCode(kind: u32, implicit: bool, cpuMode: u32, present: bool, reserved: bool): u32 {
   let code: u32 = 0;
   if (present) code |= PF_P;
-  if (kind == KIND_WRITE || kind == KIND_SS_WRITE) code |= PF_W;
+  if (kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite) code |= PF_W;
   if ((cpuMode & M_USER) != 0 && !implicit) code |= PF_U;
   if (reserved) code |= PF_RSVD;
-  if (kind == KIND_FETCH && (cpuMode & (M_SMEP | M_NXE)) != 0) code |= PF_ID;
-  if (kind >= KIND_SS_READ) code |= PF_SS;
+  if (kind == AccessKind.Fetch && (cpuMode & (M_SMEP | M_NXE)) != 0) code |= PF_ID;
+  if (kind >= <u32>AccessKind.ShadowStackRead) code |= PF_SS;
   return code;
 }

@@ -9,16 +9,8 @@ import {
   IO_MEM_TOP,
   IO_ROOT,
   IO_SAGAW,
-  IOF_CONTEXT_ACCESS,
-  IOF_CONTEXT_NOT_PRESENT,
-  IOF_CONTEXT_RESERVED,
-  IOF_ILLEGAL_DTE,
-  IOF_INVALID_CONTEXT,
-  IOF_PASID_ENTRY,
-  IOF_ROOT_ACCESS,
-  IOF_ROOT_NOT_PRESENT,
-  IOF_ROOT_RESERVED,
-  IOMMU_AMDVI,
+  IoFault,
+  IommuKind,
   IOMMU_BASE,
   IO_CC_ENTRY_SIZE,
 } from "../constants";
@@ -127,7 +119,7 @@ export function resolveContext(sid: u32, hasPasid: bool, pasid: u32): u32 {
   resolveCycles = 0;
   memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
   addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
-  if (load<u32>(IOMMU_BASE + IO_KIND) == IOMMU_AMDVI) return resolveAmd(sid);
+  if (load<u32>(IOMMU_BASE + IO_KIND) == IommuKind.Amdvi) return resolveAmd(sid);
   return resolveVtd(sid, hasPasid, pasid);
 }
 
@@ -137,70 +129,70 @@ function resolveVtd(sid: u32, hasPasid: bool, pasid: u32): u32 {
   const bus = sid >> 8;
   const devfn = sid & 0xff;
   const rootAddress = (rtaddr & ADDRESS_MASK) + (<u64>bus << 4);
-  if (rootAddress >= memTop) return IOF_ROOT_ACCESS;
+  if (rootAddress >= memTop) return IoFault.RootAccessFailed;
   const lo = readPhys64(rootAddress);
   const hi = readPhys64(rootAddress + 8);
   reference(rootAddress);
   if (!scalable) {
-    if ((lo & 1) == 0) return IOF_ROOT_NOT_PRESENT;
-    if (rootLegacyReserved(lo, hi, addressReserved)) return IOF_ROOT_RESERVED;
+    if ((lo & 1) == 0) return IoFault.RootNotPresent;
+    if (rootLegacyReserved(lo, hi, addressReserved)) return IoFault.RootReserved;
     const contextAddress = (lo & ADDRESS_MASK) + (<u64>devfn << 4);
-    if (contextAddress >= memTop) return IOF_CONTEXT_ACCESS;
+    if (contextAddress >= memTop) return IoFault.ContextAccessFailed;
     const clo = readPhys64(contextAddress);
     const chi = readPhys64(contextAddress + 8);
     reference(contextAddress);
-    if ((clo & CTX_P) == 0) return IOF_CONTEXT_NOT_PRESENT;
+    if ((clo & CTX_P) == 0) return IoFault.ContextNotPresent;
     // From here the context entry's FPD governs whether faults are recorded.
     resolveFpd = (clo & CTX_FPD) != 0;
     resolveDomain = contextDID(chi);
-    if (contextLegacyReserved(clo, chi, addressReserved)) return IOF_CONTEXT_RESERVED;
+    if (contextLegacyReserved(clo, chi, addressReserved)) return IoFault.ContextReserved;
     const tt = contextTT(clo);
-    if (tt == 3) return IOF_INVALID_CONTEXT;
+    if (tt == 3) return IoFault.InvalidContext;
     const aw = contextAW(chi);
     let info = resolveFpd ? CI_FPD : 0;
     if (tt == TT_DEVICE_TLB) info |= CI_ATS;
     if (tt == TT_PASSTHROUGH) return finish(contextDID(chi), info | (CK_PASSTHROUGH << 3), 0, 0, sid, ANY);
-    if (!awSupported(aw)) return IOF_INVALID_CONTEXT;
+    if (!awSupported(aw)) return IoFault.InvalidContext;
     info |= (aw + 2) | (CK_SECOND_LEVEL << 3);
     return finish(contextDID(chi), info, clo & ADDRESS_MASK, 0, sid, ANY);
   }
 
   // Scalable mode: the low half of the root entry serves devfn 0-127, the high half 128-255.
   const half = devfn < 128 ? lo : hi;
-  if ((half & 1) == 0) return IOF_ROOT_NOT_PRESENT;
-  if (rootScalableReserved(half, addressReserved)) return IOF_ROOT_RESERVED;
+  if ((half & 1) == 0) return IoFault.RootNotPresent;
+  if (rootScalableReserved(half, addressReserved)) return IoFault.RootReserved;
   const contextAddress = (half & ADDRESS_MASK) + (<u64>(devfn & 0x7f) << 5);
-  if (contextAddress >= memTop) return IOF_CONTEXT_ACCESS;
+  if (contextAddress >= memTop) return IoFault.ContextAccessFailed;
   const q0 = readPhys64(contextAddress);
   const q1 = readPhys64(contextAddress + 8);
   const q2 = readPhys64(contextAddress + 16);
   const q3 = readPhys64(contextAddress + 24);
   reference(contextAddress);
-  if ((q0 & CTX_P) == 0) return IOF_CONTEXT_NOT_PRESENT;
+  if ((q0 & CTX_P) == 0) return IoFault.ContextNotPresent;
   resolveFpd = (q0 & CTX_FPD) != 0;
-  if (scalableContextReserved(q0, q1, q2, q3, addressReserved)) return IOF_CONTEXT_RESERVED;
-  if (hasPasid && (q0 & SCTX_PASIDE) == 0) return IOF_INVALID_CONTEXT;
+  if (scalableContextReserved(q0, q1, q2, q3, addressReserved)) return IoFault.ContextReserved;
+  if (hasPasid && (q0 & SCTX_PASIDE) == 0) return IoFault.InvalidContext;
   // Requests without a PASID are translated with the context's RID_PASID.
   const effective = hasPasid ? pasid & 0xfffff : <u32>q1 & 0xfffff;
   const directoryIndex = effective >> 6;
-  if (directoryIndex >= <u32>1 << (scalableContextPdts(q0) + 7)) return IOF_PASID_ENTRY;
+  if (directoryIndex >= <u32>1 << (scalableContextPdts(q0) + 7)) return IoFault.PasidEntry;
   const directoryAddress = (q0 & ADDRESS_MASK) + (<u64>directoryIndex << 3);
-  if (directoryAddress >= memTop) return IOF_PASID_ENTRY;
+  if (directoryAddress >= memTop) return IoFault.PasidEntry;
   const de = readPhys64(directoryAddress);
   reference(directoryAddress);
-  if ((de & 1) == 0) return IOF_PASID_ENTRY;
+  if ((de & 1) == 0) return IoFault.PasidEntry;
   if ((de & CTX_FPD) != 0) resolveFpd = true;
-  if (pasidDirReserved(de, addressReserved)) return IOF_PASID_ENTRY;
+  if (pasidDirReserved(de, addressReserved)) return IoFault.PasidEntry;
   const entryAddress = (de & ADDRESS_MASK) + (<u64>(effective & 0x3f) << 6);
-  if (entryAddress >= memTop) return IOF_PASID_ENTRY;
+  if (entryAddress >= memTop) return IoFault.PasidEntry;
   const p0 = readPhys64(entryAddress);
   const p1 = readPhys64(entryAddress + 8);
   const p2 = readPhys64(entryAddress + 16);
   reference(entryAddress);
-  if ((p0 & 1) == 0) return IOF_PASID_ENTRY;
+  if ((p0 & 1) == 0) return IoFault.PasidEntry;
   if ((p0 & CTX_FPD) != 0) resolveFpd = true;
   resolveDomain = <u32>p1 & 0xffff;
-  if (pasidEntryReserved(p0, p1, p2, addressReserved)) return IOF_PASID_ENTRY;
+  if (pasidEntryReserved(p0, p1, p2, addressReserved)) return IoFault.PasidEntry;
   let info = resolveFpd ? CI_FPD : 0;
   if ((q0 & SCTX_DTE) != 0) info |= CI_ATS;
   const domain = <u32>p1 & 0xffff;
@@ -208,8 +200,8 @@ function resolveVtd(sid: u32, hasPasid: bool, pasid: u32): u32 {
   const flpm = pasidFLPM(p2);
   const aw = pasidAW(p0);
   const firstLevels: u32 = flpm == 0 ? 4 : 5;
-  if ((pgtt == PGTT_FIRST || pgtt == PGTT_NESTED) && flpm > 1) return IOF_PASID_ENTRY;
-  if ((pgtt == PGTT_SECOND || pgtt == PGTT_NESTED) && !awSupported(aw)) return IOF_PASID_ENTRY;
+  if ((pgtt == PGTT_FIRST || pgtt == PGTT_NESTED) && flpm > 1) return IoFault.PasidEntry;
+  if ((pgtt == PGTT_SECOND || pgtt == PGTT_NESTED) && !awSupported(aw)) return IoFault.PasidEntry;
   if (pgtt == PGTT_FIRST) {
     return finish(domain, info | firstLevels | (CK_FIRST_LEVEL << 3), p2 & ADDRESS_MASK, 0, sid, effective);
   }
@@ -221,12 +213,12 @@ function resolveVtd(sid: u32, hasPasid: bool, pasid: u32): u32 {
     return finish(domain, info, p2 & ADDRESS_MASK, p0 & ADDRESS_MASK, sid, effective);
   }
   if (pgtt == PGTT_PASSTHROUGH) return finish(domain, info | (CK_PASSTHROUGH << 3), 0, 0, sid, effective);
-  return IOF_PASID_ENTRY;
+  return IoFault.PasidEntry;
 }
 
 function resolveAmd(sid: u32): u32 {
   const dteAddress = (load<u64>(IOMMU_BASE + IO_ROOT) & ADDRESS_MASK) + (<u64>sid << 5);
-  if (dteAddress >= memTop) return IOF_CONTEXT_ACCESS;
+  if (dteAddress >= memTop) return IoFault.ContextAccessFailed;
   const q0 = readPhys64(dteAddress);
   const q1 = readPhys64(dteAddress + 8);
   reference(dteAddress);
@@ -240,9 +232,9 @@ function resolveAmd(sid: u32): u32 {
   if ((q1 & DTE_I_HIGH) != 0) info |= CI_ATS;
   // TV=0: the translation fields are not valid, so nothing in them is checked.
   if ((q0 & DTE_TV) == 0) return finish(domain, info | (CK_AMD_NO_TABLE << 3), 0, 0, sid, ANY);
-  if (dteReserved(q0, addressReserved)) return IOF_ILLEGAL_DTE;
+  if (dteReserved(q0, addressReserved)) return IoFault.IllegalDeviceTableEntry;
   const mode = dteMode(q0);
-  if (mode == 7) return IOF_ILLEGAL_DTE;
+  if (mode == 7) return IoFault.IllegalDeviceTableEntry;
   if (mode == 0) return finish(domain, info | (CK_AMD_UNTRANSLATED << 3), 0, 0, sid, ANY);
   return finish(domain, info | mode | (CK_AMD_WALK << 3), q0 & ADDRESS_MASK, 0, sid, ANY);
 }

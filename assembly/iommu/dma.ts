@@ -3,11 +3,12 @@
 // succeeded. The host fills a batch of requests and one call runs them all, as replay.ts does for CPU
 // records, so V8 optimises the loop between calls rather than per request.
 import {
+  CFG_DMA_BASE,
   CFG_MAXPHYADDR,
+  DMA_CAPACITY,
   CTRL_BASE,
   DMA_ADDR,
   DMA_BAD,
-  DMA_BASE,
   DMA_DATA,
   DMA_F_DATA,
   DMA_F_PASID,
@@ -24,15 +25,9 @@ import {
   IO_KIND,
   IO_MEM_TOP,
   IO_ROOT,
-  IOF_ADDRESS_BEYOND,
-  IOF_INVALID_CONTEXT,
-  IOF_NO_READ,
-  IOF_NO_WRITE,
-  IOF_PAGE_NOT_PRESENT,
-  IOF_TT_BLOCKED,
-  IOMMU_AMDVI,
+  IoFault,
+  IommuKind,
   IOMMU_BASE,
-  IOMMU_NONE,
 } from "../constants";
 import {
   IOFMT_AMDVI,
@@ -56,11 +51,13 @@ import {
   ioWalkRights,
   ioWalkShift,
   scratch,
-  skippedBitsClear,
 } from "../mmu/iowalk";
 import { ADDRESS_MASK } from "../cpu";
+import { skippedBitsClear } from "../formats/amdvi";
 import { RTADDR_SMT } from "../formats/vtd";
-import { backFrame, memoryChanged, readPhys64 } from "../phys";
+import { allocate } from "../heap";
+import { memoryChanged } from "../memo";
+import { backFrame, readPhys64 } from "../phys";
 import {
   S_AD_UPDATES,
   S_IO_BYTES,
@@ -138,7 +135,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   dmaRefs = 0;
   dmaCycles = load<u32>(IOMMU_BASE + IO_IOTLB_LATENCY);
   const kind = load<u32>(IOMMU_BASE + IO_KIND);
-  if (kind == IOMMU_NONE) {
+  if (kind == IommuKind.None) {
     // No IOMMU: the bus address is the host-physical address.
     bump(S_IO_UNTRANSLATED);
     dmaAddress = iova;
@@ -147,7 +144,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   }
   bump(S_IO_TRANSLATIONS);
   // Only scalable-mode VT-d resolves per PASID; elsewhere the PASID of a request is not looked at.
-  const perPasid = kind != IOMMU_AMDVI && (load<u64>(IOMMU_BASE + IO_ROOT) & RTADDR_SMT) != 0;
+  const perPasid = kind != IommuKind.Amdvi && (load<u64>(IOMMU_BASE + IO_ROOT) & RTADDR_SMT) != 0;
   const key: u64 = perPasid && hasPasid ? 1 | (<u64>sid << 1) | (<u64>1 << 17) | (<u64>(pasid & 0xfffff) << 18) : 1 | (<u64>sid << 1);
   let context: usize = ccPresent() ? ccLookup(key) : 0;
   if (context != 0) bump(S_IO_CC);
@@ -167,7 +164,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   if (translated) {
     // ATS translated requests carry a host-physical address from the device's own TLB; only a context
     // that enables device TLBs lets them through (VT-d reason 0xD otherwise).
-    if ((info & CI_ATS) == 0) return fail(IOF_TT_BLOCKED, sid, hasPasid, pasid, iova, write, true, true, domain, fpd);
+    if ((info & CI_ATS) == 0) return fail(IoFault.TranslationTypeBlocked, sid, hasPasid, pasid, iova, write, true, true, domain, fpd);
     bump(S_IO_UNTRANSLATED);
     dmaAddress = iova;
     return 0;
@@ -178,12 +175,12 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     return 0;
   }
   if (contextKind == CK_AMD_NO_TABLE) {
-    return fail(IOF_INVALID_CONTEXT, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+    return fail(IoFault.InvalidContext, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
   }
   const amdRights: u32 = ((info & CI_IR) != 0 ? IO_R : 0) | ((info & CI_IW) != 0 ? IO_W : 0);
   if (contextKind == CK_AMD_UNTRANSLATED) {
     if ((amdRights & (write ? IO_W : IO_R)) == 0) {
-      return fail(write ? IOF_NO_WRITE : IOF_NO_READ, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
+      return fail(write ? IoFault.NoWrite : IoFault.NoRead, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
     }
     bump(S_IO_UNTRANSLATED);
     dmaAddress = iova;
@@ -193,7 +190,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
   // A walk: the input address must fit the tables' width (AMD-Vi mode 6 covers all 64 bits).
   const levels = infoLevels(info);
   if (levels < 6 && (iova >> (12 + 9 * <u64>levels)) != 0) {
-    return fail(IOF_ADDRESS_BEYOND, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+    return fail(IoFault.AddressBeyondWidth, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
   }
   const requester = perPasid ? PASID_TAG | load<u32>(context, C_PASID) : sid;
   const need = write ? IO_W : IO_R;
@@ -224,7 +221,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     // A cached entry that skips levels still needs the skipped index bits of this address clear.
     if (!skippedBitsClear(iova, ioPscLevel, next)) {
       bump(S_IO_WALKS);
-      return fail(IOF_PAGE_NOT_PRESENT, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
+      return fail(IoFault.PageNotPresent, sid, hasPasid, pasid, iova, write, false, false, domain, fpd);
     }
     ok = ioWalkFrom(format, value & ADDRESS_MASK, next, <u32>value & 7, iova, write);
   } else {
@@ -241,7 +238,7 @@ export function translateDma(sid: u32, flags: u32, pasid: u32, iova: u64): u32 {
     // AMD-Vi ANDs the DTE's IR/IW into the page tables' permissions.
     rights &= amdRights;
     if ((rights & need) == 0) {
-      return fail(write ? IOF_NO_WRITE : IOF_NO_READ, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
+      return fail(write ? IoFault.NoWrite : IoFault.NoRead, sid, hasPasid, pasid, iova, write, false, true, domain, fpd);
     }
   }
   if (pscOn) {
@@ -277,17 +274,32 @@ function fail(
 }
 
 /**
+ * The DMA request buffer: DMA_CAPACITY records, a sized region allocated when first asked for (machines
+ * without devices never have one). Returns its address, or 0 when memory cannot hold it.
+ */
+export function dmaBuffer(): usize {
+  let base = <usize>load<u32>(CTRL_BASE + CFG_DMA_BASE);
+  if (base == 0) {
+    base = allocate(<usize>DMA_CAPACITY * DMA_RECORD_SIZE, 4096);
+    store<u32>(CTRL_BASE + CFG_DMA_BASE, <u32>base);
+  }
+  return base;
+}
+
+/**
  * Runs DMA records [start, end). Each is translated and, when it succeeds and carries data, moves it:
  * a write stores the record's data in every qword the request covers, a read returns the first one.
  * Returns the number of records run.
  */
 export function dmaBatch(start: u32, end: u32): u32 {
+  const records = dmaBuffer();
+  if (records == 0) return 0;
   const memTop = load<u64>(IOMMU_BASE + IO_MEM_TOP);
   const maxPhy = load<u32>(CTRL_BASE + CFG_MAXPHYADDR);
   let cycles: u64 = 0;
   let bytes: u64 = 0;
   for (let i = start; i < end; i++) {
-    const r = DMA_BASE + <usize>i * DMA_RECORD_SIZE;
+    const r = records + <usize>i * DMA_RECORD_SIZE;
     const iova = load<u64>(r, DMA_ADDR);
     const flags = <u32>load<u8>(r, DMA_FLAGS);
     const word = load<u32>(r, DMA_PASID_LENGTH);

@@ -15,18 +15,14 @@ import {
   IO_FSTS,
   IO_KIND,
   IO_STATUS,
-  IOF_CONTEXT_ACCESS,
-  IOF_ENTRY_ACCESS,
-  IOF_ENTRY_RESERVED,
-  IOF_ILLEGAL_DTE,
-  IOF_PASID_ENTRY,
-  IOMMU_AMDVI,
+  IoFault,
+  IommuKind,
   IOMMU_BASE,
 } from "../constants";
 import { writePhys64 } from "../phys";
 import { S_IO_FAULTS, S_IO_OVERFLOWS, S_IO_RECORDED, bump } from "../stats";
 
-/** VT-d fault reason recorded for IOF_PASID_ENTRY (docs/iommu.md §VT-d: fault records and fault reasons). */
+/** VT-d fault reason recorded for IoFault.PasidEntry (docs/iommu.md §VT-d: fault records and fault reasons). */
 export const VTD_REASON_PASID_ENTRY: u64 = 0x58;
 
 // AMD-Vi event codes and IO_PAGE_FAULT flags (docs/iommu.md §AMD-Vi: event log).
@@ -58,17 +54,17 @@ export function reportFault(
   suppressed: bool,
 ): void {
   bump(S_IO_FAULTS + cause);
-  if (load<u32>(IOMMU_BASE + IO_KIND) == IOMMU_AMDVI) {
+  if (load<u32>(IOMMU_BASE + IO_KIND) == IommuKind.Amdvi) {
     let code = EVENT_IO_PAGE_FAULT;
-    if (cause == IOF_ILLEGAL_DTE) code = EVENT_ILLEGAL_DEV_TABLE_ENTRY;
-    else if (cause == IOF_CONTEXT_ACCESS) code = EVENT_DEV_TAB_HARDWARE_ERROR;
-    else if (cause == IOF_ENTRY_ACCESS) code = EVENT_PAGE_TAB_HARDWARE_ERROR;
+    if (cause == IoFault.IllegalDeviceTableEntry) code = EVENT_ILLEGAL_DEV_TABLE_ENTRY;
+    else if (cause == IoFault.ContextAccessFailed) code = EVENT_DEV_TAB_HARDWARE_ERROR;
+    else if (cause == IoFault.EntryAccessFailed) code = EVENT_PAGE_TAB_HARDWARE_ERROR;
     let flags: u64 = 0;
     if (write) flags |= EVENT_FLAG_RW;
     if (translated) flags |= EVENT_FLAG_TR;
     if (code == EVENT_IO_PAGE_FAULT) {
       if (present) flags |= EVENT_FLAG_PR;
-      if (cause == IOF_ENTRY_RESERVED) flags |= EVENT_FLAG_RZ;
+      if (cause == IoFault.EntryReserved) flags |= EVENT_FLAG_RZ;
     }
     // dword0 DeviceID, dword1 DomainID in 15:0, flags in 27:16 and the code in 31:28; qword 1 the address.
     const q0 = <u64>sid | (<u64>domain << 32) | (flags << 48) | (code << 60);
@@ -87,7 +83,7 @@ export function reportFault(
     bump(S_IO_OVERFLOWS);
     return;
   }
-  const reason: u64 = cause == IOF_PASID_ENTRY ? VTD_REASON_PASID_ENTRY : <u64>cause;
+  const reason: u64 = cause == IoFault.PasidEntry ? VTD_REASON_PASID_ENTRY : <u64>cause;
   // FI 63:12; then SID 79:64, PP 95, FR 103:96, PV 123:104, AT 125:124, T 126 (1 = read), F 127.
   let hi = <u64>sid | (reason << 32) | (<u64>1 << 63);
   if (hasPasid) hi |= (<u64>1 << 31) | (<u64>(pasid & 0xfffff) << 40);

@@ -8,20 +8,16 @@ import {
   AD_RNG,
   AD_SETS_LOG2,
   AD_WAYS,
-  IO_CC_BASE,
   IO_CC_DESC,
   IO_CC_ENTRY_SIZE,
   IO_DESC_PRESENT,
-  IO_IOTLB_BASE,
   IO_IOTLB_DESC,
   IO_IOTLB_ENTRY_SIZE,
-  IO_PSC_BASE,
   IO_PSC_DESC,
   IO_PSC_ENTRY_SIZE,
   IOMMU_BASE,
-  POLICY_LRU,
 } from "../constants";
-import { fillTagged, tick, victimWay } from "../mmu/setassoc";
+import { fillTagged, policyHit, tick, victimWay } from "../mmu/setassoc";
 
 // IOTLB entry: u64 tag = vpn << 3 | size << 1 | 1; u64 frame | rights; u32 domain; u32 requester; u64 stamp.
 const T_TAG: u32 = 0;
@@ -42,9 +38,7 @@ const T_STAMP: u32 = 24;
   const desc = iotlbDesc();
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
   return (
-    IOMMU_BASE +
-    IO_IOTLB_BASE +
-    load<u32>(desc + AD_BASE) +
+    <usize>load<u32>(desc + AD_BASE) +
     <usize>((vpn & mask) * <u64>(load<u32>(desc + AD_WAYS) * IO_IOTLB_ENTRY_SIZE))
   );
 }
@@ -53,7 +47,7 @@ const T_STAMP: u32 = 24;
 export function iotlbLookup(iova: u64, domain: u32, requester: u32): usize {
   const desc = iotlbDesc();
   const ways = load<u32>(desc + AD_WAYS);
-  const lru = <u32>load<u16>(desc + AD_POLICY) == POLICY_LRU;
+  const policy = <u32>load<u16>(desc + AD_POLICY);
   for (let size: u32 = 0; size < 3; size++) {
     const vpn = iova >> (12 + 9 * <u64>size);
     const tag = (vpn << 3) | (<u64>size << 1) | 1;
@@ -61,7 +55,7 @@ export function iotlbLookup(iova: u64, domain: u32, requester: u32): usize {
     for (let w: u32 = 0; w < ways; w++) {
       const e = set + <usize>(w * IO_IOTLB_ENTRY_SIZE);
       if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
-        if (lru) store<u64>(e, tick(), T_STAMP);
+        policyHit(policy, e, T_STAMP);
         return e;
       }
     }
@@ -122,7 +116,7 @@ export function iotlbInvalidate(domain: u32, requester: u32, base: u64, size: u6
   if (!iotlbPresent()) return 0;
   const desc = iotlbDesc();
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const array = IOMMU_BASE + IO_IOTLB_BASE + load<u32>(desc + AD_BASE);
+  const array = <usize>load<u32>(desc + AD_BASE);
   let removed: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const e = array + <usize>(i * IO_IOTLB_ENTRY_SIZE);
@@ -168,9 +162,7 @@ export const C_PASID: u32 = 44;
   const hash = (key >> 1) ^ (key >> 18);
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
   return (
-    IOMMU_BASE +
-    IO_CC_BASE +
-    load<u32>(desc + AD_BASE) +
+    <usize>load<u32>(desc + AD_BASE) +
     <usize>((hash & mask) * <u64>(load<u32>(desc + AD_WAYS) * IO_CC_ENTRY_SIZE))
   );
 }
@@ -182,7 +174,7 @@ export function ccLookup(key: u64): usize {
   for (let w: u32 = 0; w < ways; w++) {
     const e = set + <usize>(w * IO_CC_ENTRY_SIZE);
     if (load<u64>(e, C_KEY) == key) {
-      if (<u32>load<u16>(desc + AD_POLICY) == POLICY_LRU) store<u64>(e, tick(), C_STAMP);
+      policyHit(<u32>load<u16>(desc + AD_POLICY), e, C_STAMP);
       return e;
     }
   }
@@ -219,7 +211,7 @@ export function ccInvalidate(domain: u32, sid: u32, sidMask: u32, pasid: u32): u
   if (!ccPresent()) return 0;
   const desc = ccDesc();
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const array = IOMMU_BASE + IO_CC_BASE + load<u32>(desc + AD_BASE);
+  const array = <usize>load<u32>(desc + AD_BASE);
   let removed: u32 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const e = array + <usize>(i * IO_CC_ENTRY_SIZE);
@@ -256,7 +248,7 @@ const P_VALUE: u32 = 8;
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
   const index = (prefix + <u64>level + <u64>domain) & mask;
   return (
-    IOMMU_BASE + IO_PSC_BASE + load<u32>(desc + AD_BASE) + <usize>(index * <u64>(load<u32>(desc + AD_WAYS) * IO_PSC_ENTRY_SIZE))
+    <usize>load<u32>(desc + AD_BASE) + <usize>(index * <u64>(load<u32>(desc + AD_WAYS) * IO_PSC_ENTRY_SIZE))
   );
 }
 
@@ -274,7 +266,7 @@ export function ioPscLookup(iova: u64, top: u32, domain: u32, requester: u32): u
     for (let w: u32 = 0; w < ways; w++) {
       const e = set + <usize>(w * IO_PSC_ENTRY_SIZE);
       if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
-        if (<u32>load<u16>(desc + AD_POLICY) == POLICY_LRU) store<u64>(e, tick(), T_STAMP);
+        policyHit(<u32>load<u16>(desc + AD_POLICY), e, T_STAMP);
         ioPscLevel = level;
         return e;
       }
@@ -301,7 +293,7 @@ export function ioPscInvalidate(domain: u32, requester: u32): void {
   if (!ioPscPresent()) return;
   const desc = pscDesc();
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const array = IOMMU_BASE + IO_PSC_BASE + load<u32>(desc + AD_BASE);
+  const array = <usize>load<u32>(desc + AD_BASE);
   for (let i: u32 = 0; i < n; i++) {
     const e = array + <usize>(i * IO_PSC_ENTRY_SIZE);
     if (load<u64>(e, T_TAG) == 0) continue;

@@ -11,20 +11,8 @@ import {
   IO_QUEUE_HEAD,
   IO_QUEUE_TAIL,
   IO_STATUS,
-  IOI_ALL,
-  IOI_CONTEXT_DEVICE,
-  IOI_CONTEXT_DOMAIN,
-  IOI_CONTEXT_GLOBAL,
-  IOI_DEVTAB_ENTRY,
-  IOI_IOMMU_PAGES,
-  IOI_IOTLB_DOMAIN,
-  IOI_IOTLB_GLOBAL,
-  IOI_IOTLB_PAGE,
-  IOI_PASID_CACHE,
-  IOI_PASID_IOTLB,
-  IOI_REJECTED,
-  IOI_WAIT,
-  IOMMU_AMDVI,
+  IoInvalidation,
+  IommuKind,
   IOMMU_BASE,
 } from "../constants";
 import { readPhys64, writePhys64 } from "../phys";
@@ -50,7 +38,7 @@ export function processQueue(tail: u32): bool {
   const entries = load<u32>(IOMMU_BASE + IO_QUEUE_ENTRIES);
   if (entries == 0) return false;
   store<u32>(IOMMU_BASE + IO_QUEUE_TAIL, tail % entries);
-  const amd = load<u32>(IOMMU_BASE + IO_KIND) == IOMMU_AMDVI;
+  const amd = load<u32>(IOMMU_BASE + IO_KIND) == IommuKind.Amdvi;
   const base = load<u64>(IOMMU_BASE + IO_QUEUE_BASE);
   let head = load<u32>(IOMMU_BASE + IO_QUEUE_HEAD);
   while (head != tail % entries) {
@@ -59,7 +47,7 @@ export function processQueue(tail: u32): bool {
     const q1 = readPhys64(address + 8);
     const accepted = amd ? amdCommand(q0, q1) : vtdDescriptor(q0, q1);
     if (!accepted) {
-      bump(S_IO_INVALIDATIONS + IOI_REJECTED);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.Rejected);
       // VT-d stops with IQH on the bad descriptor and FSTS.IQE set; AMD-Vi logs ILLEGAL_COMMAND_ERROR.
       if (amd) appendEvent(EVENT_ILLEGAL_COMMAND_ERROR << 60, address);
       else store<u32>(IOMMU_BASE + IO_FSTS, load<u32>(IOMMU_BASE + IO_FSTS) | FSTS_IQE);
@@ -85,17 +73,17 @@ function vtdDescriptor(q0: u64, q1: u64): bool {
     // Context-cache invalidation: global, domain, or device (source id with a function mask).
     if (granularity == 1) {
       ccInvalidate(ANY, ANY, 0, ANY);
-      bump(S_IO_INVALIDATIONS + IOI_CONTEXT_GLOBAL);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.ContextGlobal);
     } else if (granularity == 2) {
       ccInvalidate(domain, ANY, 0, ANY);
-      bump(S_IO_INVALIDATIONS + IOI_CONTEXT_DOMAIN);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.ContextDomain);
     } else if (granularity == 3) {
       const sid = <u32>(q0 >> 32) & 0xffff;
       const fm = <u32>(q0 >> 48) & 3;
       // FM masks the low function-number bits from the top: 1 ignores bit 2, 2 bits 2:1, 3 bits 2:0.
       const sidMask = (7 << (3 - fm)) & 7;
       ccInvalidate(ANY, sid, sidMask, ANY);
-      bump(S_IO_INVALIDATIONS + IOI_CONTEXT_DEVICE);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.ContextDevice);
     } else return false;
     return true;
   }
@@ -103,25 +91,25 @@ function vtdDescriptor(q0: u64, q1: u64): bool {
     if (granularity == 1) {
       iotlbInvalidate(ANY, ANY, 0, 0);
       ioPscInvalidate(ANY, ANY);
-      bump(S_IO_INVALIDATIONS + IOI_IOTLB_GLOBAL);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.IotlbGlobal);
     } else if (granularity == 2) {
       iotlbInvalidate(domain, ANY, 0, 0);
       ioPscInvalidate(domain, ANY);
-      bump(S_IO_INVALIDATIONS + IOI_IOTLB_DOMAIN);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.IotlbDomain);
     } else if (granularity == 3) {
       if (<u32>(q1 & 0x3f) > MAX_ADDRESS_MASK) return false;
       const size = maskedRange(q1);
       iotlbInvalidate(domain, ANY, q1 & ~(size - 1), size);
       // IH (qword 1 bit 6) says only leaves changed: the paging-structure caches may stay.
       if ((q1 & 0x40) == 0) ioPscInvalidate(domain, ANY);
-      bump(S_IO_INVALIDATIONS + IOI_IOTLB_PAGE);
+      bump(S_IO_INVALIDATIONS + IoInvalidation.IotlbPage);
     } else return false;
     return true;
   }
   if (type == 5) {
     // Invalidation wait: with SW (bit 5), write the status data (63:32) to the address in qword 1.
     if ((q0 & 0x20) != 0) writePhys32(q1 & ~<u64>3, <u32>(q0 >> 32));
-    bump(S_IO_INVALIDATIONS + IOI_WAIT);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.Wait);
     return true;
   }
   if (type == 6) {
@@ -136,7 +124,7 @@ function vtdDescriptor(q0: u64, q1: u64): bool {
       iotlbInvalidate(domain, PASID_TAG | pasid, q1 & ~(size - 1), size);
       if ((q1 & 0x40) == 0) ioPscInvalidate(domain, PASID_TAG | pasid);
     } else return false;
-    bump(S_IO_INVALIDATIONS + IOI_PASID_IOTLB);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.PasidIotlb);
     return true;
   }
   if (type == 7) {
@@ -146,7 +134,7 @@ function vtdDescriptor(q0: u64, q1: u64): bool {
     else if (granularity == 1) ccInvalidate(domain, ANY, 0, pasid);
     else if (granularity == 3) ccInvalidate(ANY, ANY, 0, ANY);
     else return false;
-    bump(S_IO_INVALIDATIONS + IOI_PASID_CACHE);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.PasidCache);
     return true;
   }
   // 3 (device-TLB) and 4 (interrupt entry cache): this IOMMU has no device-TLB or interrupt-remapping
@@ -160,12 +148,12 @@ function amdCommand(q0: u64, q1: u64): bool {
     // COMPLETION_WAIT: S (bit 0) stores qword 1 at the address in 51:3; I (bit 1) raises ComWaitInt.
     if ((q0 & 1) != 0) writePhys64(q0 & 0x000ffffffffffff8, q1);
     if ((q0 & 2) != 0) store<u32>(IOMMU_BASE + IO_STATUS, load<u32>(IOMMU_BASE + IO_STATUS) | AMD_COMWAIT_INT);
-    bump(S_IO_INVALIDATIONS + IOI_WAIT);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.Wait);
     return true;
   }
   if (opcode == 2) {
     ccInvalidate(ANY, <u32>q0 & 0xffff, 0, ANY);
-    bump(S_IO_INVALIDATIONS + IOI_DEVTAB_ENTRY);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.DeviceTableEntry);
     return true;
   }
   if (opcode == 3) {
@@ -184,14 +172,14 @@ function amdCommand(q0: u64, q1: u64): bool {
         iotlbInvalidate(domain, ANY, address & ~(size - 1), size);
       }
     }
-    bump(S_IO_INVALIDATIONS + IOI_IOMMU_PAGES);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.IommuPages);
     return true;
   }
   if (opcode == 8) {
     ccInvalidate(ANY, ANY, 0, ANY);
     iotlbInvalidate(ANY, ANY, 0, 0);
     ioPscInvalidate(ANY, ANY);
-    bump(S_IO_INVALIDATIONS + IOI_ALL);
+    bump(S_IO_INVALIDATIONS + IoInvalidation.InvalidateAll);
     return true;
   }
   // INVALIDATE_IOTLB_PAGES (4) and INVALIDATE_INTERRUPT_TABLE (5) need device IOTLBs and interrupt

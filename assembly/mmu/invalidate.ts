@@ -2,15 +2,23 @@
 // MODEL.md §8). A guest's own invalidations reach the linear and combined mappings of its VPID under
 // every EP4TA; INVEPT reaches guest-physical and combined mappings by root; INVVPID and TLB_CONTROL by
 // VPID/ASID.
-import { M_LMA, M_PCIDE, M_PGE, M_SMEP, R_CR3, R_CR4, R_IN_GUEST, R_ROOT_TAG, R_VMTAG, R_VPID } from "../constants";
+import {
+  M_LMA,
+  M_PCIDE,
+  M_PGE,
+  M_SMEP,
+  R_CR3,
+  R_CR4,
+  R_IN_GUEST,
+  R_ROOT_TAG,
+  R_VMTAG,
+  R_VPID,
+  TlbLevel,
+} from "../constants";
 import { ADDRESS_MASK, CR3_NOFLUSH, CR4_LA57, CR4_PAE, CR4_PCIDE, cpuBlock, isCanonical, mode, pcid, recomputeMode, reg } from "../cpu";
 import { CTX_ANY, CTX_ANY_ROOT, CTX_EXACT, CTX_NOT_VPID0, CTX_ROOT, CTX_VPID, knownRootTag } from "./context";
 import { npscDesc, pscDesc, pscInvalidate } from "./psc";
 import {
-  LEVEL_L1D,
-  LEVEL_L1I,
-  LEVEL_L2,
-  LEVEL_NESTED,
   MATCH_ANY_PCID,
   invalidateContext,
   invalidatePage,
@@ -22,15 +30,15 @@ import {
 }
 
 function tlbPage(cpu: u32, la: u64, targetPcid: u32, globals: bool, filter: u32, value: u32): void {
-  invalidatePage(levelDesc(cpu, LEVEL_L1D), la, targetPcid, globals, filter, value);
-  invalidatePage(levelDesc(cpu, LEVEL_L1I), la, targetPcid, globals, filter, value);
-  invalidatePage(levelDesc(cpu, LEVEL_L2), la, targetPcid, globals, filter, value);
+  invalidatePage(levelDesc(cpu, TlbLevel.L1d), la, targetPcid, globals, filter, value);
+  invalidatePage(levelDesc(cpu, TlbLevel.L1i), la, targetPcid, globals, filter, value);
+  invalidatePage(levelDesc(cpu, TlbLevel.L2), la, targetPcid, globals, filter, value);
 }
 
 function tlbContext(cpu: u32, targetPcid: u32, globals: bool, filter: u32, value: u32): void {
-  invalidateContext(levelDesc(cpu, LEVEL_L1D), targetPcid, globals, filter, value);
-  invalidateContext(levelDesc(cpu, LEVEL_L1I), targetPcid, globals, filter, value);
-  invalidateContext(levelDesc(cpu, LEVEL_L2), targetPcid, globals, filter, value);
+  invalidateContext(levelDesc(cpu, TlbLevel.L1d), targetPcid, globals, filter, value);
+  invalidateContext(levelDesc(cpu, TlbLevel.L1i), targetPcid, globals, filter, value);
+  invalidateContext(levelDesc(cpu, TlbLevel.L2), targetPcid, globals, filter, value);
 }
 
 function pscContext(cpu: u32, targetPcid: u32, filter: u32, value: u32): void {
@@ -41,7 +49,7 @@ function pscContext(cpu: u32, targetPcid: u32, filter: u32, value: u32): void {
 
 /** Guest-physical mappings (the nested TLB and nested PSCs), of one root tag or of all. */
 function nestedMappings(cpu: u32, filter: u32, rootTag: u32): void {
-  invalidateContext(levelDesc(cpu, LEVEL_NESTED), MATCH_ANY_PCID, true, filter, rootTag);
+  invalidateContext(levelDesc(cpu, TlbLevel.Nested), MATCH_ANY_PCID, true, filter, rootTag);
   for (let level: u32 = 2; level <= 5; level++) {
     pscInvalidate(npscDesc(cpu, level), level, MATCH_ANY_PCID, filter, rootTag, false, 0);
   }
@@ -55,7 +63,7 @@ function nestedMappings(cpu: u32, filter: u32, rootTag: u32): void {
 export function nestedFaultInvalidate(cpu: u32, la: u64, gpa: u64): void {
   const block = cpuBlock(cpu);
   const rootTag = load<u32>(block + R_ROOT_TAG);
-  invalidatePage(levelDesc(cpu, LEVEL_NESTED), gpa, MATCH_ANY_PCID, true, CTX_EXACT, rootTag);
+  invalidatePage(levelDesc(cpu, TlbLevel.Nested), gpa, MATCH_ANY_PCID, true, CTX_EXACT, rootTag);
   for (let level: u32 = 2; level <= 5; level++) {
     pscInvalidate(npscDesc(cpu, level), level, MATCH_ANY_PCID, CTX_EXACT, rootTag, true, gpa);
   }

@@ -10,13 +10,13 @@ import {
   CPU_NPSC,
   CPU_PSC,
   PD_PRESENT,
-  PSC_BASE,
   PSC_DESC_SIZE,
   PSC_ENTRY_SIZE,
 } from "../constants";
 import { cpuBlock } from "../cpu";
+import { S_NPSC, S_PSC, bump } from "../stats";
 import { contextMatches } from "./context";
-import { fillTagged, tick } from "./setassoc";
+import { fillTagged, policyHit } from "./setassoc";
 import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } from "./tlb";
 
 /** Descriptor of the cache for paging level `level` (5..2). */
@@ -33,6 +33,30 @@ import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } fro
   return load<u32>(desc + PD_PRESENT) != 0;
 }
 
+/** Level of the entry the last successful probePsc found. */
+export let pscHitLevel: u32 = 0;
+
+/**
+ * Probes one dimension's paging-structure caches deepest first (a PDE-cache hit leaves the fewest
+ * references), counting a miss for each cache passed and a hit for the one that answers. Returns the
+ * hit entry, or 0.
+ */
+@inline export function probePsc(cpu: u32, nested: bool, address: u64, top: u32, pcidTag: u32, contextTag: u32): usize {
+  for (let cached: u32 = 2; cached <= top; cached++) {
+    const desc = nested ? npscDesc(cpu, cached) : pscDesc(cpu, cached);
+    if (!pscPresent(desc)) continue;
+    const e = pscLookup(desc, address, cached, pcidTag, contextTag);
+    const counter = (nested ? S_NPSC : S_PSC) + ((5 - cached) << 1);
+    if (e != 0) {
+      bump(counter);
+      pscHitLevel = cached;
+      return e;
+    }
+    bump(counter + 1);
+  }
+  return 0;
+}
+
 /** The linear-address bits a level-`level` entry translates: LA[56 : 12 + 9(level-1)]. */
 @inline export function pscTag(la: u64, level: u32): u64 {
   return (la & LA_MASK) >> (12 + 9 * (<u64>level - 1));
@@ -40,7 +64,7 @@ import { E_FRAME, E_PCID, E_STAMP, E_TAG, E_VMTAG, LA_MASK, MATCH_ANY_PCID } fro
 
 @inline function setBaseOf(desc: usize, tag: u64): usize {
   const mask = (<u64>1 << load<u32>(desc + AD_SETS_LOG2)) - 1;
-  return PSC_BASE + load<u32>(desc + AD_BASE) + <usize>((tag & mask) * <u64>(load<u32>(desc + AD_WAYS) * PSC_ENTRY_SIZE));
+  return <usize>load<u32>(desc + AD_BASE) + <usize>((tag & mask) * <u64>(load<u32>(desc + AD_WAYS) * PSC_ENTRY_SIZE));
 }
 
 /** The entry for `la` at `level` in the given context, or 0. */
@@ -52,7 +76,7 @@ export function pscLookup(desc: usize, la: u64, level: u32, pcid: u32, vmTag: u3
   for (let w: u32 = 0; w < ways; w++) {
     const e = set + <usize>(w * PSC_ENTRY_SIZE);
     if (load<u64>(e, E_TAG) == key && load<u32>(e, E_PCID) == pcid && load<u32>(e, E_VMTAG) == vmTag) {
-      if (<u32>load<u16>(desc + AD_POLICY) == 0) store<u64>(e, tick(), E_STAMP);
+      policyHit(<u32>load<u16>(desc + AD_POLICY), e, E_STAMP);
       return e;
     }
   }
@@ -83,7 +107,7 @@ export function pscInvalidate(
 ): void {
   if (!pscPresent(desc)) return;
   const n = (<u32>1 << load<u32>(desc + AD_SETS_LOG2)) * load<u32>(desc + AD_WAYS);
-  const base = PSC_BASE + load<u32>(desc + AD_BASE);
+  const base = <usize>load<u32>(desc + AD_BASE);
   const key = (pscTag(la, level) << 1) | 1;
   for (let i: u32 = 0; i < n; i++) {
     const e = base + <usize>(i * PSC_ENTRY_SIZE);

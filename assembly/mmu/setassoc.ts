@@ -1,6 +1,6 @@
 // Replacement shared by every set-associative structure in the core: TLB arrays, paging-structure
 // caches and the data-cache model. Entries keep their tag word at offset 0 (0 = invalid).
-import { POLICY_RANDOM } from "../constants";
+import { Policy } from "../constants";
 
 /** One stamp clock for the whole core. Only the order of stamps inside one set matters, and a single
  * monotonic counter orders them exactly as per-structure counters would. */
@@ -12,16 +12,6 @@ export let clock: u64 = 0;
 
 export function resetClock(): void {
   clock = 0;
-}
-
-/**
- * Bumped whenever a TLB's contents or a register that changes lookups or rights changes, so memoised
- * L1 hits (see CPU_MEMO) know they still hold.
- */
-export let translationGeneration: u32 = 1;
-
-@inline export function translationsChanged(): void {
-  translationGeneration++;
 }
 
 @inline function xorshift64(stateAddress: usize): u64 {
@@ -38,6 +28,16 @@ export function splitmix64(z: u64): u64 {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
   z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
   return z ^ (z >> 31);
+}
+
+/**
+ * A hit on `entry` (stamp at `stampOffset`) in an array of `policy`: LRU refreshes the stamp, its
+ * recency; FIFO and random keep the fill stamp, so they evict in fill order. Returns whether it moved.
+ */
+@inline export function policyHit(policy: u32, entry: usize, stampOffset: u32): bool {
+  if (policy != Policy.Lru) return false;
+  store<u64>(entry + stampOffset, tick());
+  return true;
 }
 
 /**
@@ -64,7 +64,7 @@ export function victimWay(
       best = w;
     }
   }
-  if (policy == POLICY_RANDOM) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  if (policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return best;
 }
 

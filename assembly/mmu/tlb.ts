@@ -10,18 +10,17 @@ import {
   AD_WAYS,
   ARRAY_DESC_SIZE,
   CPU_TLB_LEVELS,
-  POLICY_LRU,
   TL_ARRAYS,
   TL_COUNT,
   TL_PRESENT,
   TL_SIZEMASK,
-  TLB_BASE,
   TLB_ENTRY_SIZE,
   TLB_LEVEL_SIZE,
 } from "../constants";
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
-import { tick, translationsChanged, victimWay } from "./setassoc";
+import { translationsChanged } from "../memo";
+import { policyHit, tick, victimWay } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;
@@ -40,11 +39,7 @@ export const A_SS: u64 = 32;
 export const A_PKEY_SHIFT: u64 = 8;
 export const ATTR_MASK: u64 = 0xfff;
 
-export const LEVEL_L1D: u32 = 0;
-export const LEVEL_L1I: u32 = 1;
-export const LEVEL_L2: u32 = 2;
 /** The nested (guest-physical -> host-physical) TLB, tagged by root instead of context. */
-export const LEVEL_NESTED: u32 = 3;
 
 /**
  * The pcid word holds the PCID in bits 11:0 and, in bits 19:16, what the nested dimension denies the
@@ -75,7 +70,7 @@ export const LA_MASK: u64 = 0x01ffffffffffffff;
 
 @inline function setBaseOf(array: usize, vpn: u64): usize {
   const mask = (<u64>1 << load<u32>(array + AD_SETS_LOG2)) - 1;
-  return TLB_BASE + load<u32>(array + AD_BASE) + <usize>((vpn & mask) * <u64>(load<u32>(array + AD_WAYS) * TLB_ENTRY_SIZE));
+  return <usize>load<u32>(array + AD_BASE) + <usize>((vpn & mask) * <u64>(load<u32>(array + AD_WAYS) * TLB_ENTRY_SIZE));
 }
 
 @inline function matches(e: usize, tag: u64, pcid: u32, vmTag: u32): bool {
@@ -105,8 +100,7 @@ export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
       for (let w: u32 = 0; w < ways; w++) {
         const e = set + <usize>(w * TLB_ENTRY_SIZE);
         if (matches(e, tag, pcid, vmTag)) {
-          lookupLru = <u32>load<u16>(array + AD_POLICY) == POLICY_LRU;
-          if (lookupLru) store<u64>(e, tick(), E_STAMP);
+          lookupLru = policyHit(<u32>load<u16>(array + AD_POLICY), e, E_STAMP);
           return e;
         }
       }
@@ -218,7 +212,7 @@ export function invalidateContext(desc: usize, pcid: u32, globals: bool, filter:
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
     const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
-    const base = TLB_BASE + load<u32>(array + AD_BASE);
+    const base = <usize>load<u32>(array + AD_BASE);
     for (let i: u32 = 0; i < n; i++) {
       const e = base + <usize>(i * TLB_ENTRY_SIZE);
       if (load<u64>(e, E_TAG) == 0) continue;
@@ -239,7 +233,7 @@ export function validEntries(desc: usize): u32 {
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
     const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
-    const base = TLB_BASE + load<u32>(array + AD_BASE);
+    const base = <usize>load<u32>(array + AD_BASE);
     for (let i: u32 = 0; i < n; i++) {
       if (load<u64>(base + <usize>(i * TLB_ENTRY_SIZE), E_TAG) != 0) valid++;
     }

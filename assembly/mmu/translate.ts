@@ -1,26 +1,20 @@
 // One memory access through the MMU (docs/MODEL.md §4): canonical check, L1 then L2 TLB, and a walk
 // when they miss, when a write meets a clean entry, or when a cached entry denies the access.
 import {
-  MEMO_BASE,
-  MEMO_SLOTS,
-  MEMO_ALLOWED,
-  MEMO_ENTRY,
-  MEMO_GENERATION,
-  MEMO_LRU,
-  MEMO_PAGE,
-  MEMO_SIZE,
-  KIND_FETCH,
+  AccessKind,
   KIND_MASK,
   KIND_IMPLICIT,
-  KIND_SS_WRITE,
-  KIND_WRITE,
   R_PKRS,
   R_PKRU,
   R_VMTAG,
   TL_LATENCY,
+  FaultType,
+  TlbLevel,
+  WalkFault,
 } from "../constants";
 import { cpuBlock, isCanonical, mode, pcid, reg } from "../cpu";
 import { x86AccessCheck } from "../formats/x86";
+import { rememberHit } from "../memo";
 import {
   S_CYCLES,
   S_FAULT_GP,
@@ -50,9 +44,6 @@ import {
   E_FRAME,
   E_PCID,
   PCID_MASK,
-  LEVEL_L1D,
-  LEVEL_L1I,
-  LEVEL_L2,
   entrySizeCode,
   fill,
   levelDesc,
@@ -60,14 +51,7 @@ import {
   lookup,
   lookupLru,
 } from "./tlb";
-import { translationGeneration } from "./setassoc";
 import {
-  WALK_EPT_MISCONFIG,
-  WALK_EPT_VIOLATION,
-  WALK_NOT_PRESENT,
-  WALK_NPF,
-  WALK_OK,
-  WALK_RESERVED,
   walkAttrs,
   walkCycles,
   walkDeny,
@@ -81,14 +65,6 @@ import {
   walkX86,
 } from "./walk";
 
-export const RESULT_OK: u32 = 0;
-export const RESULT_GP: u32 = 13;
-export const RESULT_PF: u32 = 14;
-/** VM exit reasons 48 and 49 (SDM Appendix C) and the #NPF exit code 0x400 (APM 15.25.6). */
-export const RESULT_EPT_VIOLATION: u32 = 48;
-export const RESULT_EPT_MISCONFIG: u32 = 49;
-export const RESULT_NPF: u32 = 0x400;
-
 // Outputs of the last access.
 export let accessPa: u64 = 0;
 /** #PF error code, EPT exit qualification or #NPF EXITINFO1. */
@@ -98,25 +74,6 @@ export let accessGpa: u64 = 0;
 export let accessSizeCode: u32 = 0;
 export let accessRefs: u32 = 0;
 export let accessCycles: u32 = 0;
-
-@inline export function memoSlot(cpu: u32, l1Level: u32, la: u64): usize {
-  return (
-    MEMO_BASE + ((((cpu << 1) | l1Level) * MEMO_SLOTS + (<u32>(la >> 12) & (MEMO_SLOTS - 1))) << 5)
-  );
-}
-
-/**
- * Records an L1 hit in the CPU's memo (CPU_MEMO). Only the kind just allowed is marked, plus READ
- * after a WRITE: every rule that lets a write through (U/S, SMAP, keys' AD) lets a read through too.
- */
-@inline function remember(cpu: u32, l1Level: u32, la: u64, entry: usize, kind: u32): void {
-  const memo = memoSlot(cpu, l1Level, la);
-  store<u64>(memo + MEMO_PAGE, la >> 12);
-  store<u32>(memo + MEMO_GENERATION, translationGeneration);
-  store<u32>(memo + MEMO_ALLOWED, kind == KIND_WRITE ? 3 : <u32>1 << kind);
-  store<u32>(memo + MEMO_ENTRY, <u32>entry);
-  store<u32>(memo + MEMO_LRU, lookupLru ? 1 : 0);
-}
 
 /**
  * Translates one access. `countLookups` is false for the retry of a record whose fault the software
@@ -129,16 +86,16 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     accessError = 0;
     accessRefs = 0;
     accessCycles = 0;
-    return RESULT_GP;
+    return FaultType.GeneralProtection;
   }
   const kind = kindByte & KIND_MASK;
   const implicit = (kindByte & KIND_IMPLICIT) != 0;
-  const isWrite = kind == KIND_WRITE || kind == KIND_SS_WRITE;
+  const isWrite = kind == AccessKind.Write || kind == AccessKind.ShadowStackWrite;
   const currentPcid = pcid(cpu);
   const vmTag = load<u32>(cpuBlock(cpu) + R_VMTAG);
-  const l1Level = kind == KIND_FETCH ? LEVEL_L1I : LEVEL_L1D;
+  const l1Level = kind == AccessKind.Fetch ? TlbLevel.L1i : TlbLevel.L1d;
   const l1 = levelDesc(cpu, l1Level);
-  const l2 = levelDesc(cpu, LEVEL_L2);
+  const l2 = levelDesc(cpu, TlbLevel.L2);
   let cycles: u32 = 0;
   let entry: usize = 0;
   let fromL2 = false;
@@ -151,7 +108,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
   if (entry == 0 && levelPresent(l2)) {
     cycles += load<u32>(l2 + TL_LATENCY);
     entry = lookup(l2, la, currentPcid, vmTag);
-    if (countLookups) bump(S_TLB + (LEVEL_L2 << 1) + (entry != 0 ? 0 : 1));
+    if (countLookups) bump(S_TLB + (TlbLevel.L2 << 1) + (entry != 0 ? 0 : 1));
     fromL2 = entry != 0;
   }
   if (entry != 0) {
@@ -159,12 +116,12 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     const attrs = word & ATTR_MASK;
     const deny = load<u32>(entry, E_PCID) & ~PCID_MASK;
     // What the nested dimension denies this kind of access (a write also needs the nested D flag).
-    const deniedByNested = kind == KIND_FETCH ? DENY_X : isWrite ? DENY_W | DENY_CLEAN : DENY_R;
+    const deniedByNested = kind == AccessKind.Fetch ? DENY_X : isWrite ? DENY_W | DENY_CLEAN : DENY_R;
     const denied = x86AccessCheck(kind, implicit, cpuMode, attrs, <u32>reg(cpu, R_PKRU), <u32>reg(cpu, R_PKRS));
     if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0) && (deny & deniedByNested) == 0) {
       const sizeCode = entrySizeCode(entry);
       const frame = word & ~ATTR_MASK;
-      if (!fromL2 && kindByte <= KIND_FETCH) remember(cpu, l1Level, la, entry, kind);
+      if (!fromL2 && kindByte <= <u32>AccessKind.Fetch) rememberHit(cpu, l1Level, la, entry, kind, lookupLru);
       if (fromL2 && levelPresent(l1)) fill(l1, la, sizeCode, frame, attrs, currentPcid | deny, vmTag);
       accessPa = frame | (la & ((<u64>1 << (12 + 9 * <u64>sizeCode)) - 1));
       accessSizeCode = sizeCode;
@@ -172,7 +129,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
       accessRefs = 0;
       accessCycles = cycles;
       add(S_CYCLES, cycles);
-      return RESULT_OK;
+      return FaultType.None;
     }
   }
 
@@ -182,28 +139,28 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
   accessRefs = refs;
   accessCycles = cycles;
   add(S_CYCLES, cycles);
-  if (walkFault != WALK_OK) {
+  if (walkFault != WalkFault.Ok) {
     bump(S_FAULTED_WALKS);
     add(S_FAULTED_WALK_REFS, refs);
     add(S_FAULTED_NESTED_REFS, walkNestedRefs);
     accessError = walkError;
     accessGpa = walkGpa;
-    if (walkFault >= WALK_EPT_VIOLATION) {
+    if (walkFault >= <u32>WalkFault.EptViolation) {
       nestedFaultInvalidate(cpu, la, walkGpa);
-      return walkFault == WALK_EPT_VIOLATION
-        ? RESULT_EPT_VIOLATION
-        : walkFault == WALK_EPT_MISCONFIG
-          ? RESULT_EPT_MISCONFIG
-          : RESULT_NPF;
+      return walkFault == WalkFault.EptViolation
+        ? FaultType.EptViolation
+        : walkFault == WalkFault.EptMisconfig
+          ? FaultType.EptMisconfig
+          : FaultType.NestedPageFault;
     }
-    if (walkFault == WALK_NOT_PRESENT) bump(S_FAULT_NOT_PRESENT);
-    else if (walkFault == WALK_RESERVED) bump(S_FAULT_RESERVED);
+    if (walkFault == WalkFault.NotPresent) bump(S_FAULT_NOT_PRESENT);
+    else if (walkFault == WalkFault.Reserved) bump(S_FAULT_RESERVED);
     else {
       bump(S_FAULT_PROTECTION);
       if ((walkError & (1 << 5)) != 0) bump(S_FAULT_PKEY);
     }
     pageFaultInvalidate(cpu, la);
-    return RESULT_PF;
+    return FaultType.PageFault;
   }
   bump(S_WALKS);
   add(S_WALK_REFS, refs);
@@ -215,5 +172,5 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
   accessPa = walkFrame | (la & ((<u64>1 << (12 + 9 * <u64>walkSizeCode)) - 1));
   accessSizeCode = walkSizeCode;
   accessError = 0;
-  return RESULT_OK;
+  return FaultType.None;
 }

@@ -2,7 +2,6 @@
 // DRAM. Only the lines a walk touches enter it, so it measures how well page-table lines stay cached
 // between walks, which is what makes a walk cost 20 cycles or 200.
 import {
-  CACHE_BASE,
   CACHE_DESC_SIZE,
   CACHE_LINE_SIZE,
   CD_BASE,
@@ -14,11 +13,11 @@ import {
   CFG_CACHE_DESC,
   CFG_DRAM_LATENCY,
   CTRL_BASE,
-  LINE_MEMO_BASE,
-  LINE_MEMO_SLOTS,
 } from "../constants";
-import { tick } from "../mmu/setassoc";
+import { l1WayOf, lineMemoSlot, rememberLine, rememberedWay, wayHolds } from "../memo";
+import { clock, tick } from "../mmu/setassoc";
 import { S_CACHE, S_DRAM, add, bump } from "../stats";
+import { traceReference, tracing } from "./trace";
 
 @inline function levelDesc(level: u32): usize {
   return CTRL_BASE + CFG_CACHE_DESC + level * CACHE_DESC_SIZE;
@@ -28,8 +27,7 @@ import { S_CACHE, S_DRAM, add, bump } from "../stats";
   const sets = (<u64>1 << load<u32>(desc + CD_SETS_LOG2)) - 1;
   const ways = load<u32>(desc + CD_WAYS);
   return (
-    CACHE_BASE +
-    load<u32>(desc + CD_BASE) +
+    <usize>load<u32>(desc + CD_BASE) +
     <usize>(cpu * load<u32>(desc + CD_CPU_STRIDE)) +
     <usize>((line & sets) * <u64>(ways * CACHE_LINE_SIZE))
   );
@@ -48,10 +46,6 @@ let pendingL1Hits: u32 = 0;
   }
 }
 
-@inline function lineMemo(cpu: u32, line: u64): usize {
-  return LINE_MEMO_BASE + ((cpu * LINE_MEMO_SLOTS + (<u32>line & (LINE_MEMO_SLOTS - 1))) << 2);
-}
-
 /**
  * Cycles to read (or locked-update) the page-table line holding `pa`, updating the hierarchy. Inlined
  * for the common case, a line the CPU's L1 still holds: a way that holds the line is where the L1 scan
@@ -59,17 +53,65 @@ let pendingL1Hits: u32 = 0;
  */
 @inline export function priceReference(cpu: u32, pa: u64): u32 {
   const line = pa >> 6;
-  const memo = lineMemo(cpu, line);
-  const remembered = <usize>load<u32>(memo);
-  if (remembered != 0 && load<u64>(remembered) == line + 1) {
+  const memo = lineMemoSlot(cpu, line);
+  const remembered = rememberedWay(memo);
+  if (remembered != 0 && wayHolds(remembered, line)) {
     store<u64>(remembered, tick(), 8);
     pendingL1Hits++;
     return load<u32>(levelDesc(0) + CD_LATENCY);
   }
-  return priceReferenceSlow(cpu, line, memo);
+  return priceReferenceSlow(cpu, pa, memo);
 }
 
-function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
+/**
+ * Prices `count` references in order, their host addresses the u64s at `addresses`, each as
+ * priceReference would, starting from the L1 way of this CPU a memo (memo.ts) saw its line in: the u32s
+ * at `hints` (0: none). A way that still holds the line is where the L1 scan would find it, so the price
+ * is an L1 hit's, from one tag check instead of a lookup; otherwise the full lookup runs and the hint is
+ * pointed at where the line is now. The clock and the L1 hits stay in locals while the hints hold.
+ */
+export function priceHintedRun(cpu: u32, addresses: usize, hints: usize, count: u32): u32 {
+  let cycles: u32 = 0;
+  // A traced access (timing/trace.ts) must see every reference on the slow path: no hint is taken.
+  if (tracing) {
+    for (let i: u32 = 0; i < count; i++) cycles += priceReference(cpu, load<u64>(addresses + (<usize>i << 3)));
+    return cycles;
+  }
+  let hits: u32 = 0;
+  let stamp = clock;
+  for (let i: u32 = 0; i < count; i++) {
+    const pa = load<u64>(addresses + (<usize>i << 3));
+    const hint = hints + (<usize>i << 2);
+    const way = <usize>load<u32>(hint);
+    if (way != 0 && wayHolds(way, pa >> 6)) {
+      store<u64>(way, ++stamp, 8);
+      hits++;
+      continue;
+    }
+    clock = stamp;
+    cycles += priceAndHint(cpu, pa, hint);
+    stamp = clock;
+  }
+  clock = stamp;
+  pendingL1Hits += hits;
+  return cycles + hits * load<u32>(levelDesc(0) + CD_LATENCY);
+}
+
+/** priceReference, then points the u32 at `hint` at the L1 way that holds the line now (or 0). */
+function priceAndHint(cpu: u32, pa: u64, hint: usize): u32 {
+  const cycles = priceReference(cpu, pa);
+  store<u32>(hint, <u32>l1WayOf(cpu, pa));
+  return cycles;
+}
+
+function priceReferenceSlow(cpu: u32, pa: u64, memo: usize): u32 {
+  const cycles = lookupLine(cpu, pa >> 6, memo);
+  // A traced access (timing/trace.ts) emptied the line memo, so every reference it makes comes here.
+  if (tracing) traceReference(pa, memo, cycles);
+  return cycles;
+}
+
+@inline function lookupLine(cpu: u32, line: u64, memo: usize): u32 {
   const key = line + 1;
   // One scan per level finds the line or, failing that, the way a fill would replace (LRU: the
   // lowest invalid way, else the oldest stamp, lowest way on ties), so a miss never scans twice.
@@ -89,7 +131,7 @@ function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
       if (tag == key) {
         store<u64>(p, tick(), 8);
         bump(S_CACHE + level);
-        if (level == 0) store<u32>(memo, <u32>p);
+        if (level == 0) rememberLine(memo, p);
         // The levels above missed: each takes the line into the way its scan chose.
         if (level > 0 && victim0 != 0) place(victim0, key, cpu, line, 0);
         if (level > 1 && victim1 != 0) place(victim1, key, cpu, line, 1);
@@ -127,7 +169,7 @@ function priceReferenceSlow(cpu: u32, line: u64, memo: usize): u32 {
 @inline function place(way: usize, key: u64, cpu: u32, line: u64, level: u32): void {
   store<u64>(way, key);
   store<u64>(way, tick(), 8);
-  if (level == 0) store<u32>(lineMemo(cpu, line), <u32>way);
+  if (level == 0) rememberLine(lineMemoSlot(cpu, line), way);
 }
 
 /**

@@ -2,6 +2,7 @@
 // module uses (see src/core/wasm.ts), so tests need no part of the MMU.
 export {
   parseText,
+  textBuffer,
   sniffText,
   textEofSeen,
   textResetEof,

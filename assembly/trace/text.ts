@@ -38,18 +38,18 @@
 //   Errors: bad ip or missing ':' -> 2 (the ip is an address too); letter other than R/W -> 1.
 
 import {
-  KIND_FETCH,
-  KIND_READ,
-  KIND_WRITE,
+  AccessKind,
   REC_ADDR,
   REC_KIND,
   REC_LINE,
   RECORD_CAPACITY,
   RECORD_SIZE,
   RECORDS_BASE,
-  TEXT_BASE,
+  CFG_TEXT_BASE,
+  CTRL_BASE,
   TEXT_SIZE,
 } from "../constants";
+import { allocate } from "../heap";
 
 export const FORMAT_LACKEY: u32 = 1;
 export const FORMAT_DIN: u32 = 2;
@@ -131,6 +131,20 @@ export function textEofSeen(): bool {
 /** Called by the host before the first chunk of a trace (and when resuming, with the saved value). */
 export function textResetEof(seen: bool): void {
   eofSeen = seen;
+}
+
+/**
+ * The text buffer: TEXT_SIZE bytes the host copies trace text into, a sized region allocated when first
+ * asked for (runs that parse no text never have one). Returns its address, or 0 when memory cannot
+ * hold it.
+ */
+export function textBuffer(): usize {
+  let base = <usize>load<u32>(CTRL_BASE + CFG_TEXT_BASE);
+  if (base == 0) {
+    base = allocate(TEXT_SIZE, 4096);
+    store<u32>(CTRL_BASE + CFG_TEXT_BASE, <u32>base);
+  }
+  return base;
 }
 
 // The sniffer runs the real line parsers, which write a record on success; this keeps that write
@@ -228,9 +242,9 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
 
   const type: u32 = load<u8>(position);
   let kind: u32;
-  if (type == CHAR_I) kind = KIND_FETCH;
-  else if (type == CHAR_L) kind = KIND_READ;
-  else if (type == CHAR_S || type == CHAR_M) kind = KIND_WRITE;
+  if (type == CHAR_I) kind = AccessKind.Fetch;
+  else if (type == CHAR_L) kind = AccessKind.Read;
+  else if (type == CHAR_S || type == CHAR_M) kind = AccessKind.Write;
   else return PARSE_BAD_TYPE;
   position++;
   if (position == end) return PARSE_SYNTAX;
@@ -331,7 +345,7 @@ function parseDinExtendedLine(letter: u32, start: usize, end: usize, record: usi
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
   position = skipBlanks(position, end);
   if (position != end) return PARSE_SYNTAX;
-  const kind = letter == (CHAR_R | 0x20) ? KIND_READ : letter == (CHAR_W | 0x20) ? KIND_WRITE : KIND_FETCH;
+  const kind = letter == (CHAR_R | 0x20) ? AccessKind.Read : letter == (CHAR_W | 0x20) ? AccessKind.Write : AccessKind.Fetch;
   storeRecord(record, address, kind, u32(min<u64>(size, 255)), line);
   return PARSE_OK;
 }
@@ -375,8 +389,8 @@ function parsePinLine(start: usize, end: usize, record: usize, line: u32): u32 {
   if (position == end) return PARSE_SYNTAX;
   const type = u32(load<u8>(position));
   let kind: u32;
-  if (type == CHAR_R) kind = KIND_READ;
-  else if (type == CHAR_W) kind = KIND_WRITE;
+  if (type == CHAR_R) kind = AccessKind.Read;
+  else if (type == CHAR_W) kind = AccessKind.Write;
   else return PARSE_BAD_TYPE;
   position++;
   if (position == end) return PARSE_SYNTAX;
@@ -430,10 +444,10 @@ function parseFastLine(format: u32, start: usize, record: usize, line: u32): usi
     position += 2;
   } else {
     if (<u32>load<u8>(position, 2) != CHAR_SPACE) return 0;
-    if (first == CHAR_I && second == CHAR_SPACE) kind = KIND_FETCH;
+    if (first == CHAR_I && second == CHAR_SPACE) kind = AccessKind.Fetch;
     else if (first != CHAR_SPACE) return 0;
-    else if (second == CHAR_L) kind = KIND_READ;
-    else if (second == CHAR_S || second == CHAR_M) kind = KIND_WRITE;
+    else if (second == CHAR_L) kind = AccessKind.Read;
+    else if (second == CHAR_S || second == CHAR_M) kind = AccessKind.Write;
     else return 0;
     position += 3;
   }
@@ -466,17 +480,18 @@ function parseFastLine(format: u32, start: usize, record: usize, line: u32): usi
 }
 
 /**
- * Parses whole lines of TEXT_BASE[0, len) into records at RECORDS_BASE and returns how many it wrote.
+ * Parses whole lines of the text buffer's [0, len) into records at RECORDS_BASE and returns how many it wrote.
  * Consumes only lines ending in '\n', plus an unterminated last line when `isFinal`. Stops at the
  * first error (records before it stay) or after `maxRecords` records; parsedBytes then ends right
- * after the last line consumed, so the host resumes at TEXT_BASE + parsedBytes.
+ * after the last line consumed, so the host resumes at parsedBytes into the buffer.
  * An unknown `format` is reported as PARSE_SYNTAX on `firstLine`.
  */
 export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, maxRecords: u32): u32 {
-  const length = min(len, TEXT_SIZE);
+  const text = textBuffer();
+  const length = text == 0 ? 0 : min(len, TEXT_SIZE);
   const recordLimit = min(maxRecords, RECORD_CAPACITY);
-  const end: usize = TEXT_BASE + length;
-  let position: usize = TEXT_BASE;
+  const end: usize = text + length;
+  let position: usize = text;
   let record: usize = RECORDS_BASE;
   let records: u32 = 0;
   let lines: u32 = 0;
@@ -521,7 +536,7 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
     }
   }
 
-  parsedBytes = u32(position - TEXT_BASE);
+  parsedBytes = u32(position - text);
   parsedLines = lines;
   parseError = error;
   parseErrorLine = error != PARSE_OK ? firstLine + lines : 0;
@@ -529,14 +544,15 @@ export function parseText(format: u32, len: u32, isFinal: bool, firstLine: u32, 
 }
 
 /**
- * Guesses the format of TEXT_BASE[0, len), usually the first few KiB of a file: FORMAT_LACKEY,
+ * Guesses the format of the text buffer's [0, len), usually the first few KiB of a file: FORMAT_LACKEY,
  * FORMAT_DIN, or 0 when unsure. Looks at up to SNIFF_LINES lines that are neither blank nor valgrind
  * messages; every one must parse in the chosen format. An unterminated last line is only looked at
  * when nothing else was, since a prefix of a file usually cuts its last line short.
  */
 export function sniffText(len: u32): u32 {
-  const end: usize = TEXT_BASE + min(len, TEXT_SIZE);
-  let position: usize = TEXT_BASE;
+  const text = textBuffer();
+  const end: usize = text == 0 ? 0 : text + min(len, TEXT_SIZE);
+  let position: usize = text;
   let examined: u32 = 0;
   let allLackey = true;
   let allDin = true;

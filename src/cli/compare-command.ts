@@ -10,10 +10,11 @@ import { formatCsv } from "../report/csv.js";
 import { writeHtmlReport, writeIommuCompareReport } from "../report/html-file.js";
 import { attachConfig } from "../report/report.js";
 import { drive } from "../util/steps.js";
-import { DEFAULT_DMA_OPERATIONS, familyOf, isDmaWorkload } from "../workload/catalog.js";
+import { familyOf, isDmaWorkload } from "../workload/catalog.js";
 import { type CompareResult, comparePairings, compareSteps, formatCompare } from "./compare.js";
+import { checkOutput, loadConfig } from "./files.js";
 import type { CommandIo } from "./io.js";
-import { checkOutput, flagName, integerOption, loadConfig, seedOption, workloadSpec } from "./options.js";
+import { dmaOperations, flagName, seedOf, workloadSpec } from "./options.js";
 import { attempt, finish } from "./outcome.js";
 import { ProgressBar } from "./progress.js";
 
@@ -59,13 +60,13 @@ export async function compareCommand(flags: CompareFlags, io: CommandIo): Promis
     return 0;
   }
   if (flags.report) checkOutput(flags.report, "--report");
-  const seed = seedOption(flags.seed, config);
+  const seed = seedOf(flags, config);
   const stream = io.progress(flags.quiet);
   if (isDmaWorkload(workload)) {
     // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
     const { iommuCompareSteps, formatIommuCompare } = await import("../iommu/compare.js");
     const { IOMMU_MODES } = await import("../iommu/driver.js");
-    const operations = integerOption(flags.records, "records", 1, 2 ** 32) ?? DEFAULT_DMA_OPERATIONS;
+    const operations = dmaOperations(flags);
     const result: IommuCompareResult = { workload, operations, rows: [] };
     const progress = ProgressBar.count(operations * IOMMU_MODES.length, "operations", !stream, stream);
     const ending = await attempt(() =>
@@ -91,7 +92,7 @@ export async function compareCommand(flags: CompareFlags, io: CommandIo): Promis
     if (!(MODES as readonly string[]).includes(mode))
       throw new MemvirtError(`--modes: unknown mode "${mode}" (modes: ${MODES.join(", ")})`);
   }
-  const spec = workloadSpec({ ...flags, workload, build: flags.build }, seed, config.guest.levels);
+  const spec = workloadSpec({ ...flags, workload }, seed, config.guest.levels);
   const result: CompareResult = attachConfig({ workload: spec, rows: [] }, config);
   const progress = ProgressBar.count(
     spec.records * comparePairings(modes as Mode[]),

@@ -123,22 +123,24 @@ export function runCompare(
   return drain(compareSteps(base, workload, build, modes, undefined, onRow));
 }
 
-export function formatCompare(result: CompareResult): string {
-  const w = result.workload;
-  const header = [
-    "mode",
-    "guest/host",
-    "cycles/access",
-    "vs native",
-    "STLB misses",
-    "walks",
-    "refs/walk",
-    "nested refs",
-    "VM exits",
-    "exits/M",
-    "hv cycles",
-  ];
-  const lines = result.rows.map((r) => [
+/** The techniques' table: its columns, and a row's cells as every form of the table (text, HTML,
+ * the playground) shows them. */
+export const COMPARE_COLUMNS = [
+  "mode",
+  "guest/host",
+  "cycles/access",
+  "vs native",
+  "STLB misses",
+  "walks",
+  "refs/walk",
+  "nested refs",
+  "VM exits",
+  "exits/M",
+  "hv cycles",
+];
+
+export function compareCells(r: CompareRow): string[] {
+  return [
     r.mode,
     `${r.guestPageSize}/${r.hostPageSize ?? "-"}`,
     r.cyclesPerAccess.toFixed(2),
@@ -150,7 +152,13 @@ export function formatCompare(result: CompareResult): string {
     r.vmExits.toLocaleString("en-US"),
     r.exitsPerMillionAccesses.toLocaleString("en-US"),
     `${(100 * r.hypervisorCycleShare).toFixed(1)}%`,
-  ]);
+  ];
+}
+
+export function formatCompare(result: CompareResult): string {
+  const w = result.workload;
+  const header = COMPARE_COLUMNS;
+  const lines = result.rows.map(compareCells);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const format = (cells: string[]) =>
     cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");

@@ -1,5 +1,6 @@
 // The memvirt command line. `run` replays a trace or a workload on a configured machine; `compare` runs
-// one workload under every technique; `convert`, `sweep`, `worker`, `presets` and `demo` (npm start).
+// one workload under every technique; `convert`, `sweep`, `worker`, `presets`, `web` (the playground)
+// and `demo` (npm start).
 // This module only declares the commands: each one's work is imported when it runs, so `--help` and a
 // small run load no more than they use (no IOMMU, overcommit, HTML reports, worker pool or xz decoder
 // until a command needs them).
@@ -190,6 +191,19 @@ export async function main(
       const { formatPresets, listPresets } = await import("./presets.js");
       const presets = listPresets();
       print(flags.json ? JSON.stringify(presets, null, 2) : formatPresets(presets));
+    });
+
+  program
+    .command("web")
+    .description("serve the playground (built by npm run web:build) on 127.0.0.1 and print its URL")
+    .option("-p, --port <n>", "port to listen on (0: any free port)", "4173")
+    .option("--dir <dir>", "serve a site built elsewhere (default: the package's web/dist)")
+    .action(async (flags: { port: string; dir?: string }) => {
+      // Loaded only for this command: the others pay nothing for the HTTP server.
+      const { runWeb } = await import("./web.js");
+      const { integerOption } = await import("./options.js");
+      const port = integerOption(flags.port, "port", 0, 65535) ?? 4173;
+      exitCode = await runWeb(port, print, flags.dir);
     });
 
   program

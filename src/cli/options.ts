@@ -1,20 +1,23 @@
-// The options commands share, checked where they enter: numbers and integers in their ranges, a config
-// from a file and a preset, a synthetic workload's spec within the guest's address space, and output
-// files that can be written before any work is done.
-import { closeSync, openSync, readFileSync, statSync, unlinkSync } from "node:fs";
-import {
-  ConfigError,
-  mergeConfig,
-  parseBytes,
-  type ResolvedConfig,
-  resolveConfig,
-} from "../config/config.js";
-import type { Json } from "../config/validate.js";
+// The options `memvirt run` and `compare` share, checked where they enter (numbers and integers in
+// their ranges, a synthetic workload's spec within the guest's address space), and how they become a
+// workload and the config several VMs run with. Browser-safe: the playground reads the same flags from
+// its URL and form and turns them into the same specs, with the same checks and messages. The options
+// that name files (the config, a preset, outputs) are read in cli/files.ts.
+import { ConfigError, parseBytes, type ResolvedConfig } from "../config/config.js";
 import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
+import { hasNestedTables } from "../hypervisor/config.js";
+import { defaultOvercommit } from "../overcommit/config.js";
+import { OvercommitHost } from "../overcommit/host.js";
 import type { TraceFormatOption } from "../trace/formats.js";
+import { DEFAULT_DMA_OPERATIONS } from "../workload/catalog.js";
+import {
+  defaultMultiVmOptions,
+  MultiVm,
+  type MultiVmOptions,
+  type MultiVmWorkloadName,
+} from "../workload/multivm.js";
 import { DEFAULT_BASE, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
-import { presetConfig } from "./presets.js";
 
 export interface RunOptions {
   config?: string;
@@ -46,35 +49,6 @@ export interface RunOptions {
   resume?: string;
   forceTrace?: boolean;
   build: BuildName;
-}
-
-/**
- * The config a run starts from: the preset's (`--preset NAME`), with the config file's keys laid over it
- * (`--config FILE`), resolved and checked key by key; the built-in default with neither. `defaults`
- * lies under both (a run's own defaults, such as EPT for several VMs).
- */
-export function loadConfig(path: string | undefined, preset?: string, defaults: Json = {}): ResolvedConfig {
-  const base = mergeConfig(defaults, preset ? presetConfig(preset) : {});
-  if (!path) return resolveConfig(base);
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new MemvirtError(`${path}: cannot read the config: ${(error as Error).message}`);
-  }
-  let json: Json;
-  try {
-    json = JSON.parse(text) as Json;
-  } catch (error) {
-    throw new ConfigError(`${path}: not valid JSON: ${(error as Error).message}`);
-  }
-  try {
-    return resolveConfig(mergeConfig(base, json));
-  } catch (error) {
-    if (error instanceof ConfigError)
-      throw new ConfigError(`${path}${preset ? ` (over preset ${preset})` : ""}: ${error.message}`);
-    throw error;
-  }
 }
 
 /** The flag of an option key: `writeFraction` is `--write-fraction`. */
@@ -138,7 +112,34 @@ const MAX_CHASE_FOOTPRINT = 2 ** 38;
  * A synthetic workload's spec from the flags, each checked: the footprint must be a whole number of
  * 8-byte accesses (64-byte lines for pointer-chase) inside the user half of the guest's address space.
  */
-export function workloadSpec(options: RunOptions, seed: number, levels: 4 | 5): WorkloadSpec {
+/** The workload flags: what a workload, its seed and its size are made of. */
+export type WorkloadFlags = Pick<
+  RunOptions,
+  | "workload"
+  | "records"
+  | "footprint"
+  | "stride"
+  | "zipf"
+  | "writeFraction"
+  | "seed"
+  | "vms"
+  | "pagesPerVm"
+  | "sharedFraction"
+  | "zeroFraction"
+  | "seconds"
+>;
+
+/** --seed, or the config's seed. */
+export function seedOf(options: WorkloadFlags, config: ResolvedConfig): number {
+  return integerOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+}
+
+/** The dma-* workloads: --records counts I/O operations (packets, commands, copies). */
+export function dmaOperations(options: WorkloadFlags): number {
+  return integerOption(options.records, "records", 1, 2 ** 32) ?? DEFAULT_DMA_OPERATIONS;
+}
+
+export function workloadSpec(options: WorkloadFlags, seed: number, levels: 4 | 5): WorkloadSpec {
   const name = options.workload as WorkloadName;
   const records = integerOption(options.records ?? "1000000", "records", 1, 2 ** 40) as number;
   const footprint = bytesOption(options.footprint ?? "256M", "footprint");
@@ -170,34 +171,69 @@ export function workloadSpec(options: RunOptions, seed: number, levels: 4 | 5): 
   };
 }
 
-/** The seed flag (a workload's), or the config's. */
-export function seedOption(value: string | undefined, config: ResolvedConfig): number {
-  return integerOption(value, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+export function multiVmOptions(options: WorkloadFlags, seed: number): MultiVmOptions {
+  const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
+  spec.seed = seed;
+  spec.vms = integerOption(options.vms, "vms", 1, 16) ?? spec.vms;
+  spec.pagesPerVm = integerOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
+  spec.sharedFraction = numberOption(options.sharedFraction, "shared-fraction", 0, 1) ?? spec.sharedFraction;
+  spec.zeroFraction = numberOption(options.zeroFraction, "zero-fraction", 0, 1) ?? spec.zeroFraction;
+  spec.records = integerOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
+  spec.seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? spec.seconds;
+  spec.writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1) ?? spec.writeFraction;
+  return spec;
 }
 
 /**
- * Fails, naming the flag, when `path` cannot be written: a directory, a missing folder, no permission.
- * Checked before a run starts, so a typo does not throw its work away at the end. Leaves nothing behind.
+ * The config several VMs run with: the mode must fill nested tables (the host's memory management
+ * edits them); without an "overcommit" section, its defaults on 4K host pages.
  */
-export function checkOutput(path: string, flag: string): void {
-  const fail = (why: string): never => {
-    throw new MemvirtError(`${flag} ${path}: cannot write: ${why}`);
-  };
-  let exists = false;
-  try {
-    const stat = statSync(path);
-    exists = true;
-    if (stat.isDirectory()) fail("it is a directory");
-  } catch (error) {
-    if (error instanceof MemvirtError) throw error;
+export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfig {
+  const config = { ...base };
+  if (!hasNestedTables(config.mode)) throw new MemvirtError(`config key "mode": ${what} need "ept" or "npt"`);
+  if (config.guest.pageSize !== "4K")
+    throw new MemvirtError(
+      `config key "guest.pageSize": ${what} page the guest in 4 KiB pages (the host tracks each): use "4K"`,
+    );
+  if (!config.overcommit) {
+    if (config.host.pageSize !== "4K")
+      throw new MemvirtError(`config key "host.pageSize": ${what} reclaim 4 KiB pages: use "4K"`);
+    config.overcommit = defaultOvercommit();
   }
+  return config;
+}
+
+/** The overcommitted host of a multi-VM workload, built from the flags and not yet run. */
+export function multiVmHost(
+  base: ResolvedConfig,
+  options: WorkloadFlags,
+  seed: number,
+  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
+): { host: OvercommitHost; spec: MultiVmOptions; workload: MultiVm } {
+  const config = multiVmConfig(base, "the multi-VM workloads");
+  const spec = multiVmOptions(options, seed);
+  const workload = new MultiVm(spec);
+  return { host: new OvercommitHost(config, workload, hostOptions), spec, workload };
+}
+
+/**
+ * A multi-VM workload on the overcommitted host, run to its end or to a stop on bad input (`failure`,
+ * whose statistics so far the host still holds). `prepare` sees the host before it runs.
+ */
+export function runMultiVmWorkload(
+  base: ResolvedConfig,
+  options: WorkloadFlags,
+  seed: number,
+  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
+  prepare?: (host: OvercommitHost, spec: MultiVmOptions) => void,
+): { host: OvercommitHost; spec: MultiVmOptions; failure?: MemvirtError } {
+  const { host, spec } = multiVmHost(base, options, seed, hostOptions);
+  prepare?.(host, spec);
   try {
-    if (exists) closeSync(openSync(path, "r+"));
-    else {
-      closeSync(openSync(path, "wx"));
-      unlinkSync(path);
-    }
+    host.run();
   } catch (error) {
-    fail((error as Error).message);
+    if (!(error instanceof MemvirtError)) throw error;
+    return { host, spec, failure: error };
   }
+  return { host, spec };
 }

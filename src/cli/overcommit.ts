@@ -3,8 +3,6 @@
 import { writeFileSync } from "node:fs";
 import { configToJson, type ResolvedConfig } from "../config/config.js";
 import { MemvirtError } from "../core/errors.js";
-import { hasNestedTables } from "../hypervisor/config.js";
-import { defaultOvercommit } from "../overcommit/config.js";
 import { OvercommitHost } from "../overcommit/host.js";
 import {
   buildOvercommitReport,
@@ -18,44 +16,10 @@ import { type CheckpointRun, saveCheckpoint } from "../runner/checkpoint.js";
 import { type MultiTracePosition, replayTraces, TraceVms } from "../trace/multi.js";
 import { drive } from "../util/steps.js";
 import { VERSION } from "../version.js";
-import type { MultiVmWorkloadName } from "../workload/catalog.js";
-import { defaultMultiVmOptions, MultiVm } from "../workload/multivm.js";
 import type { CommandIo } from "./io.js";
-import { integerOption, numberOption, type RunOptions } from "./options.js";
+import { multiVmHost, numberOption, type RunOptions } from "./options.js";
 import { attempt, type Ending, finish, markReport } from "./outcome.js";
 import { ProgressBar } from "./progress.js";
-
-export function multiVmOptions(options: RunOptions, seed: number) {
-  const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
-  spec.seed = seed;
-  spec.vms = integerOption(options.vms, "vms", 1, 16) ?? spec.vms;
-  spec.pagesPerVm = integerOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
-  spec.sharedFraction = numberOption(options.sharedFraction, "shared-fraction", 0, 1) ?? spec.sharedFraction;
-  spec.zeroFraction = numberOption(options.zeroFraction, "zero-fraction", 0, 1) ?? spec.zeroFraction;
-  spec.records = integerOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
-  spec.seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? spec.seconds;
-  spec.writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1) ?? spec.writeFraction;
-  return spec;
-}
-
-/**
- * The config several VMs run with: the mode must fill nested tables (the host's memory management
- * edits them); without an "overcommit" section, its defaults on 4K host pages.
- */
-export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfig {
-  const config = { ...base };
-  if (!hasNestedTables(config.mode)) throw new MemvirtError(`config key "mode": ${what} need "ept" or "npt"`);
-  if (config.guest.pageSize !== "4K")
-    throw new MemvirtError(
-      `config key "guest.pageSize": ${what} page the guest in 4 KiB pages (the host tracks each): use "4K"`,
-    );
-  if (!config.overcommit) {
-    if (config.host.pageSize !== "4K")
-      throw new MemvirtError(`config key "host.pageSize": ${what} reclaim 4 KiB pages: use "4K"`);
-    config.overcommit = defaultOvercommit();
-  }
-  return config;
-}
 
 /** Prints the report (JSON with the effective config, CSV or the table), writes the HTML page and the timeline. */
 function emit(host: OvercommitHost, report: OvercommitReport, options: RunOptions, io: CommandIo): void {
@@ -94,9 +58,7 @@ export async function runOvercommit(
   seed: number,
   io: CommandIo,
 ): Promise<number> {
-  const spec = multiVmOptions(options, seed);
-  const workload = new MultiVm(spec);
-  const host = new OvercommitHost(config, workload, {
+  const { host, spec, workload } = multiVmHost(config, options, seed, {
     build: options.build,
     checkInvariants: options.checkInvariants || undefined,
   });

@@ -19,26 +19,21 @@ import type { TraceFormatOption } from "../trace/formats.js";
 import { replayTrace } from "../trace/replay.js";
 import type { TracePosition } from "../trace/source.js";
 import { drive } from "../util/steps.js";
-import {
-  DEFAULT_DMA_OPERATIONS,
-  familyOf,
-  WORKLOAD_FAMILIES,
-  WORKLOAD_OPTIONS,
-  type WorkloadFamily,
-} from "../workload/catalog.js";
+import { familyOf, WORKLOAD_FAMILIES, WORKLOAD_OPTIONS, type WorkloadFamily } from "../workload/catalog.js";
 import { workloadSteps } from "../workload/run.js";
+import { checkOutput, loadConfig } from "./files.js";
 import type { CommandIo } from "./io.js";
 import {
-  checkOutput,
+  dmaOperations,
   flagName,
   integerOption,
-  loadConfig,
+  multiVmConfig,
   type RunOptions,
-  seedOption,
+  seedOf,
   workloadSpec,
 } from "./options.js";
 import { attempt, type Ending, finish, markReport } from "./outcome.js";
-import { continueTraces, multiVmConfig, runOvercommit, runTraces } from "./overcommit.js";
+import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 
 /** What a run reads its records from. */
@@ -117,7 +112,7 @@ export async function runCommand(flags: RunOptions, io: CommandIo): Promise<numb
     return 0;
   }
   checkOutputs(flags);
-  const seed = seedOption(flags.seed, config);
+  const seed = seedOf(flags, config);
   const checkpoint = flags.checkpoint
     ? { file: flags.checkpoint, every: checkpointEvery as number }
     : undefined;
@@ -194,7 +189,7 @@ async function syntheticRun(config: ResolvedConfig, flags: RunOptions, seed: num
 async function dmaRun(config: ResolvedConfig, flags: RunOptions, seed: number, io: CommandIo) {
   const { platformOf, startDmaWorkload } = await import("../iommu/workload.js");
   const name = flags.workload as Parameters<typeof startDmaWorkload>[1]["name"];
-  const operations = integerOption(flags.records, "records", 1, 2 ** 32) ?? DEFAULT_DMA_OPERATIONS;
+  const operations = dmaOperations(flags);
   const simulation = new Simulation(config, { build: flags.build });
   simulation.start();
   const run = startDmaWorkload(platformOf(simulation), { name, operations, seed });

@@ -3,14 +3,15 @@
 // guest's, the hypervisor's, the IOMMU's, overcommit's) validate themselves with these; config.ts
 // composes them.
 import { MemvirtError } from "../core/machine.js";
-import type { Policy, SetAssocConfig } from "../core/types.js";
+import { POLICIES, type Policy, type SetAssocConfig } from "../core/types.js";
 
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 export type JsonObject = { [key: string]: Json };
 
 export class ConfigError extends MemvirtError {}
 
-export const POLICIES: readonly Policy[] = ["lru", "fifo", "random"];
+/** Every replacement policy the core has (its Policy enumeration). */
+export { POLICIES };
 
 export function fail(key: string, why: string): never {
   throw new ConfigError(`config key "${key}": ${why}`);

@@ -24,10 +24,15 @@ import {
 
 export { MemvirtError };
 
-const POLICY_CODE: Record<Policy, number> = { lru: 0, fifo: 1, random: 2 };
+/** The core's code of a replacement policy. */
+export function policyCode(policy: Policy): number {
+  const code = L.POLICY_NAMES.indexOf(policy);
+  if (code < 0) throw new MemvirtError(`unknown replacement policy ${policy}`);
+  return code;
+}
 const SIZE_BIT: Record<PageSize, number> = { "4K": 1, "2M": 2, "1G": 4 };
-const TLB_LEVELS = ["l1d", "l1i", "l2"] as const;
-const NESTED_TLB_LEVEL = 3;
+/** The CPU TLB levels the configuration names (the nested TLB has a key of its own). */
+const TLB_LEVELS = ["l1d", "l1i", "l2"] as const satisfies readonly L.TlbLevelName[];
 const PSC_LEVELS = [
   ["pml5", 5],
   ["pml4", 4],
@@ -35,10 +40,17 @@ const PSC_LEVELS = [
   ["pde", 2],
 ] as const;
 const PHYS_ERRORS: Record<number, string> = {
-  1: "physical address beyond MAXPHYADDR",
-  2: "physical-memory directory full (raise memory.backedFramesLog2)",
-  3: "out of WebAssembly memory (the engine refused to grow linear memory, or memory.limitMiB was reached)",
-  4: "misaligned physical address (8-byte entries only)",
+  [L.PhysError.BeyondMaxPhyAddr]: "physical address beyond MAXPHYADDR",
+  [L.PhysError.DirectoryFull]: "physical-memory directory full (raise memory.backedFramesLog2)",
+  [L.PhysError.OutOfMemory]:
+    "out of WebAssembly memory (the engine refused to grow linear memory, or memory.limitMiB was reached)",
+  [L.PhysError.Misaligned]: "misaligned physical address (8-byte entries only)",
+};
+const SETUP_ERRORS: Record<number, string> = {
+  [L.SetupError.Geometry]: "entries/ways must give a power-of-two number of sets",
+  [L.SetupError.RegionFull]: "does not fit the core (too many arrays, entries or contexts)",
+  [L.SetupError.OutOfMemory]:
+    "linear memory cannot hold it (raise memory.limitMiB, or configure smaller structures)",
 };
 const REGISTER_OFFSETS: Record<keyof Regs, number> = {
   cr0: L.R_CR0,
@@ -51,20 +63,10 @@ const REGISTER_OFFSETS: Record<keyof Regs, number> = {
   cpl: L.R_CPL,
 };
 
-export const EXIT_REASONS = [
-  "none",
-  "pageFault",
-  "generalProtection",
-  "budget",
-  "badRecord",
-  "eptViolation",
-  "eptMisconfig",
-  "npf",
-] as const;
+export const EXIT_REASONS = L.EXIT_REASON_NAMES;
 
 /** The nested dimension a CPU runs under. */
-export type NestedMode = "none" | "ept" | "npt";
-const NESTED_CODE: Record<NestedMode, number> = { none: 0, ept: 1, npt: 2 };
+export type NestedMode = L.NestedModeName;
 
 /** Rights a nested translation needs (N_R, N_W, N_X). */
 export const NESTED_READ = 1;
@@ -97,7 +99,7 @@ export type VmEntry =
       /** ASID; 0 means ASIDs are off. */
       vpid?: number;
     };
-export type ExitReason = (typeof EXIT_REASONS)[number];
+export type ExitReason = L.ExitReasonName;
 
 export interface ExitRecord {
   reason: ExitReason;
@@ -137,14 +139,24 @@ const RS_NESTED_REFS_WORD = (L.RESULT_BASE + L.RS_NESTED_REFS) / 4;
 const RS_PA_QUAD = (L.RESULT_BASE + L.RS_PA) / 8;
 const RS_GPA_QUAD = (L.RESULT_BASE + L.RS_GPA) / 8;
 
-/** vmEnter's refusals (assembly/abi.ts). */
-const ERR_EPTP_MEMORY_TYPE = -5;
-const ERR_EPTP_WALK_LENGTH = -6;
-const ERR_ROOT_RESERVED = -7;
-
 const WASM_PAGE = 65536;
-/** assembly/snapshot.ts SNAPSHOT_SCRATCH_SIZE. */
-const CORE_GLOBALS_BYTES = 256;
+
+/** assembly/timing/trace.ts TRACE_ENTRY_SIZE, and its levels of the cache model. */
+const TRACE_ENTRY_SIZE = 32;
+const SERVED_BY = ["l1", "l2", "llc", "dram"] as const;
+
+/** One page-table reference of a traced access (Machine.traceTranslate). */
+export interface TracedReference {
+  /** Host-physical address of the 8-byte entry. */
+  address: bigint;
+  /** The entry as read (for an A/D update, as written). */
+  value: bigint;
+  cycles: number;
+  /** The level of the cache model that held the entry's line. */
+  servedBy: (typeof SERVED_BY)[number];
+  /** A locked update of the entry's accessed or dirty flag, not a read of the walk. */
+  update: boolean;
+}
 
 /** What Machine.saveCoreState returns. */
 export interface CoreState {
@@ -203,14 +215,15 @@ export class Machine {
       "machine",
     );
     for (let cpu = 0; cpu < config.cpus; cpu++) {
-      TLB_LEVELS.forEach((name, level) => {
+      TLB_LEVELS.forEach((name) => {
+        const level = L.TLB_LEVEL_NAMES.indexOf(name);
         const spec = config.tlb[name];
         if (!spec) return;
         this.check(this.core.tlbLevel(cpu, level, spec.latency), `tlb.${name}`);
         spec.arrays.forEach((array, index) => {
           const mask = array.sizes.reduce((m, s) => m | SIZE_BIT[s], 0);
           this.check(
-            this.core.tlbArray(cpu, level, mask, array.entries, array.ways, POLICY_CODE[array.policy]),
+            this.core.tlbArray(cpu, level, mask, array.entries, array.ways, policyCode(array.policy)),
             `tlb.${name}.arrays[${index}]`,
           );
         });
@@ -219,23 +232,23 @@ export class Machine {
         const spec = config.psc[name];
         if (!spec) continue;
         this.check(
-          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy], 0),
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, policyCode(spec.policy), 0),
           `psc.${name}`,
         );
       }
       const nestedTlb = config.nestedTlb;
       if (nestedTlb) {
-        this.check(this.core.tlbLevel(cpu, NESTED_TLB_LEVEL, nestedTlb.latency), "nestedTlb");
+        this.check(this.core.tlbLevel(cpu, L.TlbLevel.Nested, nestedTlb.latency), "nestedTlb");
         nestedTlb.arrays.forEach((array, index) => {
           const mask = array.sizes.reduce((m, s) => m | SIZE_BIT[s], 0);
           this.check(
             this.core.tlbArray(
               cpu,
-              NESTED_TLB_LEVEL,
+              L.TlbLevel.Nested,
               mask,
               array.entries,
               array.ways,
-              POLICY_CODE[array.policy],
+              policyCode(array.policy),
             ),
             `nestedTlb.arrays[${index}]`,
           );
@@ -245,13 +258,13 @@ export class Machine {
         const spec = config.nestedPsc?.[name];
         if (!spec) continue;
         this.check(
-          this.core.pscCache(cpu, level, spec.entries, spec.ways, POLICY_CODE[spec.policy], 1),
+          this.core.pscCache(cpu, level, spec.entries, spec.ways, policyCode(spec.policy), 1),
           `nestedPsc.${name}`,
         );
       }
     }
     this.core.setPscLatency(config.psc.latency);
-    (["l1", "l2", "llc"] as const).forEach((name, level) => {
+    L.CACHE_LEVEL_NAMES.forEach((name, level) => {
       const spec = config.cache[name];
       if (spec) this.check(this.core.cacheLevel(level, spec.size, spec.ways, spec.latency), `cache.${name}`);
     });
@@ -261,15 +274,7 @@ export class Machine {
 
   private check(code: number, what: string): void {
     if (code === 0) return;
-    const why =
-      code === -1
-        ? "entries/ways must give a power-of-two number of sets"
-        : code === -2
-          ? "does not fit the core's fixed region (too many entries or arrays)"
-          : code === -4
-            ? "linear memory cannot hold the frame directory (raise memory.limitMiB or lower memory.backedFramesLog2)"
-            : "invalid argument";
-    throw new MemvirtError(`${what}: ${why}`);
+    throw new MemvirtError(`${what}: ${SETUP_ERRORS[code] ?? "invalid argument"}`);
   }
 
   /** Typed views over linear memory; rebuilt when memory grows (a grow detaches the old buffer). */
@@ -282,17 +287,23 @@ export class Machine {
     this.u64 = new BigUint64Array(buffer);
   }
 
+  /** Where the core's sized regions end: linear memory above it has never been used (and is zero). */
+  private heapTop(): number {
+    this.refreshViews();
+    return this.u32[(L.CTRL_BASE + L.CFG_HEAP_TOP) / 4] || L.HEAP_BASE;
+  }
+
   /**
-   * The core's whole state: linear memory (its size, and every 64 KiB page that is not all zeros; a
-   * fresh instance's memory is zero, and most of the TLB, cache and pool regions stay so) plus the
-   * WebAssembly globals the core copies out for this purpose (see assembly/snapshot.ts). The pages
-   * are views of linear memory, not copies (a checkpoint would copy 100 MB twice): write them out
-   * before the machine runs again.
+   * The core's whole state: linear memory (its size, and every 64 KiB page below the top of its used
+   * regions that is not all zeros; a fresh instance's memory is zero, and most of the TLB and cache
+   * arrays stay so) plus the WebAssembly globals the core copies out for this purpose (see
+   * assembly/snapshot.ts). The pages are views of linear memory, not copies: write them out before the
+   * machine runs again.
    */
   saveCoreState(): CoreState {
     const scratch = this.core.saveCoreGlobals();
-    this.refreshViews();
-    const globals = this.u8.slice(scratch, scratch + CORE_GLOBALS_BYTES);
+    const top = this.heapTop();
+    const globals = this.u8.slice(scratch, scratch + L.SNAPSHOT_SCRATCH_SIZE);
     const memory = this.u8;
     const pages: { index: number; bytes: Uint8Array }[] = [];
     const words = new BigUint64Array(memory.buffer, 0, memory.length / 8);
@@ -306,7 +317,8 @@ export class Machine {
         if (words[i] !== 0n) return false;
       return true;
     };
-    for (let page = 0; page * WASM_PAGE < memory.length; page++) {
+    // Reading memory makes its pages resident: memory above the top is never looked at.
+    for (let page = 0; page * WASM_PAGE < top; page++) {
       const bytes = memory.subarray(page * WASM_PAGE, (page + 1) * WASM_PAGE);
       if (!isZero(page, bytes)) pages.push({ index: page, bytes });
     }
@@ -318,15 +330,22 @@ export class Machine {
     if (state.build !== this.build) {
       throw new MemvirtError(`the checkpoint was taken with the ${state.build} build, not ${this.build}`);
     }
-    const current = this.core.memory.buffer.byteLength / WASM_PAGE;
-    if (state.memoryPages > current) this.core.memory.grow(state.memoryPages - current);
-    this.refreshViews();
-    this.u8.fill(0);
-    for (const page of state.pages) this.u8.set(page.bytes, page.index * WASM_PAGE);
     // saveCoreGlobals returns the scratch block's address without side effects worth keeping: the
     // globals it copies are overwritten by restoreCoreGlobals right after.
     const scratch = this.core.saveCoreGlobals();
-    this.u8.set(state.globals, scratch);
+    const globals = new Uint8Array(L.SNAPSHOT_SCRATCH_SIZE);
+    globals.set(state.globals);
+    if (new DataView(globals.buffer).getUint32(0, true) !== L.CORE_LAYOUT_VERSION) {
+      throw new MemvirtError("the checkpoint was taken by a core with another memory layout");
+    }
+    // This machine has used memory only below its top; above, it is zero already.
+    const used = this.heapTop();
+    const current = this.core.memory.buffer.byteLength / WASM_PAGE;
+    if (state.memoryPages > current) this.core.memory.grow(state.memoryPages - current);
+    this.refreshViews();
+    this.u8.fill(0, 0, used);
+    for (const page of state.pages) this.u8.set(page.bytes, page.index * WASM_PAGE);
+    this.u8.set(globals, scratch);
     this.core.restoreCoreGlobals();
   }
 
@@ -341,10 +360,20 @@ export class Machine {
     return new DataView(this.buffer, L.RECORDS_BASE, L.RECORD_CAPACITY * L.RECORD_SIZE);
   }
 
-  /** The text buffer for in-core trace parsing. */
+  /** The text buffer for in-core trace parsing (the core allocates it when first asked). */
   textBuffer(): Uint8Array {
+    const base = this.core.textBuffer();
+    if (base === 0) throw new MemvirtError(`text buffer: ${PHYS_ERRORS[L.PhysError.OutOfMemory]}`);
     this.refreshViews();
-    return new Uint8Array(this.buffer, L.TEXT_BASE, L.TEXT_SIZE);
+    return new Uint8Array(this.buffer, base, L.TEXT_SIZE);
+  }
+
+  /** The DMA request buffer (DMA_CAPACITY records of DMA_RECORD_SIZE bytes; allocated when first asked). */
+  dmaBuffer(): DataView {
+    const base = this.core.dmaBuffer();
+    if (base === 0) throw new MemvirtError(`DMA buffer: ${PHYS_ERRORS[L.PhysError.OutOfMemory]}`);
+    this.refreshViews();
+    return new DataView(this.buffer, base, L.DMA_CAPACITY * L.DMA_RECORD_SIZE);
   }
 
   // --- physical memory -------------------------------------------------------------------------
@@ -363,9 +392,15 @@ export class Machine {
   /** Physical memory is the addresses below 2^MAXPHYADDR (docs/MODEL.md §1): reads beyond it are refused too. */
   readPhys64(pa: bigint): bigint {
     if ((pa & 7n) !== 0n)
-      throw new MemvirtError(`read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[4]}`, 1);
+      throw new MemvirtError(
+        `read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[L.PhysError.Misaligned]}`,
+        1,
+      );
     if (pa < 0n || pa >= this.physicalLimit)
-      throw new MemvirtError(`read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[1]}`, 1);
+      throw new MemvirtError(
+        `read of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[L.PhysError.BeyondMaxPhyAddr]}`,
+        1,
+      );
     return BigInt.asUintN(64, this.core.readPhys64(pa));
   }
 
@@ -449,7 +484,11 @@ export class Machine {
     // The per-access path of embedders: no BigInt arithmetic, no view rebuilt unless memory grew, and
     // the 64-bit words that fit a double (error code, cycles) read as two 32-bit halves.
     if (!(cpu >= 0 && cpu < this.cpus && (cpu | 0) === cpu)) throw new MemvirtError(`no cpu ${cpu}`);
-    const fault = this.translateCore(cpu, la, (kind | flags) & 0xff, retry ? 1 : 0);
+    return this.result(cpu, this.translateCore(cpu, la, (kind | flags) & 0xff, retry ? 1 : 0));
+  }
+
+  /** The result block of the access just made. */
+  private result(cpu: number, fault: number): AccessResult {
     // Growing linear memory detaches the old buffer, and views of a detached buffer have length 0:
     // cheaper to test than fetching memory.buffer on every call.
     if (this.u32.length === 0) this.refreshViews();
@@ -470,6 +509,55 @@ export class Machine {
     return result;
   }
 
+  /**
+   * `translate` with every page-table reference the access makes, in order: each entry's host-physical
+   * address and the value read (for an A/D update, the value written), the level of the cache model
+   * that served its line, its cycles, and whether it was an A/D update. The access costs and counts
+   * exactly what `translate` would; it is for showing one walk, not for speed.
+   */
+  traceTranslate(
+    cpu: number,
+    la: bigint,
+    kind: number,
+    flags = 0,
+  ): { result: AccessResult; references: TracedReference[] } {
+    this.cpuBlock(cpu);
+    const count = this.core.traceTranslate(cpu, BigInt.asUintN(64, la), (kind | flags) & 0xff);
+    this.refreshViews();
+    const fault = this.u32[(L.RESULT_BASE + L.RS_FAULT) / 4];
+    const result = this.result(cpu, fault);
+    const base = this.core.traceReferences();
+    const view = new DataView(this.core.memory.buffer);
+    const references: TracedReference[] = [];
+    for (let i = 0; i < count; i++) {
+      const at = base + i * TRACE_ENTRY_SIZE;
+      references.push({
+        address: view.getBigUint64(at, true),
+        value: view.getBigUint64(at + 8, true),
+        cycles: view.getUint32(at + 16, true),
+        servedBy: SERVED_BY[view.getUint32(at + 20, true)],
+        update: view.getUint32(at + 24, true) !== 0,
+      });
+    }
+    const dropped = this.core.traceReferencesDropped();
+    if (dropped > 0)
+      throw new MemvirtError(`traceTranslate: ${dropped} references beyond the trace's capacity`);
+    return { result, references };
+  }
+
+  /** What the CPU's walks go through besides its own tables: none, or EPT/NPT from this root. */
+  nestedContext(cpu: number): { mode: NestedMode; root: bigint; levels: number; accessedDirty: boolean } {
+    const block = this.cpuBlock(cpu);
+    this.refreshViews();
+    const mode = this.u32[(block + L.R_NESTED_MODE) / 4];
+    return {
+      mode: L.NESTED_MODE_NAMES[mode] ?? "none",
+      root: this.u64[(block + L.R_NESTED_ROOT) / 8],
+      levels: this.u32[(block + L.R_NESTED_LEVELS) / 4],
+      accessedDirty: this.u32[(block + L.R_NESTED_AD) / 4] !== 0,
+    };
+  }
+
   private readonly inGuest: boolean[];
   private readonly cpus: number;
   private readonly translateCore: CoreExports["translate"];
@@ -483,22 +571,22 @@ export class Machine {
     const root = entry.nested === "none" ? 0n : BigInt.asUintN(64, entry.root);
     const code = this.core.vmEnter(
       cpu,
-      NESTED_CODE[entry.nested],
+      L.NESTED_MODE_NAMES.indexOf(entry.nested),
       root,
       entry.nested === "npt" ? (entry.nestedLevels ?? 4) : 0,
       entry.vpid ?? 0,
     );
     if (code < 0) {
       const what = `vmEnter: ${entry.nested === "ept" ? "EPTP" : "nCR3"} 0x${root.toString(16)}`;
-      if (code === ERR_EPTP_MEMORY_TYPE)
+      if (code === L.SetupError.EptpMemoryType)
         throw new MemvirtError(
           `${what}: memory type ${root & 7n} is reserved (EPT structures are UC (0) or WB (6))`,
         );
-      if (code === ERR_EPTP_WALK_LENGTH)
+      if (code === L.SetupError.EptpWalkLength)
         throw new MemvirtError(
           `${what}: walk length ${((root >> 3n) & 7n) + 1n} is not supported (bits 5:3 are 3 for 4 levels, 4 for 5)`,
         );
-      if (code === ERR_ROOT_RESERVED)
+      if (code === L.SetupError.RootReserved)
         throw new MemvirtError(
           `${what}: a reserved bit is set (${entry.nested === "ept" ? "bits 11:7, or " : ""}bits at or above MAXPHYADDR ${this.config.maxPhyAddr})`,
         );
@@ -633,7 +721,7 @@ export class Machine {
   }
 
   tlbValidEntries(cpu: number, level: "l1d" | "l1i" | "l2"): number {
-    return this.core.tlbValidEntries(cpu, TLB_LEVELS.indexOf(level));
+    return this.core.tlbValidEntries(cpu, L.TLB_LEVEL_NAMES.indexOf(level));
   }
 
   /** Raw counter by index (see stats-layout.ts). */

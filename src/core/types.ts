@@ -1,8 +1,13 @@
 // Normalised machine configuration and results shared by the core wrapper and the reference model.
 // The user-facing config (src/config) is validated and lowered into these shapes.
 
+import type { PolicyName } from "./layout.js";
+
 export type PageSize = "4K" | "2M" | "1G";
-export type Policy = "lru" | "fifo" | "random";
+/** A replacement policy, by the name the core's Policy enumeration gives it. */
+export type Policy = PolicyName;
+/** Every replacement policy the core has. */
+export { POLICY_NAMES as POLICIES } from "./layout.js";
 
 export const PAGE_SIZES: readonly PageSize[] = ["4K", "2M", "1G"];
 export const PAGE_SHIFT: Record<PageSize, number> = { "4K": 12, "2M": 21, "1G": 30 };
@@ -71,20 +76,10 @@ export interface MachineConfig {
   nestedPsc?: PscConfig | null;
 }
 
-// Plain objects rather than const enums, so per-file transpilers (vitest, esbuild) can import them.
-export const AccessKind = { Read: 0, Write: 1, Fetch: 2, ShadowStackRead: 3, ShadowStackWrite: 4 } as const;
-
+// The core's AccessKind and FaultType enumerations (generated as plain objects, which per-file
+// transpilers such as vitest's and esbuild's can import).
 /** Record kind byte flag: implicit supervisor-mode access. */
-export const IMPLICIT = 0x80;
-
-export const FaultType = {
-  None: 0,
-  PageFault: 14,
-  GeneralProtection: 13,
-  EptViolation: 48,
-  EptMisconfig: 49,
-  NestedPageFault: 0x400,
-} as const;
+export { AccessKind, FaultType, KIND_IMPLICIT as IMPLICIT } from "./layout.js";
 
 export const PFEC = {
   P: 1 << 0,

@@ -90,14 +90,19 @@ export interface CoreExports {
   iommuTranslate(sid: number, flags: number, pasid: number, iova: bigint): number;
   parseText(format: number, len: number, isFinal: number, firstLine: number, maxRecords: number): number;
   sniffText(len: number): number;
+  textBuffer(): number;
+  dmaBuffer(): number;
   textParsedBytes(): number;
   textParsedLines(): number;
   textParseError(): number;
   textParseErrorLine(): number;
   textEofSeen(): number;
   textResetEof(seen: number): void;
+  traceTranslate(cpu: number, la: bigint, kindByte: number): number;
+  traceReferences(): number;
+  traceReferencesDropped(): number;
   saveCoreGlobals(): number;
-  restoreCoreGlobals(): void;
+  restoreCoreGlobals(): number;
 }
 
 /**

@@ -14,7 +14,7 @@ import {
 import type { SetAssocConfig } from "../core/types.js";
 import { DEVICE_KINDS, type DeviceKind, type DeviceSpec } from "./devices.js";
 import { IOMMU_MODES, type IommuMode } from "./driver.js";
-import type { IommuKind } from "./hardware.js";
+import { IOMMU_KINDS, type IommuKind } from "./hardware.js";
 import { formatBdf, parseBdf } from "./tables.js";
 
 export interface IommuConfig {
@@ -100,7 +100,7 @@ export function resolveIommu(value: Json | undefined): IommuConfig {
     "invalidationCycles",
     "clockMHz",
   ]);
-  const kind = oneOf<IommuKind>(value.kind ?? base.kind, "iommu.kind", ["vtd", "amdvi"]);
+  const kind = oneOf<IommuKind>(value.kind ?? base.kind, "iommu.kind", IOMMU_KINDS);
   const scalable = flag(value.scalable, "iommu.scalable", base.scalable);
   const firstLevel = flag(value.firstLevel, "iommu.firstLevel", base.firstLevel);
   if (kind === "amdvi" && scalable) fail("iommu.scalable", 'scalable mode is VT-d only ("kind": "vtd")');

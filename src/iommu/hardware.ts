@@ -2,51 +2,18 @@
 // registers, feeding its invalidation queue or command buffer, draining fault records and events, and
 // running device DMA requests through it in batches.
 import * as L from "../core/layout.js";
-import { type Machine, MemvirtError } from "../core/machine.js";
+import { type Machine, MemvirtError, policyCode } from "../core/machine.js";
 import * as S from "../core/stats-layout.js";
-import type { Policy, SetAssocConfig } from "../core/types.js";
+import type { SetAssocConfig } from "../core/types.js";
 
-export type IommuKind = "vtd" | "amdvi";
-const KIND_CODE = { none: L.IOMMU_NONE, vtd: L.IOMMU_VTD, amdvi: L.IOMMU_AMDVI } as const;
-const POLICY_CODE: Record<Policy, number> = { lru: 0, fifo: 1, random: 2 };
-
+/** The IOMMUs the core models (its IommuKind codes, but for none). */
+export type IommuKind = Exclude<L.IommuKindName, "none">;
+export const IOMMU_KINDS = L.IOMMU_KIND_NAMES.filter((kind): kind is IommuKind => kind !== "none");
 /** Fault causes by code (the VT-d reasons 1..0xD, then the PASID-entry and AMD-Vi-only causes). */
-export const FAULT_CAUSES = [
-  "none",
-  "rootNotPresent",
-  "contextNotPresent",
-  "invalidContext",
-  "addressBeyondWidth",
-  "noWrite",
-  "noRead",
-  "entryAccessFailed",
-  "rootAccessFailed",
-  "contextAccessFailed",
-  "rootReserved",
-  "contextReserved",
-  "entryReserved",
-  "translationTypeBlocked",
-  "pasidEntry",
-  "illegalDeviceTableEntry",
-  "pageNotPresent",
-] as const;
-export type FaultCause = (typeof FAULT_CAUSES)[number];
+export const FAULT_CAUSES = L.IO_FAULT_NAMES;
+export type FaultCause = L.IoFaultName;
 
-export const INVALIDATION_TYPES = [
-  "contextGlobal",
-  "contextDomain",
-  "contextDevice",
-  "iotlbGlobal",
-  "iotlbDomain",
-  "iotlbPage",
-  "pasidIotlb",
-  "pasidCache",
-  "wait",
-  "deviceTableEntry",
-  "iommuPages",
-  "invalidateAll",
-  "rejected",
-] as const;
+export const INVALIDATION_TYPES = L.IO_INVALIDATION_NAMES;
 
 export interface IommuHardwareConfig {
   kind: IommuKind | "none";
@@ -143,7 +110,7 @@ export class Iommu {
       (config.snoopControl ? L.IO_F_SNOOP : 0);
     this.check(
       core.iommuInit(
-        KIND_CODE[config.kind],
+        L.IOMMU_KIND_NAMES.indexOf(config.kind),
         sagaw,
         flags,
         config.memoryTop,
@@ -154,15 +121,15 @@ export class Iommu {
     );
     if (config.iotlb) {
       const { entries, ways, policy } = config.iotlb;
-      this.check(core.iommuIotlb(entries, ways, POLICY_CODE[policy]), "iommu.iotlb");
+      this.check(core.iommuIotlb(entries, ways, policyCode(policy)), "iommu.iotlb");
     }
     if (config.psc) {
       const { entries, ways, policy } = config.psc;
-      this.check(core.iommuPsc(entries, ways, POLICY_CODE[policy]), "iommu.psc");
+      this.check(core.iommuPsc(entries, ways, policyCode(policy)), "iommu.psc");
     }
     if (config.contextCache) {
       const { entries, ways, policy } = config.contextCache;
-      this.check(core.iommuContextCache(entries, ways, POLICY_CODE[policy]), "iommu.contextCache");
+      this.check(core.iommuContextCache(entries, ways, policyCode(policy)), "iommu.contextCache");
     }
   }
 
@@ -309,8 +276,7 @@ export class Iommu {
 
   /** The DMA record buffer: DMA_CAPACITY records of DMA_RECORD_SIZE bytes. */
   recordView(): DataView {
-    const memory = this.machine.memory;
-    return new DataView(memory.buffer, L.DMA_BASE, L.DMA_CAPACITY * L.DMA_RECORD_SIZE);
+    return this.machine.dmaBuffer();
   }
 
   /** Writes request `request` as record `index` of the buffer. */

@@ -74,12 +74,13 @@ function* tlbEntries(memory: DataView, cpu: number, level: number): Generator<nu
   const count = memory.getUint32(desc + L.TL_COUNT, true);
   for (let a = 0; a < count; a++) {
     const array = desc + L.TL_ARRAYS + a * L.ARRAY_DESC_SIZE;
-    yield* entriesOf(memory, L.TLB_BASE, array, L.TLB_ENTRY_SIZE);
+    yield* entriesOf(memory, array, L.TLB_ENTRY_SIZE);
   }
 }
 
-function* entriesOf(memory: DataView, region: number, desc: number, size: number): Generator<number> {
-  const base = region + memory.getUint32(desc + L.AD_BASE, true);
+/** The entries of the array an array descriptor describes (its base is the array's address). */
+function* entriesOf(memory: DataView, desc: number, size: number): Generator<number> {
+  const base = memory.getUint32(desc + L.AD_BASE, true);
   const n = 2 ** memory.getUint32(desc + L.AD_SETS_LOG2, true) * memory.getUint32(desc + L.AD_WAYS, true);
   for (let i = 0; i < n; i++) {
     const entry = base + i * size;
@@ -92,7 +93,7 @@ function* pscEntries(memory: DataView, cpu: number, nested: boolean): Generator<
   for (let i = 0; i < 4; i++) {
     const desc = block + i * L.PSC_DESC_SIZE;
     if (memory.getUint32(desc + L.PD_PRESENT, true) === 0) continue;
-    yield* entriesOf(memory, L.PSC_BASE, desc, L.PSC_ENTRY_SIZE);
+    yield* entriesOf(memory, desc, L.PSC_ENTRY_SIZE);
   }
 }
 

@@ -245,19 +245,26 @@ export interface SeedTable {
   interrupted?: boolean;
 }
 
-export function runSeedTable(build: BuildName): SeedTable {
-  return drain(seedTableSteps(build));
+/** Called as each row is done (for progress): the row, rows done so far and rows in all. */
+export type OnSeedRow = (row: SeedRow, done: number, total: number) => void;
+
+/** Measures every row; `onRow` hears of each row as it is done. */
+export function runSeedTable(build: BuildName, onRow?: OnSeedRow): SeedTable {
+  return drain(seedTableSteps(build, undefined, onRow));
 }
 
 /** The table as steps (util/steps.ts), one row each; rows go to `table.rows` as they finish. */
 export function* seedTableSteps(
   build: BuildName,
   table: SeedTable = { rows: [], absent: {} },
+  onRow?: OnSeedRow,
 ): Steps<SeedTable> {
-  for (const name of SEED_TABLE_ORDER) {
+  for (const [i, name] of SEED_TABLE_ORDER.entries()) {
     const provider = SEED_TABLE_ROWS[name];
-    if (provider) table.rows.push(provider(build));
-    else table.absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
+    if (provider) {
+      table.rows.push(provider(build));
+      onRow?.(table.rows[table.rows.length - 1], i + 1, SEED_TABLE_ORDER.length);
+    } else table.absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
     yield 1;
   }
   return table;

@@ -12,11 +12,11 @@
 // Every column chart is one function (`columnChart`) with a y-axis of ticks and values and labelled
 // columns, so the histogram and the comparisons read the same way.
 
-import type { CompareResult } from "../cli/compare.js";
+import { COMPARE_COLUMNS, type CompareResult, compareCells } from "../cli/compare.js";
 import type { IommuCompareResult } from "../iommu/compare.js";
 import { type IommuReport, iommuRows } from "../iommu/workload.js";
 import type { OvercommitReport } from "../overcommit/report.js";
-import { effectiveConfig, type RunReport } from "./report.js";
+import { CYCLES_BY_WHO, effectiveConfig, type RunReport } from "./report.js";
 
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
 /** Width of a character of the 11 px chart font, for laying out labels without measuring them. */
@@ -243,15 +243,7 @@ function histogramChart(report: RunReport): string {
 }
 
 function cycleChart(report: RunReport): string {
-  const names: [keyof RunReport["cyclesByWho"], string][] = [
-    ["translation", "translation"],
-    ["guestKernel", "guest kernel"],
-    ["vmExits", "VM exits"],
-    ["tdp", "TDP MMU"],
-    ["shadow", "shadow MMU"],
-    ["hypercalls", "hypercalls"],
-    ["emulation", "emulation"],
-  ];
+  const names = CYCLES_BY_WHO;
   const total = Math.max(1, report.cycles);
   return barChart(
     "Cycles by who spent them: the hardware's translation work and each kind of software handler",
@@ -442,34 +434,7 @@ function compareSection(result: CompareResult): string {
     (row) => row.exitsPerMillionAccesses,
   );
   const config = effectiveConfig(result);
-  const rows = table(
-    [
-      "mode",
-      "guest/host",
-      "cycles/access",
-      "vs native",
-      "STLB misses",
-      "walks",
-      "refs/walk",
-      "nested refs",
-      "VM exits",
-      "exits/M",
-      "hv cycles",
-    ],
-    result.rows.map((row) => [
-      row.mode,
-      `${row.guestPageSize}/${row.hostPageSize ?? "-"}`,
-      row.cyclesPerAccess.toFixed(2),
-      `${row.slowdown.toFixed(2)}x`,
-      row.stlbMisses,
-      row.walks,
-      row.refsPerWalk.toFixed(2),
-      row.nestedRefs,
-      row.vmExits,
-      row.exitsPerMillionAccesses.toLocaleString("en-US"),
-      `${(100 * row.hypervisorCycleShare).toFixed(1)}%`,
-    ]),
-  );
+  const rows = table(COMPARE_COLUMNS, result.rows.map(compareCells));
   return `<section><h2>translation techniques compared (workload ${escapeHtml(w.name)}, ${count(w.records)} records, seed ${w.seed})</h2>${
     config === undefined
       ? ""

@@ -76,6 +76,17 @@ export interface RunReport extends Stats {
 
 export { VERSION } from "../version.js";
 
+/** `cyclesByWho`'s keys in the order the reports show them, with their labels. */
+export const CYCLES_BY_WHO: [keyof RunReport["cyclesByWho"], string][] = [
+  ["translation", "translation"],
+  ["guestKernel", "guest kernel"],
+  ["vmExits", "VM exits"],
+  ["tdp", "TDP MMU"],
+  ["shadow", "shadow MMU"],
+  ["hypercalls", "hypercalls"],
+  ["emulation", "emulation"],
+];
+
 // The effective config of a report or a comparison, for the pages that show it and the JSON the CLI
 // prints. It is kept beside the object rather than in it (a sweep row's report, the CSV of a run, stay
 // as they were); a report read back from JSON carries its own `config` key, and that is read instead.

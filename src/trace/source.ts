@@ -46,9 +46,9 @@ export const CHAMPSIM_RECORD_BYTES = 64;
 /** Records one instruction can produce: its fetch, 4 source reads and 2 destination writes. */
 const CHAMPSIM_MAX_ACCESSES = 7;
 
-const KIND_READ = 0;
-const KIND_WRITE = 1;
-const KIND_FETCH = 2;
+const KIND_READ = L.AccessKind.Read;
+const KIND_WRITE = L.AccessKind.Write;
+const KIND_FETCH = L.AccessKind.Fetch;
 
 /** Where a trace stands after a batch: enough to reopen it there. */
 export interface TracePosition {

@@ -247,7 +247,7 @@ describe("isolation: no process reaches a frame that is not its own", () => {
 describe("host physical memory", () => {
   it("running out of WebAssembly memory is a clear error, and what was written stays readable", () => {
     const sim = simulation((c) => {
-      c.memory.limitMiB = 64;
+      c.memory.limitMiB = 16;
     });
     let failure: unknown;
     let written = 0n;

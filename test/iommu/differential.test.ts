@@ -8,6 +8,7 @@ import { RefIommu } from "../../reference/iommu.js";
 import { defaultConfig } from "../../src/config/config.js";
 import { Machine } from "../../src/core/machine.js";
 import { Iommu, type IommuHardwareConfig } from "../../src/iommu/hardware.js";
+import { runs } from "../fc-runs.js";
 
 const REGION = 0x10_0000n;
 const FRAMES = 16;
@@ -352,7 +353,7 @@ describe("the core's IOMMU agrees with the reference model (MODEL.md §13)", () 
             fc.array(step, { minLength: 1, maxLength: 60 }),
             (structures, corruption, steps) => run(kind, [...structures, ...corruption], steps, iotlb),
           ),
-          { numRuns: 60 },
+          { numRuns: runs(60) },
         );
       });
     }

@@ -8,6 +8,7 @@ import * as L from "../../src/core/layout.js";
 import { Machine } from "../../src/core/machine.js";
 import { type Domain, IommuDriver } from "../../src/iommu/driver.js";
 import { AmdDeviceTable, IoPageTable, VtdRootTable } from "../../src/iommu/tables.js";
+import { runs } from "../fc-runs.js";
 import { BumpFrames, hardware, setup } from "./harness.js";
 
 const DEVICES = [0x0100, 0x0101, 0x0200, 0x0308];
@@ -124,7 +125,7 @@ describe("isolation: a device in domain A never reaches a frame outside A", () =
             }
           }
         }),
-        { numRuns: 60 },
+        { numRuns: runs(60) },
       );
     });
   }
@@ -195,7 +196,7 @@ describe("malformed tables never crash the core", () => {
             expect(env.iommu.stats().translations).toBe(requests.length);
           },
         ),
-        { numRuns: 80 },
+        { numRuns: runs(80) },
       );
     });
   }

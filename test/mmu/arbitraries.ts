@@ -7,16 +7,17 @@
 // fast-check shrinks the raw choices and prints a concrete, replayable scenario.
 
 import fc from "fast-check";
-import type {
-  CacheLevelConfig,
-  MachineConfig,
-  PageSize,
-  Policy,
-  PscConfig,
-  Regs,
-  SetAssocConfig,
-  TlbArrayConfig,
-  TlbLevelConfig,
+import {
+  type CacheLevelConfig,
+  type MachineConfig,
+  type PageSize,
+  POLICIES,
+  type Policy,
+  type PscConfig,
+  type Regs,
+  type SetAssocConfig,
+  type TlbArrayConfig,
+  type TlbLevelConfig,
 } from "../../src/core/types.js";
 
 // --- architectural bits ------------------------------------------------------------------------------
@@ -55,7 +56,6 @@ export const RFLAGS_AC = 1n << 18n;
 export const IMPLICIT_FLAG = 0x80;
 
 const PAGE_SIZES: PageSize[] = ["4K", "2M", "1G"];
-const POLICIES: Policy[] = ["lru", "fifo", "random"];
 
 /** Largest frame number the forests use: every table and data frame sits below 2^36 (MODEL.md's 36..52). */
 const FRAME_LIMIT = (1n << 24n) - 1n;

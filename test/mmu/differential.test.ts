@@ -18,6 +18,7 @@ import { describe, expect, it } from "vitest";
 import { RefMachine } from "../../reference/index.js";
 import { Machine } from "../../src/core/machine.js";
 import type { AccessResult, Regs, Stats } from "../../src/core/types.js";
+import { runs } from "../fc-runs.js";
 import {
   hostileScenarioArb,
   type Operation,
@@ -29,8 +30,6 @@ import {
 } from "./arbitraries.js";
 
 const SEED = Number(process.env.FC_SEED ?? 0x6d656d76);
-const SCALE = Number(process.env.FC_RUNS_SCALE ?? 1);
-const runs = (n: number) => Math.max(1, Math.round(n * SCALE));
 
 /** Scenarios back a few dozen frames at most; a small frame directory makes each core cheaper to build. */
 const CORE_OPTIONS = { backedFramesLog2: 8 };

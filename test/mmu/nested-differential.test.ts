@@ -18,20 +18,20 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { RefMachine } from "../../reference/machine.js";
 import { Machine, type VmEntry } from "../../src/core/machine.js";
-import type {
-  AccessResult,
-  MachineConfig,
-  PageSize,
-  PscConfig,
-  Regs,
-  SetAssocConfig,
-  TlbArrayConfig,
-  TlbLevelConfig,
+import {
+  type AccessResult,
+  type MachineConfig,
+  type PageSize,
+  POLICIES,
+  type PscConfig,
+  type Regs,
+  type SetAssocConfig,
+  type TlbArrayConfig,
+  type TlbLevelConfig,
 } from "../../src/core/types.js";
+import { runs } from "../fc-runs.js";
 
 const SEED = Number(process.env.FC_SEED ?? 0x6e657374);
-const SCALE = Number(process.env.FC_RUNS_SCALE ?? 1);
-const runs = (n: number) => Math.max(1, Math.round(n * SCALE));
 
 /** Scenarios back ~100-200 host frames. */
 const CORE_OPTIONS = { backedFramesLog2: 10 };
@@ -79,7 +79,8 @@ class Rng {
 
 // --- configuration -----------------------------------------------------------------------------------------
 
-const policyArb = fc.constantFrom<"lru" | "fifo" | "random">("lru", "fifo", "random");
+// Every replacement policy the core has (its Policy enumeration), so a new one is tested here too.
+const policyArb = fc.constantFrom(...POLICIES);
 
 const setAssocArb: fc.Arbitrary<SetAssocConfig> = fc
   .record({ ways: fc.constantFrom(1, 2, 4), sets: fc.constantFrom(1, 2, 4), policy: policyArb })

@@ -6,6 +6,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { PageContent } from "../../src/overcommit/content.js";
 import { checkInvariants } from "../../src/overcommit/invariants.js";
+import { runs } from "../fc-runs.js";
 import { makeHost } from "./helpers.js";
 
 const BASE = 0x1000_0000n;
@@ -86,7 +87,7 @@ describe("every mechanism together", () => {
           snapshot();
         },
       ),
-      { numRuns: 40, seed: 11 },
+      { numRuns: runs(40), seed: 11 },
     );
   });
 });
@@ -134,11 +135,11 @@ function underPressure(hostPageSize: "4K" | "2M", records: number) {
 
 describe("a host under pressure", () => {
   it("whatever mechanisms and policy, a growing VM never leaves a stale translation, and the run either completes or stops on exhausted memory", () => {
-    fc.assert(fc.property(pressureChoice, underPressure("4K", 15_000)), { numRuns: 16, seed: 5 });
+    fc.assert(fc.property(pressureChoice, underPressure("4K", 15_000)), { numRuns: runs(16), seed: 5 });
   });
 
   it("on 2M host pages, with large pages broken and split for the mechanisms, the same holds", () => {
     // Fewer runs: THP's bloat keeps the small host thrashing, and the checker runs after every step.
-    fc.assert(fc.property(pressureChoice, underPressure("2M", 6_000)), { numRuns: 4, seed: 5 });
+    fc.assert(fc.property(pressureChoice, underPressure("2M", 6_000)), { numRuns: runs(4), seed: 5 });
   });
 });

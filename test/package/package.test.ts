@@ -5,7 +5,7 @@
 // one install serve every test (they run in the "package" vitest project only, against the release
 // build `npm test` has just made).
 
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -21,11 +21,11 @@ import { tmpdir } from "node:os";
 import { extname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import { chromium } from "playwright-core";
+import { build as buildSite } from "vite";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { launchChromium } from "../chromium.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
-const CHROMIUM = "/usr/bin/chromium";
 const NODE_MODULES_LIMIT = 15 * 1024 * 1024;
 
 let work: string;
@@ -55,8 +55,10 @@ function treeBytes(path: string): number {
   return readdirSync(path).reduce((sum, entry) => sum + treeBytes(join(path, entry)), 0);
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "memvirt-package-"));
+  // The playground's site goes into the tarball as prepack (npm run web:build) would put it there.
+  await buildSite({ configFile: join(ROOT, "web", "vite.config.ts"), logLevel: "error" });
   // `npm test` has built dist/ and the Wasm; prepack would build them again.
   const [packed] = JSON.parse(
     run("npm", ["pack", "--ignore-scripts", "--json", "--pack-destination", work], ROOT),
@@ -93,6 +95,7 @@ describe("the tarball", () => {
       "README.md",
       "LICENSE",
       "examples/ls-head.lk",
+      "web/dist/index.html",
     ]) {
       expect(tarball.files).toContain(file);
     }
@@ -100,6 +103,12 @@ describe("the tarball", () => {
       [],
     );
     expect(readFileSync(join(installed, "LICENSE"), "utf8")).toMatch(/^MIT License/);
+    // The site carries the release core only, and one trace.
+    const site = tarball.files.filter((f) => f.startsWith("web/"));
+    expect(site.filter((f) => f.endsWith(".wasm"))).toEqual([
+      expect.stringMatching(/^web\/dist\/assets\/release-/),
+    ]);
+    expect(site.some((f) => f.startsWith("web/src/") || f.endsWith(".lk"))).toBe(false);
     console.log(`tarball ${(tarball.size / 1024).toFixed(0)} KiB, ${tarball.files.length} files`);
   });
 
@@ -156,6 +165,36 @@ console.log(JSON.stringify({ build: machine.build, url: packagedWasmUrl("release
     expect(report.source).toMatchObject({ kind: "trace", format: "lackey" });
     expect(report.accesses).toBeGreaterThan(19_000);
     expect(report.walks).toBeGreaterThan(0);
+  });
+
+  it("memvirt web serves the playground the package ships on 127.0.0.1 and prints its URL", async () => {
+    // The installed bin itself (npx would leave it running when killed).
+    const server = spawn(process.execPath, [join(installed, "bin", "memvirt.js"), "web", "--port", "0"], {
+      cwd: project,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    try {
+      const url = await new Promise<string>((done, fail) => {
+        let text = "";
+        server.stdout.on("data", (chunk) => {
+          text += String(chunk);
+          const match = /http:\/\/127\.0\.0\.1:\d+\//.exec(text);
+          if (match) done(match[0]);
+        });
+        server.once("exit", (code) => fail(new Error(`memvirt web exited with ${code}: ${text}`)));
+      });
+      const page = await fetch(url);
+      expect(page.status).toBe(200);
+      expect(page.headers.get("content-type")).toMatch(/^text\/html/);
+      const html = await page.text();
+      expect(html).toContain("<title>memvirt playground</title>");
+      const script = /src="\.\/(assets\/index-[\w-]+\.js)"/.exec(html)?.[1];
+      expect((await fetch(new URL(script ?? "missing", url))).status).toBe(200);
+      expect((await fetch(new URL("../../etc/passwd", url))).status).toBe(404);
+    } finally {
+      server.kill();
+      await new Promise((done) => server.once("exit", done));
+    }
   });
 
   it("the Redis queue's client libraries are optional peers: without them --queue says what to install, exit 2", () => {
@@ -232,17 +271,7 @@ console.log(JSON.stringify(reports));`,
       ),
     );
     const server = await serve(examples);
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-      ],
-    });
+    const browser = await launchChromium();
     try {
       const page = await browser.newPage();
       const errors: string[] = [];

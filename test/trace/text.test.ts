@@ -5,6 +5,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { RECORD_CAPACITY, RECORDS_BASE, TEXT_SIZE } from "../../src/core/layout.js";
 import { readChunks, readChunksSync } from "../../src/trace/reader.js";
 import {
   describeParseError,
@@ -26,12 +27,8 @@ import {
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 // Real traces of real programs (valgrind lackey, Dinero), kept in the repository so a clone tests on its own.
 const TRACES = resolve(ROOT, "test/fixtures");
-// Mirrors of assembly/constants.ts; the core's layout test owns keeping src/core in step, and these
-// few values are all the harness needs.
-const RECORDS_BASE = 0x30000;
-const RECORD_CAPACITY = 65536;
-const TEXT_BASE = 0x130000;
-const TEXT_SIZE = 0x400000;
+/** Where the parser's text buffer is in its module's memory (it allocates the buffer when asked). */
+let TEXT_BASE = 0;
 
 const LACKEY = 1;
 const DIN = 2;
@@ -65,6 +62,7 @@ interface TextExports {
   memory: WebAssembly.Memory;
   parseText(format: number, len: number, isFinal: number, firstLine: number, maxRecords: number): number;
   sniffText(len: number): number;
+  textBuffer(): number;
   textParsedBytes(): number;
   textParsedLines(): number;
   textParseError(): number;
@@ -111,6 +109,7 @@ beforeAll(() => {
     },
   });
   wasm = instance.exports as unknown as TextExports;
+  TEXT_BASE = wasm.textBuffer();
 }, 120_000);
 
 afterAll(() => {
