@@ -386,3 +386,52 @@ describe("an internal error is one line with the version asking for a bug report
     }
   });
 });
+
+describe("reports and CSV work for every workload family", () => {
+  const multiVm = ["--workload", "cloud-mix", "--vms", "2", "--pages-per-vm", "256", "--records", "20000"];
+
+  it("--csv of a multi-VM run prints a header and one row holding the JSON report's values", async () => {
+    const json = JSON.parse((await run(["run", ...multiVm, "--json"])).output);
+    const result = await run(["run", ...multiVm, "--csv"]);
+    expect(result.code).toBe(0);
+    const [header, row, ...rest] = result.output.trim().split("\n");
+    expect(rest).toEqual([]);
+    const cells = Object.fromEntries(header.split(",").map((key, i) => [key, row.split(",")[i]]));
+    expect(cells["source.kind"]).toBe("workload");
+    expect(Number(cells.accesses)).toBe(json.accesses);
+    expect(Number(cells.cycles)).toBe(json.cycles);
+  });
+
+  it("--report of a multi-VM run writes its page, with the effective config", async () => {
+    const page = join(dir, "multi-vm.html");
+    const result = await run(["run", ...multiVm, "--report", page]);
+    expect(result.code).toBe(0);
+    const html = readFileSync(page, "utf8");
+    expect(html).toMatch(/^<!doctype html>/i);
+    expect(html).toContain("<svg");
+    expect(html).toMatch(/&#34;overcommit&#34;|"overcommit"/);
+  });
+
+  it("compare --workload dma-nvme writes --csv (a row per IOMMU mode) and --report (with a chart)", async () => {
+    const csv = await run(["compare", "--workload", "dma-nvme", "--records", "200", "--csv"]);
+    expect(csv.code).toBe(0);
+    const [header, ...rows] = csv.output.trim().split("\n");
+    expect(header.split(",").slice(0, 3)).toEqual(["mode", "kind", "translations"]);
+    expect(rows.map((row) => row.split(",")[0])).toContain("strict");
+    const page = join(dir, "compare-dma.html");
+    const result = await run(["compare", "--workload", "dma-nvme", "--records", "200", "--report", page]);
+    expect(result.code).toBe(0);
+    expect(readFileSync(page, "utf8")).toContain("<svg");
+  });
+
+  it("run --workload dma-nvme --report has the IOMMU section and translations, not an all-zero page", async () => {
+    const page = join(dir, "dma-nvme.html");
+    const json = JSON.parse((await run(["run", "--workload", "dma-nvme", "--records", "200", "--json"])).output);
+    expect(json.iommu.translations).toBeGreaterThan(0);
+    const result = await run(["run", "--workload", "dma-nvme", "--records", "200", "--report", page]);
+    expect(result.code).toBe(0);
+    const html = readFileSync(page, "utf8");
+    expect(html).toContain("IOMMU hit rates");
+    expect(html).toContain("IOMMU: vtd, strict");
+  });
+});
