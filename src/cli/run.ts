@@ -56,6 +56,7 @@ const HOST_OPTIONS = new Set(["seconds", "timeline", "checkInvariants"]);
 const APPLIES_TO: [keyof RunOptions, readonly SourceKind[]][] = [
   ["config", NEW_RUNS],
   ["preset", NEW_RUNS],
+  ["printConfig", NEW_RUNS],
   ["format", ["trace", "traces"]],
   ["checkpoint", ["trace", "traces", "resume"]],
   ["checkpointEvery", ["trace", "traces", "resume"]],
@@ -96,6 +97,11 @@ function sourceOf(flags: RunOptions): SourceKind {
 }
 
 export async function runCommand(flags: RunOptions, io: CommandIo): Promise<number> {
+  // --print-config alone: the config the preset and the config file make, before any source.
+  if (flags.printConfig && !flags.trace && !flags.workload && !flags.resume) {
+    io.print(JSON.stringify(configToJson(loadConfig(flags.config, flags.preset)), null, 2));
+    return 0;
+  }
   const source = sourceOf(flags);
   if (source === "resume") return resume(flags, io);
   const checkpointEvery = integerOption(flags.checkpointEvery, "checkpoint-every", 1, 2 ** 53);

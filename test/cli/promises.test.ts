@@ -426,7 +426,9 @@ describe("reports and CSV work for every workload family", () => {
 
   it("run --workload dma-nvme --report has the IOMMU section and translations, not an all-zero page", async () => {
     const page = join(dir, "dma-nvme.html");
-    const json = JSON.parse((await run(["run", "--workload", "dma-nvme", "--records", "200", "--json"])).output);
+    const json = JSON.parse(
+      (await run(["run", "--workload", "dma-nvme", "--records", "200", "--json"])).output,
+    );
     expect(json.iommu.translations).toBeGreaterThan(0);
     const result = await run(["run", "--workload", "dma-nvme", "--records", "200", "--report", page]);
     expect(result.code).toBe(0);
