@@ -62,7 +62,17 @@ export async function main(
     .description("Cycle-level emulator of address translation and memory virtualization")
     .version(VERSION)
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // A usage error is a user error like any other: one line, `memvirt: ` and the flag it names.
+      outputError: (text, write) =>
+        write(
+          `memvirt: ${text
+            .replace(/^error: /, "")
+            .trim()
+            .replace(/\s*\n\s*/g, " ")}\n`,
+        ),
+    });
 
   let exitCode = 0;
   const io = (signal: AbortSignal): CommandIo => ({
