@@ -8,15 +8,9 @@ import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
 import { hasNestedTables } from "../hypervisor/config.js";
 import { defaultOvercommit } from "../overcommit/config.js";
-import { OvercommitHost } from "../overcommit/host.js";
 import type { TraceFormatOption } from "../trace/formats.js";
 import { DEFAULT_DMA_OPERATIONS } from "../workload/catalog.js";
-import {
-  defaultMultiVmOptions,
-  MultiVm,
-  type MultiVmOptions,
-  type MultiVmWorkloadName,
-} from "../workload/multivm.js";
+import { defaultMultiVmOptions, type MultiVmOptions, type MultiVmWorkloadName } from "../workload/multivm.js";
 import { DEFAULT_BASE, type WorkloadName, type WorkloadSpec } from "../workload/synthetic.js";
 
 export interface RunOptions {
@@ -201,39 +195,4 @@ export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfi
     config.overcommit = defaultOvercommit();
   }
   return config;
-}
-
-/** The overcommitted host of a multi-VM workload, built from the flags and not yet run. */
-export function multiVmHost(
-  base: ResolvedConfig,
-  options: WorkloadFlags,
-  seed: number,
-  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
-): { host: OvercommitHost; spec: MultiVmOptions; workload: MultiVm } {
-  const config = multiVmConfig(base, "the multi-VM workloads");
-  const spec = multiVmOptions(options, seed);
-  const workload = new MultiVm(spec);
-  return { host: new OvercommitHost(config, workload, hostOptions), spec, workload };
-}
-
-/**
- * A multi-VM workload on the overcommitted host, run to its end or to a stop on bad input (`failure`,
- * whose statistics so far the host still holds). `prepare` sees the host before it runs.
- */
-export function runMultiVmWorkload(
-  base: ResolvedConfig,
-  options: WorkloadFlags,
-  seed: number,
-  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
-  prepare?: (host: OvercommitHost, spec: MultiVmOptions) => void,
-): { host: OvercommitHost; spec: MultiVmOptions; failure?: MemvirtError } {
-  const { host, spec } = multiVmHost(base, options, seed, hostOptions);
-  prepare?.(host, spec);
-  try {
-    host.run();
-  } catch (error) {
-    if (!(error instanceof MemvirtError)) throw error;
-    return { host, spec, failure: error };
-  }
-  return { host, spec };
 }

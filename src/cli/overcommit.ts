@@ -17,7 +17,8 @@ import { type MultiTracePosition, replayTraces, TraceVms } from "../trace/multi.
 import { drive } from "../util/steps.js";
 import { VERSION } from "../version.js";
 import type { CommandIo } from "./io.js";
-import { multiVmHost, numberOption, type RunOptions } from "./options.js";
+import { multiVmHost } from "./multi-vm.js";
+import { numberOption, type RunOptions } from "./options.js";
 import { attempt, type Ending, finish, markReport } from "./outcome.js";
 import { ProgressBar } from "./progress.js";
 

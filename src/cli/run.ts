@@ -6,14 +6,8 @@ import { configToJson, type ResolvedConfig } from "../config/config.js";
 import type { Json } from "../config/validate.js";
 import { MemvirtError } from "../core/errors.js";
 import { formatCsv } from "../report/csv.js";
-import { writeHtmlReport } from "../report/html-file.js";
 import { buildReport, formatTable, type RunReport } from "../report/report.js";
-import {
-  type CheckpointRun,
-  checkTraceIdentities,
-  readCheckpoint,
-  saveCheckpoint,
-} from "../runner/checkpoint.js";
+import type { CheckpointRun } from "../runner/checkpoint.js";
 import { Simulation } from "../runner/simulation.js";
 import type { TraceFormatOption } from "../trace/formats.js";
 import { replayTrace } from "../trace/replay.js";
@@ -33,7 +27,6 @@ import {
   workloadSpec,
 } from "./options.js";
 import { attempt, type Ending, finish, markReport } from "./outcome.js";
-import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
 import { ProgressBar } from "./progress.js";
 
 /** What a run reads its records from. */
@@ -124,9 +117,9 @@ export async function runCommand(flags: RunOptions, io: CommandIo): Promise<numb
     : undefined;
   switch (source) {
     case "multi-vm":
-      return runOvercommit(config, flags, seed, io);
+      return (await import("./overcommit.js")).runOvercommit(config, flags, seed, io);
     case "traces":
-      return runTraces(config, flags, checkpoint, io);
+      return (await import("./overcommit.js")).runTraces(config, flags, checkpoint, io);
     case "trace": {
       const trace = (flags.trace as string[])[0];
       const format = flags.format ?? "auto";
@@ -157,12 +150,12 @@ function checkOutputs(flags: RunOptions): void {
 }
 
 /** Prints a run's report in the chosen form (JSON with the effective config) and writes its HTML page. */
-export function emitReport(
+export async function emitReport(
   report: RunReport,
   config: ResolvedConfig,
   flags: RunOptions,
   io: CommandIo,
-): void {
+): Promise<void> {
   io.print(
     flags.json
       ? JSON.stringify({ ...report, config: configToJson(config) }, null, 2)
@@ -170,7 +163,7 @@ export function emitReport(
         ? formatCsv([report])
         : formatTable(report),
   );
-  if (flags.report) writeHtmlReport(flags.report, [report]);
+  if (flags.report) (await import("../report/html-file.js")).writeHtmlReport(flags.report, [report]);
 }
 
 async function syntheticRun(config: ResolvedConfig, flags: RunOptions, seed: number, io: CommandIo) {
@@ -187,7 +180,7 @@ async function syntheticRun(config: ResolvedConfig, flags: RunOptions, seed: num
   );
   progress.stop();
   const report = buildReport(simulation, { kind: "workload", ...spec });
-  emitReport(markReport(report, ending), config, flags, io);
+  await emitReport(markReport(report, ending), config, flags, io);
   return finish(ending);
 }
 
@@ -207,7 +200,7 @@ async function dmaRun(config: ResolvedConfig, flags: RunOptions, seed: number, i
   progress.stop();
   const report = buildReport(simulation, { kind: "workload", name, operations, seed });
   report.iommu = run.report();
-  emitReport(markReport(report, ending), config, flags, io);
+  await emitReport(markReport(report, ending), config, flags, io);
   return finish(ending);
 }
 
@@ -215,6 +208,7 @@ async function dmaRun(config: ResolvedConfig, flags: RunOptions, seed: number, i
 async function resume(flags: RunOptions, io: CommandIo): Promise<number> {
   // The build comes from the checkpoint: static data sits at different addresses in the two builds.
   const path = flags.resume as string;
+  const { checkTraceIdentities, readCheckpoint } = await import("../runner/checkpoint.js");
   const checkpoint = readCheckpoint(path);
   const run = checkpoint.run;
   if (flags.printConfig) {
@@ -237,7 +231,14 @@ async function resume(flags: RunOptions, io: CommandIo): Promise<number> {
   const every = integerOption(flags.checkpointEvery, "checkpoint-every", 1, 2 ** 53);
   if (every !== undefined) run.checkpointEvery = every;
   checkOutputs(flags);
-  if ("host" in checkpoint) return continueTraces(checkpoint.host, run, checkpoint.position, flags, io);
+  if ("host" in checkpoint)
+    return (await import("./overcommit.js")).continueTraces(
+      checkpoint.host,
+      run,
+      checkpoint.position,
+      flags,
+      io,
+    );
   return traceRun(checkpoint.simulation, run.trace, run.format, run, checkpoint.position, flags, io);
 }
 
@@ -254,14 +255,17 @@ async function traceRun(
   const stream = io.progress(flags.quiet);
   const progress = new ProgressBar(trace, !stream, stream);
   const last: { position?: TracePosition } = { position: resumeFrom };
+  // Checkpoints (and the overcommitted host they may hold) load only for a run that takes them.
+  const saveCheckpoint = checkpointRun && (await import("../runner/checkpoint.js")).saveCheckpoint;
   const ending: Ending | undefined = await attempt(async () => {
     const result = await replayTrace(simulation, trace, format, {
       resume: resumeFrom,
       last,
       checkpointEvery: checkpointRun?.checkpointEvery,
-      onCheckpoint: checkpointRun
-        ? (position) => saveCheckpoint(checkpointRun.checkpoint, simulation, checkpointRun, position)
-        : undefined,
+      onCheckpoint:
+        checkpointRun && saveCheckpoint
+          ? (position) => saveCheckpoint(checkpointRun.checkpoint, simulation, checkpointRun, position)
+          : undefined,
       onProgress: (position, fileBytes) => progress.update(position.records, fileBytes),
       signal: io.signal,
     });
@@ -274,6 +278,6 @@ async function traceRun(
     source.format = last.position.format;
     source.records = last.position.records;
   }
-  emitReport(markReport(buildReport(simulation, source), ending), simulation.config, flags, io);
+  await emitReport(markReport(buildReport(simulation, source), ending), simulation.config, flags, io);
   return finish(ending);
 }

@@ -14,7 +14,7 @@
 
 import { COMPARE_COLUMNS, type CompareResult, compareCells } from "../cli/compare.js";
 import type { IommuCompareResult } from "../iommu/compare.js";
-import { type IommuReport, iommuRows } from "../iommu/workload.js";
+import { type IommuReport, iommuRows } from "../iommu/report.js";
 import type { OvercommitReport } from "../overcommit/report.js";
 import { CYCLES_BY_WHO, effectiveConfig, type RunReport } from "./report.js";
 

@@ -2,7 +2,7 @@
 // rename) and a table for people built from the same object.
 import { configToJson, type ResolvedConfig } from "../config/config.js";
 import type { Stats } from "../core/types.js";
-import { type IommuReport, iommuRows } from "../iommu/workload.js";
+import { type IommuReport, iommuRows } from "../iommu/report.js";
 import type { Simulation } from "../runner/simulation.js";
 import { VERSION } from "../version.js";
 

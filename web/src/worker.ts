@@ -28,7 +28,8 @@ import {
   timelineCsv,
   VERSION,
 } from "memvirt";
-import { dmaOperations, runMultiVmWorkload, seedOf, workloadSpec } from "../../src/cli/options.js";
+import { runMultiVmWorkload } from "../../src/cli/multi-vm.js";
+import { dmaOperations, seedOf, workloadSpec } from "../../src/cli/options.js";
 import type { RecentAccess, Reply, Request, RunDone, SourceChoice } from "./protocol.js";
 
 const post = (reply: Reply) => (self as unknown as Worker).postMessage(reply);
