@@ -4,39 +4,38 @@
 // writes its JSON (with the effective config), CSV and HTML forms.
 import { configToJson, MODES, type Mode } from "../config/config.js";
 import { MemvirtError } from "../core/errors.js";
-import type { BuildName } from "../core/wasm.js";
 import type { IommuCompareResult } from "../iommu/compare.js";
+import type { SeedTable } from "../overcommit/seed-table.js";
 import { formatCsv } from "../report/csv.js";
-import { writeHtmlReport, writeIommuCompareReport } from "../report/html-file.js";
 import { attachConfig } from "../report/report.js";
-import { drive } from "../util/steps.js";
+import { drive, type Steps } from "../util/steps.js";
 import { familyOf, isDmaWorkload } from "../workload/catalog.js";
 import { type CompareResult, comparePairings, compareSteps, formatCompare } from "./compare.js";
 import { checkOutput, loadConfig } from "./files.js";
 import type { CommandIo } from "./io.js";
-import { dmaOperations, flagName, seedOf, workloadSpec } from "./options.js";
+import { dmaOperations, flagName, type RunOptions, seedOf, workloadSpec } from "./options.js";
 import { attempt, finish } from "./outcome.js";
 import { ProgressBar } from "./progress.js";
 
-export interface CompareFlags {
-  config?: string;
-  preset?: string;
-  printConfig?: boolean;
-  workload?: string;
-  records?: string;
-  footprint?: string;
-  stride?: string;
-  zipf?: string;
-  writeFraction?: string;
-  seed?: string;
-  modes?: string;
-  seedTable?: boolean;
-  json?: boolean;
-  csv?: boolean;
-  report?: string;
-  quiet?: boolean;
-  build: BuildName;
-}
+/** `compare` takes run's config, workload and output options, and its own. */
+export type CompareFlags = Pick<
+  RunOptions,
+  | "config"
+  | "preset"
+  | "printConfig"
+  | "workload"
+  | "records"
+  | "footprint"
+  | "stride"
+  | "zipf"
+  | "writeFraction"
+  | "seed"
+  | "json"
+  | "csv"
+  | "report"
+  | "quiet"
+  | "build"
+> & { modes?: string; seedTable?: boolean };
 
 const SYNTHETIC_ONLY = ["footprint", "stride", "zipf", "writeFraction", "modes"] as const;
 
@@ -61,31 +60,33 @@ export async function compareCommand(flags: CompareFlags, io: CommandIo): Promis
   }
   if (flags.report) checkOutput(flags.report, "--report");
   const seed = seedOf(flags, config);
-  const stream = io.progress(flags.quiet);
+  /** The table's forms: JSON with the effective config, CSV of the rows, or the text table. */
+  const forms =
+    <R extends { rows: object[] }>(text: (result: R) => string) =>
+    (result: R) =>
+      flags.json
+        ? JSON.stringify({ ...result, config: configToJson(config) }, null, 2)
+        : flags.csv
+          ? formatCsv(result.rows)
+          : text(result);
+  const report = flags.report;
   if (isDmaWorkload(workload)) {
     // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
     const { iommuCompareSteps, formatIommuCompare } = await import("../iommu/compare.js");
     const { IOMMU_MODES } = await import("../iommu/driver.js");
     const operations = dmaOperations(flags);
     const result: IommuCompareResult = { workload, operations, rows: [] };
-    const progress = ProgressBar.count(operations * IOMMU_MODES.length, "operations", !stream, stream);
-    const ending = await attempt(() =>
-      drive(iommuCompareSteps(config, workload, operations, seed, flags.build, result), {
-        signal: io.signal,
-        onProgress: (done) => progress.update(done),
-      }),
+    return runComparison(
+      iommuCompareSteps(config, workload, operations, seed, flags.build, result),
+      result,
+      { count: operations * IOMMU_MODES.length, unit: "operations" },
+      flags,
+      io,
+      forms(formatIommuCompare),
+      report
+        ? async () => (await import("../report/html-file.js")).writeIommuCompareReport(report, result, config)
+        : undefined,
     );
-    progress.stop();
-    if (ending?.interrupted) Object.assign(result, { interrupted: true });
-    io.print(
-      flags.json
-        ? JSON.stringify({ ...result, config: configToJson(config) }, null, 2)
-        : flags.csv
-          ? formatCsv(result.rows)
-          : formatIommuCompare(result),
-    );
-    if (flags.report) writeIommuCompareReport(flags.report, result, config);
-    return finish(ending);
   }
   const modes = (flags.modes ?? MODES.join(",")).split(",").map((m) => m.trim());
   for (const mode of modes) {
@@ -94,28 +95,41 @@ export async function compareCommand(flags: CompareFlags, io: CommandIo): Promis
   }
   const spec = workloadSpec({ ...flags, workload }, seed, config.guest.levels);
   const result: CompareResult = attachConfig({ workload: spec, rows: [] }, config);
-  const progress = ProgressBar.count(
-    spec.records * comparePairings(modes as Mode[]),
-    "records",
-    !stream,
-    stream,
+  return runComparison(
+    compareSteps(config, spec, flags.build, modes as Mode[], result),
+    result,
+    { count: spec.records * comparePairings(modes as Mode[]), unit: "records" },
+    flags,
+    io,
+    forms(formatCompare),
+    report
+      ? async () => (await import("../report/html-file.js")).writeHtmlReport(report, [], result)
+      : undefined,
   );
+}
+
+/**
+ * Runs a comparison's steps with a progress bar over `total`, then prints `result` (the rows that
+ * finished, marked interrupted when it was stopped), writes its page and ends as the run did.
+ */
+async function runComparison<R extends object>(
+  steps: Steps<unknown>,
+  result: R,
+  total: { count: number; unit: string },
+  flags: { quiet?: boolean },
+  io: CommandIo,
+  print: (result: R) => string,
+  writeReport?: () => Promise<void>,
+): Promise<number> {
+  const stream = io.progress(flags.quiet);
+  const progress = ProgressBar.count(total.count, total.unit, !stream, stream);
   const ending = await attempt(() =>
-    drive(compareSteps(config, spec, flags.build, modes as Mode[], result), {
-      signal: io.signal,
-      onProgress: (done) => progress.update(done),
-    }),
+    drive(steps, { signal: io.signal, onProgress: (done) => progress.update(done) }),
   );
   progress.stop();
   if (ending?.interrupted) Object.assign(result, { interrupted: true });
-  io.print(
-    flags.json
-      ? JSON.stringify({ ...result, config: configToJson(config) }, null, 2)
-      : flags.csv
-        ? formatCsv(result.rows)
-        : formatCompare(result),
-  );
-  if (flags.report) writeHtmlReport(flags.report, [], result);
+  io.print(print(result));
+  await writeReport?.();
   return finish(ending);
 }
 
@@ -136,18 +150,13 @@ async function seedTable(flags: CompareFlags, io: CommandIo): Promise<number> {
         `${flagName(key)}: does not apply to --seed-table (each row runs its own fixed scenario)`,
       );
   const { formatSeedTable, SEED_TABLE_ORDER, seedTableSteps } = await import("../overcommit/seed-table.js");
-  const stream = io.progress(flags.quiet);
-  const progress = ProgressBar.count(SEED_TABLE_ORDER.length, "rows", !stream, stream);
-  progress.update(0);
-  const table = { rows: [], absent: {} };
-  const ending = await attempt(() =>
-    drive(seedTableSteps(flags.build, table), {
-      signal: io.signal,
-      onProgress: (done) => progress.update(done),
-    }),
+  const table: SeedTable = { rows: [], absent: {} };
+  return runComparison(
+    seedTableSteps(flags.build, table),
+    table,
+    { count: SEED_TABLE_ORDER.length, unit: "rows" },
+    flags,
+    io,
+    (result) => (flags.json ? JSON.stringify(result, null, 2) : formatSeedTable(result)),
   );
-  progress.stop();
-  if (ending?.interrupted) Object.assign(table, { interrupted: true });
-  io.print(flags.json ? JSON.stringify(table, null, 2) : formatSeedTable(table));
-  return finish(ending);
 }

@@ -79,20 +79,24 @@ export function* iommuCompareSteps(
   return result;
 }
 
-export function formatIommuCompare(result: IommuCompareResult): string {
-  const header = [
-    "iommu",
-    "translations",
-    "translations/s",
-    "IOTLB hit rate",
-    "refs/miss",
-    "cycles/transl",
-    "invalidations",
-    "faults",
-    "driver cycles",
-  ];
-  const count = (n: number) => n.toLocaleString("en-US");
-  const lines = result.rows.map((row) => [
+/** The IOMMU comparison's columns, for the text table and the HTML report alike. */
+export const IOMMU_COMPARE_COLUMNS = [
+  "iommu",
+  "translations",
+  "translations/s",
+  "IOTLB hit rate",
+  "refs/miss",
+  "cycles/transl",
+  "invalidations",
+  "faults",
+  "driver cycles",
+];
+
+const count = (n: number) => n.toLocaleString("en-US");
+
+/** One row's cells under IOMMU_COMPARE_COLUMNS ("-" where the mode has no such figure). */
+export function iommuCompareCells(row: IommuCompareRow): string[] {
+  return [
     row.mode === "off" ? "off" : `${row.kind} ${row.mode}`,
     count(row.translations),
     row.translationsPerSecond === null ? "-" : count(row.translationsPerSecond),
@@ -102,7 +106,12 @@ export function formatIommuCompare(result: IommuCompareResult): string {
     count(row.invalidations),
     count(row.faults),
     count(row.driverCycles),
-  ]);
+  ];
+}
+
+export function formatIommuCompare(result: IommuCompareResult): string {
+  const header = IOMMU_COMPARE_COLUMNS;
+  const lines = result.rows.map(iommuCompareCells);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const render = (cells: string[]) =>
     cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join("  ");

@@ -13,7 +13,7 @@
 // columns, so the histogram and the comparisons read the same way.
 
 import { COMPARE_COLUMNS, type CompareResult, compareCells } from "../cli/compare.js";
-import type { IommuCompareResult } from "../iommu/compare.js";
+import { IOMMU_COMPARE_COLUMNS, type IommuCompareResult, iommuCompareCells } from "../iommu/compare.js";
 import { type IommuReport, iommuRows } from "../iommu/report.js";
 import type { OvercommitReport } from "../overcommit/report.js";
 import { CYCLES_BY_WHO, effectiveConfig, type RunReport } from "./report.js";
@@ -644,30 +644,7 @@ function iommuCompareSection(result: IommuCompareResult): string {
     "Invalidations by IOMMU mode (strict: one per unmap; deferred: one per flush-queue drain)",
     "invalidations",
     (r) => r.invalidations,
-  )}${table(
-    [
-      "iommu",
-      "translations",
-      "translations/s",
-      "IOTLB hit rate",
-      "refs/miss",
-      "cycles/transl",
-      "invalidations",
-      "faults",
-      "driver cycles",
-    ],
-    result.rows.map((r) => [
-      `${r.kind} ${r.mode}`,
-      r.translations,
-      r.translationsPerSecond ?? "-",
-      `${(100 * r.iotlbHitRate).toFixed(1)}%`,
-      r.refsPerMiss.toFixed(2),
-      r.cyclesPerTranslation.toFixed(2),
-      r.invalidations,
-      r.faults,
-      r.driverCycles,
-    ]),
-  )}</section>`;
+  )}${table(IOMMU_COMPARE_COLUMNS, result.rows.map(iommuCompareCells))}</section>`;
 }
 
 // --- pages ----------------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ describe("fuzzing: every run ends with exit 0, or 2 and a message, and no stack 
           ]);
         },
       ),
-      { numRuns: runs(60) },
+      { numRuns: runs(40) },
     );
   });
 
@@ -223,7 +223,7 @@ describe("fuzzing: every run ends with exit 0, or 2 and a message, and no stack 
         if (i < 0) args.push("--records", records);
         await expectCleanEnding([command, ...args]);
       }),
-      { numRuns: runs(60) },
+      { numRuns: runs(40) },
     );
   });
 });

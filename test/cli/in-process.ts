@@ -37,3 +37,22 @@ export function scratch(prefix: string): { dir: string; config: (name: string, v
     },
   };
 }
+
+/** A stand-in terminal for progress bars: all it is shown is in `text`; `onWrite` sees it after each write. */
+export function fakeTerminal(isTTY = true, onWrite?: (text: string) => void) {
+  return {
+    isTTY,
+    columns: 200,
+    text: "",
+    write(chunk: string) {
+      this.text += chunk;
+      onWrite?.(this.text);
+      return true;
+    },
+    cursorTo: () => true,
+    clearLine: () => true,
+    moveCursor: () => true,
+    on: () => {},
+    removeListener: () => {},
+  } as unknown as NodeJS.WriteStream & { text: string };
+}

@@ -2,26 +2,11 @@
 // terminal's stderr, with what it counts (records, operations, rows), done of total, rate and ETA; and
 // none with --quiet or when stderr is not a terminal. In this process, on a stand-in terminal.
 import { describe, expect, it } from "vitest";
-import { runMemvirt as run } from "./in-process.js";
+import { fakeTerminal, runMemvirt as run } from "./in-process.js";
 
 /** A stand-in terminal; aborts `controller`, when given, once it is shown anything. */
-function terminal(isTTY = true, controller?: AbortController) {
-  return {
-    isTTY,
-    columns: 200,
-    text: "",
-    write(chunk: string) {
-      this.text += chunk;
-      controller?.abort("SIGINT");
-      return true;
-    },
-    cursorTo: () => true,
-    clearLine: () => true,
-    moveCursor: () => true,
-    on: () => {},
-    removeListener: () => {},
-  } as unknown as NodeJS.WriteStream & { text: string };
-}
+const terminal = (isTTY = true, controller?: AbortController) =>
+  fakeTerminal(isTTY, () => controller?.abort("SIGINT"));
 
 const COMMANDS: [string, string[], RegExp][] = [
   [

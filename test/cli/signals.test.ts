@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { readCheckpoint } from "../../src/runner/checkpoint.js";
 import { randomRecords, writeOwnTrace } from "../trace/own-trace.js";
-import { build, runMemvirt as run, scratch } from "./in-process.js";
+import { build, fakeTerminal, runMemvirt as run, scratch } from "./in-process.js";
 
 const cli = new URL("../../bin/memvirt.js", import.meta.url).pathname;
 const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url).pathname;
@@ -108,23 +108,10 @@ describe.skipIf(process.env.MEMVIRT_BUILD === "debug")("a real SIGINT or SIGTERM
 });
 
 /** A stand-in terminal that aborts `controller` once what it is shown matches `when`. */
-function abortingTerminal(controller: AbortController, when: RegExp, reason = "SIGINT") {
-  return {
-    isTTY: true,
-    columns: 200,
-    text: "",
-    write(chunk: string) {
-      this.text += chunk;
-      if (when.test(this.text) && !controller.signal.aborted) controller.abort(reason);
-      return true;
-    },
-    cursorTo: () => true,
-    clearLine: () => true,
-    moveCursor: () => true,
-    on: () => {},
-    removeListener: () => {},
-  } as unknown as NodeJS.WriteStream & { text: string };
-}
+const abortingTerminal = (controller: AbortController, when: RegExp, reason = "SIGINT") =>
+  fakeTerminal(true, (text) => {
+    if (when.test(text) && !controller.signal.aborted) controller.abort(reason);
+  });
 
 describe("stopped between batches (the signal main takes in SIGINT's place)", () => {
   it("convert stopped leaves neither OUT nor OUT.tmp and says so, exit 130", async () => {
