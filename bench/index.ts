@@ -10,6 +10,9 @@ import { defaultConfig } from "../src/config/config.js";
 import { RECORD_CAPACITY, RECORD_SIZE } from "../src/core/layout.js";
 import { Machine } from "../src/core/machine.js";
 import type { MachineConfig } from "../src/core/types.js";
+import { Simulation } from "../src/runner/simulation.js";
+import { runWorkload } from "../src/workload/run.js";
+import { createWorkload, type WorkloadName } from "../src/workload/synthetic.js";
 import { formatRate, measureRate, type Rate, type Row, runProcess, summarize } from "./harness.js";
 import { DMA_CAPACITY, dmaBatch } from "./iommu.js";
 import { champsimDecodeVersusSimulate, ownFormatEndToEnd, sweepScaling } from "./trace.js";
@@ -207,6 +210,46 @@ async function virtualized(
   return { name: `${name} (${refs.toFixed(1)} refs/walk)`, unit: "accesses/s", rate, target };
 }
 
+/**
+ * A synthetic workload as `memvirt run --workload NAME` runs it (default config, 256 MiB footprint, seed
+ * 1): the generator alone filling the record region batch after batch, and the generator with the host's
+ * run loop (demand faults, the guest kernel, the core). The simulation rows start from a fresh host per
+ * sample, so a sample's share of first-touch faults is what a run of that length pays.
+ */
+function workloadRows(name: WorkloadName, goal: number): Row[] {
+  const records = quick ? 1 << 20 : 1 << 22;
+  const spec = { name, records, footprint: 256 << 20, seed: 1 };
+  const options = quick ? { samples: 3, sampleSeconds: 0 } : { samples: 5, sampleSeconds: 0 };
+  const simulation = new Simulation(defaultConfig(), { build: "release" });
+  simulation.start();
+  const generate = measureRate(
+    records,
+    () => {
+      const workload = createWorkload(spec);
+      while (workload.fill(simulation.recordView(), simulation.recordCapacity) > 0);
+    },
+    { ...options, warmupCalls: 1 },
+  );
+  const simulate = measureRate(
+    records,
+    () => {
+      const fresh = new Simulation(defaultConfig(), { build: "release" });
+      fresh.start();
+      runWorkload(fresh, spec);
+    },
+    { ...options, warmupCalls: 1 },
+  );
+  return [
+    { name: `${name} workload: generator alone`, unit: "records/s", rate: generate },
+    {
+      name: `${name} workload: generator + simulation (run loop)`,
+      unit: "records/s",
+      rate: simulate,
+      target: goal,
+    },
+  ];
+}
+
 async function main(): Promise<void> {
   console.log(
     `memvirt bench, ${new Date().toISOString().slice(0, 10)}, ${cpus()[0].model}, Node ${process.version}`,
@@ -252,6 +295,9 @@ async function main(): Promise<void> {
   ];
   const multiRowCases: [string, () => Promise<Row[]>][] = [
     ["ChampSim", () => champsimDecodeVersusSimulate(quick)],
+    ["zipf", async () => workloadRows("zipf", 20e6)],
+    ["uniform", async () => workloadRows("uniform", 0)],
+    ["pointer-chase", async () => workloadRows("pointer-chase", 0)],
     ["sweep", async () => sweepScaling(quick)],
   ];
   const rows: Row[] = [];

@@ -56,6 +56,8 @@ const KIND_WRITE = 1;
 const TWO_POW_32 = 4294967296;
 const TWO_POW_53 = 9007199254740992;
 const DEFAULT_PERMUTATION_LIMIT = 1 << 24;
+/** Zipf's page permutation remembers images up to this many pages (4 MiB of memo). */
+const PERMUTATION_MEMO_LIMIT = 1 << 20;
 /** Pointer-chase's LCG runs modulo 2^k with k <= 32 (32-bit multiplies): 2^32 lines = 256 GiB. */
 const MAX_CHASE_LINES = TWO_POW_32;
 
@@ -227,20 +229,35 @@ function feistelPermutation(count: number, random: Random): (index: number) => n
   while (2 ** (2 * halfBits) < count) halfBits++;
   const halfSize = 2 ** halfBits;
   const halfMask = halfSize - 1;
-  const keys = [random.nextUint32(), random.nextUint32(), random.nextUint32(), random.nextUint32()];
+  const [k0, k1, k2, k3] = [
+    random.nextUint32(),
+    random.nextUint32(),
+    random.nextUint32(),
+    random.nextUint32(),
+  ];
+  const round = (left: number, right: number, key: number): number =>
+    (left ^ (mix32(right ^ key) & halfMask)) >>> 0;
   const encrypt = (value: number): number => {
-    let left = Math.floor(value / halfSize);
-    let right = value % halfSize;
-    for (const key of keys) {
-      const next = (left ^ (mix32(right ^ key) & halfMask)) >>> 0;
-      left = right;
-      right = next;
-    }
-    return left * halfSize + right;
+    const l0 = Math.floor(value / halfSize);
+    const r0 = value % halfSize;
+    const r1 = round(l0, r0, k0);
+    const r2 = round(r0, r1, k1);
+    const r3 = round(r1, r2, k2);
+    return r3 * halfSize + round(r2, r3, k3);
   };
-  return (index) => {
+  const permute = (index: number): number => {
     let value = encrypt(index);
     while (value >= count) value = encrypt(value);
+    return value;
+  };
+  if (count > PERMUTATION_MEMO_LIMIT) return permute;
+  // Hot ranks come back again and again: each index's image is worked out once (0: not yet, else image + 1).
+  const memo = new Uint32Array(count);
+  return (index) => {
+    const known = memo[index];
+    if (known !== 0) return known - 1;
+    const value = permute(index);
+    memo[index] = value + 1;
     return value;
   };
 }
