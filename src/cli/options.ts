@@ -102,10 +102,6 @@ function bytesOption(value: string, name: string): number {
 /** Largest footprint pointer-chase's 32-bit line permutation covers. */
 const MAX_CHASE_FOOTPRINT = 2 ** 38;
 
-/**
- * A synthetic workload's spec from the flags, each checked: the footprint must be a whole number of
- * 8-byte accesses (64-byte lines for pointer-chase) inside the user half of the guest's address space.
- */
 /** The workload flags: what a workload, its seed and its size are made of. */
 export type WorkloadFlags = Pick<
   RunOptions,
@@ -133,6 +129,10 @@ export function dmaOperations(options: WorkloadFlags): number {
   return integerOption(options.records, "records", 1, 2 ** 32) ?? DEFAULT_DMA_OPERATIONS;
 }
 
+/**
+ * A synthetic workload's spec from the flags, each checked: the footprint must be a whole number of
+ * 8-byte accesses (64-byte lines for pointer-chase) inside the user half of the guest's address space.
+ */
 export function workloadSpec(options: WorkloadFlags, seed: number, levels: 4 | 5): WorkloadSpec {
   const name = options.workload as WorkloadName;
   const records = integerOption(options.records ?? "1000000", "records", 1, 2 ** 40) as number;
