@@ -1,6 +1,7 @@
 // The options that name files, read in Node: the config a run starts from (a preset with a config file
 // over it) and the outputs, checked before any work is done.
-import { closeSync, openSync, readFileSync, statSync, unlinkSync } from "node:fs";
+import { accessSync, constants, readFileSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { ConfigError, mergeConfig, type ResolvedConfig, resolveConfig } from "../config/config.js";
 import type { Json } from "../config/validate.js";
 import { MemvirtError } from "../core/errors.js";
@@ -37,26 +38,25 @@ export function loadConfig(path: string | undefined, preset?: string, defaults: 
 
 /**
  * Fails, naming the flag, when `path` cannot be written: a directory, a missing folder, no permission.
- * Checked before a run starts, so a typo does not throw its work away at the end. Leaves nothing behind.
+ * Checked before a run starts, so a typo does not throw its work away at the end. Creates nothing: a
+ * file that appeared at `path`, even for a moment, would break the promise that a checkpoint's or a
+ * converted trace's final name holds a whole file or none.
  */
 export function checkOutput(path: string, flag: string): void {
   const fail = (why: string): never => {
     throw new MemvirtError(`${flag} ${path}: cannot write: ${why}`);
   };
-  let exists = false;
+  let exists = true;
   try {
-    const stat = statSync(path);
-    exists = true;
-    if (stat.isDirectory()) fail("it is a directory");
+    if (statSync(path).isDirectory()) fail("it is a directory");
   } catch (error) {
     if (error instanceof MemvirtError) throw error;
+    if ((error as NodeJS.ErrnoException).code !== "ENOENT") fail((error as Error).message);
+    exists = false;
   }
   try {
-    if (exists) closeSync(openSync(path, "r+"));
-    else {
-      closeSync(openSync(path, "wx"));
-      unlinkSync(path);
-    }
+    // An existing file must be writable; a new one needs a folder it can be created in.
+    accessSync(exists ? path : dirname(resolve(path)), constants.W_OK);
   } catch (error) {
     fail((error as Error).message);
   }
