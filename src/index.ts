@@ -23,6 +23,7 @@ export {
 } from "./cli/compare.js";
 export {
   ConfigError,
+  configToJson,
   defaultConfig,
   type FramePolicy,
   type GuestConfig,

@@ -5,6 +5,7 @@
 import {
   buildOvercommitReport,
   buildReport,
+  configToJson,
   DMA_WORKLOADS,
   explainWalk,
   formatCsv,
@@ -16,6 +17,7 @@ import {
   MULTI_VM_WORKLOADS,
   parseConfigText,
   platformOf,
+  type ResolvedConfig,
   type RunReport,
   renderHtmlReport,
   replayTraceData,
@@ -60,9 +62,19 @@ function recentAccesses(simulation: Simulation, count: number): RecentAccess[] {
   return recent;
 }
 
-function runFiles(report: RunReport): RunDone["files"] {
+/** A report as `memvirt run --json` prints it: with the effective config as `config`. */
+const withConfig = <R extends object>(report: R, config: ResolvedConfig) => ({
+  ...report,
+  config: configToJson(config),
+});
+
+function runFiles(report: RunReport, config: ResolvedConfig): RunDone["files"] {
   return [
-    { name: "report.json", type: "application/json", text: `${JSON.stringify(report, null, 2)}\n` },
+    {
+      name: "report.json",
+      type: "application/json",
+      text: `${JSON.stringify(withConfig(report, config), null, 2)}\n`,
+    },
     { name: "report.csv", type: "text/csv", text: `${formatCsv([report])}\n` },
     { name: "report.html", type: "text/html", text: renderHtmlReport([report]) },
   ];
@@ -95,7 +107,10 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
         };
       },
     );
-    const report = buildOvercommitReport(host, { kind: "workload", ...spec }, VERSION, failure?.message);
+    const report = withConfig(
+      buildOvercommitReport(host, { kind: "workload", ...spec }, VERSION, failure?.message),
+      host.config,
+    );
     last = { machine: host.machine };
     const csv = timelineCsv(host);
     const [header, ...rows] = csv
@@ -176,14 +191,18 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
       }
     }
     report = buildReport(simulation, runSource, failure?.message);
-    if (failure) throw Object.assign(failure, { report, files: runFiles(report) });
+    if (failure)
+      throw Object.assign(failure, {
+        report: withConfig(report, simulation.config),
+        files: runFiles(report, simulation.config),
+      });
   }
   last = { machine: simulation.machine };
   return {
     type: "run-done",
-    report,
+    report: withConfig(report, simulation.config),
     multiVm: false,
-    files: runFiles(report),
+    files: runFiles(report, simulation.config),
     recent: recentAccesses(simulation, lastBatch),
     cpus: simulation.machine.config.cpus,
     seconds: seconds(),
