@@ -76,7 +76,7 @@ async function expectCleanEnding(args: string[]): Promise<number> {
 }
 
 describe("fuzzing: every run ends with exit 0, or 2 and a message, and no stack trace, trap or hang", () => {
-  it("mutated traces of every format, read with --format auto and with their own format", async () => {
+  it("mutated traces of every format, run or converted, read with --format auto and with their own format", async () => {
     const formats: Record<string, string> = {
       lackey: "lackey",
       din: "din",
@@ -91,16 +91,16 @@ describe("fuzzing: every run ends with exit 0, or 2 and a message, and no stack 
         fc.constantFrom(...Object.keys(SEEDS)),
         fc.array(mutation, { minLength: 1, maxLength: 4 }),
         fc.boolean(),
-        async (seed, mutations, auto) => {
+        fc.boolean(),
+        async (seed, mutations, auto, convert) => {
           const file = join(dir, `trace-${cases++}`);
           writeFileSync(file, mutate(SEEDS[seed], mutations));
-          await expectCleanEnding([
-            "run",
-            "--trace",
-            file,
-            "--json",
-            ...(auto ? [] : ["--format", formats[seed]]),
-          ]);
+          const format = auto ? [] : ["--format", formats[seed]];
+          if (convert) {
+            await expectCleanEnding(["convert", file, "--out", `${file}.mvt`, ...format]);
+            return;
+          }
+          await expectCleanEnding(["run", "--trace", file, "--json", ...format]);
         },
       ),
       { numRuns: runs(40) },
