@@ -49,7 +49,6 @@ const HOST_OPTIONS = new Set(["seconds", "timeline", "checkInvariants"]);
 const APPLIES_TO: [keyof RunOptions, readonly SourceKind[]][] = [
   ["config", NEW_RUNS],
   ["preset", NEW_RUNS],
-  ["printConfig", NEW_RUNS],
   ["format", ["trace", "traces"]],
   ["checkpoint", ["trace", "traces", "resume"]],
   ["checkpointEvery", ["trace", "traces", "resume"]],

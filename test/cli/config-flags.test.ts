@@ -71,6 +71,19 @@ describe("--print-config round-trips into --config", () => {
   });
 });
 
+describe("--print-config of a checkpoint", () => {
+  it("run --resume CK --print-config prints the config the checkpoint's run has, and runs nothing", async () => {
+    const over = config("ept-for-checkpoint.json", { mode: "ept" });
+    const checkpoint = join(dir, "print.ckpt");
+    const args = ["--trace", fixture("ls-head.lk"), "--checkpoint", checkpoint, "--checkpoint-every", "5000"];
+    const ran = await run(["run", "--config", over, ...args, "--json"]);
+    expect(ran.code).toBe(0);
+    const printed = await run(["run", "--resume", checkpoint, "--print-config"]);
+    expect(printed.code).toBe(0);
+    expect(JSON.parse(printed.output)).toEqual(JSON.parse(ran.output).config);
+  });
+});
+
 describe("every --json report carries the effective config", () => {
   it.each([
     ["run --trace", ["run", "--trace", fixture("ls-head.lk")]],
