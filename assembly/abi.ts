@@ -39,6 +39,8 @@ import {
   PD_PRESENT,
   PSC_ENTRY_SIZE,
   R_IN_GUEST,
+  R_PML,
+  R_PML_INDEX,
   R_NESTED_AD,
   R_NESTED_LEVELS,
   R_NESTED_MODE,
@@ -471,10 +473,37 @@ export function vmEnter(cpu: u32, nestedMode: u32, root: u64, nptLevels: u32, vp
   return context;
 }
 
+/**
+ * The VMCS's page-modification logging (SDM 29.3.6) for the guest `cpu` runs: "enable PML" with the
+ * PML address `address` and the PML index `index`. The VM-entry checks (SDM 27.2.1.1): PML needs EPT,
+ * and an address with bits 11:0 clear and none at or above MAXPHYADDR. The log page is backed here.
+ */
+export function enablePml(cpu: u32, address: u64, index: u32): i32 {
+  const block = cpuBlock(cpu);
+  if (index > 0xffff) return SetupError.BadArgument;
+  if (load<u32>(block + R_NESTED_MODE) != NestedMode.Ept) return SetupError.PmlAddress;
+  if ((address & 0xfff) != 0 || address >> load<u32>(CTRL_BASE + CFG_MAXPHYADDR) != 0) return SetupError.PmlAddress;
+  if (phys.backFrame(address >> 12) == 0) return SetupError.OutOfMemory;
+  store<u64>(block + R_PML, address | 1);
+  store<u32>(block + R_PML_INDEX, index);
+  return 0;
+}
+
+/** The PML index of `cpu` (VMREAD of the guest-state field). */
+export function pmlIndex(cpu: u32): u32 {
+  return load<u32>(cpuBlock(cpu) + R_PML_INDEX);
+}
+
+/** Sets the PML index of `cpu` (VMWRITE), as a VMM does after draining the log. */
+export function setPmlIndex(cpu: u32, index: u32): void {
+  store<u32>(cpuBlock(cpu) + R_PML_INDEX, index & 0xffff);
+}
+
 /** Back to the host context (VPID 0, no nested dimension). */
 export function vmLeave(cpu: u32): void {
   const block = cpuBlock(cpu);
   vmTransition(cpu);
+  store<u64>(block + R_PML, 0);
   store<u32>(block + R_NESTED_MODE, NestedMode.None);
   store<u32>(block + R_ROOT_TAG, 0);
   store<u32>(block + R_VPID, 0);

@@ -96,6 +96,12 @@ export const R_NESTED_AD: u32 = 0x68;
 export const R_NPSC_ANY: u32 = 0x6c;
 /** Nonzero while the CPU runs a guest (set by vmEnter), so VM transitions know to flush VPID 0. */
 export const R_IN_GUEST: u32 = 0x70;
+/** The PML index (a 16-bit VMCS guest-state field): the next log entry to write, 511 down to 0. */
+export const R_PML_INDEX: u32 = 0x74;
+/** The PML address (4 KiB-aligned host-physical, u64) with bit 0 set while "enable PML" is 1; 0 when off. */
+export const R_PML: u32 = 0x78;
+/** Entries of the page-modification log (SDM 29.3.6): one 4 KiB page of 64-bit guest-physical addresses. */
+export const PML_ENTRIES: u32 = 512;
 /** The nested dimension a CPU translates guest-physical addresses through (R_NESTED_MODE). */
 export const enum NestedMode {
   /** Native, shadow or paravirtual paging: the hardware walks the tables CR3 names. */
@@ -476,6 +482,8 @@ export const enum ExitReason {
   EptViolation = 5,
   EptMisconfig = 6,
   Npf = 7,
+  /** The page-modification log is full (SDM 29.3.6): an EPT A/D update found the PML index out of 0..511. */
+  PmlFull = 8,
 }
 /** Statistics slots for exit reasons (S_EXIT_REASONS + reason). */
 export const EXIT_REASONS: u32 = 16;
@@ -489,6 +497,7 @@ export const enum WalkFault {
   EptViolation = 4,
   EptMisconfig = 5,
   Npf = 6,
+  PmlFull = 7,
 }
 
 /** The outcome of one access (`translate`'s result): the exception or VM exit it raises. */
@@ -501,6 +510,8 @@ export const enum FaultType {
   EptMisconfig = 49,
   /** The #NPF exit code 0x400 (APM 15.25.6). */
   NestedPageFault = 0x400,
+  /** VM exit reason 62, page-modification log full (SDM Appendix C). */
+  PmlFull = 62,
 }
 
 // --- access kinds ---------------------------------------------------------------------------------
@@ -563,4 +574,6 @@ export const enum SetupError {
   EptpWalkLength = -6,
   /** VM entry refused: a reserved EPTP bit (11:7, or at or above MAXPHYADDR), or an nCR3 beyond MAXPHYADDR. */
   RootReserved = -7,
+  /** VM entry refused (SDM 27.2.1.1): "enable PML" without EPT, or a PML address not 4 KiB-aligned or beyond MAXPHYADDR. */
+  PmlAddress = -8,
 }

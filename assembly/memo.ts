@@ -132,7 +132,9 @@ export function allocateMemos(cpus: u32): bool {
 
 /**
  * Remembers an L1 hit. Only the kind just allowed is marked, plus READ after a WRITE: every rule that
- * lets a write through (U/S, SMAP, keys' AD) lets a read through too.
+ * lets a write through (U/S, SMAP, keys' AD) lets a read through too. A write to a clean entry is no
+ * such hit (it is a D-bit assist, whose walk and in-place fill translate.ts makes), so the memo never
+ * stands in for one.
  */
 @inline export function rememberHit(cpu: u32, l1Level: u32, la: u64, entry: usize, kind: u32, refreshes: bool): void {
   const slot = hitMemoSlot(cpu, l1Level, la);

@@ -82,6 +82,7 @@ export function resetReplay(): void {
   if (result == FaultType.GeneralProtection) return ExitReason.GeneralProtection;
   if (result == FaultType.EptViolation) return ExitReason.EptViolation;
   if (result == FaultType.EptMisconfig) return ExitReason.EptMisconfig;
+  if (result == FaultType.PmlFull) return ExitReason.PmlFull;
   return ExitReason.Npf;
 }
 

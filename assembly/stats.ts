@@ -36,6 +36,11 @@ export const S_NTLB: u32 = 44;
 export const S_NPSC: u32 = 46;
 /** Nested walks made (each a GPA translated by walking the nested tables). */
 export const S_NESTED_WALKS: u32 = 54;
+/** D-bit assists: writes that hit a TLB entry whose D flag (guest, or nested) was clear, and walked to set it. */
+export const S_D_ASSISTS: u32 = 55;
+/** Page-modification logging (SDM 29.3.6): guest-physical addresses the CPUs logged, and the cycles of their writes. */
+export const S_PML_LOGGED: u32 = 56;
+export const S_PML_CYCLES: u32 = 57;
 export const S_HISTOGRAM: u32 = 64;
 export const HISTOGRAM_BUCKETS: u32 = 32;
 /** Exits by reason (ExitReason codes, EXIT_REASONS slots). */

@@ -287,16 +287,15 @@ class TlbLevel {
     const frame = pageFrame + (offsetInPage & ~(PAGE_BYTES[cachedSize] - 1n));
     const vpn = la >> BigInt(PAGE_SHIFT[cachedSize]);
     const set = array.setFor(la, cachedSize);
-    const way = array.storage.chooseWay(
-      set,
-      (entry) =>
-        entry.size === cachedSize &&
-        entry.vpn === vpn &&
-        entry.pcid === attributes.pcid &&
-        entry.context === attributes.context &&
-        entry.global === attributes.global,
-    );
-    const entry = array.storage.entryAt(set, way);
+    const holds = (entry: TlbEntry) =>
+      entry.size === cachedSize &&
+      entry.vpn === vpn &&
+      entry.pcid === attributes.pcid &&
+      entry.context === attributes.context &&
+      entry.global === attributes.global;
+    const entry = array.storage.entryAt(set, array.storage.chooseWay(set, holds));
+    // §6.3: an entry that already holds the translation is updated in place and keeps its stamp.
+    const inPlace = entry.valid && holds(entry);
     // Copied field by field: `attributes` may be an L2 entry, whose own tag fields must not leak in.
     entry.rw = attributes.rw;
     entry.us = attributes.us;
@@ -313,7 +312,7 @@ class TlbLevel {
     entry.vpn = vpn;
     entry.size = cachedSize;
     entry.frame = frame;
-    entry.stamp = clock.tick();
+    if (!inPlace) entry.stamp = clock.tick();
   }
 
   invalidateWhere(predicate: (entry: TlbEntry) => boolean): void {
@@ -624,6 +623,7 @@ function emptyStats(): Stats {
     faultedWalks: 0,
     faultedWalkRefs: 0,
     adUpdates: 0,
+    dirtyAssists: 0,
     psc: {
       pml5: { hits: 0, misses: 0 },
       pml4: { hits: 0, misses: 0 },
@@ -1166,9 +1166,15 @@ export class RefMachine {
       }
     }
 
+    // §4: a write allowed by every right that meets a clean entry (D, or the nested dirty flag) walks to
+    // set D: a D-bit assist.
+    let assist = false;
     if (hit) {
       const permission = this.checkPermission(state, context, hit);
-      if (!permission.fault && !(context.isWrite && !hit.dirty) && this.nestedAllows(context, hit)) {
+      const allowed = !permission.fault && this.nestedRightsAllow(context, hit);
+      const clean = context.isWrite && (!hit.dirty || (context.nested !== null && !hit.nestedDirty));
+      assist = allowed && clean;
+      if (allowed && !clean) {
         // The L1 copy is tagged with the current PCID: PCID is a tag of the lookup, not an attribute.
         if (hitInL2 && l1) l1.fill(address, hit.size, hit.frame, { ...hit, pcid: context.pcid }, state.clock);
         const pa = hit.frame | (address & (PAGE_BYTES[hit.size] - 1n));
@@ -1213,6 +1219,7 @@ export class RefMachine {
         walk.nestedRefs,
       );
     }
+    if (assist) this.counters.dirtyAssists += 1;
     return result(
       {
         fault: FAULT_NONE,
@@ -1260,14 +1267,13 @@ export class RefMachine {
   }
 
   /**
-   * §12.2: a combined entry's deny bits (nested rights, nested dirty flag) may refuse a TLB hit. Unlike
-   * the nested TLB (§12.1 step 1) the dirty deny bit does not depend on the current nestedAd: it was
-   * fixed when the entry was filled (always set when nested A/D was off).
+   * §12.2: a combined entry's deny bits (nested rights, nested dirty flag) may refuse a TLB hit; the
+   * rights here, the dirty flag with the guest's D (a write to a clean entry). Unlike the nested TLB
+   * (§12.1 step 1) the dirty deny bit does not depend on the current nestedAd: it was fixed when the
+   * entry was filled (always set when nested A/D was off).
    */
-  private nestedAllows(context: AccessContext, entry: TlbEntry): boolean {
-    if (!context.nested) return true;
-    if ((entry.nestedRights & context.need) !== context.need) return false;
-    return !((context.need & NESTED_W) !== 0 && !entry.nestedDirty);
+  private nestedRightsAllow(context: AccessContext, entry: TlbEntry): boolean {
+    return !context.nested || (entry.nestedRights & context.need) === context.need;
   }
 
   /**

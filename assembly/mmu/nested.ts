@@ -23,12 +23,16 @@ import {
   NMF_LARGE,
   NMF_LEAF_DIRTY,
   NMF_USER,
+  PML_ENTRIES,
   R_NESTED_AD,
   R_NESTED_LEVELS,
   R_NESTED_ROOT,
   R_NPSC_ANY,
+  R_PML,
+  R_PML_INDEX,
   R_ROOT_TAG,
   TlbLevel,
+  WalkFault,
   WS_GPA,
   WS_TABLE_RIGHTS,
 } from "../constants";
@@ -38,7 +42,7 @@ import { Native, STOP_LEAF, STOP_RIGHTS, addressReserved, eptExecuteOnly, format
 import { physReservedMask } from "../formats/x86";
 import { NESTED_FOR_TABLE, nestedMemoHolds, nestedMemoSlot, nestedMemoWaysFor, rememberNestedWalk } from "../memo";
 import { readPhys64, writeBacked64 } from "../phys";
-import { S_AD_UPDATES, S_NESTED_WALKS, S_NTLB, add, bump } from "../stats";
+import { S_AD_UPDATES, S_NESTED_WALKS, S_NTLB, S_PML_CYCLES, S_PML_LOGGED, add, bump } from "../stats";
 import { priceHintedRun, priceReference } from "../timing/cache";
 import { npscDesc, probePsc, pscFill, pscHitLevel, pscPresent } from "./psc";
 import {
@@ -78,6 +82,8 @@ export let nestedTrackDirty: bool = false;
 let nestedTlbDesc: usize = 0;
 export let nestedTlbOn: bool = false;
 export let nestedPscOn: bool = false;
+/** Whether the CPU logs page modifications (its R_PML word; only an EPT guest's can be set). */
+let nestedPmlOn: bool = false;
 
 /** Loads the nested context of `cpu` for a walk, and the capabilities its format's rules read. */
 export function loadNestedContext(cpu: u32): void {
@@ -89,6 +95,7 @@ export function loadNestedContext(cpu: u32): void {
   nestedTlbDesc = levelDesc(cpu, TlbLevel.Nested);
   nestedTlbOn = levelPresent(nestedTlbDesc);
   nestedPscOn = load<u32>(block + R_NPSC_ANY) != 0;
+  nestedPmlOn = load<u64>(block + R_PML) != 0;
   // What the nested formats' reserved bits depend on (the guest's x86 mode stays as the walk set it).
   addressReserved = physReservedMask(load<u32>(CTRL_BASE + CFG_MAXPHYADDR));
   gbPages = load<u32>(CTRL_BASE + CFG_GBPAGES) != 0;
@@ -314,18 +321,29 @@ export let guestTableNeed: u32 = 0;
   if (trackDirty) {
     // Usually every entry is already accessed (and the leaf dirty): then there is nothing to write.
     const settled = accessedAll != 0 && (!isWrite || (e & dirtyBit) != 0);
-    for (let i: u32 = 0; !settled && i < used; i++) {
-      const s = nestedSlot(i);
-      const old = load<u64>(s, 8);
-      let updated = old | accessedBit;
-      if (i == used - 1 && isWrite) updated |= dirtyBit;
-      if (updated != old) {
-        const address = load<u64>(s);
-        writeBacked64(address, updated);
-        store<u64>(s, updated, 8);
-        bump(S_AD_UPDATES);
-        nestedCycles += priceReference(cpu, address);
+    if (!settled) {
+      // SDM 29.3.6: an A/D update first checks the PML index; out of 0..511 the log is full, and the
+      // access exits with no flag set.
+      if (nestedPmlOn && load<u32>(cpuBlock(cpu) + R_PML_INDEX) >= PML_ENTRIES) {
+        nestedFault = WalkFault.PmlFull;
+        nestedError = 0;
+        return false;
       }
+      const newlyDirty = isWrite && (e & dirtyBit) == 0;
+      for (let i: u32 = 0; i < used; i++) {
+        const s = nestedSlot(i);
+        const old = load<u64>(s, 8);
+        let updated = old | accessedBit;
+        if (i == used - 1 && isWrite) updated |= dirtyBit;
+        if (updated != old) {
+          const address = load<u64>(s);
+          writeBacked64(address, updated);
+          store<u64>(s, updated, 8);
+          bump(S_AD_UPDATES);
+          nestedCycles += priceReference(cpu, address);
+        }
+      }
+      if (newlyDirty && nestedPmlOn) nestedCycles += logModification(cpu, gpa);
     }
     dirty = (load<u64>(nestedSlot(used - 1), 8) & dirtyBit) != 0;
   }
@@ -357,6 +375,24 @@ export let guestTableNeed: u32 = 0;
   }
   finishNested<N>(cpu, gpa, sizeCode, used, frame, rights, dirty, startRights, startUser);
   return true;
+}
+
+/**
+ * Page-modification logging (SDM 29.3.6): the D flag of the leaf mapping `gpa` went from 0 to 1, so
+ * the page's 4 KiB-aligned guest-physical address goes into the log entry the PML index names, and
+ * the index counts down (from 0 it wraps to FFFFH: the next A/D update finds the log full). Returns
+ * the cycles of the write.
+ */
+function logModification(cpu: u32, gpa: u64): u32 {
+  const block = cpuBlock(cpu);
+  const index = load<u32>(block + R_PML_INDEX);
+  const entry = (load<u64>(block + R_PML) & ADDRESS_MASK) + (<u64>index << 3);
+  writeBacked64(entry, gpa & ~(<u64>0xfff));
+  store<u32>(block + R_PML_INDEX, (index - 1) & 0xffff);
+  bump(S_PML_LOGGED);
+  const cycles = priceReference(cpu, entry);
+  add(S_PML_CYCLES, cycles);
+  return cycles;
 }
 
 /** translateNestedInline as one function, for the call sites off the hot loop. */

@@ -116,7 +116,10 @@ export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
 /**
  * Inserts a translation of page size `sizeCode` into a level, fracturing it to the largest size the
  * level holds. `frame` is the page frame of the full page, `attrs` the attribute bits, and
- * `pcidWord` the PCID with the nested deny bits.
+ * `pcidWord` the PCID with the nested deny bits. A way that already holds the translation is updated
+ * in place and keeps its stamp, its place in the replacement order: a D-bit assist's walk sets D in
+ * the entry it hit without making it the newest insertion (FIFO ages by insertion, as DineroIV does;
+ * LRU's lookup has already made it the most recent).
  */
 export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64, pcidWord: u32, vmTag: u32): void {
   const pcid = pcidWord & PCID_MASK;
@@ -156,7 +159,8 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
       break;
     }
   }
-  if (way == ways) {
+  const inPlace = way != ways;
+  if (!inPlace) {
     way = victimWay(set, ways, TLB_ENTRY_SIZE, E_STAMP, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
   }
   const e = set + <usize>(way * TLB_ENTRY_SIZE);
@@ -164,7 +168,7 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   store<u64>(e, subFrame | attrs, E_FRAME);
   store<u32>(e, pcidWord, E_PCID);
   store<u32>(e, vmTag, E_VMTAG);
-  store<u64>(e, tick(), E_STAMP);
+  if (!inPlace) store<u64>(e, tick(), E_STAMP);
 }
 
 // --- invalidation ------------------------------------------------------------------------------

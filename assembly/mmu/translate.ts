@@ -1,5 +1,6 @@
 // One memory access through the MMU (docs/MODEL.md §4): canonical check, L1 then L2 TLB, and a walk
-// when they miss, when a write meets a clean entry, or when a cached entry denies the access.
+// when they miss, when a write meets a clean entry (a D-bit assist: the walk sets D and the fill
+// updates the entry in place), or when a cached entry denies the access.
 import {
   AccessKind,
   KIND_MASK,
@@ -17,6 +18,7 @@ import { x86AccessCheck } from "../formats/x86";
 import { rememberHit } from "../memo";
 import {
   S_CYCLES,
+  S_D_ASSISTS,
   S_FAULT_GP,
   S_FAULT_NOT_PRESENT,
   S_FAULT_PKEY,
@@ -99,6 +101,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
   let cycles: u32 = 0;
   let entry: usize = 0;
   let fromL2 = false;
+  let assist = false;
 
   if (levelPresent(l1)) {
     cycles += load<u32>(l1 + TL_LATENCY);
@@ -118,7 +121,10 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     // What the nested dimension denies this kind of access (a write also needs the nested D flag).
     const deniedByNested = kind == AccessKind.Fetch ? DENY_X : isWrite ? DENY_W | DENY_CLEAN : DENY_R;
     const denied = x86AccessCheck(kind, implicit, cpuMode, attrs, <u32>reg(cpu, R_PKRU), <u32>reg(cpu, R_PKRS));
-    if (denied == 0 && !(isWrite && (attrs & A_DIRTY) == 0) && (deny & deniedByNested) == 0) {
+    // A write allowed by every right but meeting a clean entry (guest D, or the nested D flag) is a
+    // D-bit assist: the walk below sets D, and its fills update the entries in place.
+    const clean = isWrite && ((attrs & A_DIRTY) == 0 || (deny & DENY_CLEAN) != 0);
+    if (denied == 0 && !clean && (deny & deniedByNested) == 0) {
       const sizeCode = entrySizeCode(entry);
       const frame = word & ~ATTR_MASK;
       if (!fromL2 && kindByte <= <u32>AccessKind.Fetch) rememberHit(cpu, l1Level, la, entry, kind, lookupLru);
@@ -131,6 +137,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
       add(S_CYCLES, cycles);
       return FaultType.None;
     }
+    assist = clean && denied == 0 && (deny & deniedByNested & ~DENY_CLEAN) == 0;
   }
 
   walkX86(cpu, la, kind, implicit);
@@ -145,6 +152,8 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     add(S_FAULTED_NESTED_REFS, walkNestedRefs);
     accessError = walkError;
     accessGpa = walkGpa;
+    // A full page-modification log changed nothing: the exit has no fault to invalidate for.
+    if (walkFault == WalkFault.PmlFull) return FaultType.PmlFull;
     if (walkFault >= <u32>WalkFault.EptViolation) {
       nestedFaultInvalidate(cpu, la, walkGpa);
       return walkFault == WalkFault.EptViolation
@@ -163,6 +172,7 @@ export function access(cpu: u32, la: u64, kindByte: u32, countLookups: bool): u3
     return FaultType.PageFault;
   }
   bump(S_WALKS);
+  if (assist) bump(S_D_ASSISTS);
   add(S_WALK_REFS, refs);
   add(S_NESTED_REFS, walkNestedRefs);
   bump(S_PAGES + walkSizeCode);

@@ -89,6 +89,11 @@ export type VmEntry =
       /** EPTP: memory type (bits 2:0, UC 0 or WB 6), walk length - 1 (5:3), A/D enable (6), EPT PML4/PML5 address. */
       root: bigint;
       vpid?: number;
+      /**
+       * "Enable PML" (SDM 29.3.6): the page-modification log's 4 KiB-aligned host-physical address and
+       * the PML index to start from (511 when absent).
+       */
+      pml?: { address: bigint; index?: number };
     }
   | {
       nested: "npt";
@@ -592,7 +597,33 @@ export class Machine {
         );
       this.check(code, "vmEnter");
     }
+    if (entry.nested === "ept" && entry.pml) {
+      const address = BigInt.asUintN(64, entry.pml.address);
+      const index = entry.pml.index ?? L.PML_ENTRIES - 1;
+      if (!Number.isInteger(index) || index < 0 || index > 0xffff)
+        throw new MemvirtError(`vmEnter: PML index ${index} is not a 16-bit value`);
+      const pml = this.core.enablePml(cpu, address, index);
+      if (pml === L.SetupError.PmlAddress)
+        throw new MemvirtError(
+          `vmEnter: PML address 0x${address.toString(16)} must be 4 KiB-aligned and below MAXPHYADDR ${this.config.maxPhyAddr}`,
+        );
+      this.check(pml, "vmEnter: PML");
+    }
     this.inGuest[cpu] = true;
+  }
+
+  /** The PML index of `cpu` (VMREAD): the next log entry the CPU writes; above 511 the log is full. */
+  pmlIndex(cpu: number): number {
+    this.cpuBlock(cpu);
+    return this.core.pmlIndex(cpu);
+  }
+
+  /** Sets the PML index of `cpu` (VMWRITE), as the VMM does after draining the log. */
+  setPmlIndex(cpu: number, index: number): void {
+    this.cpuBlock(cpu);
+    if (!Number.isInteger(index) || index < 0 || index > 0xffff)
+      throw new MemvirtError(`setPmlIndex: ${index} is not a 16-bit value`);
+    this.core.setPmlIndex(cpu, index);
   }
 
   vmLeave(cpu: number): void {
@@ -748,6 +779,8 @@ export class Machine {
       exitsByReason: Object.fromEntries(
         EXIT_REASONS.map((name, i) => [name, c(S.S_EXIT_REASONS + i)]).filter(([name]) => name !== "none"),
       ) as Record<string, number>,
+      /** Page-modification logging: guest-physical addresses logged, and the cycles of those writes. */
+      pml: { logged: c(S.S_PML_LOGGED), cycles: c(S.S_PML_CYCLES) },
     };
   }
 
@@ -763,6 +796,7 @@ export class Machine {
       faultedWalks: c(S.S_FAULTED_WALKS),
       faultedWalkRefs: c(S.S_FAULTED_WALK_REFS),
       adUpdates: c(S.S_AD_UPDATES),
+      dirtyAssists: c(S.S_D_ASSISTS),
       psc: { pml5: hm(S.S_PSC), pml4: hm(S.S_PSC + 2), pdpte: hm(S.S_PSC + 4), pde: hm(S.S_PSC + 6) },
       cache: {
         l1: { hits: c(S.S_CACHE) },

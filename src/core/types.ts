@@ -145,6 +145,8 @@ export interface Stats {
   faultedWalks: number;
   faultedWalkRefs: number;
   adUpdates: number;
+  /** Writes that hit a clean TLB entry and walked to set D (MODEL.md §4). */
+  dirtyAssists: number;
   psc: Record<"pml5" | "pml4" | "pdpte" | "pde", { hits: number; misses: number }>;
   cache: { l1: { hits: number }; l2: { hits: number }; llc: { hits: number }; dram: number };
   faults: { notPresent: number; reserved: number; protection: number; pkey: number; gp: number };

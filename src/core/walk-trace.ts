@@ -222,6 +222,8 @@ function decodeFault(result: AccessResult): WalkExplanation["fault"] {
       return { name: "EPT violation, exit qualification", code, gpa: result.gpa, bits: bits(EPT_BITS) };
     case FaultType.EptMisconfig:
       return { name: "EPT misconfiguration", code, gpa: result.gpa, bits: [] };
+    case FaultType.PmlFull:
+      return { name: "page-modification log full (VM exit 62)", code, bits: [] };
     case FaultType.NestedPageFault:
       return { name: "#NPF (nested page fault), EXITINFO1", code, gpa: result.gpa, bits: bits(NPF_BITS) };
     default:

@@ -60,6 +60,9 @@ export interface CoreExports {
   vmEnter(cpu: number, nestedMode: number, root: bigint, nptLevels: number, vpid: number): number;
   translateBatch(start: number, end: number): number;
   vmLeave(cpu: number): void;
+  enablePml(cpu: number, address: bigint, index: number): number;
+  pmlIndex(cpu: number): number;
+  setPmlIndex(cpu: number, index: number): void;
   vmExitEntry(cpu: number): void;
   invept(cpu: number, type: number, eptp: bigint): number;
   invvpid(cpu: number, type: number, vpid: number, la: bigint): number;

@@ -287,6 +287,13 @@ export class Host {
         this.machine.completePending();
         return exit.index + 1;
       }
+      case "pmlFull": {
+        const technique = this.guestAt(exit.cpu).technique;
+        if (!technique.onPmlFull) throw new MemvirtError(`cpu ${exit.cpu}: a PML-full exit without PML`, 1);
+        // The access did not happen (SDM 29.3.6): once the log is drained it runs again.
+        technique.onPmlFull(exit);
+        return exit.index;
+      }
       case "generalProtection":
         this.exits.generalProtection++;
         this.machine.completePending();

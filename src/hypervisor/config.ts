@@ -15,6 +15,7 @@ import {
 import { PAGE_SIZES, type PageSize } from "../core/types.js";
 import {
   DEFAULT_COSTS,
+  DIRTY_LOG_MODES,
   EXIT_REASON_NAMES,
   type HypervisorConfig,
   type HypervisorCosts,
@@ -109,11 +110,7 @@ export function resolveHypervisor(value: Json | undefined, mode: Mode): Hypervis
     }
     for (const name of ["vpid", "eptAccessedDirty", "unsync"] as const)
       hypervisor[name] = flag(h[name], `hypervisor.${name}`, hypervisor[name]);
-    hypervisor.dirtyLog = oneOf(h.dirtyLog ?? hypervisor.dirtyLog, "hypervisor.dirtyLog", [
-      "off",
-      "wp",
-      "dbit",
-    ] as const);
+    hypervisor.dirtyLog = oneOf(h.dirtyLog ?? hypervisor.dirtyLog, "hypervisor.dirtyLog", DIRTY_LOG_MODES);
     hypervisor.maxShadowPages = integer(
       h.maxShadowPages ?? hypervisor.maxShadowPages,
       "hypervisor.maxShadowPages",
@@ -125,6 +122,16 @@ export function resolveHypervisor(value: Json | undefined, mode: Mode): Hypervis
     fail(
       "hypervisor.dirtyLog",
       'shadow paging logs dirty pages by write protection ("wp"): KVM has no D-bit logging for shadow pages',
+    );
+  if (hypervisor.dirtyLog === "pml" && mode !== "ept")
+    fail(
+      "hypervisor.dirtyLog",
+      `page-modification logging is Intel's, for EPT: it needs mode "ept" (mode is "${mode}")`,
+    );
+  if (hypervisor.dirtyLog === "pml" && !hypervisor.eptAccessedDirty)
+    fail(
+      "hypervisor.dirtyLog",
+      "page-modification logging logs the EPT dirty flags the CPU sets: it needs hypervisor.eptAccessedDirty true",
     );
   if (mode === "pv" && hypervisor.dirtyLog !== "off")
     fail(

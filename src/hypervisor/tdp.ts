@@ -1,7 +1,8 @@
 // KVM's TDP MMU for Intel EPT and AMD NPT: the hypervisor fills the nested tables lazily, on the EPT
 // violations (#NPFs) the hardware raises, mapping guest-physical pages onto the VM's host backing with
-// the largest page the backing and the memslot allow, and tracks dirty pages by write protection or by
-// the nested dirty flags.
+// the largest page the backing and the memslot allow, and tracks dirty pages by write protection, by
+// scanning the nested dirty flags, or by draining the page-modification log the CPUs write (Intel PML).
+import { PML_ENTRIES } from "../core/layout.js";
 import type { ExitRecord, Machine } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
 import type { PagingCpu } from "../guest/paging-cpu.js";
@@ -54,6 +55,10 @@ export interface TdpStats {
   remote_tlb_flush: number;
   dirty_pages: number;
   dirty_log_harvests: number;
+  /** Page-modification logging: log-full exits, entries drained into the dirty log, and the drains' cycles. */
+  pml_full_exits: number;
+  pml_drained: number;
+  pml_drain_cycles: number;
   tables: number;
 }
 
@@ -72,8 +77,13 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     remote_tlb_flush: 0,
     dirty_pages: 0,
     dirty_log_harvests: 0,
+    pml_full_exits: 0,
+    pml_drained: 0,
+    pml_drain_cycles: 0,
     tables: 1,
   };
+  /** Each vCPU's page-modification log (machine CPU -> host-physical address), with dirtyLog "pml". */
+  private readonly pmlLogs = new Map<number, bigint>();
   private readonly exitCounter: ExitCounter;
   /** The table set aside for splitting each 2M leaf of THP-like backing (region base -> table frame). */
   private readonly deposited = new Map<bigint, bigint>();
@@ -104,14 +114,53 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
 
   boot(machine: Machine): void {
     for (const cpu of this.cpuIds) {
-      // The EPTP carries the walk length and A/D enable; NPT walks nCR3 with the host's depth.
+      // The EPTP carries the walk length and A/D enable; NPT walks nCR3 with the host's depth. With PML
+      // each vCPU gets a log page of its own, its index at 511 (KVM's vmx_vcpu_create and vmcs setup).
+      let pml: { address: bigint } | undefined;
+      if (this.options.dirtyLog === "pml") {
+        const address = this.pmlLogs.get(cpu) ?? this.host.table();
+        this.pmlLogs.set(cpu, address);
+        pml = { address };
+      }
       machine.vmEnter(
         cpu,
         this.name === "ept"
-          ? { nested: "ept", root: this.rootPointer, vpid: this.vm.vpid }
+          ? { nested: "ept", root: this.rootPointer, vpid: this.vm.vpid, pml }
           : { nested: "npt", root: this.rootPointer, nestedLevels: this.options.levels, vpid: this.vm.vpid },
       );
     }
+  }
+
+  /**
+   * A page-modification-log-full exit (SDM 29.3.6, exit reason 62): the log is drained into the dirty
+   * log and the access runs again (KVM's handle_pml_full).
+   */
+  onPmlFull(exit: ExitRecord): ExitAction {
+    this.exitCounter.counted("pmlFull");
+    this.counters.pml_full_exits++;
+    this.drainPml(exit.cpu);
+    return "retry";
+  }
+
+  /**
+   * Moves what `cpu` logged into the dirty log and resets its PML index to 511 (KVM's
+   * vmx_flush_pml_buffer, which runs on every VM exit). The valid entries are those above the index:
+   * from index + 1 up to 511, or all 512 once the index has wrapped to FFFFH.
+   */
+  private drainPml(cpu: number): void {
+    const address = this.pmlLogs.get(cpu);
+    if (address === undefined) return;
+    const index = this.machine.pmlIndex(cpu);
+    const first = index >= PML_ENTRIES ? 0 : index + 1;
+    for (let i = first; i < PML_ENTRIES; i++)
+      this.markDirty(this.machine.readPhys64(address + BigInt(i * 8)));
+    const drained = PML_ENTRIES - first;
+    if (drained === 0) return;
+    this.machine.setPmlIndex(cpu, PML_ENTRIES - 1);
+    this.counters.pml_drained += drained;
+    const cycles = drained * this.options.costs.pmlEntry;
+    this.counters.pml_drain_cycles += cycles;
+    this.machine.chargeCycles(cycles, CYCLES_TDP);
   }
 
   /** With nested paging the guest's own #PFs go straight to the guest kernel: no VM exit. */
@@ -272,6 +321,7 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     const reason =
       exit.reason === "npf" ? "npf" : exit.reason === "eptMisconfig" ? "eptMisconfig" : "eptViolation";
     this.exitCounter.counted(reason);
+    this.drainPml(exit.cpu);
     return this.fault(exit.guestPhysical, this.isWriteFault(exit));
   }
 
@@ -338,13 +388,27 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
 
   /**
    * Collects dirty pages (KVM_GET_DIRTY_LOG with KVM_CLEAR_DIRTY_LOG): with write protection, write-
-   * protects every leaf again; with dirty flags, harvests and clears D. Then flushes remote TLBs.
+   * protects every leaf again; with dirty flags, harvests and clears D. With PML the vCPUs are kicked
+   * out (each exit drains its log) and only the pages logged get D cleared, so their next write logs
+   * them again: no scan. Then flushes remote TLBs.
    */
   harvestDirty(): bigint[] {
     this.counters.dirty_log_harvests++;
+    const dirtyBit = this.name === "ept" ? 1n << 9n : 1n << 6n;
+    if (this.options.dirtyLog === "pml") {
+      for (const cpu of this.pmlLogs.keys()) this.drainPml(cpu);
+      const dirty = [...this.vm.dirty];
+      this.vm.dirty.clear();
+      for (const gpa of dirty) {
+        const leaf = this.leafOf(gpa);
+        if (leaf && (leaf.entry & dirtyBit) !== 0n)
+          this.machine.writePhys64(leaf.address, leaf.entry & ~dirtyBit);
+      }
+      this.flushRemoteTlbs();
+      return dirty;
+    }
     const dirty = [...this.vm.dirty];
     this.vm.dirty.clear();
-    const dirtyBit = this.name === "ept" ? 1n << 9n : 1n << 6n;
     for (const leaf of this.leaves()) {
       if (this.options.dirtyLog === "wp" && this.isWritable(leaf.entry)) {
         this.machine.writePhys64(leaf.address, leaf.entry & ~2n);
@@ -375,7 +439,15 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
   }
 
   stats(): Record<string, number> {
-    return { ...this.counters };
+    if (this.options.dirtyLog === "pml") return { ...this.counters };
+    // Without PML its counters would only ever be 0.
+    const {
+      pml_full_exits: _exits,
+      pml_drained: _drained,
+      pml_drain_cycles: _cycles,
+      ...counters
+    } = this.counters;
+    return counters;
   }
 
   exits(): Record<string, number> {
@@ -395,7 +467,8 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
       // The store takes an EPT violation (#NPF) first: a VM exit and the fault path.
       this.exitCounter.take(this.name === "ept" ? "eptViolation" : "npf", this.cpuIds[0]);
       this.fault(gpa, true);
-    } else if (this.options.dirtyLog === "dbit") {
+    } else if (this.options.dirtyLog === "dbit" || this.options.dirtyLog === "pml") {
+      // The hypervisor's own store sets no EPT D flag: it marks the page itself (mark_page_dirty).
       this.markDirty(gpa);
     }
     this.machine.writePhys64(this.vm.hostAddress(gpa), value);

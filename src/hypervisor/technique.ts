@@ -22,12 +22,19 @@ export interface HypervisorCosts {
   shadowSync: number;
   /** Injecting an exception into the guest. */
   inject: number;
+  /** Draining one page-modification log entry into the dirty bitmap (KVM's vmx_flush_pml_buffer, per GPA). */
+  pmlEntry: number;
   /** Per-reason overrides of `exit`, e.g. {"eptViolation": 1500}. */
   exitByReason?: Partial<Record<string, number>>;
 }
 
-/** How the VMM logs the guest's dirty pages: not at all, by write protection, or by the nested D flags. */
-export type DirtyLogMode = "off" | "wp" | "dbit";
+/**
+ * How the VMM logs the guest's dirty pages: not at all, by write protection, by scanning and clearing
+ * the nested D flags, or by page-modification logging (Intel PML: the CPU logs each page whose EPT D
+ * flag it sets).
+ */
+export type DirtyLogMode = "off" | "wp" | "dbit" | "pml";
+export const DIRTY_LOG_MODES = ["off", "wp", "dbit", "pml"] as const;
 
 /** The "hypervisor" config section: what every technique is configured with. */
 export interface HypervisorConfig {
@@ -53,6 +60,7 @@ export const DEFAULT_COSTS: HypervisorCosts = {
   shadowFault: 2500,
   shadowSync: 1500,
   inject: 300,
+  pmlEntry: 20,
 };
 
 /** Handler-cycle categories of the core's clock (Machine.chargeCycles). */
@@ -90,6 +98,8 @@ export interface PagingTechnique {
   onPageFault(exit: ExitRecord): ExitAction;
   /** An EPT violation or misconfiguration, or a #NPF. */
   onNestedFault(exit: ExitRecord): ExitAction;
+  /** A page-modification-log-full exit (only a technique that enables PML gets one). */
+  onPmlFull?(exit: ExitRecord): ExitAction;
   /** Counters for the report, named after KVM's where KVM has one. */
   stats(): Record<string, number>;
   /** Exits taken, by reason. */
@@ -168,6 +178,7 @@ export const EXIT_REASON_NAMES = [
   "eptViolation",
   "eptMisconfig",
   "npf",
+  "pmlFull",
   "pageFault",
   "wpWrite",
   "cr3Write",

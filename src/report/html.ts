@@ -319,7 +319,7 @@ function configBlock(summary: string, config: unknown, note = "", id = ""): stri
 }
 
 function runSummary(report: RunReport): string {
-  return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each)</p>`;
+  return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each), ${count(report.dirtyAssists)} D-bit assists</p>`;
 }
 
 /** Why a run stopped early, when it did. */
@@ -339,10 +339,21 @@ function runSection(report: RunReport, heading: string, id?: string): string {
   const iommu = report.iommu
     ? `<h3>IOMMU: ${escapeHtml(report.iommu.kind)}, ${escapeHtml(report.iommu.mode)}</h3>${iommuChart(report.iommu)}${table([], iommuRows(report.iommu))}`
     : "";
+  const pml = report.virtualization?.pml;
+  const pmlSection = pml
+    ? `<h3>Page-modification logging</h3>${table(
+        ["", "count", "cycles"],
+        [
+          ["GPAs logged by the CPUs", pml.logged, pml.logCycles],
+          ["PML-full VM exits", pml.fullExits, pml.exitCycles],
+          ["entries drained by the hypervisor", pml.drained, pml.drainCycles],
+        ],
+      )}`
+    : "";
   const cpu =
     report.iommu && report.accesses === 0
       ? ""
-      : `${runSummary(report)}${tlbChart(report.tlb, report.virtualization?.nestedTlb)}${histogramChart(report)}${cycleChart(report)}`;
+      : `${runSummary(report)}${tlbChart(report.tlb, report.virtualization?.nestedTlb)}${histogramChart(report)}${cycleChart(report)}${pmlSection}`;
   return `<section${id ? ` id="${id}"` : ""}><h2>${escapeHtml(heading)}</h2>${stopped(report)}${
     config === undefined ? "" : configBlock("effective config (JSON)", config)
   }${report.iommu && report.accesses === 0 ? iommu + cpu : cpu + iommu}</section>`;

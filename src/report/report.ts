@@ -56,6 +56,18 @@ export interface RunReport extends Stats {
     exitsTotal: number;
     /** The technique's own counters (KVM's names where KVM has them). */
     hypervisor: Record<string, number>;
+    /**
+     * Page-modification logging (hypervisor.dirtyLog "pml"): what the CPUs logged and what the writes
+     * cost them, the PML-full exits and their round trips, and the hypervisor draining the logs.
+     */
+    pml?: {
+      logged: number;
+      logCycles: number;
+      fullExits: number;
+      exitCycles: number;
+      drained: number;
+      drainCycles: number;
+    };
     /** Cycles by who spent them. */
     cycles: {
       guestKernel: number;
@@ -168,6 +180,19 @@ export function buildReport(simulation: Simulation, source: RunSource, error?: s
       },
     };
   }
+  if (report.virtualization && simulation.config.hypervisor.dirtyLog === "pml") {
+    const { costs } = simulation.config.hypervisor;
+    const counters = report.virtualization.hypervisor;
+    const logging = simulation.machine.nestedStats().pml;
+    report.virtualization.pml = {
+      logged: logging.logged,
+      logCycles: logging.cycles,
+      fullExits: counters.pml_full_exits,
+      exitCycles: counters.pml_full_exits * (costs.exitByReason?.pmlFull ?? costs.exit),
+      drained: counters.pml_drained,
+      drainCycles: counters.pml_drain_cycles,
+    };
+  }
   if (error) report.error = error;
   return attachConfig(report, simulation.config);
 }
@@ -189,6 +214,11 @@ function cyclesByWho(simulation: Simulation, total: number): RunReport["cyclesBy
 const percent = (part: number, whole: number) =>
   whole === 0 ? "-" : `${((100 * part) / whole).toFixed(2)}%`;
 const count = (n: number) => n.toLocaleString("en-US");
+
+/** Page-modification logging in one line, for the text and HTML reports. */
+function pmlText(pml: NonNullable<NonNullable<RunReport["virtualization"]>["pml"]>): string {
+  return `${count(pml.logged)} GPAs logged (${count(pml.logCycles)} cycles), ${count(pml.fullExits)} PML-full exits (${count(pml.exitCycles)} cycles), ${count(pml.drained)} entries drained (${count(pml.drainCycles)} cycles)`;
+}
 
 /** Two-column table with aligned values. */
 export function formatRows(rows: [string, string][]): string {
@@ -232,7 +262,7 @@ export function formatTable(report: RunReport): string {
       "walk refs served by",
       `L1 ${count(report.cache.l1.hits)}, L2 ${count(report.cache.l2.hits)}, LLC ${count(report.cache.llc.hits)}, DRAM ${count(report.cache.dram)}`,
     ],
-    ["A/D updates", count(report.adUpdates)],
+    ["A/D updates", `${count(report.adUpdates)} (${count(report.dirtyAssists)} D-bit assists)`],
     [
       "faults",
       `${count(report.exits.pageFault)} #PF (not present ${count(report.faults.notPresent)}, protection ${count(report.faults.protection)}, reserved ${count(report.faults.reserved)}), ${count(report.faults.gp)} #GP`,
@@ -281,6 +311,7 @@ export function formatTable(report: RunReport): string {
       ],
     );
   }
+  if (v?.pml) rows.push(["page-modification log", pmlText(v.pml)]);
   if (report.iommu) rows.push(...iommuRows(report.iommu));
   let text = formatRows(rows);
   if (report.error) text += `\n  stopped early: ${report.error}`;

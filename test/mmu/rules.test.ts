@@ -401,6 +401,17 @@ for (const impl of IMPLEMENTATIONS) {
         const stats = machine.stats();
         expect(stats.walks).toBe(2);
         expect(stats.tlb.l1d).toEqual({ hits: 2, misses: 1 });
+        expect(stats.dirtyAssists).toBe(1);
+      });
+
+      it("a write to a clean entry whose walk faults is no D-bit assist", () => {
+        const { machine, tables } = setup();
+        tables.map(PAGE_A, FRAME_A);
+        machine.access(0, PAGE_A, KIND_READ);
+        // The PTE loses R/W without an INVLPG: the cached entry allows the write, the walk refuses it.
+        tables.updateEntry(PAGE_A, 1, (e) => e & ~RW);
+        expect(machine.access(0, PAGE_A, KIND_WRITE).fault).toBe(PF);
+        expect(machine.stats().dirtyAssists).toBe(0);
       });
 
       it("a write to a clean entry with no PSC is a full walk from CR3", () => {
@@ -1214,6 +1225,30 @@ for (const impl of IMPLEMENTATIONS) {
         expect(machine.access(0, 0x1000n, KIND_READ).refs).toBe(0);
         expect(machine.access(0, 0x3000n, KIND_READ).refs).toBe(0);
         expect(machine.access(0, 0x2000n, KIND_READ).refs).toBe(1);
+      });
+
+      it("a D-bit assist keeps the entry's FIFO place: a write to a clean entry is no new insertion", () => {
+        const { machine, tables } = setup(oneSetL1("fifo"));
+        for (const la of [0x1000n, 0x2000n, 0x3000n]) tables.map(la, la + FRAME_A);
+        machine.access(0, 0x1000n, KIND_READ);
+        machine.access(0, 0x2000n, KIND_READ);
+        // The write walks to set D and updates 0x1000's entry where it stands: still the oldest.
+        expect(machine.access(0, 0x1000n, KIND_WRITE).refs).toBeGreaterThan(0);
+        machine.access(0, 0x3000n, KIND_READ);
+        expect(machine.access(0, 0x2000n, KIND_READ).refs).toBe(0);
+        expect(machine.access(0, 0x1000n, KIND_WRITE).refs).toBeGreaterThan(0);
+        expect(machine.stats().dirtyAssists).toBe(1);
+      });
+
+      it("a D-bit assist under LRU leaves the entry most recent, as the hit made it", () => {
+        const { machine, tables } = setup(oneSetL1("lru"));
+        for (const la of [0x1000n, 0x2000n, 0x3000n]) tables.map(la, la + FRAME_A);
+        machine.access(0, 0x1000n, KIND_READ);
+        machine.access(0, 0x2000n, KIND_READ);
+        machine.access(0, 0x1000n, KIND_WRITE);
+        machine.access(0, 0x3000n, KIND_READ);
+        expect(machine.access(0, 0x1000n, KIND_WRITE)).toMatchObject({ fault: 0, refs: 0 });
+        expect(machine.access(0, 0x2000n, KIND_READ).refs).toBeGreaterThan(0);
       });
 
       it("FIFO evicts the oldest insertion even if it was hit since", () => {

@@ -122,7 +122,7 @@ describe("resuming from a checkpoint in the middle gives identical statistics", 
     expect(await resumeInProcess(checkpoint)).toEqual(report);
   });
 
-  it.each(["wp", "dbit"])(
+  it.each(["wp", "dbit", "pml"])(
     "with dirty logging by %s, whose harvests run on budget exits of simulated time",
     async (dirtyLog) => {
       const configText = JSON.stringify({
