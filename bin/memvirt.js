@@ -9,4 +9,8 @@ if (!existsSync(fileURLToPath(entry))) {
   process.exit(1);
 }
 const { main } = await import(entry.href);
-process.exitCode = await main(process.argv);
+const code = await main(process.argv);
+process.exitCode = code;
+// A run stopped while waiting for input (a trace on a pipe) leaves that read pending: end once the
+// output is out rather than wait for a writer that may never come.
+process.stdout.write("", () => process.exit(code));

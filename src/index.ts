@@ -25,6 +25,7 @@ export {
 } from "./cli/compare.js";
 export {
   ConfigError,
+  configToJson,
   defaultConfig,
   type FramePolicy,
   type GuestConfig,

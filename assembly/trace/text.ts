@@ -16,7 +16,8 @@
 // lackey (`valgrind --tool=lackey --trace-mem=yes`):
 //   line starting with "==" (column 0)  -> skipped (valgrind's own messages)
 //   blanks, type letter, blank(s), hex address, ',', decimal size, blanks
-//   type: I fetch, L read, S write, M write (one read-modify-write access). Size clamps to 255.
+//   type: I fetch, L read, S write, M write (one read-modify-write access). Size clamps to 255 (the
+//   record's byte); a size above MAX_ACCESS_SIZE is no access and is error 3.
 //   Errors: unknown letter or letter glued to the address -> 1; no hex digits, too many, or a
 //   non-hex byte before the ',' -> 2; no size digits or a non-blank byte glued to them -> 3;
 //   line ending before the address or the size, or garbage after the size -> 5.
@@ -27,7 +28,8 @@
 //   line ending before the address -> 5. Size is 0 (unknown).
 // din extended (`D` form, same format code as din, told apart per line by the label):
 //   blanks, label letter r/w/i (either case), blank(s), hex address, blank(s), hex size, blanks.
-//   Errors: bad hex address -> 2; no or bad hex size -> 3; anything after the size -> 5.
+//   Errors: bad hex address -> 2; no or bad hex size, or one above MAX_ACCESS_SIZE -> 3; anything
+//   after the size -> 5. Size clamps to 255.
 // pinatrace (Pin's ManualExamples/pinatrace: `fprintf("%p: %c %p\n", ip, 'R' or 'W', addr)`):
 //   blanks, hex ip with optional 0x, ':', blank(s), R or W, blank(s), hex address with optional 0x,
 //   blanks. Lines starting with '#' are comments; `#eof` is Pin's end marker and sets eofSeen, so the
@@ -64,6 +66,8 @@ export const PARSE_AFTER_EOF: u32 = 6;
 /** Bytes before '\n'. Far above any record line; leaves room for long valgrind header lines while
  *  guaranteeing a host chunk of TEXT_SIZE always holds at least one whole line. */
 export const MAX_LINE_LENGTH: u32 = 65536;
+/** Largest size an access record may give: a page (valgrind's lackey writes at most 512). */
+export const MAX_ACCESS_SIZE: u32 = 4096;
 
 /** Lines the sniffer classifies before deciding. */
 const SNIFF_LINES: u32 = 16;
@@ -261,11 +265,11 @@ function parseLackeyLine(start: usize, end: usize, record: usize, line: u32): u3
     const value = u32(load<u8>(position)) - CHAR_ZERO;
     if (value >= 10) break;
     // Saturating keeps the accumulator bounded however many digits follow.
-    size = min(size * 10 + value, 256);
+    size = min(size * 10 + value, MAX_ACCESS_SIZE + 1);
     sizeDigits++;
     position++;
   }
-  if (sizeDigits == 0) return PARSE_BAD_SIZE;
+  if (sizeDigits == 0 || size > MAX_ACCESS_SIZE) return PARSE_BAD_SIZE;
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
   position = skipBlanks(position, end);
   if (position != end) return PARSE_SYNTAX;
@@ -336,7 +340,7 @@ function parseDinExtendedLine(letter: u32, start: usize, end: usize, record: usi
   position = skipBlanks(position, end);
   if (position == end) return PARSE_SYNTAX;
   const size = parseHexAddress(position, end);
-  if (hexEnd == 0) return PARSE_BAD_SIZE;
+  if (hexEnd == 0 || size > u64(MAX_ACCESS_SIZE)) return PARSE_BAD_SIZE;
   position = hexEnd;
   if (position < end && !isBlank(load<u8>(position))) return PARSE_BAD_SIZE;
   position = skipBlanks(position, end);

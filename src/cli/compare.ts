@@ -6,7 +6,8 @@ import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { attachConfig, buildReport, type RunReport } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
-import { type HostWorkloadSpec, runWorkload } from "../workload/run.js";
+import { drain, type Steps } from "../util/steps.js";
+import { type HostWorkloadSpec, workloadSteps } from "../workload/run.js";
 
 export interface CompareRow {
   mode: Mode;
@@ -36,6 +37,8 @@ export interface CompareRow {
 export interface CompareResult {
   workload: HostWorkloadSpec;
   rows: CompareRow[];
+  /** Set when the comparison was stopped (SIGINT, SIGTERM): the rows are the pairings that finished. */
+  interrupted?: boolean;
 }
 
 const PAIRINGS: { mode: Mode; guest: PageSize; host: PageSize | null }[] = [
@@ -55,14 +58,20 @@ const PAIRINGS: { mode: Mode; guest: PageSize; host: PageSize | null }[] = [
   { mode: "npt", guest: "2M", host: "2M" },
 ];
 
-export function runCompare(
+/**
+ * The comparison as steps (util/steps.ts): every batch of every pairing's run, yielding its record
+ * count. Rows are pushed to `result.rows` as each pairing finishes, so an interrupted comparison still
+ * has the rows before it.
+ */
+export function* compareSteps(
   base: ResolvedConfig,
   workload: HostWorkloadSpec,
   build: BuildName,
   modes: readonly Mode[],
+  result: CompareResult = attachConfig({ workload, rows: [] }, base),
   onRow?: (row: CompareRow) => void,
-): CompareResult {
-  const rows: CompareRow[] = [];
+): Steps<CompareResult> {
+  const rows = result.rows;
   const nativeCycles = new Map<PageSize, number>();
   for (const pairing of PAIRINGS) {
     if (!modes.includes(pairing.mode)) continue;
@@ -72,7 +81,7 @@ export function runCompare(
     if (pairing.host) config.host.pageSize = pairing.host;
     const simulation = new Simulation(config, { build });
     simulation.start();
-    runWorkload(simulation, workload);
+    yield* workloadSteps(simulation, workload);
     const report: RunReport = buildReport(simulation, { kind: "workload", ...workload });
     const v = report.virtualization;
     const hypervisorCycles = v
@@ -105,7 +114,22 @@ export function runCompare(
     rows.push(row);
     onRow?.(row);
   }
-  return attachConfig({ workload, rows }, base);
+  return result;
+}
+
+/** The pairings of `modes` a comparison runs. */
+export function comparePairings(modes: readonly Mode[]): number {
+  return PAIRINGS.filter((pairing) => modes.includes(pairing.mode)).length;
+}
+
+export function runCompare(
+  base: ResolvedConfig,
+  workload: HostWorkloadSpec,
+  build: BuildName,
+  modes: readonly Mode[],
+  onRow?: (row: CompareRow) => void,
+): CompareResult {
+  return drain(compareSteps(base, workload, build, modes, undefined, onRow));
 }
 
 /** The techniques' table: its columns, and a row's cells as every form of the table (text, HTML,

@@ -4,7 +4,8 @@ import { defaultConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { buildReport, formatRows, type RunReport } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
-import { runWorkload } from "../workload/run.js";
+import { drain, type Steps } from "../util/steps.js";
+import { workloadSteps } from "../workload/run.js";
 import type { WorkloadSpec } from "../workload/synthetic.js";
 
 /** Zipf-skewed accesses over 512 MiB: far more 4K pages than the STLB's 1536 entries cover. */
@@ -23,13 +24,18 @@ export interface DemoResult {
 }
 
 export function runDemo(build: BuildName = "release"): DemoResult {
+  return drain(demoSteps(build));
+}
+
+/** The demo as steps (util/steps.ts): both runs' batches, yielding their record counts. */
+export function* demoSteps(build: BuildName = "release"): Steps<DemoResult> {
   const runs = {} as DemoResult["runs"];
   for (const pageSize of ["4K", "2M"] as const) {
     const config = defaultConfig();
     config.guest.pageSize = pageSize;
     const simulation = new Simulation(config, { build });
     simulation.start();
-    runWorkload(simulation, DEMO_WORKLOAD);
+    yield* workloadSteps(simulation, DEMO_WORKLOAD);
     runs[pageSize] = buildReport(simulation, { kind: "workload", ...DEMO_WORKLOAD });
   }
   return { workload: DEMO_WORKLOAD, runs };

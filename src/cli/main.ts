@@ -1,216 +1,60 @@
-// The memvirt command line. `run` replays a trace or a synthetic workload on a configured machine;
-// `demo` (npm start) shows what 2M pages change against 4K pages on the embedded default workload.
-import { readFileSync } from "node:fs";
+// The memvirt command line. `run` replays a trace or a workload on a configured machine; `compare` runs
+// one workload under every technique; `convert`, `sweep`, `worker`, `presets`, `web` (the playground)
+// and `demo` (npm start).
+// This module only declares the commands: each one's work is imported when it runs, so `--help` and a
+// small run load no more than they use (no IOMMU, overcommit, HTML reports, worker pool or xz decoder
+// until a command needs them).
 import { Command, CommanderError, Option } from "commander";
-import {
-  defaultConfig,
-  MODES,
-  type Mode,
-  parseConfigText,
-  type ResolvedConfig,
-  resolveConfig,
-} from "../config/config.js";
-import { MemvirtError } from "../core/machine.js";
-import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
-import { formatIommuCompare, runIommuCompare } from "../iommu/compare.js";
-import { isDmaWorkload, platformOf, runDmaWorkload } from "../iommu/workload.js";
-import { formatSeedTable, runSeedTable } from "../overcommit/seed-table.js";
-import { formatCsv } from "../report/csv.js";
-import { writeHtmlReport } from "../report/html-file.js";
-import { buildReport, formatTable, type RunReport, VERSION } from "../report/report.js";
-import { type CheckpointRun, readCheckpoint, saveCheckpoint } from "../runner/checkpoint.js";
-import { Simulation } from "../runner/simulation.js";
-import { convertTrace } from "../trace/convert.js";
-import { replayTrace } from "../trace/replay.js";
-import { TRACE_FORMATS, type TraceFormatOption, type TracePosition } from "../trace/source.js";
-import { MULTI_VM_WORKLOADS } from "../workload/multivm.js";
-import { runWorkload } from "../workload/run.js";
-import { formatCompare, runCompare } from "./compare.js";
-import { formatDemo, runDemo } from "./demo.js";
-import {
-  collect,
-  dmaOperations,
-  numberOption,
-  type RunOptions,
-  seedOf,
-  WORKLOAD_GROUPS,
-  workloadSpec,
-} from "./options.js";
-import { continueTraces, runOvercommit, runTraces } from "./overcommit.js";
-import { ProgressBar } from "./progress.js";
+import { TRACE_FORMATS, type TraceFormatOption } from "../trace/formats.js";
+import { VERSION } from "../version.js";
+import { WORKLOAD_CHOICES, WORKLOAD_FAMILIES } from "../workload/catalog.js";
+import type { CommandIo } from "./io.js";
+import { endingOf, finish } from "./outcome.js";
 import { registerSweepCommands } from "./sweep.js";
 
-function loadConfig(path: string | undefined): ResolvedConfig {
-  if (!path) return defaultConfig();
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (error) {
-    throw new MemvirtError(`${path}: cannot read the config: ${(error as Error).message}`);
-  }
-  return parseConfigText(text, path);
+export interface MainOptions {
+  /** Stops a run between batches (instead of SIGINT and SIGTERM, which main handles otherwise). */
+  signal?: AbortSignal;
+  /** Where progress bars draw (default: stderr, when it is a terminal). */
+  progress?: NodeJS.WriteStream;
 }
 
-/** Prints a run's report in the chosen form and writes the HTML report if asked. */
-function emitReport(report: RunReport, options: RunOptions, print: (text: string) => void): void {
-  print(
-    options.json ? JSON.stringify(report, null, 2) : options.csv ? formatCsv([report]) : formatTable(report),
-  );
-  if (options.report) writeHtmlReport(options.report, [report]);
+/** Commander's accumulator for an option given several times. */
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
 }
 
-async function run(options: RunOptions, print: (text: string) => void): Promise<number> {
-  if (options.resume) return resume(options, print);
-  const traces = options.trace ?? [];
-  if ((traces.length === 0) === !options.workload) {
-    throw new MemvirtError(
-      "memvirt run needs exactly one of --trace FILE (one per VM) and --workload NAME (or --resume FILE)",
-    );
-  }
-  const config = loadConfig(options.config);
-  const seed = seedOf(options, config);
-  // Several VMs need a nested dimension: without a config file they run under EPT.
-  const multiVmBase = () => (options.config ? config : resolveConfig({ mode: "ept" }));
-  if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? ""))
-    return runOvercommit(multiVmBase(), options, seed, print);
-  const multiVmOnly: [string, string | undefined][] = [
-    ["pages-per-vm", options.pagesPerVm],
-    ["shared-fraction", options.sharedFraction],
-    ["zero-fraction", options.zeroFraction],
-  ];
-  for (const [flag, value] of multiVmOnly)
-    if (value !== undefined)
-      throw new MemvirtError(
-        `--${flag}: only the multi-VM workloads (${MULTI_VM_WORKLOADS.join(", ")}) take it`,
-      );
-  if (options.vms !== undefined)
-    throw new MemvirtError(
-      traces.length > 0
-        ? "--vms: a trace run has one VM per --trace; give --trace once for each VM"
-        : `--vms: only the multi-VM workloads (${MULTI_VM_WORKLOADS.join(", ")}) take it`,
-    );
-  if (traces.length < 2)
-    for (const [flag, value] of [
-      ["timeline", options.timeline],
-      ["seconds", options.seconds],
-    ] as const)
-      if (value !== undefined)
-        throw new MemvirtError(
-          `--${flag}: only runs of several VMs (a multi-VM workload, or --trace given more than once) take it`,
-        );
-  const checkpointEvery = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53) ?? 0;
-  if ((options.checkpoint === undefined) !== (checkpointEvery === 0)) {
-    throw new MemvirtError("--checkpoint FILE and --checkpoint-every N go together");
-  }
-  if (options.checkpoint && traces.length === 0) {
-    throw new MemvirtError("--checkpoint applies to trace runs (--trace FILE)");
-  }
-  const checkpoint = options.checkpoint ? { file: options.checkpoint, every: checkpointEvery } : undefined;
-  if (traces.length > 1) return runTraces(multiVmBase(), options, checkpoint, print);
-  const simulation = new Simulation(config, { build: options.build });
-  simulation.start();
-  if (isDmaWorkload(options.workload)) {
-    // Device DMA through the IOMMU: --records counts I/O operations (packets, commands, copies).
-    const operations = dmaOperations(options);
-    const iommu = runDmaWorkload(platformOf(simulation), { name: options.workload, operations, seed });
-    const report = buildReport(simulation, { kind: "workload", name: options.workload, operations, seed });
-    report.iommu = iommu;
-    emitReport(report, options, print);
-    return 0;
-  }
-  if (traces.length === 1) {
-    const checkpointRun: CheckpointRun | undefined = checkpoint
-      ? {
-          config,
-          trace: traces[0],
-          format: options.format,
-          build: options.build,
-          checkpoint: checkpoint.file,
-          checkpointEvery: checkpoint.every,
-        }
-      : undefined;
-    return traceRun(simulation, traces[0], options.format, checkpointRun, undefined, options, print);
-  }
-  const spec = workloadSpec(options, seed);
-  runWorkload(simulation, spec);
-  emitReport(buildReport(simulation, { kind: "workload", ...spec }), options, print);
-  return 0;
-}
-
-/** `run --resume FILE`: the checkpoint's host, continued on its traces. */
-async function resume(options: RunOptions, print: (text: string) => void): Promise<number> {
-  if (options.workload) throw new MemvirtError("--resume continues a trace run; it takes no --workload");
-  // The build comes from the checkpoint: static data sits at different addresses in the two builds.
-  const checkpoint = readCheckpoint(options.resume as string);
-  const run = checkpoint.run;
-  // Moved traces can be named again; positions are in decoded bytes, the same wherever a file lives.
-  const traces = options.trace ?? [];
-  const expected = run.traces?.length ?? 1;
-  if (traces.length > 0 && traces.length !== expected)
-    throw new MemvirtError(
-      `--trace: the checkpoint's run has ${expected} trace(s); name all of them, in order`,
-    );
-  if (traces.length > 0) {
-    run.trace = traces[0];
-    if (run.traces) run.traces = traces;
-  }
-  if (options.checkpoint) run.checkpoint = options.checkpoint;
-  const every = numberOption(options.checkpointEvery, "checkpoint-every", 1, 2 ** 53);
-  if (every !== undefined) run.checkpointEvery = every;
-  if ("host" in checkpoint) return continueTraces(checkpoint.host, run, checkpoint.position, options, print);
-  return traceRun(checkpoint.simulation, run.trace, run.format, run, checkpoint.position, options, print);
-}
-
-async function traceRun(
-  simulation: Simulation,
-  trace: string,
-  format: TraceFormatOption,
-  checkpointRun: CheckpointRun | undefined,
-  resumeFrom: TracePosition | undefined,
-  options: RunOptions,
-  print: (text: string) => void,
-): Promise<number> {
-  const source: RunReport["source"] = { kind: "trace", file: trace, format };
-  const progress = new ProgressBar(trace, options.quiet === true);
-  const last: { position?: TracePosition } = { position: resumeFrom };
-  let failure: MemvirtError | undefined;
-  try {
-    const result = await replayTrace(simulation, trace, format, {
-      resume: resumeFrom,
-      last,
-      checkpointEvery: checkpointRun?.checkpointEvery,
-      onCheckpoint: checkpointRun
-        ? (position) => saveCheckpoint(checkpointRun.checkpoint, simulation, checkpointRun, position)
-        : undefined,
-      onProgress: (position, fileBytes) => progress.update(position.records, fileBytes),
-    });
-    source.format = result.format;
-    source.lines = result.lines;
-    source.records = result.records;
-  } catch (error) {
-    if (!(error instanceof MemvirtError)) {
-      progress.stop();
-      throw error;
+/**
+ * Runs `work` with a stop signal: the caller's, or one that SIGINT and SIGTERM abort (the first asks the
+ * run to stop between batches; a second one ends the process at once, as if it had not been caught).
+ */
+async function withSignals<T>(given: AbortSignal | undefined, work: (signal: AbortSignal) => Promise<T>) {
+  if (given) return work(given);
+  const controller = new AbortController();
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!controller.signal.aborted) {
+      controller.abort(signal);
+      return;
     }
-    failure = error;
-    if (last.position) {
-      source.format = last.position.format;
-      source.records = last.position.records;
-    }
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
+    process.kill(process.pid, signal);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  try {
+    return await work(controller.signal);
+  } finally {
+    process.removeListener("SIGINT", onSignal);
+    process.removeListener("SIGTERM", onSignal);
   }
-  progress.stop();
-  emitReport(buildReport(simulation, source, failure?.message), options, print);
-  if (failure) {
-    process.stderr.write(`memvirt: ${failure.message}\n`);
-    return failure.exitCode;
-  }
-  return 0;
 }
 
 export async function main(
   argv: string[],
   print: (text: string) => void = (t) => console.log(t),
+  options: MainOptions = {},
 ): Promise<number> {
   const program = new Command();
   program
@@ -218,184 +62,180 @@ export async function main(
     .description("Cycle-level emulator of address translation and memory virtualization")
     .version(VERSION)
     .exitOverride()
-    .configureOutput({ writeErr: (text) => process.stderr.write(text) });
+    .configureOutput({
+      writeErr: (text) => process.stderr.write(text),
+      // A usage error is a user error like any other: one line, `memvirt: ` and the flag it names.
+      outputError: (text, write) =>
+        write(
+          `memvirt: ${text
+            .replace(/^error: /, "")
+            .trim()
+            .replace(/\s*\n\s*/g, " ")}\n`,
+        ),
+    });
 
   let exitCode = 0;
+  const io = (signal: AbortSignal): CommandIo => ({
+    print,
+    signal,
+    progress: (quiet) => {
+      const stream = options.progress ?? process.stderr;
+      return quiet || !stream.isTTY ? undefined : stream;
+    },
+  });
+  /** An action that runs under signals and sets the exit code. */
+  const action =
+    <A extends unknown[]>(work: (io: CommandIo, ...args: A) => Promise<number>) =>
+    async (...args: A) => {
+      exitCode = await withSignals(options.signal, (signal) => work(io(signal), ...args));
+    };
+
   const buildOption = new Option("--build <build>", "WebAssembly build")
     .choices(["release", "debug"])
     .default("release");
+  const formatOption = () =>
+    new Option("-f, --format <format>", "trace format (default auto: detected from the content)").choices([
+      "auto",
+      ...TRACE_FORMATS,
+    ]);
+  const recordsHelp = WORKLOAD_FAMILIES.map(
+    (family) => `${family.family}: ${family.records.unit}, default ${family.records.default}`,
+  ).join("; ");
 
-  /** The workload, seed, output and build options `run` and `compare` share. */
-  const workloadOptions = (command: Command, defaults: { workload?: string; records?: string }) => {
-    const workload = new Option("-w, --workload <name>", "workload").choices(
-      WORKLOAD_GROUPS.flatMap((group) => group.names),
-    );
-    if (defaults.workload) workload.default(defaults.workload);
+  /** The config, workload, output and build options `run` and `compare` share. */
+  const shared = (command: Command, workloadHelp = "workload") => {
+    const workload = new Option("-w, --workload <name>", workloadHelp).choices([...WORKLOAD_CHOICES]);
     return command
+      .option("-c, --config <file>", "machine and guest configuration (JSON); its keys override --preset's")
+      .option("--preset <name>", "start from a CPU preset (memvirt presets lists them)")
+      .option("--print-config", "print the effective config as JSON (what --config reads back) and exit")
       .addOption(workload)
-      .option(
-        "--records <n>",
-        "workload: records to generate (default 1000000; multi-VM: per workload)",
-        defaults.records,
-      )
+      .option("--records <n>", `workload: how much to run (${recordsHelp})`)
       .option(
         "--footprint <bytes>",
         "workload: bytes of address space touched (default 256M; pt-churn: per program, 1M; mmap-churn: heap, 16M; threads-shootdown: shared region, 8M)",
       )
-      .option("--stride <bytes>", "workload: stride of sequential/strided")
-      .option("--zipf <s>", "workload: Zipf exponent")
-      .option("--write-fraction <f>", "workload: share of writes")
+      .option("--stride <bytes>", "sequential/strided: bytes between accesses")
+      .option("--zipf <s>", "zipf: the exponent (default 0.99)")
+      .option("--write-fraction <f>", "workload: share of writes (default 0.3)")
       .option("--seed <n>", "seed of the workload (default: the config's seed)")
-      .option("--json", "print one JSON object")
+      .option("--json", "print one JSON object (with the effective config as `config`)")
       .option("--csv", "print CSV: a header row and one row per run")
       .option("--report <file.html>", "also write a self-contained HTML report with charts")
+      .option("-q, --quiet", "no progress bar")
       .addOption(buildOption);
   };
 
-  workloadOptions(
+  shared(
     program
       .command("run")
-      .description("replay a trace file or a synthetic workload and report translation costs")
-      .option("-c, --config <file>", "machine and guest configuration (JSON)")
+      .description("replay a trace file or run a workload and report translation costs")
       .option("-t, --trace <file>", "trace file to replay; more than once: one VM per trace", collect)
-      .addOption(
-        new Option("-f, --format <format>", "trace format (auto: detected from the content)")
-          .choices(["auto", ...TRACE_FORMATS])
-          .default("auto"),
-      )
+      .addOption(formatOption())
       .option(
         "--checkpoint <file>",
         "save the whole simulation state to FILE, atomically (with --checkpoint-every)",
       )
       .option("--checkpoint-every <n>", "records between checkpoints")
       .option("--resume <file>", "continue the run saved in a checkpoint")
-      .option("-q, --quiet", "no progress bar")
+      .option("--force-trace", "--resume: continue on a trace that is not the checkpoint's")
       .option("--vms <n>", "multi-VM workloads: number of VMs")
       .option("--pages-per-vm <n>", "multi-VM workloads: 4 KiB pages of each VM's application")
       .option("--shared-fraction <f>", "identical-vms: share of pages from the common OS image")
       .option("--zero-fraction <f>", "identical-vms: share of zero pages")
-      .option("--seconds <s>", "multi-VM workloads: simulated seconds the run lasts")
-      .option("--timeline <file.csv>", "multi-VM workloads: write the memory timeline as CSV")
-      .option("--check-invariants", "check for stale translations after every overcommit step"),
-    {},
-  ).action(async (options: RunOptions) => {
-    exitCode = await run(options, print);
-  });
+      .option("--seconds <s>", "several VMs: simulated seconds the run lasts")
+      .option("--timeline <file.csv>", "several VMs: write the memory timeline as CSV")
+      .option("--check-invariants", "several VMs: check for stale translations after every overcommit step"),
+  ).action(
+    action(async (commandIo, flags) => (await import("./run.js")).runCommand(flags as never, commandIo)),
+  );
 
-  workloadOptions(
+  shared(
     program
       .command("compare")
       .description("run one workload under native, pv, shadow, ept and npt with each page-size pairing")
-      .option("-c, --config <file>", "base configuration (JSON); mode and page sizes are varied")
-      .option("--modes <list>", "comma-separated modes to include", MODES.join(","))
+      .option("--modes <list>", "comma-separated modes to include (default: all)")
       .option("--seed-table", "the comparison table of memory-virtualization techniques, measured"),
-    { workload: "zipf", records: "500000" },
-  ).action((options: RunOptions & { modes: string; seedTable?: boolean }) => {
-    if (options.seedTable) {
-      const table = runSeedTable(options.build);
-      print(options.json ? JSON.stringify(table, null, 2) : formatSeedTable(table));
-      return;
-    }
-    const config = loadConfig(options.config);
-    const seed = seedOf(options, config);
-    if (isDmaWorkload(options.workload)) {
-      // Device workloads compare IOMMU modes (off, strict, deferred, pass-through) instead.
-      const operations = dmaOperations(options);
-      const result = runIommuCompare(config, options.workload, operations, seed, options.build);
-      print(options.json ? JSON.stringify(result, null, 2) : formatIommuCompare(result));
-      return;
-    }
-    if ((MULTI_VM_WORKLOADS as readonly string[]).includes(options.workload ?? "")) {
-      throw new MemvirtError(
-        `--workload ${options.workload}: multi-VM workloads run on an overcommitted host under ept or npt only, so there is no per-mode comparison; use memvirt run --workload ${options.workload}, or compare --seed-table`,
-      );
-    }
-    const modes = options.modes.split(",").map((m) => m.trim());
-    for (const mode of modes) {
-      if (!(MODES as readonly string[]).includes(mode))
-        throw new MemvirtError(`--modes: unknown mode "${mode}"`);
-    }
-    const result = runCompare(config, workloadSpec(options, seed), options.build, modes as Mode[]);
-    print(
-      options.json
-        ? JSON.stringify(result, null, 2)
-        : options.csv
-          ? formatCsv(result.rows)
-          : formatCompare(result),
-    );
-    if (options.report) writeHtmlReport(options.report, [], result);
-  });
+    "workload (default zipf)",
+  ).action(
+    action(async (commandIo, flags) =>
+      (await import("./compare-command.js")).compareCommand(flags as never, commandIo),
+    ),
+  );
 
   program
     .command("convert")
     .description("convert a trace in any format to memvirt's compact binary format")
     .argument("<in>", "trace to read")
-    .addOption(
-      new Option("-f, --format <format>", "input format (auto: detected from the content)")
-        .choices(["auto", ...TRACE_FORMATS])
-        .default("auto"),
-    )
+    .addOption(formatOption())
     .requiredOption("-o, --out <file>", "memvirt trace to write")
     .option("--json", "print one JSON object")
+    .option("-q, --quiet", "no progress bar")
     .addOption(buildOption)
     .action(
-      async (
-        input: string,
-        options: { format: TraceFormatOption; out: string; json?: boolean; build: BuildName },
-      ) => {
-        const result = await convertTrace(input, options.format, options.out, options.build);
-        print(
-          options.json
-            ? JSON.stringify(result, null, 2)
-            : `converted ${result.input} (${result.format}): ${result.records.toLocaleString("en-US")} records, ${result.bytesWritten.toLocaleString("en-US")} bytes in ${result.output}`,
-        );
-      },
+      action(
+        async (
+          commandIo,
+          input: string,
+          flags: {
+            format?: TraceFormatOption;
+            out: string;
+            json?: boolean;
+            quiet?: boolean;
+            build: BuildName;
+          },
+        ) => (await import("./convert-command.js")).convertCommand(input, flags, commandIo),
+      ),
     );
 
   registerSweepCommands(program, {
     buildOption,
     print,
-    numberOption,
     setExitCode: (code) => {
       exitCode = code;
     },
   });
 
   program
+    .command("presets")
+    .description("list the CPU presets --preset takes (their sources: docs/presets.md)")
+    .option("--json", "print the presets' files as one JSON array")
+    .action(async (flags: { json?: boolean }) => {
+      const { formatPresets, listPresets } = await import("./presets.js");
+      const presets = listPresets();
+      print(flags.json ? JSON.stringify(presets, null, 2) : formatPresets(presets));
+    });
+
+  program
     .command("web")
     .description("serve the playground (built by npm run web:build) on 127.0.0.1 and print its URL")
     .option("-p, --port <n>", "port to listen on (0: any free port)", "4173")
     .option("--dir <dir>", "serve a site built elsewhere (default: the package's web/dist)")
-    .action(async (options: { port: string; dir?: string }) => {
+    .action(async (flags: { port: string; dir?: string }) => {
       // Loaded only for this command: the others pay nothing for the HTTP server.
       const { runWeb } = await import("./web.js");
-      const port = numberOption(options.port, "port", 0, 65535) ?? 4173;
-      if (!Number.isInteger(port))
-        throw new MemvirtError(`--port: must be an integer, got "${options.port}"`);
-      exitCode = await runWeb(port, print, options.dir);
+      const { integerOption } = await import("./options.js");
+      const port = integerOption(flags.port, "port", 0, 65535) ?? 4173;
+      exitCode = await runWeb(port, print, flags.dir);
     });
 
   program
     .command("demo")
     .description("run the embedded default workload with 4K and with 2M pages and compare them")
     .option("--json", "print one JSON object")
+    .option("-q, --quiet", "no progress bar")
     .addOption(buildOption)
-    .action((options: { json?: boolean; build: BuildName }) => {
-      const result = runDemo(options.build);
-      print(options.json ? JSON.stringify(result, null, 2) : formatDemo(result));
-    });
+    .action(
+      action(async (commandIo, flags: { json?: boolean; quiet?: boolean; build: BuildName }) =>
+        (await import("./demo-command.js")).demoCommand(flags, commandIo),
+      ),
+    );
 
   try {
     await program.parseAsync(argv);
     return exitCode;
   } catch (error) {
     if (error instanceof CommanderError) return error.exitCode === 0 ? 0 : 2;
-    if (error instanceof MemvirtError) {
-      process.stderr.write(`memvirt: ${error.message}\n`);
-      return error.exitCode;
-    }
-    throw error;
+    return finish(endingOf(error));
   }
 }
-
-export type { PageSize };

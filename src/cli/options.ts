@@ -1,40 +1,33 @@
-// The options `memvirt run` and `compare` share, and how they become a workload and the config
-// several VMs run with. Browser-safe: the playground reads the same flags from its URL and form and
-// turns them into the same specs, with the same checks and messages.
-import { parseBytes, type ResolvedConfig } from "../config/config.js";
+// The options `memvirt run` and `compare` share, checked where they enter (numbers and integers in
+// their ranges, a synthetic workload's spec within the guest's address space), and how they become a
+// workload and the config several VMs run with. Browser-safe: the playground reads the same flags from
+// its URL and form and turns them into the same specs, with the same checks and messages. The options
+// that name files (the config, a preset, outputs) are read in cli/files.ts.
+import { ConfigError, parseBytes, type ResolvedConfig } from "../config/config.js";
 import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
 import { hasNestedTables } from "../hypervisor/config.js";
-import { DMA_WORKLOADS } from "../iommu/workload.js";
 import { defaultOvercommit } from "../overcommit/config.js";
-import { OvercommitHost } from "../overcommit/host.js";
-import type { TraceFormatOption } from "../trace/source.js";
+import type { TraceFormatOption } from "../trace/formats.js";
 import {
   CHURN_FOOTPRINT,
-  CHURN_WORKLOADS,
-  type ChurnWorkloadName,
+  DEFAULT_DMA_OPERATIONS,
   isChurnWorkload,
-} from "../workload/churn.js";
-import {
-  defaultMultiVmOptions,
-  MULTI_VM_WORKLOADS,
-  MultiVm,
-  type MultiVmOptions,
-  type MultiVmWorkloadName,
-} from "../workload/multivm.js";
+  WORKLOAD_FAMILIES,
+} from "../workload/catalog.js";
+import { defaultMultiVmOptions, type MultiVmOptions, type MultiVmWorkloadName } from "../workload/multivm.js";
 import type { HostWorkloadSpec } from "../workload/run.js";
-import { WORKLOAD_NAMES, type WorkloadName } from "../workload/synthetic.js";
+import { DEFAULT_BASE, type WorkloadName } from "../workload/synthetic.js";
 
-/** Every --workload, by kind: the CLI's choices and the playground's list. */
-export const WORKLOAD_GROUPS: readonly { label: string; names: readonly string[] }[] = [
-  { label: "Synthetic", names: WORKLOAD_NAMES },
-  { label: "Guest kernel changing its page tables", names: CHURN_WORKLOADS },
-  { label: "Devices (DMA through the IOMMU)", names: DMA_WORKLOADS },
-  { label: "Several VMs, overcommitted host", names: MULTI_VM_WORKLOADS },
-];
+/** Every --workload, by family: the CLI's choices and the playground's list. */
+export const WORKLOAD_GROUPS: readonly { label: string; names: readonly string[] }[] = WORKLOAD_FAMILIES.map(
+  ({ label, names }) => ({ label, names }),
+);
 
 export interface RunOptions {
   config?: string;
+  preset?: string;
+  printConfig?: boolean;
   vms?: string;
   pagesPerVm?: string;
   sharedFraction?: string;
@@ -44,10 +37,9 @@ export interface RunOptions {
   checkInvariants?: boolean;
   /** One trace per VM (`--trace` repeated); one trace runs on one guest. */
   trace?: string[];
-  format: TraceFormatOption;
-  workload?: WorkloadName | ChurnWorkloadName;
+  format?: TraceFormatOption;
+  workload?: string;
   records?: string;
-  /** Default: 256M, or the churn workload's own (CHURN_FOOTPRINT). */
   footprint?: string;
   stride?: string;
   zipf?: string;
@@ -60,9 +52,14 @@ export interface RunOptions {
   checkpoint?: string;
   checkpointEvery?: string;
   resume?: string;
+  forceTrace?: boolean;
   build: BuildName;
 }
 
+/** The flag of an option key: `writeFraction` is `--write-fraction`. */
+export const flagName = (key: string) => `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+
+/** A number from `min` to `max`, or undefined when the flag is absent. */
 export function numberOption(
   value: string | undefined,
   name: string,
@@ -70,12 +67,51 @@ export function numberOption(
   max: number,
 ): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
+  const n = value.trim() === "" ? Number.NaN : Number(value);
   if (!Number.isFinite(n) || n < min || n > max) {
     throw new MemvirtError(`--${name}: must be a number from ${min} to ${max}, got "${value}"`);
   }
   return n;
 }
+
+/** A whole number from `min` to `max`, or undefined when the flag is absent. */
+export function integerOption(
+  value: string | undefined,
+  name: string,
+  min: number,
+  max: number,
+): number | undefined {
+  const n = numberOption(value, name, min, max);
+  if (n !== undefined && !Number.isInteger(n))
+    throw new MemvirtError(`--${name}: must be a whole number, got "${value}"`);
+  return n;
+}
+
+/** The user half of the guest's address space: 2^47 bytes with 4-level paging, 2^56 with 5-level. */
+export function userSpaceBytes(levels: 4 | 5): number {
+  return 2 ** (levels === 5 ? 56 : 47);
+}
+
+const units = (bytes: number) =>
+  bytes >= 2 ** 50
+    ? `${bytes / 2 ** 50} PiB`
+    : bytes >= 2 ** 40
+      ? `${bytes / 2 ** 40} TiB`
+      : `${bytes} bytes`;
+
+/** A byte size flag (`256M`, `1G`, `4096`), naming the flag when it is not one. */
+function bytesOption(value: string, name: string): number {
+  try {
+    return parseBytes(value, `--${name}`);
+  } catch (error) {
+    if (error instanceof ConfigError)
+      throw new MemvirtError(`--${name}: must be a byte size such as 4096, 64K or 256M, got "${value}"`);
+    throw error;
+  }
+}
+
+/** Largest footprint pointer-chase's 32-bit line permutation covers. */
+const MAX_CHASE_FOOTPRINT = 2 ** 38;
 
 /** The workload flags: what a workload, its seed and its size are made of. */
 export type WorkloadFlags = Pick<
@@ -96,58 +132,70 @@ export type WorkloadFlags = Pick<
 
 /** --seed, or the config's seed. */
 export function seedOf(options: WorkloadFlags, config: ResolvedConfig): number {
-  return numberOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
+  return integerOption(options.seed, "seed", 0, 2 ** 32 - 1) ?? config.seed;
 }
 
-/** The documented default of --records for workloads (multi-VM workloads have their own). */
-export const DEFAULT_RECORDS = 1_000_000;
-
-/** The dma-* workloads: --records counts I/O operations (packets, commands, copies), by default as
- * many as a workload has records. */
+/** The dma-* workloads: --records counts I/O operations (packets, commands, copies). */
 export function dmaOperations(options: WorkloadFlags): number {
-  return Math.floor(numberOption(options.records, "records", 1, 2 ** 32) ?? DEFAULT_RECORDS);
+  return integerOption(options.records, "records", 1, 2 ** 32) ?? DEFAULT_DMA_OPERATIONS;
 }
 
-export function workloadSpec(options: WorkloadFlags, seed: number): HostWorkloadSpec {
-  const records = numberOption(options.records ?? String(DEFAULT_RECORDS), "records", 1, 2 ** 40) ?? 0;
+/**
+ * A synthetic or churn workload's spec from the flags, each checked: the footprint must be a whole
+ * number of 8-byte accesses (64-byte lines for pointer-chase; a 4 KiB page for a churn workload, which
+ * maps it) inside the user half of the guest's address space. A churn workload's footprint defaults to
+ * its own (CHURN_FOOTPRINT), a synthetic one's to 256 MiB.
+ */
+export function workloadSpec(options: WorkloadFlags, seed: number, levels: 4 | 5): HostWorkloadSpec {
+  const name = options.workload as WorkloadName;
+  const churn = isChurnWorkload(options.workload);
+  const records = integerOption(options.records ?? "1000000", "records", 1, 2 ** 40) as number;
   const footprint =
-    options.footprint === undefined
-      ? isChurnWorkload(options.workload)
-        ? CHURN_FOOTPRINT[options.workload]
-        : 256 * 2 ** 20
-      : parseBytes(options.footprint, "--footprint");
+    options.footprint === undefined && churn && isChurnWorkload(options.workload)
+      ? CHURN_FOOTPRINT[options.workload]
+      : bytesOption(options.footprint ?? "256M", "footprint");
+  // A churn workload maps its footprint by pages (at least one); a synthetic one touches it by accesses.
+  const unit = churn ? 4096 : name === "pointer-chase" ? 64 : 8;
+  if (footprint < unit)
+    throw new MemvirtError(`--footprint: must be at least ${unit} bytes, got "${options.footprint}"`);
+  if (!churn && footprint % unit !== 0)
+    throw new MemvirtError(
+      `--footprint: ${footprint} bytes is not a whole number of ${unit}-byte ${unit === 64 ? "lines" : "accesses"}`,
+    );
+  const room = userSpaceBytes(levels) - Number(DEFAULT_BASE);
+  if (footprint > room)
+    throw new MemvirtError(
+      `--footprint: ${units(footprint)} does not fit the guest's user address space (${units(room)} from 0x${DEFAULT_BASE.toString(16)} with ${levels}-level paging${levels === 4 ? '; "guest": {"levels": 5} gives 64 PiB' : ""})`,
+    );
+  if (name === "pointer-chase" && footprint > MAX_CHASE_FOOTPRINT)
+    throw new MemvirtError(`--footprint: pointer-chase covers at most 256 GiB, got ${units(footprint)}`);
+  const writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1);
   if (isChurnWorkload(options.workload))
-    return {
-      name: options.workload,
-      records: Math.floor(records),
-      footprint,
-      writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
-      seed,
-    };
+    return { name: options.workload, records, footprint, writeFraction, seed };
+  const stride = integerOption(options.stride, "stride", 8, 2 ** 40);
+  if (stride !== undefined && stride % 8 !== 0)
+    throw new MemvirtError(`--stride: must be a multiple of 8 bytes, got ${stride}`);
   return {
-    name: options.workload as WorkloadName,
-    records: Math.floor(records),
+    name,
+    records,
     footprint,
-    stride: numberOption(options.stride, "stride", 8, 2 ** 40),
+    stride,
     zipfS: numberOption(options.zipf, "zipf", 0, 10),
-    writeFraction: numberOption(options.writeFraction, "write-fraction", 0, 1),
+    writeFraction,
     seed,
   };
 }
 
-export function multiVmOptions(options: WorkloadFlags, seed: number) {
+export function multiVmOptions(options: WorkloadFlags, seed: number): MultiVmOptions {
   const spec = defaultMultiVmOptions(options.workload as MultiVmWorkloadName);
   spec.seed = seed;
-  spec.vms = numberOption(options.vms, "vms", 1, 16) ?? spec.vms;
-  spec.pagesPerVm = numberOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
+  spec.vms = integerOption(options.vms, "vms", 1, 16) ?? spec.vms;
+  spec.pagesPerVm = integerOption(options.pagesPerVm, "pages-per-vm", 16, 2 ** 24) ?? spec.pagesPerVm;
   spec.sharedFraction = numberOption(options.sharedFraction, "shared-fraction", 0, 1) ?? spec.sharedFraction;
   spec.zeroFraction = numberOption(options.zeroFraction, "zero-fraction", 0, 1) ?? spec.zeroFraction;
-  spec.records = numberOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
+  spec.records = integerOption(options.records, "records", 0, 2 ** 40) ?? spec.records;
   spec.seconds = numberOption(options.seconds, "seconds", 0, 1e6) ?? spec.seconds;
   spec.writeFraction = numberOption(options.writeFraction, "write-fraction", 0, 1) ?? spec.writeFraction;
-  if (!Number.isInteger(spec.vms)) throw new MemvirtError("--vms: must be an integer");
-  if (!Number.isInteger(spec.pagesPerVm)) throw new MemvirtError("--pages-per-vm: must be an integer");
-  spec.records = Math.floor(spec.records);
   return spec;
 }
 
@@ -168,33 +216,4 @@ export function multiVmConfig(base: ResolvedConfig, what: string): ResolvedConfi
     config.overcommit = defaultOvercommit();
   }
   return config;
-}
-
-/**
- * A multi-VM workload on the overcommitted host, run to its end or to a stop on bad input (`failure`,
- * whose statistics so far the host still holds). `prepare` sees the host before it runs.
- */
-export function runMultiVmWorkload(
-  base: ResolvedConfig,
-  options: WorkloadFlags,
-  seed: number,
-  hostOptions: { build?: BuildName; checkInvariants?: boolean } = {},
-  prepare?: (host: OvercommitHost, spec: MultiVmOptions) => void,
-): { host: OvercommitHost; spec: MultiVmOptions; failure?: MemvirtError } {
-  const config = multiVmConfig(base, "the multi-VM workloads");
-  const spec = multiVmOptions(options, seed);
-  const host = new OvercommitHost(config, new MultiVm(spec), hostOptions);
-  prepare?.(host, spec);
-  try {
-    host.run();
-  } catch (error) {
-    if (!(error instanceof MemvirtError)) throw error;
-    return { host, spec, failure: error };
-  }
-  return { host, spec };
-}
-
-/** Commander's accumulator for an option given several times. */
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }

@@ -1,6 +1,8 @@
-// The progress bar of long runs: records/s, percent of the file and ETA, on stderr. It only draws
-// on a terminal and never with --quiet, so piped output and logs stay clean. Progress is measured
-// in file bytes (compressed bytes for xz and gzip), the one quantity known in advance.
+// Progress bars of long runs, on stderr: only on a terminal and never with --quiet, so piped output and
+// logs stay clean. A trace's bar measures file bytes (compressed bytes for xz and gzip), the one
+// quantity known in advance, and shows records and records/s; a workload's, a comparison's or a
+// table's (`ProgressBar.count`) measures the units it knows it will do (records, operations, rows),
+// with their rate and ETA.
 
 import { statSync } from "node:fs";
 import { SingleBar } from "cli-progress";
@@ -9,26 +11,54 @@ import { SingleBar } from "cli-progress";
 const REDRAW_MS = 200;
 
 export class ProgressBar {
-  private readonly bar: SingleBar | undefined;
+  private bar: SingleBar | undefined;
   private readonly started = Date.now();
   private lastDraw = 0;
 
-  /** `files`: the trace, or the traces read side by side (progress is then their bytes together). */
+  /**
+   * A bar over trace files: `files` is the trace, or the traces read side by side (progress is then
+   * their bytes together). `stream`: where to draw; nothing is drawn when it is not a terminal.
+   */
   constructor(
     files: string | readonly string[],
     quiet: boolean,
     stream: NodeJS.WriteStream = process.stderr,
   ) {
-    if (quiet || !stream.isTTY) return;
+    if (quiet || !stream.isTTY || files.length === 0) return;
     let total = 0;
     try {
       for (const file of typeof files === "string" ? [files] : files) total += statSync(file).size;
     } catch {
       return;
     }
+    this.start(
+      stream,
+      "{bar} {percentage}% | {records} records | {rate} records/s | ETA {eta_formatted}",
+      total,
+    );
+  }
+
+  /** A bar over a known number of `unit`s (records, operations, rows): done of total, rate, ETA. */
+  static count(
+    total: number,
+    unit: string,
+    quiet: boolean,
+    stream: NodeJS.WriteStream = process.stderr,
+  ): ProgressBar {
+    const progress = new ProgressBar([], quiet, stream);
+    if (!quiet && stream.isTTY)
+      progress.start(
+        stream,
+        `{bar} {percentage}% | {records}/${total.toLocaleString("en-US")} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`,
+        total,
+      );
+    return progress;
+  }
+
+  private start(stream: NodeJS.WriteStream, format: string, total: number): void {
     this.bar = new SingleBar({
       stream,
-      format: "{bar} {percentage}% | {records} records | {rate} records/s | ETA {eta_formatted}",
+      format,
       hideCursor: true,
       clearOnComplete: true,
       etaBuffer: 20,
@@ -37,15 +67,16 @@ export class ProgressBar {
     this.bar.start(Math.max(1, total), 0, { records: "0", rate: "-" });
   }
 
-  update(records: number, fileBytes: number): void {
+  /** `done` units so far; a file bar's position is the bytes read (`fileBytes`). */
+  update(done: number, fileBytes = done): void {
     if (!this.bar) return;
     const now = Date.now();
     if (now - this.lastDraw < REDRAW_MS) return;
     this.lastDraw = now;
     const seconds = (now - this.started) / 1000;
     this.bar.update(fileBytes, {
-      records: records.toLocaleString("en-US"),
-      rate: seconds > 0 ? Math.round(records / seconds).toLocaleString("en-US") : "-",
+      records: done.toLocaleString("en-US"),
+      rate: seconds > 0 ? Math.round(done / seconds).toLocaleString("en-US") : "-",
     });
   }
 

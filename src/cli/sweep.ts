@@ -2,120 +2,14 @@
 // on workers through a Redis queue (--queue), as parts for Slurm arrays, GNU parallel or shell loops
 // (--emit, --cells) and their merge (--merge).
 
-import { mkdirSync } from "node:fs";
-import { availableParallelism } from "node:os";
-import { SingleBar } from "cli-progress";
 import { type Command, Option } from "commander";
-import { ConfigError, parseConfigText } from "../config/config.js";
-import { MemvirtError } from "../core/machine.js";
+import { MemvirtError } from "../core/errors.js";
 import type { BuildName } from "../core/wasm.js";
-import type { SweepPageCell, SweepPageConfig } from "../report/html.js";
-import { writeSweepReport } from "../report/html-file.js";
-import { queueExecutor, runQueueWorker } from "../runner/queue.js";
-import { cellRanges, mergeExecutor, slurmScript } from "../runner/slurm.js";
-import {
-  type Grid,
-  readGrid,
-  runSweep,
-  type SweepOptions,
-  type SweepRow,
-  selectCells,
-} from "../runner/sweep.js";
-
-export interface SweepCommandOptions {
-  out: string;
-  csv?: string;
-  /** An HTML report of every cell's run, with the cells side by side. */
-  report?: string;
-  workers?: number;
-  quiet: boolean;
-  print: (text: string) => void;
-  /** How the cells run (default: this machine's worker threads) and what the summary calls it. */
-  execute?: SweepOptions["execute"];
-  verb?: string;
-}
-
-/** Runs the sweep; exit code 2 when a cell failed (each failure is in the rows and on stderr) or is missing. */
-export async function runSweepCommand(grid: Grid, options: SweepCommandOptions): Promise<number> {
-  // Cells, not bytes, are the unit here: a bar on a terminal, nothing otherwise or with --quiet.
-  const bar =
-    !options.quiet && process.stderr.isTTY
-      ? new SingleBar({
-          stream: process.stderr,
-          format: "{bar} {value}/{total} cells | {failed} failed | ETA {eta_formatted}",
-          hideCursor: true,
-          clearOnComplete: true,
-          barsize: 30,
-        })
-      : undefined;
-  let failed = 0;
-  bar?.start(grid.cells.length, 0, { failed });
-  let result: Awaited<ReturnType<typeof runSweep>>;
-  try {
-    result = await runSweep(grid, {
-      out: options.out,
-      csv: options.csv,
-      report: options.report,
-      workers: options.workers,
-      execute: options.execute,
-      onRow: (row, done) => {
-        if (row.status === "error") {
-          failed++;
-          // Above the bar, so the message stays when the bar redraws.
-          bar?.stop();
-          process.stderr.write(`memvirt: sweep cell ${row.cell}: ${row.error}\n`);
-          bar?.start(grid.cells.length, done, { failed });
-        }
-        bar?.update(done, { failed });
-      },
-    });
-  } finally {
-    bar?.stop();
-  }
-  if (options.report) writeSweepReport(options.report, ...sweepPage(grid, result.rows));
-  const missing = result.missing > 0 ? `, ${result.missing} missing` : "";
-  options.print(
-    `sweep: ${grid.cells.length} cells, ${result.ran} ${options.verb ?? "run"}, ${result.skipped} already done, ${result.failed} failed${missing}; rows in ${options.out}${options.csv ? ` and ${options.csv}` : ""}`,
-  );
-  return result.failed > 0 || result.missing > 0 ? 2 : 0;
-}
-
-/**
- * The sweep page's cells in grid order, named by config and by the trace as the grid wrote it, and each
- * config resolved as the workers resolve it (the rows, which may come from an earlier run of the sweep,
- * hold reports but not configs).
- */
-function sweepPage(grid: Grid, rows: SweepRow[]): [SweepPageCell[], SweepPageConfig[]] {
-  const byId = new Map(rows.map((row) => [row.cell, row]));
-  const cells: SweepPageCell[] = grid.cells.map((cell) => {
-    const row = byId.get(cell.id);
-    return {
-      config: cell.config,
-      trace: cell.id.slice(cell.config.length + 1),
-      status: row?.status ?? "not run",
-      error: row?.error,
-      report: row?.report,
-    };
-  });
-  const configs = new Map<string, SweepPageConfig>();
-  for (const cell of grid.cells) {
-    if (configs.has(cell.config)) continue;
-    try {
-      const config = parseConfigText(JSON.stringify(cell.configValue), cell.origin);
-      configs.set(cell.config, { name: cell.config, config });
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error;
-      configs.set(cell.config, { name: cell.config, error: error.message });
-    }
-  }
-  return [cells, [...configs.values()]];
-}
 
 /** What the host CLI hands the sweep commands (they never import it). */
 export interface SweepCommandServices {
   buildOption: Option;
   print: (text: string) => void;
-  numberOption: (value: string | undefined, name: string, min: number, max: number) => number | undefined;
   setExitCode: (code: number) => void;
 }
 
@@ -146,12 +40,7 @@ interface WorkerFlags {
 }
 
 export function registerSweepCommands(program: Command, services: SweepCommandServices): void {
-  const { numberOption, print } = services;
-  const integer = (value: string | undefined, name: string, min: number, max: number) => {
-    const n = numberOption(value, name, min, max);
-    if (n !== undefined && !Number.isInteger(n)) throw new MemvirtError(`--${name}: must be a whole number`);
-    return n;
-  };
+  const { print } = services;
   program
     .command("sweep")
     .description(
@@ -182,16 +71,20 @@ export function registerSweepCommands(program: Command, services: SweepCommandSe
     .option("-q, --quiet", "no progress bar")
     .addOption(services.buildOption)
     .action(async (gridPath: string, flags: SweepFlags) => {
+      // What a sweep runs is loaded when it runs: the grid reader, the engines, the worker pool.
+      const { integerOption: integer } = await import("./options.js");
+      const { readGrid, selectCells } = await import("../runner/sweep.js");
       const grid = readGrid(gridPath, flags.build);
       const workers = integer(flags.workers, "workers", 1, 1024);
       if (flags.emit) {
         const cellsPerTask = integer(flags.cellsPerTask, "cells-per-task", 1, 2 ** 31) as number;
+        const { cellRanges, slurmScript } = await import("../runner/slurm.js");
         if (flags.emit === "ranges") {
           print(cellRanges(grid.cells.length, cellsPerTask).join("\n"));
           return;
         }
         // Slurm opens each task's log in the parts folder before the task runs: it must exist.
-        mkdirSync(flags.parts, { recursive: true });
+        (await import("node:fs")).mkdirSync(flags.parts, { recursive: true });
         print(
           slurmScript({
             command: [process.execPath, process.argv[1]],
@@ -210,10 +103,11 @@ export function registerSweepCommands(program: Command, services: SweepCommandSe
       if (!flags.out) throw new MemvirtError("memvirt sweep needs --out FILE (or --emit slurm|ranges)");
       const part = flags.cells ? selectCells(grid, flags.cells) : grid;
       const execute = flags.merge
-        ? mergeExecutor(flags.merge, grid, flags.out)
+        ? (await import("../runner/slurm.js")).mergeExecutor(flags.merge, grid, flags.out)
         : flags.queue
-          ? queueExecutor(flags.queue, grid)
+          ? (await import("../runner/queue.js")).queueExecutor(flags.queue, grid)
           : undefined;
+      const { runSweepCommand } = await import("./sweep-run.js");
       services.setExitCode(
         await runSweepCommand(part, {
           out: flags.out,
@@ -242,6 +136,9 @@ export function registerSweepCommands(program: Command, services: SweepCommandSe
     )
     .option("-q, --quiet", "no line per finished cell on stderr")
     .action(async (flags: WorkerFlags) => {
+      const { integerOption: integer } = await import("./options.js");
+      const { runQueueWorker } = await import("../runner/queue.js");
+      const { availableParallelism } = await import("node:os");
       await runQueueWorker({
         url: flags.queue,
         concurrency: integer(flags.concurrency, "concurrency", 1, 1024) ?? availableParallelism(),

@@ -10,6 +10,7 @@ import {
   defaultNestedTlb,
   defaultPsc,
   MACHINE_KEYS,
+  machineToJson,
   resolveCoreMemory,
   resolveMachine,
   skylakeTlb,
@@ -22,15 +23,22 @@ import {
   type HostConfig,
   type HypervisorConfig,
   hasNestedTables,
+  hypervisorToJson,
   type Mode,
   resolveHost,
   resolveHypervisor,
   resolveMode,
 } from "../hypervisor/config.js";
-import { defaultIommuConfig, type IommuConfig, resolveDevices, resolveIommu } from "../iommu/config.js";
+import {
+  defaultIommuConfig,
+  devicesToJson,
+  type IommuConfig,
+  resolveDevices,
+  resolveIommu,
+} from "../iommu/config.js";
 import type { DeviceSpec } from "../iommu/devices.js";
 import { type OvercommitConfig, resolveOvercommit } from "../overcommit/config.js";
-import { ConfigError, fail, integer, isObject, type Json, onlyKeys } from "./validate.js";
+import { ConfigError, fail, integer, isObject, type Json, type JsonObject, onlyKeys } from "./validate.js";
 
 export type { FramePolicy, GuestConfig } from "../guest/config.js";
 export { type HostConfig, type HypervisorConfig, MODES, type Mode } from "../hypervisor/config.js";
@@ -167,3 +175,42 @@ export function parseConfigText(text: string, file: string): ResolvedConfig {
     throw error;
   }
 }
+
+/**
+ * The config as JSON that `resolveConfig` (and so `--config`) reads back to exactly `config`: every
+ * section, every key, every structure in its explicit form. What `--print-config` prints and every
+ * `--json` report carries as `config`.
+ */
+export function configToJson(config: ResolvedConfig): JsonObject {
+  const json = (value: unknown) => structuredClone(value) as Json;
+  const out: JsonObject = {
+    mode: config.mode,
+    seed: config.seed,
+    ...machineToJson(config.machine),
+    guest: json(config.guest),
+    memory: json(config.memory),
+    host: json(config.host),
+    hypervisor: hypervisorToJson(config.hypervisor),
+    iommu: json(config.iommu),
+    devices: devicesToJson(config.devices),
+  };
+  if (config.overcommit) out.overcommit = json(config.overcommit);
+  return out;
+}
+
+/**
+ * `override` laid over `base`, as `--config` over `--preset`: objects merge key by key, anything else
+ * replaces. A TLB level (`tlb.l1d`, `tlb.l1i`, `tlb.l2`, `nestedTlb`) is replaced whole: its three
+ * forms (one geometry, per page size, shared arrays) do not mix.
+ */
+export function mergeConfig(base: Json, override: Json, path = ""): Json {
+  if (!isObject(base) || !isObject(override) || WHOLE.has(path)) return override;
+  const merged: JsonObject = { ...base };
+  for (const [key, value] of Object.entries(override)) {
+    const at = path ? `${path}.${key}` : key;
+    merged[key] = key in base ? mergeConfig(base[key], value, at) : value;
+  }
+  return merged;
+}
+
+const WHOLE = new Set(["tlb.l1d", "tlb.l1i", "tlb.l2", "nestedTlb"]);

@@ -259,3 +259,29 @@ export function resolveCoreMemory(value: Json | undefined): CoreMemoryConfig {
   memory.limitMiB = integer(m.limitMiB ?? memory.limitMiB, "memory.limitMiB", 0, 65536);
   return memory;
 }
+
+/**
+ * The machine's top-level keys as JSON that resolveMachine reads back to exactly `machine`: every
+ * structure in its explicit form (a TLB level's arrays, each PSC level, each cache level).
+ */
+export function machineToJson(machine: MachineConfig): JsonObject {
+  const json = (value: unknown) => structuredClone(value) as Json;
+  return {
+    cpus: machine.cpus,
+    machine: {
+      maxPhyAddr: machine.maxPhyAddr,
+      gbPages: machine.gbPages,
+      eptExecuteOnly: machine.eptExecuteOnly ?? true,
+    },
+    tlb: json(machine.tlb),
+    psc: json(machine.psc),
+    nestedTlb: json(machine.nestedTlb ?? null),
+    nestedPsc: machine.nestedPsc ? json(machine.nestedPsc) : false,
+    cache: {
+      l1: json(machine.cache.l1),
+      l2: json(machine.cache.l2),
+      llc: json(machine.cache.llc),
+      dram: machine.cache.dramLatency,
+    },
+  };
+}

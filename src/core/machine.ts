@@ -386,9 +386,10 @@ export class Machine {
   writePhys64(pa: bigint, value: bigint): void {
     const code = this.core.writePhys64(pa, BigInt.asUintN(64, value));
     if (code !== 0) {
+      // A full directory or linear memory is a limit the config sets (memory.*): the user's to raise.
       throw new MemvirtError(
         `write of physical 0x${pa.toString(16)}: ${PHYS_ERRORS[code] ?? `error ${code}`}`,
-        1,
+        code === 2 || code === 3 ? 2 : 1,
       );
     }
   }

@@ -240,13 +240,17 @@ export class Host {
    * its operations, and the host drains the unit's fault log (its interrupt handler), to the end.
    */
   runDma(unit: DmaUnit, source: DmaSource): void {
-    for (;;) {
-      const count = source.fill(() => unit.recordView());
-      if (count === 0) return;
-      unit.runRecords(count);
-      source.results(unit.recordView(), count);
-      unit.drainFaults();
-    }
+    while (this.dmaBatch(unit, source) > 0);
+  }
+
+  /** One batch of `runDma`; returns its request count, 0 when the source has no more. */
+  dmaBatch(unit: DmaUnit, source: DmaSource): number {
+    const count = source.fill(() => unit.recordView());
+    if (count === 0) return 0;
+    unit.runRecords(count);
+    source.results(unit.recordView(), count);
+    unit.drainFaults();
+    return count;
   }
 
   /** The exit dispatcher: services one exit; returns the record index to resume at. */

@@ -1,7 +1,17 @@
 // The hypervisor's sections of the configuration: "mode" (the technique that virtualizes the guest's
 // memory), "host" (the host under the guest: its paging depth, backing page size and memory) and
 // "hypervisor" (exit and handler costs, VPIDs, EPT A/D, dirty logging, the shadow MMU's knobs).
-import { fail, flag, integer, type Json, object, oneOf, onlyKeys, parseBytes } from "../config/validate.js";
+import {
+  fail,
+  flag,
+  integer,
+  type Json,
+  type JsonObject,
+  object,
+  oneOf,
+  onlyKeys,
+  parseBytes,
+} from "../config/validate.js";
 import { PAGE_SIZES, type PageSize } from "../core/types.js";
 import {
   DEFAULT_COSTS,
@@ -133,4 +143,14 @@ export function resolveHypervisor(value: Json | undefined, mode: Mode): Hypervis
       "paravirtual direct paging has no dirty log: Xen switches a PV guest to shadow mode to log dirty pages; use mode shadow",
     );
   return hypervisor;
+}
+
+/** The "hypervisor" section as JSON that resolveHypervisor reads back to exactly `hypervisor`. */
+export function hypervisorToJson(hypervisor: HypervisorConfig): JsonObject {
+  const { costs, ...rest } = hypervisor;
+  const json: JsonObject = { ...rest };
+  for (const key of Object.keys(DEFAULT_COSTS) as Exclude<keyof HypervisorCosts, "exitByReason">[])
+    json[`${key}Cycles`] = costs[key];
+  if (costs.exitByReason) json.exitCyclesByReason = { ...costs.exitByReason } as JsonObject;
+  return json;
 }

@@ -3,8 +3,9 @@
 import type { ResolvedConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { Simulation } from "../runner/simulation.js";
+import { drain, type Steps } from "../util/steps.js";
 import { IOMMU_MODES, type IommuMode } from "./driver.js";
-import { type DmaWorkloadName, platformOf, runDmaWorkload } from "./workload.js";
+import { type DmaWorkloadName, platformOf, startDmaWorkload } from "./workload.js";
 
 export interface IommuCompareRow {
   mode: IommuMode;
@@ -24,6 +25,8 @@ export interface IommuCompareResult {
   workload: DmaWorkloadName;
   operations: number;
   rows: IommuCompareRow[];
+  /** Set when the comparison was stopped (SIGINT, SIGTERM): the rows are the modes that finished. */
+  interrupted?: boolean;
 }
 
 export function runIommuCompare(
@@ -33,7 +36,22 @@ export function runIommuCompare(
   seed: number,
   build: BuildName,
 ): IommuCompareResult {
-  const rows = IOMMU_MODES.map((mode): IommuCompareRow => {
+  return drain(iommuCompareSteps(base, workload, operations, seed, build));
+}
+
+/**
+ * The comparison as steps (util/steps.ts), one DMA batch each, yielding its operations. Rows go to
+ * `result.rows` as each mode finishes, so an interrupted comparison keeps the modes before it.
+ */
+export function* iommuCompareSteps(
+  base: ResolvedConfig,
+  workload: DmaWorkloadName,
+  operations: number,
+  seed: number,
+  build: BuildName,
+  result: IommuCompareResult = { workload, operations, rows: [] },
+): Steps<IommuCompareResult> {
+  for (const mode of IOMMU_MODES) {
     // Pass-through gives the devices to a VM: EPT with 2M backing, as VFIO guests usually have.
     const config: ResolvedConfig =
       mode === "passthrough"
@@ -41,9 +59,11 @@ export function runIommuCompare(
         : { ...base, iommu: { ...base.iommu, mode } };
     const simulation = new Simulation(config, { build });
     simulation.start();
-    const report = runDmaWorkload(platformOf(simulation), { name: workload, operations, seed });
+    const run = startDmaWorkload(platformOf(simulation), { name: workload, operations, seed });
+    yield* run.steps();
+    const report = run.report();
     const sum = (record: Record<string, number>) => Object.values(record).reduce((a, b) => a + b, 0);
-    return {
+    result.rows.push({
       mode,
       kind: report.kind,
       translations: report.translations,
@@ -54,25 +74,29 @@ export function runIommuCompare(
       invalidations: sum(report.invalidations),
       faults: sum(report.faults),
       driverCycles: report.driver.cycles,
-    };
-  });
-  return { workload, operations, rows };
+    });
+  }
+  return result;
 }
 
-export function formatIommuCompare(result: IommuCompareResult): string {
-  const header = [
-    "iommu",
-    "translations",
-    "translations/s",
-    "IOTLB hit rate",
-    "refs/miss",
-    "cycles/transl",
-    "invalidations",
-    "faults",
-    "driver cycles",
-  ];
-  const count = (n: number) => n.toLocaleString("en-US");
-  const lines = result.rows.map((row) => [
+/** The IOMMU comparison's columns, for the text table and the HTML report alike. */
+export const IOMMU_COMPARE_COLUMNS = [
+  "iommu",
+  "translations",
+  "translations/s",
+  "IOTLB hit rate",
+  "refs/miss",
+  "cycles/transl",
+  "invalidations",
+  "faults",
+  "driver cycles",
+];
+
+const count = (n: number) => n.toLocaleString("en-US");
+
+/** One row's cells under IOMMU_COMPARE_COLUMNS ("-" where the mode has no such figure). */
+export function iommuCompareCells(row: IommuCompareRow): string[] {
+  return [
     row.mode === "off" ? "off" : `${row.kind} ${row.mode}`,
     count(row.translations),
     row.translationsPerSecond === null ? "-" : count(row.translationsPerSecond),
@@ -82,7 +106,12 @@ export function formatIommuCompare(result: IommuCompareResult): string {
     count(row.invalidations),
     count(row.faults),
     count(row.driverCycles),
-  ]);
+  ];
+}
+
+export function formatIommuCompare(result: IommuCompareResult): string {
+  const header = IOMMU_COMPARE_COLUMNS;
+  const lines = result.rows.map(iommuCompareCells);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const render = (cells: string[]) =>
     cells.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]) : cell.padStart(widths[i]))).join("  ");

@@ -165,3 +165,12 @@ export function resolveDevices(value: Json | undefined): DeviceSpec[] {
     return { kind, sid, virtualFunctions };
   });
 }
+
+/** The "devices" list as JSON that resolveDevices reads back to exactly `devices`. */
+export function devicesToJson(devices: readonly DeviceSpec[]): Json {
+  return devices.map((device) => ({
+    kind: device.kind,
+    bdf: formatBdf(device.sid),
+    virtualFunctions: device.virtualFunctions,
+  }));
+}

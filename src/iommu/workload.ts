@@ -12,6 +12,8 @@ import type { DmaSource } from "../host/hooks.js";
 import type { Host } from "../host/host.js";
 import type { Vm } from "../hypervisor/vm.js";
 import { Rng } from "../util/random.js";
+import { drain, type Steps } from "../util/steps.js";
+import type { DmaWorkloadName } from "../workload/catalog.js";
 import type { IommuConfig } from "./config.js";
 import {
   createDevices,
@@ -25,12 +27,14 @@ import {
   type Operation,
   requesterIds,
 } from "./devices.js";
-import { type Domain, type DriverStats, IommuDriver } from "./driver.js";
-import { type DrainedFaults, Iommu, type IommuHardwareConfig, type IommuStats } from "./hardware.js";
+import { type Domain, IommuDriver } from "./driver.js";
+import { type DrainedFaults, Iommu, type IommuHardwareConfig } from "./hardware.js";
+import type { IommuReport } from "./report.js";
 import { formatBdf } from "./tables.js";
 
-export const DMA_WORKLOADS = ["dma-nic", "dma-nvme", "dma-gpu", "dma-faulty"] as const;
-export type DmaWorkloadName = (typeof DMA_WORKLOADS)[number];
+export { DMA_WORKLOADS, type DmaWorkloadName, isDmaWorkload } from "../workload/catalog.js";
+export type { IommuReport } from "./report.js";
+
 const KIND_OF: Record<DmaWorkloadName, DeviceKind> = {
   "dma-nic": "nic",
   "dma-nvme": "nvme",
@@ -38,10 +42,6 @@ const KIND_OF: Record<DmaWorkloadName, DeviceKind> = {
   // NICs that misbehave (FaultyNic).
   "dma-faulty": "nic",
 };
-
-export function isDmaWorkload(name: string | undefined): name is DmaWorkloadName {
-  return (DMA_WORKLOADS as readonly string[]).includes(name ?? "");
-}
 
 export interface DmaWorkloadSpec {
   name: DmaWorkloadName;
@@ -52,7 +52,7 @@ export interface DmaWorkloadSpec {
 
 /** What the host hands a DMA workload: its machine and memory, and its loop for DMA traffic. */
 export interface DmaPlatform {
-  host: Pick<Host, "runDma">;
+  host: Pick<Host, "runDma" | "dmaBatch">;
   machine: Machine;
   config: ResolvedConfig;
   /** Host frames for IOMMU tables and host DMA buffers. */
@@ -61,28 +61,6 @@ export interface DmaPlatform {
   memoryTop: bigint;
   /** The VM that pass-through assigns devices to, and its guest kernel's frame allocator. */
   vm?: { vm: Vm; guestFrames: FrameAllocator };
-}
-
-export interface IommuReport extends IommuStats {
-  kind: string;
-  mode: string;
-  scalable: boolean;
-  workload: string;
-  devices: string[];
-  operations: number;
-  requests: number;
-  /** Requests that completed without a fault. */
-  completed: number;
-  iotlbHitRate: number;
-  refsPerMiss: number;
-  cyclesPerTranslation: number;
-  /** Translations per second of simulated time spent translating and in the driver (null when none). */
-  translationsPerSecond: number | null;
-  driver: DriverStats;
-  /** Present when the fault handler drained any: VT-d fault records, AMD-Vi events, the first few. */
-  faultLog?: DrainedFaults;
-  /** dma-faulty: the rogue requests the devices issued, by misbehaviour. */
-  rogueRequests?: Record<Misbehaviour, number>;
 }
 
 /** Operations per batch: a NAPI-like budget, small enough that one batch's requests fit the buffer. */
@@ -102,7 +80,21 @@ export function hardwareConfig(iommu: IommuConfig, memoryTop: bigint): IommuHard
   };
 }
 
+/** A DMA workload set up on its platform: its batches as steps, and its report whenever asked. */
+export interface DmaRun {
+  /** One batch of operations per step, yielding the operations it completed. */
+  steps(): Steps<void>;
+  report(): IommuReport;
+}
+
 export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): IommuReport {
+  const run = startDmaWorkload(platform, spec);
+  drain(run.steps());
+  return run.report();
+}
+
+/** Sets the workload up (devices, driver, mappings) without running an operation. */
+export function startDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): DmaRun {
   const { machine, config } = platform;
   const iommu = config.iommu;
   const kind = KIND_OF[spec.name];
@@ -141,7 +133,23 @@ export function runDmaWorkload(platform: DmaPlatform, spec: DmaWorkloadSpec): Io
       ? passthroughBuffers(driver, devices, platform)
       : hostBuffers(driver, devices, platform);
   const traffic = new DmaTraffic(devices, buffers, new Rng(spec.seed ^ 0x10_3d_a7), spec.operations);
-  platform.host.runDma(driver.iommu, traffic);
+  function* steps(): Steps<void> {
+    let before = 0;
+    while (platform.host.dmaBatch(driver.iommu, traffic) > 0) {
+      yield traffic.done - before;
+      before = traffic.done;
+    }
+  }
+  return { steps, report: () => dmaReport(spec, iommu, driver, devices, traffic) };
+}
+
+function dmaReport(
+  spec: DmaWorkloadSpec,
+  iommu: IommuConfig,
+  driver: IommuDriver,
+  devices: DmaDevice[],
+  traffic: DmaTraffic,
+): IommuReport {
   const { done, requests, completed } = traffic;
   driver.flush();
   const stats = driver.iommu.stats();
@@ -299,72 +307,4 @@ export function platformOf(host: Host): DmaPlatform {
     memoryTop: BigInt(config.host.memory),
     vm: { vm: guest.vm, guestFrames: guest.os.frames },
   };
-}
-
-const count = (n: number) => n.toLocaleString("en-US");
-
-/** Rows for the rogue requests and the fault records and events the handler read. */
-function faultRows(report: IommuReport): [string, string][] {
-  const rows: [string, string][] = [];
-  if (report.rogueRequests)
-    rows.push([
-      "rogue requests",
-      `unmapped IOVA ${count(report.rogueRequests.unmappedIova)}, write to a read-only mapping ${count(report.rogueRequests.readOnlyWrite)}, unassigned requester ${count(report.rogueRequests.unassignedRequester)}`,
-    ]);
-  const log = report.faultLog;
-  if (!log) return rows;
-  // VT-d logs fault records, AMD-Vi events: each names what its IOMMU logs.
-  const logged =
-    report.kind === "amdvi"
-      ? Object.entries(log.events).map(([name, n]) => `${count(n)} ${name} events`)
-      : [`${count(log.records)} VT-d fault records`];
-  rows.push(["fault log", logged.join(", ") || "none"]);
-  for (const fault of log.first.slice(0, 4)) {
-    rows.push([
-      "",
-      "record" in fault
-        ? `fault record: reason ${fault.reason} (${fault.cause}), source ${fault.source}, ${fault.access} of ${fault.address}`
-        : `event ${fault.event}: device ${fault.device}, domain ${fault.domain}, address ${fault.address}${fault.flags.length ? `, ${fault.flags.join(" ")}` : ""}`,
-    ]);
-  }
-  return rows;
-}
-
-/** Rows of the run table for the IOMMU. */
-export function iommuRows(report: IommuReport): [string, string][] {
-  const list = (record: Record<string, number>) =>
-    Object.entries(record)
-      .map(([name, n]) => `${name} ${count(n)}`)
-      .join(", ") || "none";
-  return [
-    [
-      "iommu",
-      `${report.kind}${report.scalable ? " (scalable mode)" : ""}, ${report.mode}; ${report.devices.join(", ")}`,
-    ],
-    [
-      "DMA requests",
-      `${count(report.requests)} for ${count(report.operations)} operations, ${count(report.completed)} completed, ${count(report.bytes)} bytes`,
-    ],
-    [
-      "DMA translations",
-      `${count(report.translations)}; ${count(report.untranslated)} requests passed untranslated (pass-through context, ATS, or no IOMMU)`,
-    ],
-    [
-      "IOTLB",
-      `${count(report.iotlb.hits)} hits, ${count(report.iotlb.misses)} misses (hit rate ${(report.iotlbHitRate * 100).toFixed(1)}%)`,
-    ],
-    ["context cache", `${count(report.contextCache.hits)} hits, ${count(report.contextCache.misses)} misses`],
-    ["IO PSC", `${count(report.psc.hits)} hits, ${count(report.psc.misses)} misses`],
-    [
-      "IO walks",
-      `${count(report.walks)} (${count(report.walkRefs)} references, ${report.refsPerMiss} per IOTLB miss)`,
-    ],
-    ["invalidations", list(report.invalidations)],
-    ["DMA faults", `${list(report.faults)} (${count(report.faultsRecorded)} recorded)`],
-    ...faultRows(report),
-    [
-      "IOMMU cycles",
-      `${count(report.cycles)} (${report.cyclesPerTranslation} per translation); driver ${count(report.driver.cycles)}`,
-    ],
-  ];
 }

@@ -15,6 +15,7 @@ import type { HostTimer, RecordsHook } from "../host/hooks.js";
 import { Host } from "../host/host.js";
 import { CYCLES_TDP, CYCLES_VM_EXIT, type NestedTables } from "../hypervisor/technique.js";
 import { TECHNIQUES } from "../hypervisor/techniques.js";
+import { drain, type Steps } from "../util/steps.js";
 import { Balloon } from "./balloon.js";
 import type { OvercommitConfig } from "./config.js";
 import { type PageContent, ZERO_CONTENT } from "./content.js";
@@ -393,14 +394,20 @@ export class OvercommitHost extends Host implements OvercommitServices, GuestMem
 
   /** Runs the workload to its end, then idles the host until the workload's duration. */
   run(): void {
+    drain(this.runSteps());
+    this.finish();
+  }
+
+  /** The workload's accesses as steps (util/steps.ts), one batch each; `finish` ends the run after them. */
+  *runSteps(): Steps<void> {
     const workload = this.workload as Partial<MultiVmWorkload>;
     if (!workload.fill) throw new MemvirtError("this host's VMs have no generated workload to run", 1);
     while (true) {
       const count = workload.fill(this.machine.recordView(), L.RECORD_CAPACITY, this);
-      if (count === 0) break;
+      if (count === 0) return;
       this.replay(count);
+      yield count;
     }
-    this.finish();
   }
 
   /** The end of a run: the host idles until the run's duration, then the books are closed. */

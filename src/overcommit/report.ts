@@ -43,6 +43,8 @@ export interface OvercommitReport {
   virtualization: { exits: Record<string, number>; exitsTotal: number };
   invariantChecks: number;
   error?: string;
+  /** Set when the run was stopped (SIGINT, SIGTERM) between batches; the statistics cover what ran. */
+  interrupted?: boolean;
 }
 
 export function buildOvercommitReport(
@@ -212,6 +214,7 @@ export function formatOvercommitReport(r: OvercommitReport): string {
   const width = Math.max(...rows.map(([label]) => label.length));
   let text = rows.map(([label, value]) => `  ${label.padEnd(width)}  ${value}`).join("\n");
   if (r.error) text += `\n  stopped early: ${r.error}`;
+  if (r.interrupted) text += "\n  stopped early: interrupted; the statistics cover the records that ran";
   return text;
 }
 

@@ -7,6 +7,7 @@ import { type ResolvedConfig, resolveConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { Simulation } from "../runner/simulation.js";
+import { drain, type Steps } from "../util/steps.js";
 import { defaultMultiVmOptions, MultiVm, type MultiVmOptions } from "../workload/multivm.js";
 import { type HostWorkloadSpec, runWorkload } from "../workload/run.js";
 import { OvercommitHost } from "./host.js";
@@ -339,28 +340,42 @@ export const SEED_TABLE_ORDER = [
   "swap",
 ];
 
-/** Measures every row; `onRow` hears of each row as it is done (for progress). */
-export function runSeedTable(
-  build: BuildName,
-  onRow?: (row: SeedRow, done: number, total: number) => void,
-): { rows: SeedRow[]; absent: Record<string, string> } {
-  singleRuns.clear();
-  const rows: SeedRow[] = [];
-  const absent: Record<string, string> = {};
-  SEED_TABLE_ORDER.forEach((name, i) => {
-    const provider = SEED_TABLE_ROWS[name];
-    if (!provider) {
-      absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
-      return;
-    }
-    rows.push(provider(build));
-    onRow?.(rows[rows.length - 1], i + 1, SEED_TABLE_ORDER.length);
-  });
-  singleRuns.clear();
-  return { rows, absent };
+export interface SeedTable {
+  rows: SeedRow[];
+  absent: Record<string, string>;
+  /** Set when the table was stopped (SIGINT, SIGTERM): the rows are the ones that finished. */
+  interrupted?: boolean;
 }
 
-export function formatSeedTable(result: { rows: SeedRow[]; absent: Record<string, string> }): string {
+/** Called as each row is done (for progress): the row, rows done so far and rows in all. */
+export type OnSeedRow = (row: SeedRow, done: number, total: number) => void;
+
+/** Measures every row; `onRow` hears of each row as it is done. */
+export function runSeedTable(build: BuildName, onRow?: OnSeedRow): SeedTable {
+  return drain(seedTableSteps(build, undefined, onRow));
+}
+
+/** The table as steps (util/steps.ts), one row each; rows go to `table.rows` as they finish. */
+export function* seedTableSteps(
+  build: BuildName,
+  table: SeedTable = { rows: [], absent: {} },
+  onRow?: OnSeedRow,
+): Steps<SeedTable> {
+  // Rows share their runs (singleRuns) within one table only.
+  singleRuns.clear();
+  for (const [i, name] of SEED_TABLE_ORDER.entries()) {
+    const provider = SEED_TABLE_ROWS[name];
+    if (provider) {
+      table.rows.push(provider(build));
+      onRow?.(table.rows[table.rows.length - 1], i + 1, SEED_TABLE_ORDER.length);
+    } else table.absent[name] = SEED_TABLE_ABSENT[name] ?? "no row provider";
+    yield 1;
+  }
+  singleRuns.clear();
+  return table;
+}
+
+export function formatSeedTable(result: SeedTable): string {
   const header = [
     "technique",
     "typical scenario",

@@ -1,16 +1,21 @@
 // `--report out.html`: self-contained pages (inline CSS and SVG drawn here, no scripts, nothing
 // fetched). Every page shows the effective config that produced it as JSON in a collapsible block.
-// - A run: TLB hit rates by level, the access-cost histogram and the cycle breakdown (and the IOMMU's
-//   figures for the dma-* workloads).
+// - A run: TLB hit rates by level, the access-cost histogram and the cycle breakdown; for the dma-*
+//   workloads the IOMMU's hit rates and figures first.
 // - `memvirt compare`: cycles per access and VM exits per million accesses, grouped by mode with one bar
-//   per page-size pairing, then the techniques' table.
+//   per page-size pairing, then the techniques' table; with a DMA workload, the IOMMU modes' cycles per
+//   translation and invalidations, then their table.
+// - A run of several VMs: host memory by VM and by what each mechanism saved, TLB hit rates, the exits,
+//   shootdowns and cycles of each mechanism, and the guests.
 // - `memvirt sweep`: the cells side by side in a grid of configs x traces, charts comparing them, each
 //   config's JSON, then every cell's own charts.
 // Every column chart is one function (`columnChart`) with a y-axis of ticks and values and labelled
 // columns, so the histogram and the comparisons read the same way.
 
 import { type CompareResult, compareTable } from "../cli/compare.js";
-import { iommuRows } from "../iommu/workload.js";
+import { IOMMU_COMPARE_COLUMNS, type IommuCompareResult, iommuCompareCells } from "../iommu/compare.js";
+import { type IommuReport, iommuRows } from "../iommu/report.js";
+import type { OvercommitReport } from "../overcommit/report.js";
 import { CYCLES_BY_WHO, effectiveConfig, type RunReport } from "./report.js";
 
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
@@ -251,28 +256,38 @@ function cycleChart(report: RunReport): string {
   );
 }
 
-function tlbChart(report: RunReport): string {
-  const bars: Bar[] = (["l1d", "l1i", "l2"] as const).map((level) => {
-    const { hits, misses } = report.tlb[level];
-    const lookups = hits + misses;
-    const rate = lookups === 0 ? 0 : hits / lookups;
-    return {
-      label: `TLB ${level}`,
-      value: rate,
-      text: lookups === 0 ? "no lookups" : `${(100 * rate).toFixed(2)}% of ${count(lookups)}`,
-    };
-  });
-  const nested = report.virtualization?.nestedTlb;
-  if (nested) {
-    const lookups = nested.hits + nested.misses;
-    bars.push({
-      label: "nested TLB",
-      value: lookups === 0 ? 0 : nested.hits / lookups,
-      text:
-        lookups === 0 ? "no lookups" : `${((100 * nested.hits) / lookups).toFixed(2)}% of ${count(lookups)}`,
-    });
-  }
-  return barChart("TLB hit rate by level", "hit rate", bars, 1, (v) => `${Math.round(100 * v)}%`);
+/** A bar of a cache's hit rate, with the lookups it is a share of. */
+function hitRate(label: string, { hits, misses }: { hits: number; misses: number }): Bar {
+  const lookups = hits + misses;
+  const rate = lookups === 0 ? 0 : hits / lookups;
+  return {
+    label,
+    value: rate,
+    text: lookups === 0 ? "no lookups" : `${(100 * rate).toFixed(2)}% of ${count(lookups)}`,
+  };
+}
+
+const percentTick = (v: number) => `${Math.round(100 * v)}%`;
+
+function tlbChart(tlb: RunReport["tlb"], nested?: { hits: number; misses: number }): string {
+  const bars = (["l1d", "l1i", "l2"] as const).map((level) => hitRate(`TLB ${level}`, tlb[level]));
+  if (nested) bars.push(hitRate("nested TLB", nested));
+  return barChart("TLB hit rate by level", "hit rate", bars, 1, percentTick);
+}
+
+/** The IOMMU's caches: IOTLB, context cache and paging-structure cache hit rates. */
+function iommuChart(iommu: IommuReport): string {
+  return barChart(
+    "IOMMU hit rates: IOTLB, context cache and paging-structure cache, over the DMA requests",
+    "hit rate",
+    [
+      hitRate("IOTLB", iommu.iotlb),
+      hitRate("context cache", iommu.contextCache),
+      hitRate("IO PSC", iommu.psc),
+    ],
+    1,
+    percentTick,
+  );
 }
 
 function runTitle(report: RunReport): string {
@@ -307,10 +322,23 @@ function runSummary(report: RunReport): string {
   return `<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks (${report.refsPerWalk} references each), ${count(report.dirtyAssists)} D-bit assists</p>`;
 }
 
-/** A run's charts (and its IOMMU figures), under a heading of its own. */
+/** Why a run stopped early, when it did. */
+function stopped(report: { error?: string; interrupted?: boolean }): string {
+  if (report.error) return `<p class="error">stopped early: ${escapeHtml(report.error)}</p>`;
+  if (report.interrupted)
+    return `<p class="error">stopped early: interrupted; the figures cover what ran</p>`;
+  return "";
+}
+
+/**
+ * A run's charts (and its IOMMU figures), under a heading of its own. A DMA workload's run has no CPU
+ * accesses: its page leads with the IOMMU and leaves the CPU's empty charts out.
+ */
 function runSection(report: RunReport, heading: string, id?: string): string {
   const config = effectiveConfig(report);
-  const iommu = report.iommu ? `<h3>IOMMU</h3>${table([], iommuRows(report.iommu))}` : "";
+  const iommu = report.iommu
+    ? `<h3>IOMMU: ${escapeHtml(report.iommu.kind)}, ${escapeHtml(report.iommu.mode)}</h3>${iommuChart(report.iommu)}${table([], iommuRows(report.iommu))}`
+    : "";
   const pml = report.virtualization?.pml;
   const pmlSection = pml
     ? `<h3>Page-modification logging</h3>${table(
@@ -322,9 +350,13 @@ function runSection(report: RunReport, heading: string, id?: string): string {
         ],
       )}`
     : "";
-  return `<section${id ? ` id="${id}"` : ""}><h2>${escapeHtml(heading)}</h2>${
-    report.error ? `<p class="error">stopped early: ${escapeHtml(report.error)}</p>` : ""
-  }${config === undefined ? "" : configBlock("effective config (JSON)", config)}${runSummary(report)}${tlbChart(report)}${histogramChart(report)}${cycleChart(report)}${pmlSection}${iommu}</section>`;
+  const cpu =
+    report.iommu && report.accesses === 0
+      ? ""
+      : `${runSummary(report)}${tlbChart(report.tlb, report.virtualization?.nestedTlb)}${histogramChart(report)}${cycleChart(report)}${pmlSection}`;
+  return `<section${id ? ` id="${id}"` : ""}><h2>${escapeHtml(heading)}</h2>${stopped(report)}${
+    config === undefined ? "" : configBlock("effective config (JSON)", config)
+  }${report.iommu && report.accesses === 0 ? iommu + cpu : cpu + iommu}</section>`;
 }
 
 function runsTable(reports: RunReport[]): string {
@@ -542,6 +574,91 @@ function sweepSections(cells: SweepPageCell[], configs: SweepPageConfig[]): stri
   return `<section><h2>sweep: ${names.length} configs × ${traces.length} traces, ${cells.length} cells (${failed} failed)</h2>${grid}${charts}</section><section><h2>configs</h2>${configBlocks}</section>${details}`;
 }
 
+// --- several VMs ----------------------------------------------------------------------------------
+
+/** Label/value rows of counters, leaving out zeros. */
+function counterBars(record: Record<string, number>, unit: string): Bar[] {
+  return Object.entries(record)
+    .filter(([, n]) => n > 0)
+    .map(([name, n]) => ({ label: name, value: n, text: `${count(n)} ${unit}` }));
+}
+
+function overcommitSection(report: OvercommitReport): string {
+  const config = effectiveConfig(report);
+  const m = report.memory;
+  const source = report.source as { name?: string; traces?: { file: string; format: string }[] };
+  const what = source.traces
+    ? `${source.traces.length} traces, one VM each (${source.traces.map((t) => t.file).join(", ")})`
+    : `workload ${source.name} (${m.usedByVm.length} VMs)`;
+  const memory = barChart(
+    `Host memory: ${count(m.hostTotalPages)} pages of 4 KiB, by VM, with the pages each mechanism saved`,
+    "pages",
+    [
+      ...m.usedByVm.map((pages, i) => ({
+        label: `VM ${i + 1}`,
+        value: pages,
+        text: `${count(pages)} pages`,
+      })),
+      { label: "free", value: m.hostFreePages, text: `${count(m.hostFreePages)} pages` },
+      ...Object.entries(m.saved).map(([name, pages]) => ({
+        label: `saved by ${name}`,
+        value: Math.max(0, pages),
+        text: `${count(pages)} pages`,
+      })),
+    ],
+  );
+  const mechanisms = (title: string, record: Record<string, number>, unit: string) => {
+    const bars = counterBars(record, unit);
+    return bars.length ? barChart(title, unit, bars) : `<p>${escapeHtml(title)}: none.</p>`;
+  };
+  return `<section><h2>${escapeHtml(`${what}, ${report.mode}, ${report.simulatedSeconds} s simulated`)}</h2>${stopped(report)}${
+    config === undefined ? "" : configBlock("effective config (JSON)", config)
+  }<p>${count(report.accesses)} accesses, ${count(report.cycles)} cycles (${report.cyclesPerAccess} per access), ${count(report.walks)} walks; ${count(report.virtualization.exitsTotal)} VM exits</p>${memory}${tlbChart(report.tlb)}${mechanisms(
+    "VM exits each overcommit mechanism caused",
+    report.exitsByMechanism,
+    "exits",
+  )}${mechanisms("TLB shootdowns (one per vCPU) each mechanism caused", report.invalidationsByMechanism, "shootdowns")}${mechanisms(
+    "Cycles by mechanism",
+    report.cyclesByMechanism,
+    "cycles",
+  )}<h3>guests</h3>${table(
+    Object.keys(report.guests[0] ?? {}),
+    report.guests.map((guest) => Object.values(guest)),
+  )}</section>`;
+}
+
+// --- IOMMU modes compared -------------------------------------------------------------------------
+
+function iommuCompareSection(result: IommuCompareResult): string {
+  const config = effectiveConfig(result);
+  const column = (
+    title: string,
+    yTitle: string,
+    value: (row: IommuCompareResult["rows"][number]) => number,
+  ) =>
+    columnChart({
+      title,
+      yTitle,
+      xTitle: "IOMMU mode",
+      series: [{ name: yTitle, color: PALETTE[0] }],
+      columns: result.rows.map((row) => ({ label: `${row.kind} ${row.mode}`, values: [value(row)] })),
+      scale: "auto",
+    });
+  return `<section><h2>${escapeHtml(`IOMMU modes compared: ${result.workload}, ${count(result.operations)} operations`)}</h2>${stopped(result)}${
+    config === undefined
+      ? ""
+      : configBlock(
+          "effective config (JSON)",
+          config,
+          'Each row runs this config with its "iommu.mode" set as the row says (pass-through under EPT with 2M backing).',
+        )
+  }${column("Cycles per DMA translation by IOMMU mode", "cycles per translation", (r) => r.cyclesPerTranslation)}${column(
+    "Invalidations by IOMMU mode (strict: one per unmap; deferred: one per flush-queue drain)",
+    "invalidations",
+    (r) => r.invalidations,
+  )}${table(IOMMU_COMPARE_COLUMNS, result.rows.map(iommuCompareCells))}</section>`;
+}
+
 // --- pages ----------------------------------------------------------------------------------------
 
 function page(title: string, body: string): string {
@@ -582,4 +699,14 @@ export function renderHtmlReport(reports: RunReport[], compare?: CompareResult):
 /** The page of a sweep: its cells side by side, charts comparing them, each config and each cell. */
 export function renderSweepReport(cells: SweepPageCell[], configs: SweepPageConfig[]): string {
   return page("memvirt sweep", sweepSections(cells, configs));
+}
+
+/** The page of a run of several VMs (a multi-VM workload, or one trace per VM). */
+export function renderOvercommitReport(report: OvercommitReport): string {
+  return page("memvirt run: several VMs on one host", overcommitSection(report));
+}
+
+/** The page of `memvirt compare --workload dma-*`: the IOMMU modes side by side. */
+export function renderIommuCompareReport(result: IommuCompareResult): string {
+  return page("memvirt compare: IOMMU modes", iommuCompareSection(result));
 }

@@ -1,8 +1,10 @@
 // What a run reports: one JSON object (the outside contract: keep key names stable, add rather than
 // rename) and a table for people built from the same object.
+import { configToJson, type ResolvedConfig } from "../config/config.js";
 import type { Stats } from "../core/types.js";
-import { type IommuReport, iommuRows } from "../iommu/workload.js";
+import { type IommuReport, iommuRows } from "../iommu/report.js";
 import type { Simulation } from "../runner/simulation.js";
+import { VERSION } from "../version.js";
 
 export interface RunSource {
   kind: "trace" | "workload";
@@ -103,9 +105,11 @@ export interface RunReport extends Stats {
   iommu?: IommuReport;
   /** Set when the run stopped early on bad input; the statistics cover the records before it. */
   error?: string;
+  /** Set when the run was stopped (SIGINT, SIGTERM) between batches; the statistics cover what ran. */
+  interrupted?: boolean;
 }
 
-export const VERSION = "0.1.0";
+export { VERSION } from "../version.js";
 
 /** `cyclesByWho`'s keys in the order the reports show them, with their labels. */
 export const CYCLES_BY_WHO: [keyof RunReport["cyclesByWho"], string][] = [
@@ -118,18 +122,22 @@ export const CYCLES_BY_WHO: [keyof RunReport["cyclesByWho"], string][] = [
   ["emulation", "emulation"],
 ];
 
-// The effective config of a report or a comparison, for the pages that show it. The JSON report's keys
-// are the outside contract, so the config is kept beside the object rather than in it; a report that
-// carries its own `config` key is read from that.
-const configs = new WeakMap<object, unknown>();
+// The effective config of a report or a comparison, for the pages that show it and the JSON the CLI
+// prints. It is kept beside the object rather than in it (a sweep row's report, the CSV of a run, stay
+// as they were); a report read back from JSON carries its own `config` key, and that is read instead.
+const configs = new WeakMap<object, ResolvedConfig>();
 
-export function attachConfig<T extends object>(target: T, config: unknown): T {
+export function attachConfig<T extends object>(target: T, config: ResolvedConfig): T {
   configs.set(target, config);
   return target;
 }
 
+/** The config that produced `target`, as JSON that `--config` reads back (config.configToJson). */
 export function effectiveConfig(target: object): unknown {
-  return (target as { config?: unknown }).config ?? configs.get(target);
+  const own = (target as { config?: unknown }).config;
+  if (own !== undefined) return own;
+  const config = configs.get(target);
+  return config && configToJson(config);
 }
 
 const round = (value: number, digits = 3) => (Number.isFinite(value) ? +value.toFixed(digits) : 0);
@@ -383,5 +391,6 @@ export function formatTable(report: RunReport): string {
   if (report.iommu) rows.push(...iommuRows(report.iommu));
   let text = formatRows(rows);
   if (report.error) text += `\n  stopped early: ${report.error}`;
+  if (report.interrupted) text += "\n  stopped early: interrupted; the statistics cover the records that ran";
   return text;
 }

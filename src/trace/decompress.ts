@@ -1,10 +1,10 @@
 // What wraps a trace's bytes (plain, gzip or xz), told from its magic, and the decompression of a
 // byte stream on any host: gzip through the platform's DecompressionStream (browsers, workers and
-// Node alike), xz through xz-decompress (xz-embedded compiled to WebAssembly). Node's file reader
+// Node alike), xz through xz-embedded compiled to WebAssembly (trace/xz.ts). Node's file reader
 // (trace/stream.ts) uses node:zlib for gzip instead, which inflates on libuv's thread pool.
 
-import xz from "xz-decompress";
 import { MemvirtError } from "../core/errors.js";
+import { XzDecodeError, xzDecode } from "./xz.js";
 
 export type Compression = "none" | "gzip" | "xz";
 
@@ -41,7 +41,7 @@ const XZ_ERRORS: Record<string, string> = {
 export function describeDecodeError(compression: Compression, error: unknown): string {
   const message = error instanceof Error ? error.message : String(error);
   if (compression === "xz") {
-    const code = /error code (\d+)/.exec(message)?.[1];
+    const code = error instanceof XzDecodeError ? String(error.code) : /error code (\d+)/.exec(message)?.[1];
     if (code && XZ_ERRORS[code]) return XZ_ERRORS[code];
   }
   if (compression === "gzip") {
@@ -52,13 +52,46 @@ export function describeDecodeError(compression: Compression, error: unknown): s
   return message;
 }
 
-/** The decoded bytes of a compressed stream. */
+/**
+ * The decoded bytes of a compressed stream. An xz failure is an XzDecodeError naming the compressed byte
+ * where decoding failed; a gzip one is the platform's error.
+ */
 export function decompressStream(
   compressed: ReadableStream<Uint8Array>,
   compression: Exclude<Compression, "none">,
 ): ReadableStream<Uint8Array> {
-  if (compression === "xz") return new xz.XzReadableStream(compressed);
+  if (compression === "xz") {
+    const decoded = xzDecode(chunksOf(compressed));
+    return new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        const next = await decoded.next();
+        if (next.done) controller.close();
+        else controller.enqueue(next.value);
+      },
+      async cancel() {
+        await decoded.return(undefined);
+      },
+    });
+  }
   return compressed.pipeThrough(
     new DecompressionStream("gzip") as unknown as ReadableWritablePair<Uint8Array, Uint8Array>,
   );
+}
+
+async function* chunksOf(stream: ReadableStream<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const reader = stream.getReader();
+  try {
+    for (;;) {
+      const next = await reader.read();
+      if (next.done) return;
+      yield next.value;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+}
+
+/** The compressed byte offset a decoder error names, when it names one. */
+export function decodeErrorOffset(error: unknown): number | undefined {
+  return error instanceof XzDecodeError ? error.offset : undefined;
 }

@@ -6,12 +6,14 @@
 // A checkpoint is taken between rounds: each trace's position and the records it had queued.
 
 import { defaultConfig } from "../config/config.js";
+import { InterruptedError } from "../core/errors.js";
 import * as L from "../core/layout.js";
 import { Machine, MemvirtError } from "../core/machine.js";
 import type { BuildName } from "../core/wasm.js";
 import type { Host } from "../host/host.js";
 import { fingerprintOf, makeContent, type PageContent } from "../overcommit/content.js";
 import type { MultiVmLayout } from "../overcommit/host.js";
+import { interruption, Pacer, unlessAborted } from "../util/steps.js";
 import { TraceError, type TraceFormatOption, type TracePosition } from "./source.js";
 import { readTrace } from "./stream.js";
 
@@ -83,6 +85,11 @@ export interface MultiReplayOptions {
   onCheckpoint?: (position: MultiTracePosition) => void;
   /** After every round: records run and file bytes read so far, over all traces. */
   onProgress?: (records: number, fileBytesRead: number) => void;
+  /**
+   * Stops the run after the round that is running, as an InterruptedError in the result; with
+   * checkpoints on, a last checkpoint is taken there first.
+   */
+  signal?: AbortSignal;
 }
 
 export interface MultiTraceResult {
@@ -266,9 +273,11 @@ export async function replayTraces(
   let records = options.resume?.records ?? 0;
   let lastCheckpoint = records;
   let error: MemvirtError | undefined;
+  const pacer = new Pacer(options.signal);
   try {
     for (;;) {
-      await Promise.all(feeds.map((feed) => feed.ready()));
+      await unlessAborted(Promise.all(feeds.map((feed) => feed.ready())), options.signal);
+      await pacer.pace();
       // A trace that failed stops the run once its records before the failure have run.
       const failed = feeds.find((feed) => feed.error !== undefined && feed.queued === 0);
       if (failed) throw failed.error;
@@ -288,12 +297,19 @@ export async function replayTraces(
         records,
         feeds.reduce((sum, feed) => sum + feed.fileBytes.read, 0),
       );
+      if (options.signal?.aborted) throw interruption(options.signal);
     }
   } catch (caught) {
     if (!(caught instanceof MemvirtError)) throw caught;
     error = caught;
+    // Stopped on request: a last checkpoint where it stopped (between rounds), so a resume loses nothing.
+    if (caught instanceof InterruptedError && every > 0 && records > lastCheckpoint)
+      options.onCheckpoint?.({ feeds: feeds.map((feed) => feed.snapshot()), records });
   } finally {
-    await Promise.all(feeds.map((feed) => feed.stop()));
+    // Not waited for when the run was stopped while a reader waited for input (a pipe may never answer).
+    const stopping = Promise.all(feeds.map((feed) => feed.stop()));
+    if (options.signal?.aborted) stopping.catch(() => {});
+    else await stopping;
   }
   return { traces: feeds.map((feed) => feed.result()), records, error };
 }

@@ -3,8 +3,10 @@
 // between batches, where no record is half done. replayTraceData replays a trace given as bytes or a
 // stream, on any host; trace/replay.ts replays a file in Node.
 
+import { InterruptedError } from "../core/errors.js";
 import * as L from "../core/layout.js";
 import { BadRecordError, type Host } from "../host/host.js";
+import { interruption } from "../util/steps.js";
 import {
   type BatchHandler,
   type ReadTraceOptions,
@@ -33,6 +35,11 @@ export interface ReplayOptions {
   onProgress?: (position: TracePosition, fileBytesRead: number) => void;
   /** Set as the trace goes, so a caller that catches an error still knows how far it got. */
   last?: { position?: TracePosition };
+  /**
+   * Stops the replay after the batch that is running, with an InterruptedError; with checkpoints on, a
+   * last checkpoint is taken there first, so the run resumes exactly where it stopped.
+   */
+  signal?: AbortSignal;
 }
 
 /** Reads a trace with `onBatch` and these options; the trace's name is for messages. */
@@ -50,36 +57,46 @@ export async function replayBatches(
   let delivered = lastCheckpoint;
   const fileBytes = { read: 0 };
   const last = options.last ?? {};
-  const position = await read(
-    (count, after) => {
-      try {
-        host.replay(count);
-      } catch (error) {
-        if (error instanceof BadRecordError) {
-          // Only memvirt's format can hold such a record (the other readers write CPU 0 and valid
-          // kinds), and its records have fixed offsets; the record count covers any other source.
-          const where =
-            after.format === "memvirt"
-              ? `byte ${after.decodedBytes - (count - error.index) * L.RECORD_SIZE}`
-              : `record ${after.records - count + error.index + 1}`;
-          throw new TraceError(`${name}: ${where}: ${error.message}`);
+  let position: TracePosition;
+  try {
+    position = await read(
+      (count, after) => {
+        try {
+          host.replay(count);
+        } catch (error) {
+          if (error instanceof BadRecordError) {
+            // Only memvirt's format can hold such a record (the other readers write CPU 0 and valid
+            // kinds), and its records have fixed offsets; the record count covers any other source.
+            const where =
+              after.format === "memvirt"
+                ? `byte ${after.decodedBytes - (count - error.index) * L.RECORD_SIZE}`
+                : `record ${after.records - count + error.index + 1}`;
+            throw new TraceError(`${name}: ${where}: ${error.message}`);
+          }
+          throw error;
         }
-        throw error;
-      }
-      delivered = after.records;
-      last.position = after;
-      if (every > 0 && delivered - lastCheckpoint >= every) {
-        lastCheckpoint = delivered;
-        options.onCheckpoint?.(after);
-      }
-      options.onProgress?.(after, fileBytes.read);
-    },
-    {
-      resume: options.resume,
-      fileBytes,
-      batchLimit: every > 0 ? () => every - (delivered - lastCheckpoint) : undefined,
-    },
-  );
+        delivered = after.records;
+        last.position = after;
+        if (every > 0 && delivered - lastCheckpoint >= every) {
+          lastCheckpoint = delivered;
+          options.onCheckpoint?.(after);
+        }
+        options.onProgress?.(after, fileBytes.read);
+        if (options.signal?.aborted) throw interruption(options.signal);
+      },
+      {
+        resume: options.resume,
+        fileBytes,
+        batchLimit: every > 0 ? () => every - (delivered - lastCheckpoint) : undefined,
+        signal: options.signal,
+      },
+    );
+  } catch (error) {
+    // Stopped on request: a last checkpoint where it stopped, so a resume loses nothing.
+    if (error instanceof InterruptedError && every > 0 && last.position && delivered > lastCheckpoint)
+      options.onCheckpoint?.(last.position);
+    throw error;
+  }
   return {
     format: position.format,
     records: position.records,

@@ -9,14 +9,18 @@
 import { MemvirtError } from "../core/errors.js";
 import * as L from "../core/layout.js";
 import type { Machine } from "../core/machine.js";
+import { Pacer, unlessAborted } from "../util/steps.js";
 import {
   type Compression,
   compressionOf,
+  decodeErrorOffset,
   decompressStream,
   describeDecodeError,
   MAGIC_BYTES,
   TraceError,
 } from "./decompress.js";
+import type { TraceFormat, TraceFormatOption } from "./formats.js";
+import { TRACE_FORMATS } from "./formats.js";
 import {
   describeParseError,
   type TraceFormat as TextFormat,
@@ -26,9 +30,7 @@ import {
 
 export { type Compression, TraceError } from "./decompress.js";
 
-export const TRACE_FORMATS = ["lackey", "din", "pinatrace", "champsim", "memvirt"] as const;
-export type TraceFormat = (typeof TRACE_FORMATS)[number];
-export type TraceFormatOption = TraceFormat | "auto";
+export { TRACE_FORMATS, type TraceFormat, type TraceFormatOption } from "./formats.js";
 
 /**
  * memvirt's own trace format: a 16-byte header ("MVTRACE" NUL, u32 version 1, u32 record size 16),
@@ -71,6 +73,8 @@ export interface ReadTraceOptions {
   fileBytes?: { read: number };
   /** Awaited before each chunk is decoded, when it returns a promise: lets a consumer hold the reader. */
   pause?: () => Promise<void> | undefined;
+  /** Stops the reader while it waits for input, with an InterruptedError. */
+  signal?: AbortSignal;
 }
 
 /** Gets records [0, count) of the record region; `position` is the trace's position after them. */
@@ -93,6 +97,30 @@ export function sniffFormat(
   return null;
 }
 
+/**
+ * Why a head of text fits no text format: the format it reads furthest in, and its first bad line (the
+ * line a user most likely has to fix, such as a lackey size out of range); no `error` when a format
+ * reads it all (lines it skips, no record). Undefined for binary data.
+ */
+function closestTextFormat(
+  machine: Machine,
+  head: Uint8Array,
+): { format: TextFormat; line: number; error?: string } | undefined {
+  const sample = head.subarray(0, Math.min(head.length, L.TEXT_SIZE / 2));
+  if (!looksLikeText(sample)) return undefined;
+  let best: { format: TextFormat; line: number; error?: string } | undefined;
+  for (const format of Object.keys(TRACE_FORMAT_CODES) as TextFormat[]) {
+    machine.textBuffer().set(sample, 0);
+    machine.core.textResetEof(0);
+    machine.core.parseText(TRACE_FORMAT_CODES[format], sample.length, 0, 1, L.RECORD_CAPACITY);
+    const error = machine.core.textParseError();
+    if (error === 0) return { format, line: 0 };
+    const line = machine.core.textParseErrorLine();
+    if (!best || line > best.line) best = { format, line, error: describeParseError(error) };
+  }
+  return best;
+}
+
 function looksLikeText(bytes: Uint8Array): boolean {
   const end = Math.min(bytes.length, 4096);
   for (let i = 0; i < end; i++) {
@@ -102,9 +130,10 @@ function looksLikeText(bytes: Uint8Array): boolean {
   return end > 0;
 }
 
+/** A format's decoder. Each batch it emits is awaited, so the event loop may turn between batches. */
 interface Decoder {
-  feed(chunk: Uint8Array): void;
-  finish(): void;
+  feed(chunk: Uint8Array): Promise<void>;
+  finish(): Promise<void>;
 }
 
 /** Decoded chunks of a trace from decoded offset `skip` on, in chunks of about `chunkSize` bytes. */
@@ -138,30 +167,54 @@ export async function readDecodedTrace(
   let decoder: Decoder | undefined;
   let known = options.resume !== undefined || formatOption !== "auto";
   const limit = () => Math.max(1, Math.min(L.RECORD_CAPACITY, options.batchLimit?.() ?? L.RECORD_CAPACITY));
-  const emit = (count: number) => {
+  const pacer = new Pacer(options.signal);
+  /** A batch to the handler; then, between batches, the event loop may turn and a stop is seen. */
+  const emit = async (count: number) => {
     position.records += count;
     onBatch(count, { ...position });
+    await pacer.pace();
   };
-  for await (const chunk of chunks) {
-    const held = options.pause?.();
-    if (held) await held;
-    if (!decoder) {
-      if (!known) {
-        const sniffed = sniffFormat(machine, chunk, compression);
-        if (sniffed === null) {
-          throw new TraceError(
-            `${name}:1: cannot tell the trace format from the content; pass --format ${TRACE_FORMATS.join("|")}`,
-          );
+  const iterator = chunks[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const next = await unlessAborted(iterator.next(), options.signal);
+      if (next.done) break;
+      // A chunk's batches run at once: between chunks the event loop turns and a stop is seen.
+      await pacer.pace();
+      const chunk = next.value;
+      const held = options.pause?.();
+      if (held) await held;
+      if (!decoder) {
+        if (!known) {
+          let sniffed = sniffFormat(machine, chunk, compression);
+          if (sniffed === null) {
+            const why = closestTextFormat(machine, chunk);
+            // Lines one format skips and no record (valgrind's own messages): that format, whose reader
+            // then says whether a record ever comes.
+            if (why?.error === undefined && why) sniffed = why.format;
+            else
+              throw new TraceError(
+                `${name}:${why?.line ?? 1}: cannot tell the trace format from the content${why ? ` (read as ${why.format}, line ${why.line} is wrong: ${why.error})` : ""}; pass --format ${TRACE_FORMATS.join("|")}`,
+              );
+          }
+          position.format = sniffed;
+          known = true;
         }
-        position.format = sniffed;
-        known = true;
+        decoder = makeDecoder(machine, name, position, limit, emit);
       }
-      decoder = makeDecoder(machine, name, position, limit, emit);
+      await decoder.feed(chunk);
     }
-    decoder.feed(chunk);
+  } finally {
+    // Closes the file, the decoder or the download when the reader stops early; not waited for when
+    // the run was stopped while a read was pending (a pipe with no writer may never answer).
+    const closing = iterator.return?.(undefined);
+    if (options.signal?.aborted) closing?.catch(() => {});
+    else await closing;
   }
   if (!decoder && known) decoder = makeDecoder(machine, name, position, limit, emit);
-  decoder?.finish();
+  await decoder?.finish();
+  if (position.records === 0)
+    throw new TraceError(`${name}: no records (the trace is empty, or holds only comments and headers)`);
   return position;
 }
 
@@ -269,12 +322,20 @@ export async function readTraceData(
       (error) => {
         if (error instanceof MemvirtError || compression === "none") return error;
         return new TraceError(
-          `${name}: byte ${fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
+          `${name}: byte ${decodeErrorOffset(error) ?? fileBytes.read} of the ${compression} data: ${describeDecodeError(compression, error)}`,
         );
       },
       chunkSize,
+      name,
     );
   return readDecodedTrace(machine, name, compression, decoded, formatOption, onBatch, options);
+}
+
+/** A resume position beyond the trace's end: the checkpoint was taken on another, longer trace. */
+export function pastTheEnd(name: string, position: number, length: number): TraceError {
+  return new TraceError(
+    `${name}: byte ${length}: the trace ends before the checkpoint's position (decoded byte ${position}); resume with the trace the checkpoint was taken on`,
+  );
 }
 
 /**
@@ -287,6 +348,7 @@ async function* skipped(
   skip: number,
   wrap: (error: unknown) => unknown,
   chunkSize: number,
+  name: string,
 ): AsyncGenerator<Uint8Array> {
   const reader = stream.getReader();
   let offset = 0;
@@ -322,6 +384,7 @@ async function* skipped(
       }
     }
     if (filled > 0) yield chunk.subarray(0, filled);
+    if (offset < skip) throw pastTheEnd(name, skip, offset);
   } finally {
     // Stops the download or decompression when the reader gives up early (a bad line).
     await reader.cancel().catch(() => {});
@@ -333,7 +396,7 @@ function makeDecoder(
   path: string,
   position: TracePosition,
   limit: () => number,
-  emit: (count: number) => void,
+  emit: (count: number) => Promise<void>,
 ): Decoder {
   switch (position.format) {
     case "memvirt":
@@ -357,25 +420,25 @@ class TextFormatDecoder implements Decoder {
     private readonly path: string,
     private readonly position: TracePosition,
     private readonly limit: () => number,
-    private readonly emit: (count: number) => void,
+    private readonly emit: (count: number) => Promise<void>,
   ) {
     this.code = TRACE_FORMAT_CODES[position.format as TextFormat];
     machine.core.textResetEof(position.eofSeen ? 1 : 0);
   }
 
-  feed(chunk: Uint8Array): void {
+  async feed(chunk: Uint8Array): Promise<void> {
     for (let offset = 0; offset < chunk.length; offset += this.pieceBytes) {
       const piece = chunk.subarray(offset, offset + this.pieceBytes);
       this.machine.textBuffer().set(piece, this.carried);
-      this.carried = this.drain(this.carried + piece.length, false);
+      this.carried = await this.drain(this.carried + piece.length, false);
       if (this.carried >= this.pieceBytes) {
         throw new TraceError(`${this.path}:${this.position.line}: line longer than ${this.pieceBytes} bytes`);
       }
     }
   }
 
-  finish(): void {
-    if (this.carried > 0) this.carried = this.drain(this.carried, true);
+  async finish(): Promise<void> {
+    if (this.carried > 0) this.carried = await this.drain(this.carried, true);
     if (this.position.format === "pinatrace" && !this.position.eofSeen && this.position.decodedBytes > 0) {
       throw new TraceError(
         `${this.path}:${this.position.line}: the trace ends without Pin's #eof line (truncated?)`,
@@ -384,7 +447,7 @@ class TextFormatDecoder implements Decoder {
   }
 
   /** Parses and delivers the `length` bytes at the front of the text region; returns the tail kept. */
-  private drain(length: number, isFinal: boolean): number {
+  private async drain(length: number, isFinal: boolean): Promise<number> {
     const core = this.machine.core;
     const position = this.position;
     while (length > 0) {
@@ -395,7 +458,7 @@ class TextFormatDecoder implements Decoder {
       position.eofSeen = core.textEofSeen() !== 0;
       const error = core.textParseError();
       // Records before a bad line still run, so the statistics printed with the error cover them.
-      if (parsed > 0) this.emit(parsed);
+      if (parsed > 0) await this.emit(parsed);
       if (error !== 0) {
         throw new TraceError(`${this.path}:${core.textParseErrorLine()}: ${describeParseError(error)}`);
       }
@@ -419,10 +482,10 @@ class OwnFormatDecoder implements Decoder {
     private readonly path: string,
     private readonly position: TracePosition,
     private readonly limit: () => number,
-    private readonly emit: (count: number) => void,
+    private readonly emit: (count: number) => Promise<void>,
   ) {}
 
-  feed(chunk: Uint8Array): void {
+  async feed(chunk: Uint8Array): Promise<void> {
     let offset = 0;
     while (this.position.decodedBytes + this.header.length < OWN_HEADER_BYTES && offset < chunk.length) {
       this.header.push(chunk[offset++]);
@@ -434,16 +497,16 @@ class OwnFormatDecoder implements Decoder {
       this.machine.memory.set(chunk.subarray(offset, offset + take), L.RECORDS_BASE + this.pending);
       this.pending += take;
       offset += take;
-      if (this.pending >= batchBytes) this.flush();
+      if (this.pending >= batchBytes) await this.flush();
     }
   }
 
-  finish(): void {
+  async finish(): Promise<void> {
     // An empty file is no memvirt trace either: even a trace of no records has its header.
     if (this.position.decodedBytes < OWN_HEADER_BYTES) {
       throw new TraceError(`${this.path}: byte ${this.header.length}: the file ends inside the header`);
     }
-    this.flush();
+    await this.flush();
     if (this.pending > 0) {
       throw new TraceError(
         `${this.path}: byte ${this.position.decodedBytes}: the file ends inside a record (${this.pending} of ${L.RECORD_SIZE} bytes)`,
@@ -471,7 +534,7 @@ class OwnFormatDecoder implements Decoder {
     this.header.length = 0;
   }
 
-  private flush(): void {
+  private async flush(): Promise<void> {
     const count = Math.floor(this.pending / L.RECORD_SIZE);
     if (count === 0) return;
     const bytes = count * L.RECORD_SIZE;
@@ -482,7 +545,7 @@ class OwnFormatDecoder implements Decoder {
     // The partial record at the end waits outside the region while the batch runs.
     const tail = memory.slice(L.RECORDS_BASE + bytes, L.RECORDS_BASE + this.pending);
     this.pending = 0;
-    this.emit(count);
+    await this.emit(count);
     this.machine.memory.set(tail, L.RECORDS_BASE);
     this.pending = leftover;
   }
@@ -500,22 +563,22 @@ class ChampSimDecoder implements Decoder {
     private readonly path: string,
     private readonly position: TracePosition,
     private readonly limit: () => number,
-    private readonly emit: (count: number) => void,
+    private readonly emit: (count: number) => Promise<void>,
   ) {}
 
-  feed(chunk: Uint8Array): void {
+  async feed(chunk: Uint8Array): Promise<void> {
     let offset = 0;
     while (offset < chunk.length) {
       const take = Math.min(this.stagingBytes.length - this.staged, chunk.length - offset);
       this.stagingBytes.set(chunk.subarray(offset, offset + take), this.staged);
       this.staged += take;
       offset += take;
-      this.unpack();
+      await this.unpack();
     }
   }
 
-  finish(): void {
-    this.unpack();
+  async finish(): Promise<void> {
+    await this.unpack();
     if (this.staged > 0) {
       throw new TraceError(
         `${this.path}: byte ${this.position.decodedBytes}: the trace ends inside a ${CHAMPSIM_RECORD_BYTES}-byte ChampSim record (${this.staged} bytes)`,
@@ -525,7 +588,7 @@ class ChampSimDecoder implements Decoder {
 
   /** Turns the whole staged instructions into record batches at once (so a decode error later
    *  still finds them simulated); keeps a partial one staged. */
-  private unpack(): void {
+  private async unpack(): Promise<void> {
     const whole = Math.floor(this.staged / CHAMPSIM_RECORD_BYTES);
     const words = this.staging;
     let instruction = 0;
@@ -558,7 +621,7 @@ class ChampSimDecoder implements Decoder {
       const done = instruction - firstInstruction;
       this.position.decodedBytes += done * CHAMPSIM_RECORD_BYTES;
       this.position.line += done;
-      this.emit(records);
+      await this.emit(records);
     }
     const used = whole * CHAMPSIM_RECORD_BYTES;
     this.stagingBytes.copyWithin(0, used, this.staged);

@@ -3,8 +3,7 @@
 // WebAssembly, on a decode worker thread: see decodedChunksOverlapped). Chunks stream; nothing holds
 // the whole file. readTrace hands them to the host-agnostic reader of trace/source.ts.
 
-import { closeSync, createReadStream, existsSync, openSync, readSync } from "node:fs";
-import { Readable } from "node:stream";
+import { closeSync, createReadStream, existsSync, openSync, readSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { createGunzip } from "node:zlib";
@@ -13,7 +12,7 @@ import type { Machine } from "../core/machine.js";
 import {
   type Compression,
   compressionOf,
-  decompressStream,
+  decodeErrorOffset,
   describeDecodeError,
   MAGIC_BYTES,
   TraceError,
@@ -21,11 +20,13 @@ import {
 import { DEFAULT_CHUNK_SIZE, readChunks } from "./reader.js";
 import {
   type BatchHandler,
+  pastTheEnd,
   type ReadTraceOptions,
   readDecodedTrace,
   type TraceFormatOption,
   type TracePosition,
 } from "./source.js";
+import { xzDecode } from "./xz.js";
 
 export { type Compression, TraceError } from "./decompress.js";
 
@@ -67,6 +68,8 @@ export async function* decodedChunks(
   fileBytes: { read: number } = { read: 0 },
 ): AsyncGenerator<Uint8Array> {
   if (compression === "none") {
+    const size = fileSize(path);
+    if (skip > size) throw pastTheEnd(path, skip, size);
     fileBytes.read = skip;
     const chunks = readChunks(path, chunkSize, skip);
     try {
@@ -88,19 +91,24 @@ export async function* decodedChunks(
       await chunks.return(undefined);
     }
   }
-  let compressedBytes = 0;
   const file = createReadStream(path, { highWaterMark: 1 << 20 });
-  file.on("data", (chunk) => {
-    compressedBytes += chunk.length;
-    fileBytes.read = compressedBytes;
-  });
+  fileBytes.read = 0;
   let decoded: AsyncIterable<Uint8Array>;
+  /** Compressed bytes the decoder got through before it failed. */
+  let reached: () => number;
   if (compression === "gzip") {
-    const gunzip = createGunzip({ chunkSize: 1 << 20 });
+    file.on("data", (chunk) => {
+      fileBytes.read += chunk.length;
+    });
+    // Output in 64 KiB steps: a failure is then reported where the step that failed began, within
+    // the few KiB of compressed data one step inflates.
+    const gunzip = createGunzip({ chunkSize: 1 << 16 });
     file.on("error", (error) => gunzip.destroy(error));
     decoded = file.pipe(gunzip);
+    reached = () => gunzip.bytesWritten;
   } else {
-    decoded = decompressStream(Readable.toWeb(file) as ReadableStream<Uint8Array>, "xz");
+    decoded = xzDecode(counted(file, fileBytes));
+    reached = () => fileBytes.read;
   }
   let offset = 0;
   try {
@@ -117,10 +125,30 @@ export async function* decodedChunks(
   } catch (error) {
     if (error instanceof MemvirtError) throw error;
     throw new TraceError(
-      `${path}: byte ${compressedBytes} of the ${compression} file: ${describeDecodeError(compression, error)}`,
+      `${path}: byte ${decodeErrorOffset(error) ?? reached()} of the ${compression} file: ${describeDecodeError(compression, error)}`,
     );
   } finally {
     file.destroy();
+  }
+  if (offset < skip) throw pastTheEnd(path, skip, offset);
+}
+
+/** The file's chunks, counted into `fileBytes` as they are read. */
+async function* counted(
+  file: AsyncIterable<Uint8Array>,
+  fileBytes: { read: number },
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of file) {
+    fileBytes.read += chunk.length;
+    yield chunk;
+  }
+}
+
+function fileSize(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch (error) {
+    throw new TraceError(`${path}: cannot open the trace: ${(error as Error).message}`);
   }
 }
 

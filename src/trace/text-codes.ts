@@ -25,6 +25,8 @@ export const PARSE_AFTER_EOF = 6;
 
 /** Bytes before '\n'; a longer line is PARSE_LINE_TOO_LONG. Same value as the core's. */
 export const MAX_LINE_LENGTH = 65536;
+/** Largest size an access record may give (a larger one is PARSE_BAD_SIZE). Same value as the core's. */
+export const MAX_ACCESS_SIZE = 4096;
 
 export const RECORD_BYTES = 16;
 
@@ -32,7 +34,7 @@ const PARSE_ERROR_MESSAGES: readonly string[] = [
   "no error",
   "bad record type or label",
   "bad hex address",
-  "bad size",
+  "bad size (an access is 0 to 4096 bytes)",
   "line too long",
   "missing field or trailing garbage",
   "record after #eof",

@@ -16,19 +16,9 @@ import type { GuestOS, Process, Protection, Segment } from "../guest/os.js";
 import type { Host } from "../host/host.js";
 import { Rng } from "../util/random.js";
 
-export const CHURN_WORKLOADS = ["pt-churn", "mmap-churn", "threads-shootdown"] as const;
-export type ChurnWorkloadName = (typeof CHURN_WORKLOADS)[number];
+import { CHURN_FOOTPRINT, CHURN_WORKLOADS, type ChurnWorkloadName, isChurnWorkload } from "./catalog.js";
 
-/** Default footprints: a short-lived program's memory; the server's heap; the threads' shared region. */
-export const CHURN_FOOTPRINT: Record<ChurnWorkloadName, number> = {
-  "pt-churn": 2 ** 20,
-  "mmap-churn": 16 * 2 ** 20,
-  "threads-shootdown": 8 * 2 ** 20,
-};
-
-export function isChurnWorkload(name: string | undefined): name is ChurnWorkloadName {
-  return (CHURN_WORKLOADS as readonly string[]).includes(name ?? "");
-}
+export { CHURN_FOOTPRINT, CHURN_WORKLOADS, type ChurnWorkloadName, isChurnWorkload };
 
 export interface ChurnSpec {
   name: ChurnWorkloadName;

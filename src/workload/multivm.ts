@@ -18,9 +18,9 @@ import {
 } from "../overcommit/content.js";
 import type { GuestRegion, MultiVmWorkload } from "../overcommit/host.js";
 import { Rng } from "../util/random.js";
+import type { MultiVmWorkloadName } from "./catalog.js";
 
-export const MULTI_VM_WORKLOADS = ["identical-vms", "cloud-mix", "memory-hog"] as const;
-export type MultiVmWorkloadName = (typeof MULTI_VM_WORKLOADS)[number];
+export { MULTI_VM_WORKLOADS, type MultiVmWorkloadName } from "./catalog.js";
 
 export interface MultiVmOptions {
   name: MultiVmWorkloadName;

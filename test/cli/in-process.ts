@@ -3,17 +3,22 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { main } from "../../src/cli/main.js";
+import { type MainOptions, main } from "../../src/cli/main.js";
 
 export const build = process.env.MEMVIRT_BUILD === "debug" ? "debug" : "release";
 
-export async function runMemvirt(args: string[]): Promise<{ code: number; output: string; stderr: string }> {
+/** `memvirt ARGS --build BUILD` in this process; `options` stand for the signals and the terminal. */
+export async function runMemvirt(
+  args: string[],
+  options: MainOptions & { withoutBuild?: boolean } = {},
+): Promise<{ code: number; output: string; stderr: string }> {
   const lines: string[] = [];
   const stderr: string[] = [];
   const original = process.stderr.write.bind(process.stderr);
   process.stderr.write = ((text: string) => stderr.push(text)) as typeof process.stderr.write;
   try {
-    const code = await main(["node", "memvirt", ...args, "--build", build], (text) => lines.push(text));
+    const argv = ["node", "memvirt", ...args, ...(options.withoutBuild ? [] : ["--build", build])];
+    const code = await main(argv, (text) => lines.push(text), options);
     return { code, output: lines.join("\n"), stderr: stderr.join("") };
   } finally {
     process.stderr.write = original;
@@ -31,4 +36,23 @@ export function scratch(prefix: string): { dir: string; config: (name: string, v
       return path;
     },
   };
+}
+
+/** A stand-in terminal for progress bars: all it is shown is in `text`; `onWrite` sees it after each write. */
+export function fakeTerminal(isTTY = true, onWrite?: (text: string) => void) {
+  return {
+    isTTY,
+    columns: 200,
+    text: "",
+    write(chunk: string) {
+      this.text += chunk;
+      onWrite?.(this.text);
+      return true;
+    },
+    cursorTo: () => true,
+    clearLine: () => true,
+    moveCursor: () => true,
+    on: () => {},
+    removeListener: () => {},
+  } as unknown as NodeJS.WriteStream & { text: string };
 }

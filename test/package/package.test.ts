@@ -167,6 +167,20 @@ console.log(JSON.stringify({ build: machine.build, url: packagedWasmUrl("release
     expect(report.walks).toBeGreaterThan(0);
   });
 
+  it("the package ships its CPU presets: npx memvirt run --preset zen4 runs on Zen 4's 72-entry L1 DTLB", () => {
+    const args = [
+      "--no-install",
+      "memvirt",
+      "run",
+      "--preset",
+      "zen4",
+      "--trace",
+      "node_modules/memvirt/examples/ls-head.lk",
+    ];
+    const report = JSON.parse(run("npx", [...args, "--json"], project));
+    expect(report.config.tlb.l1d.arrays[0].entries).toBe(72);
+  });
+
   it("memvirt web serves the playground the package ships on 127.0.0.1 and prints its URL", async () => {
     // The installed bin itself (npx would leave it running when killed).
     const server = spawn(process.execPath, [join(installed, "bin", "memvirt.js"), "web", "--port", "0"], {

@@ -111,7 +111,7 @@ describe("bad data stops with the reader's message", () => {
 
   it("content in no format is refused with the formats to choose from", async () => {
     await expect(fromData(new TextEncoder().encode("hello\nworld\n"), "what")).rejects.toThrow(
-      /^what:1: cannot tell the trace format from the content; pass --format lackey\|din/,
+      /^what:1: cannot tell the trace format from the content \(read as lackey, line 1 is wrong: bad record type or label\); pass --format lackey\|din/,
     );
   });
 });

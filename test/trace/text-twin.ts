@@ -3,6 +3,7 @@
 // documented once, in the AssemblyScript file; the codes are the host's (src/trace/text-codes.ts).
 
 import {
+  MAX_ACCESS_SIZE,
   MAX_LINE_LENGTH,
   PARSE_AFTER_EOF,
   PARSE_BAD_ADDRESS,
@@ -145,11 +146,11 @@ class LineParser {
     while (position < end) {
       const value = bytes[position] - CHAR_ZERO;
       if (value < 0 || value >= 10) break;
-      size = Math.min(size * 10 + value, 256);
+      size = Math.min(size * 10 + value, MAX_ACCESS_SIZE + 1);
       sizeDigits++;
       position++;
     }
-    if (sizeDigits === 0) return PARSE_BAD_SIZE;
+    if (sizeDigits === 0 || size > MAX_ACCESS_SIZE) return PARSE_BAD_SIZE;
     if (position < end && !isBlank(bytes[position])) return PARSE_BAD_SIZE;
     this.position = position;
     this.skipBlanks(end);
@@ -214,7 +215,8 @@ class LineParser {
     this.skipBlanks(end);
     if (this.position === end) return PARSE_SYNTAX;
     if (!this.readHexAddress(end)) return PARSE_BAD_SIZE;
-    const size = this.addressHigh !== 0 ? 255 : Math.min(this.addressLow, 255);
+    if (this.addressHigh !== 0 || this.addressLow > MAX_ACCESS_SIZE) return PARSE_BAD_SIZE;
+    const size = Math.min(this.addressLow, 255);
     if (this.position < end && !isBlank(bytes[this.position])) return PARSE_BAD_SIZE;
     this.skipBlanks(end);
     if (this.position !== end) return PARSE_SYNTAX;

@@ -5,6 +5,7 @@
 import {
   buildOvercommitReport,
   buildReport,
+  configToJson,
   DMA_WORKLOADS,
   explainWalk,
   formatCsv,
@@ -16,6 +17,7 @@ import {
   MULTI_VM_WORKLOADS,
   parseConfigText,
   platformOf,
+  type ResolvedConfig,
   type RunReport,
   renderHtmlReport,
   replayTraceData,
@@ -28,7 +30,8 @@ import {
   timelineCsv,
   VERSION,
 } from "memvirt";
-import { dmaOperations, runMultiVmWorkload, seedOf, workloadSpec } from "../../src/cli/options.js";
+import { runMultiVmWorkload } from "../../src/cli/multi-vm.js";
+import { dmaOperations, seedOf, workloadSpec } from "../../src/cli/options.js";
 import type { RecentAccess, Reply, Request, RunDone, SourceChoice } from "./protocol.js";
 
 const post = (reply: Reply) => (self as unknown as Worker).postMessage(reply);
@@ -59,9 +62,19 @@ function recentAccesses(simulation: Simulation, count: number): RecentAccess[] {
   return recent;
 }
 
-function runFiles(report: RunReport): RunDone["files"] {
+/** A report as `memvirt run --json` prints it: with the effective config as `config`. */
+const withConfig = <R extends object>(report: R, config: ResolvedConfig) => ({
+  ...report,
+  config: configToJson(config),
+});
+
+function runFiles(report: RunReport, config: ResolvedConfig): RunDone["files"] {
   return [
-    { name: "report.json", type: "application/json", text: `${JSON.stringify(report, null, 2)}\n` },
+    {
+      name: "report.json",
+      type: "application/json",
+      text: `${JSON.stringify(withConfig(report, config), null, 2)}\n`,
+    },
     { name: "report.csv", type: "text/csv", text: `${formatCsv([report])}\n` },
     { name: "report.html", type: "text/html", text: renderHtmlReport([report]) },
   ];
@@ -94,7 +107,10 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
         };
       },
     );
-    const report = buildOvercommitReport(host, { kind: "workload", ...spec }, VERSION, failure?.message);
+    const report = withConfig(
+      buildOvercommitReport(host, { kind: "workload", ...spec }, VERSION, failure?.message),
+      host.config,
+    );
     last = { machine: host.machine };
     const csv = timelineCsv(host);
     const [header, ...rows] = csv
@@ -135,7 +151,7 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
     report.iommu = iommu;
   } else if (source.kind === "workload") {
     const options = source.workload;
-    const spec = workloadSpec(options, seedOf(options, config));
+    const spec = workloadSpec(options, seedOf(options, config), config.guest.levels);
     runWorkload(simulation, spec, (count, done) => {
       lastBatch = count;
       progress(
@@ -175,14 +191,18 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
       }
     }
     report = buildReport(simulation, runSource, failure?.message);
-    if (failure) throw Object.assign(failure, { report, files: runFiles(report) });
+    if (failure)
+      throw Object.assign(failure, {
+        report: withConfig(report, simulation.config),
+        files: runFiles(report, simulation.config),
+      });
   }
   last = { machine: simulation.machine };
   return {
     type: "run-done",
-    report,
+    report: withConfig(report, simulation.config),
     multiVm: false,
-    files: runFiles(report),
+    files: runFiles(report, simulation.config),
     recent: recentAccesses(simulation, lastBatch),
     cpus: simulation.machine.config.cpus,
     seconds: seconds(),
@@ -204,7 +224,7 @@ async function handle(request: Request): Promise<Reply> {
       const started = performance.now();
       const config = parseConfigText(request.configText, "config.json");
       const options = request.workload;
-      const spec = workloadSpec(options, seedOf(options, config));
+      const spec = workloadSpec(options, seedOf(options, config), config.guest.levels);
       let done = 0;
       const result = runCompare(config, spec, "release", MODES, (row) => {
         done++;
