@@ -37,22 +37,28 @@ export type CompareFlags = Pick<
   | "build"
 > & { modes?: string; seedTable?: boolean };
 
-const SYNTHETIC_ONLY = ["footprint", "stride", "zipf", "writeFraction", "modes"] as const;
+/** Flags only some families take: the workload's shape, and the techniques a per-mode comparison runs. */
+const SHAPE_FLAGS = ["footprint", "stride", "zipf", "writeFraction", "modes"] as const;
 
 export async function compareCommand(flags: CompareFlags, io: CommandIo): Promise<number> {
   if (flags.seedTable) return seedTable(flags, io);
   const workload = flags.workload ?? "zipf";
-  const family = familyOf(workload)?.family;
+  const entry = familyOf(workload);
+  const family = entry?.family;
   if (family === "multi-vm")
     throw new MemvirtError(
       `--workload ${workload}: multi-VM workloads run on an overcommitted host under ept or npt only, so there is no per-mode comparison; use memvirt run --workload ${workload}, or compare --seed-table`,
     );
-  if (family !== "synthetic")
-    for (const key of SYNTHETIC_ONLY)
-      if (flags[key] !== undefined)
-        throw new MemvirtError(
-          `${flagName(key)}: does not apply to --workload ${workload} (it compares IOMMU modes); it applies to the synthetic workloads`,
-        );
+  // --modes goes with every per-technique comparison; the shape flags with the families that take them.
+  const takes = (key: (typeof SHAPE_FLAGS)[number]) =>
+    key === "modes"
+      ? family !== "dma"
+      : (entry?.options as readonly string[] | undefined)?.includes(key) === true;
+  for (const key of SHAPE_FLAGS)
+    if (flags[key] !== undefined && !takes(key))
+      throw new MemvirtError(
+        `${flagName(key)}: does not apply to --workload ${workload}${family === "dma" ? " (it compares IOMMU modes)" : ""}`,
+      );
   const config = loadConfig(flags.config, flags.preset);
   if (flags.printConfig) {
     io.print(JSON.stringify(configToJson(config), null, 2));
@@ -143,7 +149,7 @@ async function seedTable(flags: CompareFlags, io: CommandIo): Promise<number> {
     "records",
     "csv",
     "report",
-    ...SYNTHETIC_ONLY,
+    ...SHAPE_FLAGS,
   ] as const)
     if (flags[key] !== undefined)
       throw new MemvirtError(

@@ -1,10 +1,11 @@
 // The churn workloads (pt-churn, mmap-churn, threads-shootdown): seeded, the same guest behaviour under
 // every technique, and what `memvirt compare` and `run` show of them.
 import { describe, expect, it } from "vitest";
-import { DEFAULT_RECORDS, dmaOperations } from "../../src/cli/options.js";
+import { dmaOperations } from "../../src/cli/options.js";
 import { type Mode, type ResolvedConfig, resolveConfig } from "../../src/config/config.js";
 import { buildReport } from "../../src/report/report.js";
 import { Simulation } from "../../src/runner/simulation.js";
+import { DEFAULT_DMA_OPERATIONS } from "../../src/workload/catalog.js";
 import { type ChurnSpec, runChurnWorkload } from "../../src/workload/churn.js";
 import { runMemvirt, scratch } from "../cli/in-process.js";
 
@@ -139,7 +140,8 @@ describe("memvirt compare and run on churn workloads", () => {
   });
 
   it("a DMA workload without --records runs the documented default number of operations", () => {
-    expect(dmaOperations({})).toBe(DEFAULT_RECORDS);
+    expect(dmaOperations({})).toBe(DEFAULT_DMA_OPERATIONS);
+    expect(DEFAULT_DMA_OPERATIONS).toBe(100_000);
     expect(dmaOperations({ records: "300" })).toBe(300);
   });
 });
