@@ -6,6 +6,7 @@ import type { PageSize } from "../core/types.js";
 import type { BuildName } from "../core/wasm.js";
 import { attachConfig, buildReport, type RunReport } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
+import { count } from "../util/count.js";
 import { drain, type Steps } from "../util/steps.js";
 import { type HostWorkloadSpec, workloadSteps } from "../workload/run.js";
 
@@ -158,16 +159,14 @@ export function compareCells(r: CompareRow, churn = false): string[] {
     `${r.guestPageSize}/${r.hostPageSize ?? "-"}`,
     r.cyclesPerAccess.toFixed(2),
     r.mode === "native" ? "1.00x" : `${r.slowdown.toFixed(2)}x`,
-    r.stlbMisses.toLocaleString("en-US"),
-    r.walks.toLocaleString("en-US"),
+    count(r.stlbMisses),
+    count(r.walks),
     r.refsPerWalk.toFixed(2),
-    r.nestedRefs.toLocaleString("en-US"),
-    r.vmExits.toLocaleString("en-US"),
-    r.exitsPerMillionAccesses.toLocaleString("en-US"),
+    count(r.nestedRefs),
+    count(r.vmExits),
+    count(r.exitsPerMillionAccesses),
     `${(100 * r.hypervisorCycleShare).toFixed(1)}%`,
-    ...(churn
-      ? [(r.shootdowns ?? 0).toLocaleString("en-US"), (r.shootdownExits ?? 0).toLocaleString("en-US")]
-      : []),
+    ...(churn ? [count(r.shootdowns ?? 0), count(r.shootdownExits ?? 0)] : []),
   ];
 }
 
@@ -188,7 +187,7 @@ export function formatCompare(result: CompareResult): string {
   const format = (cells: string[]) =>
     cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]) : c.padStart(widths[i]))).join("  ");
   return [
-    `memvirt compare: ${w.records.toLocaleString("en-US")} ${w.name} accesses over ${w.footprint / 2 ** 20} MiB (seed ${w.seed})`,
+    `memvirt compare: ${count(w.records)} ${w.name} accesses over ${w.footprint / 2 ** 20} MiB (seed ${w.seed})`,
     "",
     format(header),
     ...lines.map(format),

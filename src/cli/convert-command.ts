@@ -3,6 +3,7 @@
 import type { BuildName } from "../core/wasm.js";
 import { convertTrace } from "../trace/convert.js";
 import type { TraceFormatOption } from "../trace/formats.js";
+import { count } from "../util/count.js";
 import type { CommandIo } from "./io.js";
 import { attempt, finish } from "./outcome.js";
 import { ProgressBar } from "./progress.js";
@@ -31,7 +32,7 @@ export async function convertCommand(input: string, flags: ConvertFlags, io: Com
     io.print(
       flags.json
         ? JSON.stringify(result, null, 2)
-        : `converted ${result.input} (${result.format}): ${result.records.toLocaleString("en-US")} records, ${result.bytesWritten.toLocaleString("en-US")} bytes in ${result.output}`,
+        : `converted ${result.input} (${result.format}): ${count(result.records)} records, ${count(result.bytesWritten)} bytes in ${result.output}`,
     );
   if (ending?.interrupted) ending.line = `memvirt: ${ending.message}: ${flags.out} not written`;
   return finish(ending);

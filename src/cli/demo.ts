@@ -4,6 +4,7 @@ import { defaultConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { buildReport, formatRows, type RunReport } from "../report/report.js";
 import { Simulation } from "../runner/simulation.js";
+import { count } from "../util/count.js";
 import { drain, type Steps } from "../util/steps.js";
 import { workloadSteps } from "../workload/run.js";
 import type { WorkloadSpec } from "../workload/synthetic.js";
@@ -48,7 +49,7 @@ export function formatDemo(result: DemoResult): string {
     before === 0
       ? "-"
       : `${after < before ? "-" : after > before ? "+" : ""}${Math.abs((100 * (after - before)) / before).toFixed(1)}%`;
-  const n = (x: number) => x.toLocaleString("en-US");
+  const n = count;
   const stlbMisses = (r: RunReport) => r.tlb.l2.misses;
   const rows: [string, string][] = [
     ["", `${"4K pages".padStart(16)} ${"2M pages".padStart(16)} ${"change".padStart(9)}`],

@@ -6,6 +6,7 @@
 
 import { statSync } from "node:fs";
 import { SingleBar } from "cli-progress";
+import { count } from "../util/count.js";
 
 /** Redraws at most this often: a batch ends every few milliseconds on fast traces. */
 const REDRAW_MS = 200;
@@ -49,7 +50,7 @@ export class ProgressBar {
     if (!quiet && stream.isTTY)
       progress.start(
         stream,
-        `{bar} {percentage}% | {records}/${total.toLocaleString("en-US")} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`,
+        `{bar} {percentage}% | {records}/${count(total)} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`,
         total,
       );
     return progress;
@@ -75,8 +76,8 @@ export class ProgressBar {
     this.lastDraw = now;
     const seconds = (now - this.started) / 1000;
     this.bar.update(fileBytes, {
-      records: done.toLocaleString("en-US"),
-      rate: seconds > 0 ? Math.round(done / seconds).toLocaleString("en-US") : "-",
+      records: count(done),
+      rate: seconds > 0 ? count(Math.round(done / seconds)) : "-",
     });
   }
 

@@ -3,6 +3,7 @@
 import type { ResolvedConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { Simulation } from "../runner/simulation.js";
+import { count } from "../util/count.js";
 import { drain, type Steps } from "../util/steps.js";
 import { IOMMU_MODES, type IommuMode } from "./driver.js";
 import { type DmaWorkloadName, platformOf, startDmaWorkload } from "./workload.js";
@@ -91,8 +92,6 @@ export const IOMMU_COMPARE_COLUMNS = [
   "faults",
   "driver cycles",
 ];
-
-const count = (n: number) => n.toLocaleString("en-US");
 
 /** One row's cells under IOMMU_COMPARE_COLUMNS ("-" where the mode has no such figure). */
 export function iommuCompareCells(row: IommuCompareRow): string[] {

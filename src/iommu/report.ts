@@ -1,5 +1,7 @@
 // What a DMA workload reports about the IOMMU, its driver and the devices, and its rows in the run
 // table: data and formatting only, so a report reads it without loading the IOMMU's model.
+
+import { count } from "../util/count.js";
 import type { Misbehaviour } from "./devices.js";
 import type { DriverStats } from "./driver.js";
 import type { DrainedFaults, IommuStats } from "./hardware.js";
@@ -25,8 +27,6 @@ export interface IommuReport extends IommuStats {
   /** dma-faulty: the rogue requests the devices issued, by misbehaviour. */
   rogueRequests?: Record<Misbehaviour, number>;
 }
-
-const count = (n: number) => n.toLocaleString("en-US");
 
 /** Rows for the rogue requests and the fault records and events the handler read. */
 function faultRows(report: IommuReport): [string, string][] {

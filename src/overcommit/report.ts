@@ -1,6 +1,8 @@
 // What a run of several VMs reports (a multi-VM workload, or one trace per VM): the machine's statistics plus `memory`, `balloon`, `ksm`, `zswap`,
 // `swap`, `controller`, and the exits and invalidations each mechanism caused; the same numbers as a
 // table; and the timeline as CSV.
+
+import { count } from "../util/count.js";
 import { STATS_TAGS } from "./balloon.js";
 import type { OvercommitHost } from "./host.js";
 import { MECHANISMS } from "./host.js";
@@ -141,8 +143,6 @@ export function buildOvercommitReport(
   if (error) report.error = error;
   return report;
 }
-
-const count = (n: number) => n.toLocaleString("en-US");
 
 export function formatOvercommitReport(r: OvercommitReport): string {
   const traces =

@@ -7,6 +7,7 @@ import { type ResolvedConfig, resolveConfig } from "../config/config.js";
 import type { BuildName } from "../core/wasm.js";
 import { platformOf, runDmaWorkload } from "../iommu/workload.js";
 import { Simulation } from "../runner/simulation.js";
+import { count } from "../util/count.js";
 import { drain, type Steps } from "../util/steps.js";
 import { defaultMultiVmOptions, MultiVm, type MultiVmOptions } from "../workload/multivm.js";
 import { type HostWorkloadSpec, runWorkload } from "../workload/run.js";
@@ -391,8 +392,8 @@ export function formatSeedTable(result: SeedTable): string {
     `${r.cyclesPerAccess.toFixed(2)} (${r.baselineCyclesPerAccess.toFixed(2)})`,
     r.slowdown === null ? `+${r.cyclesPerAccess.toFixed(2)} cyc` : `${r.slowdown.toFixed(2)}x`,
     r.baseline,
-    `${r.pagesSaved.toLocaleString("en-US")} pages (${(100 * r.savedShare).toFixed(1)}%)`,
-    r.exitsPerMillionAccesses.toLocaleString("en-US"),
+    `${count(r.pagesSaved)} pages (${(100 * r.savedShare).toFixed(1)}%)`,
+    count(r.exitsPerMillionAccesses),
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
   const format = (cells: string[]) =>

@@ -16,6 +16,7 @@ import { type CompareResult, compareTable } from "../cli/compare.js";
 import { IOMMU_COMPARE_COLUMNS, type IommuCompareResult, iommuCompareCells } from "../iommu/compare.js";
 import { type IommuReport, iommuRows } from "../iommu/report.js";
 import type { OvercommitReport } from "../overcommit/report.js";
+import { count } from "../util/count.js";
 import { CYCLES_BY_WHO, effectiveConfig, type RunReport } from "./report.js";
 
 const PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"];
@@ -25,8 +26,6 @@ const CHAR = 6.2;
 function escapeHtml(text: unknown): string {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
-
-const count = (n: number) => n.toLocaleString("en-US");
 
 /** A number in at most three significant digits with k/M/G: 4.49, 553, 90.2k, 1.2M. */
 function compact(n: number): string {

@@ -4,6 +4,7 @@ import { configToJson, type ResolvedConfig } from "../config/config.js";
 import type { Stats } from "../core/types.js";
 import { type IommuReport, iommuRows } from "../iommu/report.js";
 import type { Simulation } from "../runner/simulation.js";
+import { count } from "../util/count.js";
 import { VERSION } from "../version.js";
 
 export interface RunSource {
@@ -260,7 +261,6 @@ function cyclesByWho(simulation: Simulation, total: number): RunReport["cyclesBy
 
 const percent = (part: number, whole: number) =>
   whole === 0 ? "-" : `${((100 * part) / whole).toFixed(2)}%`;
-const count = (n: number) => n.toLocaleString("en-US");
 
 /** Page-modification logging in one line, for the text and HTML reports. */
 function pmlText(pml: NonNullable<NonNullable<RunReport["virtualization"]>["pml"]>): string {

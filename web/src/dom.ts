@@ -1,4 +1,5 @@
 // Small DOM helpers: elements from a tag, attributes and children; numbers and addresses as text.
+import { count } from "../../src/util/count.js";
 
 type Child = Node | string | number | null | undefined | false;
 
@@ -22,7 +23,6 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 
 export const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
-export const count = (n: number) => n.toLocaleString("en-US");
 export const hex = (n: bigint | number) => `0x${n.toString(16)}`;
 export const percent = (part: number, whole: number) =>
   whole > 0 ? `${((100 * part) / whole).toFixed(2)}%` : "-";
@@ -71,3 +71,5 @@ export function download(name: string, type: string, text: string, label: string
   const url = URL.createObjectURL(new Blob([text], { type }));
   return h("a", { href: url, download: name, class: "button" }, label);
 }
+
+export { count };

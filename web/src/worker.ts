@@ -32,6 +32,7 @@ import {
 } from "memvirt";
 import { runMultiVmWorkload } from "../../src/cli/multi-vm.js";
 import { dmaOperations, seedOf, workloadSpec } from "../../src/cli/options.js";
+import { count } from "../../src/util/count.js";
 import type { RecentAccess, Reply, Request, RunDone, SourceChoice } from "./protocol.js";
 
 const post = (reply: Reply) => (self as unknown as Worker).postMessage(reply);
@@ -152,12 +153,9 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
   } else if (source.kind === "workload") {
     const options = source.workload;
     const spec = workloadSpec(options, seedOf(options, config), config.guest.levels);
-    runWorkload(simulation, spec, (count, done) => {
-      lastBatch = count;
-      progress(
-        done / spec.records,
-        `${done.toLocaleString("en-US")} of ${spec.records.toLocaleString("en-US")} records`,
-      );
+    runWorkload(simulation, spec, (batch, done) => {
+      lastBatch = batch;
+      progress(done / spec.records, `${count(done)} of ${count(spec.records)} records`);
     });
     report = buildReport(simulation, { kind: "workload", ...spec });
   } else {
@@ -175,7 +173,7 @@ async function run(request: Extract<Request, { type: "run" }>): Promise<RunDone>
           before = position.records;
           progress(
             source.data.size > 0 ? Math.min(1, fileBytes / source.data.size) : null,
-            `${position.records.toLocaleString("en-US")} records, ${(fileBytes / 2 ** 20).toFixed(1)} of ${(source.data.size / 2 ** 20).toFixed(1)} MiB`,
+            `${count(position.records)} records, ${(fileBytes / 2 ** 20).toFixed(1)} of ${(source.data.size / 2 ** 20).toFixed(1)} MiB`,
           );
         },
       });
