@@ -141,7 +141,9 @@ function format(rows: Row[]): string {
   ];
   for (const row of rows) {
     if (row.unit === "x") {
-      lines.push(`| ${row.name} | ${formatRate(row.rate, 1, "x")} | - | - | ${row.target ?? "-"}x |`);
+      lines.push(
+        `| ${row.name} | ${formatRate(row.rate, 1, "x")} | - | - | ${row.target === undefined ? "-" : `${row.target}x`} |`,
+      );
       continue;
     }
     const unit = ` ${row.unit}`;
