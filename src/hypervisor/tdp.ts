@@ -63,6 +63,9 @@ export interface TdpStats {
   pml_full_exits: number;
   pml_drained: number;
   pml_drain_cycles: number;
+  /** Write-protect and D-flag harvests: the nested leaves they visit, and those visits' cycles. */
+  dirty_scan_leaves: number;
+  dirty_scan_cycles: number;
   tables: number;
 }
 
@@ -84,6 +87,8 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     pml_full_exits: 0,
     pml_drained: 0,
     pml_drain_cycles: 0,
+    dirty_scan_leaves: 0,
+    dirty_scan_cycles: 0,
     tables: 1,
   };
   /** Each vCPU's page-modification log (machine CPU -> host-physical address), with dirtyLog "pml". */
@@ -415,7 +420,10 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
     }
     const dirty = [...this.vm.dirty];
     this.vm.dirty.clear();
+    // Without PML the harvest walks every leaf of the nested tables, whether or not it was written.
+    let visited = 0;
     for (const leaf of this.leaves()) {
+      visited++;
       if (this.options.dirtyLog === "wp" && this.isWritable(leaf.entry)) {
         this.machine.writePhys64(leaf.address, leaf.entry & ~2n);
       } else if (this.options.dirtyLog === "dbit" && (leaf.entry & dirtyBit) !== 0n) {
@@ -423,6 +431,10 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
         this.machine.writePhys64(leaf.address, leaf.entry & ~dirtyBit);
       }
     }
+    const cycles = visited * this.options.costs.dirtyScanLeaf;
+    this.counters.dirty_scan_leaves += visited;
+    this.counters.dirty_scan_cycles += cycles;
+    this.machine.chargeCycles(cycles, CYCLES_TDP);
     this.flushRemoteTlbs();
     return dirty;
   }
@@ -445,14 +457,11 @@ export class TdpMmu implements VirtualizationTechnique, NestedTables {
   }
 
   stats(): Record<string, number> {
-    if (this.options.dirtyLog === "pml") return { ...this.counters };
-    // Without PML its counters would only ever be 0.
-    const {
-      pml_full_exits: _exits,
-      pml_drained: _drained,
-      pml_drain_cycles: _cycles,
-      ...counters
-    } = this.counters;
+    // Each dirty log's own counters, only when it is the one on (they would only ever be 0).
+    const { dirty_scan_leaves, dirty_scan_cycles, ...withPml } = this.counters;
+    if (this.options.dirtyLog === "pml") return withPml;
+    const { pml_full_exits: _exits, pml_drained: _drained, pml_drain_cycles: _cycles, ...counters } = withPml;
+    if (this.options.dirtyLog !== "off") return { ...counters, dirty_scan_leaves, dirty_scan_cycles };
     return counters;
   }
 

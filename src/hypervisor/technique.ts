@@ -24,6 +24,11 @@ export interface HypervisorCosts {
   inject: number;
   /** Draining one page-modification log entry into the dirty bitmap (KVM's vmx_flush_pml_buffer, per GPA). */
   pmlEntry: number;
+  /**
+   * Visiting one nested leaf in a write-protect or D-flag dirty-log harvest (KVM's walk of the slot's
+   * SPTEs under KVM_CLEAR_DIRTY_LOG: read, test, and clear where needed). PML has no such scan.
+   */
+  dirtyScanLeaf: number;
   /** Per-reason overrides of `exit`, e.g. {"eptViolation": 1500}. */
   exitByReason?: Partial<Record<string, number>>;
 }
@@ -72,6 +77,7 @@ export const DEFAULT_COSTS: HypervisorCosts = {
   shadowSync: 1500,
   inject: 300,
   pmlEntry: 20,
+  dirtyScanLeaf: 10,
 };
 
 /** Handler-cycle categories of the core's clock (Machine.chargeCycles). */

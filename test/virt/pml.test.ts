@@ -161,6 +161,22 @@ describe('the TDP MMU\'s dirty log by PML (hypervisor.dirtyLog: "pml")', () => {
     expect(renderHtmlReport([report])).toContain("PML-full VM exits");
   });
 
+  it("a D-flag or write-protect harvest visits every nested leaf and charges dirtyScanLeafCycles for each; a PML harvest visits none", () => {
+    for (const dirtyLog of ["dbit", "wp"]) {
+      const { simulation } = dirtyPages(dirtyLog);
+      const tdp = simulation.technique as unknown as TdpMmu;
+      const leaves = tdp.mappedHostFrames().length;
+      const stats = tdp.stats();
+      // One harvest: the one dirtyPages took (the clock's interval is 10^12 cycles).
+      expect(stats.dirty_log_harvests).toBe(1);
+      expect(stats.dirty_scan_leaves).toBe(leaves);
+      expect(stats.dirty_scan_cycles).toBe(leaves * 10);
+    }
+    const pml = dirtyPages("pml").simulation.technique as unknown as TdpMmu;
+    expect(pml.stats().dirty_scan_leaves).toBeUndefined();
+    expect(pml.counters.dirty_scan_leaves).toBe(0);
+  });
+
   it('dirtyLog "pml" needs mode "ept" with EPT A/D: anything else is a config error naming the key', () => {
     expect(() => parseConfigText('{"mode":"npt","hypervisor":{"dirtyLog":"pml"}}', "c.json")).toThrow(
       /hypervisor\.dirtyLog.*needs mode "ept"/,
