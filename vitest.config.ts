@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { defineConfig } from "vitest/config";
 
 // Every test runs against both WebAssembly builds: release (what users run and bench measures) and
@@ -11,6 +12,9 @@ import { defineConfig } from "vitest/config";
 const once = ["test/package/**", "test/cluster/**", "test/web/**"];
 export default defineConfig({
   test: {
+    // One test file per CPU. Vitest's default leaves a CPU to its main process, which only waits here:
+    // on a 2-core machine that would run the files one at a time.
+    maxWorkers: availableParallelism(),
     testTimeout: 120_000,
     hookTimeout: 120_000,
     projects: [
