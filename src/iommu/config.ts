@@ -12,9 +12,15 @@ import {
   setAssociative,
 } from "../config/validate.js";
 import type { SetAssocConfig } from "../core/types.js";
-import { DEVICE_KINDS, type DeviceKind, type DeviceSpec } from "./devices.js";
-import { IOMMU_MODES, type IommuMode } from "./driver.js";
-import { IOMMU_KINDS, type IommuKind } from "./hardware.js";
+import type { DeviceSpec } from "./devices.js";
+import {
+  DEVICE_KINDS,
+  type DeviceKind,
+  IOMMU_KINDS,
+  IOMMU_MODES,
+  type IommuKind,
+  type IommuMode,
+} from "./kinds.js";
 import { formatBdf, parseBdf } from "./tables.js";
 
 export interface IommuConfig {

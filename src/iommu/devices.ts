@@ -6,10 +6,10 @@
 import type { PageSize } from "../core/types.js";
 import type { Rng } from "../util/random.js";
 import type { DmaRequest } from "./hardware.js";
+import type { DeviceKind } from "./kinds.js";
 import { formatBdf } from "./tables.js";
 
-export type DeviceKind = "nic" | "nvme" | "gpu";
-export const DEVICE_KINDS: readonly DeviceKind[] = ["nic", "nvme", "gpu"];
+export { DEVICE_KINDS, type DeviceKind } from "./kinds.js";
 
 export interface DeviceSpec {
   kind: DeviceKind;

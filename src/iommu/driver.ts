@@ -8,10 +8,10 @@ import { type Machine, MemvirtError } from "../core/machine.js";
 import { PAGE_SHIFT, type PageSize } from "../core/types.js";
 import type { Vm } from "../hypervisor/vm.js";
 import { Iommu, type IommuHardwareConfig } from "./hardware.js";
+import type { IommuMode } from "./kinds.js";
 import { AmdDeviceTable, type HostFrames, IoPageTable, type IoTableFormat, VtdRootTable } from "./tables.js";
 
-export type IommuMode = "off" | "strict" | "deferred" | "passthrough";
-export const IOMMU_MODES: readonly IommuMode[] = ["off", "strict", "deferred", "passthrough"];
+export { IOMMU_MODES, type IommuMode } from "./kinds.js";
 
 export interface DriverCosts {
   /** CPU cycles to write one I/O page-table leaf (map or unmap). */

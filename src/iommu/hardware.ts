@@ -5,11 +5,11 @@ import * as L from "../core/layout.js";
 import { type Machine, MemvirtError, policyCode } from "../core/machine.js";
 import * as S from "../core/stats-layout.js";
 import type { SetAssocConfig } from "../core/types.js";
+/** The IOMMUs the core models (its IommuKind codes, but for none). */
+import type { IommuKind } from "./kinds.js";
 import { formatBdf } from "./tables.js";
 
-/** The IOMMUs the core models (its IommuKind codes, but for none). */
-export type IommuKind = Exclude<L.IommuKindName, "none">;
-export const IOMMU_KINDS = L.IOMMU_KIND_NAMES.filter((kind): kind is IommuKind => kind !== "none");
+export { IOMMU_KINDS, type IommuKind } from "./kinds.js";
 /** Fault causes by code (the VT-d reasons 1..0xD, then the PASID-entry and AMD-Vi-only causes). */
 export const FAULT_CAUSES = L.IO_FAULT_NAMES;
 export type FaultCause = L.IoFaultName;
