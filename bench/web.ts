@@ -15,7 +15,6 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
 import { build } from "vite";
 import { siteServer } from "../src/cli/web.js";
 import {
@@ -27,6 +26,7 @@ import {
   Simulation,
 } from "../src/index.js";
 import { replayTrace } from "../src/trace/replay.js";
+import { launchChromium } from "../test/chromium.js";
 import { cpuSeconds, formatRate, type Rate, summarize } from "./harness.js";
 
 const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -129,17 +129,7 @@ async function main(): Promise<void> {
   const server = siteServer(site);
   await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  const browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--no-first-run",
-    ],
-  });
+  const browser = await launchChromium();
   // playwright-core starts Chromium as a child of this process: its tree is everything under us.
   const browserPid = process.pid;
   const page = await browser.newPage();

@@ -50,6 +50,9 @@ export const WORKLOAD_OPTIONS = [
 ] as const;
 export type WorkloadOption = (typeof WORKLOAD_OPTIONS)[number];
 
+/** The options that shape one synthetic access stream. */
+const SYNTHETIC_SHAPE: readonly WorkloadOption[] = ["footprint", "stride", "zipf"];
+
 export interface WorkloadFamilyEntry {
   family: WorkloadFamily;
   /** How the playground's list and `--help` name the family. */
@@ -86,18 +89,8 @@ export const WORKLOAD_FAMILIES: readonly WorkloadFamilyEntry[] = [
     family: "multi-vm",
     label: "Several VMs, overcommitted host",
     names: MULTI_VM_WORKLOADS,
-    options: [
-      "records",
-      "writeFraction",
-      "seed",
-      "vms",
-      "pagesPerVm",
-      "sharedFraction",
-      "zeroFraction",
-      "seconds",
-      "timeline",
-      "checkInvariants",
-    ],
+    // Everything but the shape of one synthetic stream: each VM runs its own.
+    options: WORKLOAD_OPTIONS.filter((option) => !SYNTHETIC_SHAPE.includes(option)),
     records: { unit: "records", default: "the workload's" },
   },
 ];
