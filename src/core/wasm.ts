@@ -1,9 +1,11 @@
-// Loads the WebAssembly core with @assemblyscript/loader, the same way in Node, in a browser page, in a
-// Web Worker and under a bundler. Two builds exist: release (O3, no assertions) for speed and debug
-// (assertions, source map) for tests. Nothing here imports a Node module: where Node is the host, its
-// file system is reached through process.getBuiltinModule, so a browser bundle of this file has no
-// `node:` import, and `new Machine(config)` still loads the packaged core synchronously in Node.
-import { instantiate, instantiateSync } from "@assemblyscript/loader";
+// Loads the WebAssembly core, the same way in Node, in a browser page, in a Web Worker and under a
+// bundler. Two builds exist: release (O3, no assertions) for speed and debug (assertions, source map)
+// for tests. Nothing here imports a Node module: where Node is the host, its file system is reached
+// through process.getBuiltinModule, so a browser bundle of this file has no `node:` import, and
+// `new Machine(config)` still loads the packaged core synchronously in Node.
+// The core's exports are plain numbers and BigInts (no strings, arrays or optional arguments), so the
+// instance's own exports serve as they are: no AssemblyScript loader wraps each call in a JavaScript
+// function or builds its string helpers at start-up.
 import { MemvirtError } from "./errors.js";
 
 export type BuildName = "release" | "debug";
@@ -240,8 +242,8 @@ function imports(build: BuildName) {
 
 /** A fresh instance (its own linear memory), synchronously: Node, workers, or a module at hand. */
 export function instantiateCore(build: BuildName = defaultBuild(), wasm?: WasmSource): CoreExports {
-  const { exports } = instantiateSync<Record<string, unknown>>(coreModuleSync(build, wasm), imports(build));
-  return exports as unknown as CoreExports;
+  const instance = new WebAssembly.Instance(coreModuleSync(build, wasm), imports(build));
+  return instance.exports as unknown as CoreExports;
 }
 
 /** A fresh instance, asynchronously: every host, a browser's main thread included. */
@@ -251,6 +253,6 @@ export async function instantiateCoreAsync(
 ): Promise<CoreExports> {
   // A core given here serves this instance only; loadCore makes one the build's core.
   const module = wasm === undefined ? await loadCore({ build }) : await compile(wasm);
-  const { exports } = await instantiate<Record<string, unknown>>(module, imports(build));
-  return exports as unknown as CoreExports;
+  const instance = await WebAssembly.instantiate(module, imports(build));
+  return instance.exports as unknown as CoreExports;
 }
