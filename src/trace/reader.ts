@@ -1,8 +1,8 @@
 // Streaming trace file reader. Traces run to gigabytes, so they are never read whole; the async
-// variant keeps the next read in flight while the caller parses the current chunk.
+// variant keeps the next read in flight while the caller parses the current chunk. It reads through
+// fs's callbacks, not node:fs/promises, which a run would otherwise load for this alone.
 
-import { closeSync, openSync, readSync } from "node:fs";
-import { open } from "node:fs/promises";
+import { close, closeSync, open, openSync, read, readSync } from "node:fs";
 
 export const DEFAULT_CHUNK_SIZE = 4 << 20;
 
@@ -26,19 +26,25 @@ export async function* readChunks(
   start = 0,
 ): AsyncGenerator<Uint8Array> {
   checkChunkSize(chunkSize);
-  const file = await open(path, "r");
+  const descriptor = await new Promise<number>((resolve, reject) =>
+    open(path, "r", (error, fd) => (error ? reject(error) : resolve(fd))),
+  );
   const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
   let position = start;
   let current = 0;
   let pending: Promise<number> | null = null;
 
   const startRead = (buffer: Uint8Array): Promise<number> => {
-    const read = file.read(buffer, 0, chunkSize, position).then((result) => result.bytesRead);
+    const bytesRead = new Promise<number>((resolve, reject) =>
+      read(descriptor, buffer, 0, chunkSize, position, (error, bytes) =>
+        error ? reject(error) : resolve(bytes),
+      ),
+    );
     // The read may fail while the caller is busy with the previous chunk, before anyone awaits it;
     // this handler keeps Node from treating that as an unhandled rejection. The error still surfaces
     // through the `await` below.
-    read.catch(() => {});
-    return read;
+    bytesRead.catch(() => {});
+    return bytesRead;
   };
 
   try {
@@ -56,7 +62,9 @@ export async function* readChunks(
   } finally {
     // Closing under an unfinished read would make it fail or read a recycled descriptor.
     if (pending !== null) await pending.catch(() => {});
-    await file.close();
+    await new Promise<void>((resolve, reject) =>
+      close(descriptor, (error) => (error ? reject(error) : resolve())),
+    );
   }
 }
 

@@ -3,10 +3,8 @@
 // WebAssembly, on a decode worker thread: see decodedChunksOverlapped). Chunks stream; nothing holds
 // the whole file. readTrace hands them to the host-agnostic reader of trace/source.ts.
 
-import { closeSync, createReadStream, existsSync, openSync, readSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { Worker } from "node:worker_threads";
-import { createGunzip } from "node:zlib";
 import { MemvirtError } from "../core/errors.js";
 import type { Machine } from "../core/machine.js";
 import {
@@ -29,6 +27,9 @@ import {
 import { xzDecode } from "./xz.js";
 
 export { type Compression, TraceError } from "./decompress.js";
+
+// node:zlib, node:worker_threads and fs's streams serve compressed traces only: they are taken when one
+// is read, so that a plain trace's run does not load them (a few ms of CPU and MB at start-up).
 
 /** The first `count` bytes of the file (fewer when it is shorter). */
 export function readHead(path: string, count: number): Uint8Array {
@@ -91,7 +92,7 @@ export async function* decodedChunks(
       await chunks.return(undefined);
     }
   }
-  const file = createReadStream(path, { highWaterMark: 1 << 20 });
+  const file = process.getBuiltinModule("node:fs").createReadStream(path, { highWaterMark: 1 << 20 });
   fileBytes.read = 0;
   let decoded: AsyncIterable<Uint8Array>;
   /** Compressed bytes the decoder got through before it failed. */
@@ -102,7 +103,7 @@ export async function* decodedChunks(
     });
     // Output in 64 KiB steps: a failure is then reported where the step that failed began, within
     // the few KiB of compressed data one step inflates.
-    const gunzip = createGunzip({ chunkSize: 1 << 16 });
+    const gunzip = process.getBuiltinModule("node:zlib").createGunzip({ chunkSize: 1 << 16 });
     file.on("error", (error) => gunzip.destroy(error));
     decoded = file.pipe(gunzip);
     reached = () => gunzip.bytesWritten;
@@ -175,6 +176,7 @@ export async function* decodedChunksOverlapped(
     | { kind: "chunk"; bytes: Uint8Array; fileBytes: number }
     | { kind: "end" }
     | { kind: "error"; message: string; trace: boolean };
+  const { Worker } = process.getBuiltinModule("node:worker_threads");
   const worker = new Worker(DECODE_WORKER, { workerData: { path, compression, skip, chunkSize } });
   const queue: Message[] = [];
   let wake: (() => void) | undefined;
