@@ -12,10 +12,16 @@ export interface PresetFile {
   config: Json;
 }
 
-/** presets/ beside the package: two levels up from src/cli in a checkout, three from dist/src/cli. */
+/**
+ * presets/ beside the package: two levels up from src/cli in a checkout, three from dist/src/cli. The
+ * URLs are literals so that the CLI bundle (scripts/bundle-cli.mjs) can rewrite them for its place.
+ */
 function presetsDir(): string {
-  for (const relative of ["../../presets/", "../../../presets/"]) {
-    const dir = fileURLToPath(new URL(relative, import.meta.url));
+  for (const url of [
+    new URL("../../presets/", import.meta.url),
+    new URL("../../../presets/", import.meta.url),
+  ]) {
+    const dir = fileURLToPath(url);
     if (existsSync(dir)) return dir;
   }
   throw new MemvirtError("the presets/ folder is missing from this memvirt installation", 1);

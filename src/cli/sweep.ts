@@ -84,7 +84,7 @@ export function registerSweepCommands(program: Command, services: SweepCommandSe
           return;
         }
         // Slurm opens each task's log in the parts folder before the task runs: it must exist.
-        (await import("node:fs")).mkdirSync(flags.parts, { recursive: true });
+        process.getBuiltinModule("node:fs").mkdirSync(flags.parts, { recursive: true });
         print(
           slurmScript({
             command: [process.execPath, process.argv[1]],
@@ -138,7 +138,7 @@ export function registerSweepCommands(program: Command, services: SweepCommandSe
     .action(async (flags: WorkerFlags) => {
       const { integerOption: integer } = await import("./options.js");
       const { runQueueWorker } = await import("../runner/queue.js");
-      const { availableParallelism } = await import("node:os");
+      const { availableParallelism } = process.getBuiltinModule("node:os");
       await runQueueWorker({
         url: flags.queue,
         concurrency: integer(flags.concurrency, "concurrency", 1, 1024) ?? availableParallelism(),

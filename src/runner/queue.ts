@@ -10,6 +10,7 @@
 
 import { createHash } from "node:crypto";
 import { closeSync, constants, openSync, realpathSync } from "node:fs";
+import { createRequire } from "node:module";
 import { hostname } from "node:os";
 import { isAbsolute, relative, resolve, sep } from "node:path";
 import type { Job } from "bullmq";
@@ -75,15 +76,21 @@ export function describeUrl(url: string): string {
   }
 }
 
+const load = createRequire(import.meta.url);
+
 /**
  * The queue's client libraries, which are optional peer dependencies: a plain install of memvirt does
- * not carry their ~13 MB, and a machine that sweeps through Redis installs them beside it.
+ * not carry their ~13 MB, and a machine that sweeps through Redis installs them beside it. Both ship
+ * CommonJS, and they are required rather than imported: the command line runs as one CommonJS bundle
+ * compiled from a V8 code cache, where a dynamic import() has no loader to call (bin/memvirt.js).
  */
-async function queueLibrary<T>(name: "bullmq" | "ioredis", load: () => Promise<T>): Promise<T> {
+function queueLibrary(name: "bullmq"): typeof import("bullmq");
+function queueLibrary(name: "ioredis"): typeof import("ioredis");
+function queueLibrary(name: "bullmq" | "ioredis"): unknown {
   try {
-    return await load();
+    return load(name);
   } catch (error) {
-    if ((error as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw error;
+    if ((error as { code?: string }).code !== "MODULE_NOT_FOUND") throw error;
     throw new MemvirtError(
       `--queue needs the ${name} package, which memvirt does not install by itself: npm install bullmq@6.7.6 ioredis@6.1.0`,
     );
@@ -93,7 +100,7 @@ async function queueLibrary<T>(name: "bullmq" | "ioredis", load: () => Promise<T
 /** Connects once, without retrying, so that an unreachable Redis is a clear error (exit 2), not a hang. */
 export async function probeRedis(url: string): Promise<void> {
   const { url: _, ...options } = redisConnection(url);
-  const { Redis } = await queueLibrary("ioredis", () => import("ioredis"));
+  const { Redis } = queueLibrary("ioredis");
   const client = new Redis(url, {
     ...options,
     lazyConnect: true,
@@ -190,7 +197,7 @@ export function queueExecutor(url: string, fullGrid: Grid): NonNullable<SweepOpt
   return async (cells, emit) => {
     if (cells.length === 0) return;
     await probeRedis(url);
-    const { Job, Queue, QueueEvents } = await queueLibrary("bullmq", () => import("bullmq"));
+    const { Job, Queue, QueueEvents } = queueLibrary("bullmq");
     const connection = redisConnection(url);
     const queue = new Queue<JobData, SweepRow>(QUEUE_NAME, { connection, prefix: KEY_PREFIX });
     const events = new QueueEvents(QUEUE_NAME, { connection, prefix: KEY_PREFIX });
@@ -322,7 +329,7 @@ export async function runQueueWorker(options: WorkerOptions): Promise<void> {
     }
   }
   await probeRedis(options.url);
-  const { UnrecoverableError, WaitingError, Worker } = await queueLibrary("bullmq", () => import("bullmq"));
+  const { UnrecoverableError, WaitingError, Worker } = queueLibrary("bullmq");
   const pool = new CellPool(options.concurrency);
   const host = hostname();
 

@@ -1,13 +1,18 @@
-// Each command loads only the subsystems it uses (issue 15): the modules a real `memvirt` process
-// loads, logged by module hooks (test/cli/module-log.mjs). One spawn each, on the release build only
-// (what is loaded does not depend on the build).
+// Each command loads only the subsystems it uses (issue 15): the modules the compiled command line
+// (dist/src/cli/main.js) loads for a command, logged by module hooks (test/cli/module-log.mjs). The
+// `memvirt` bin runs these modules bundled into one file (scripts/bundle-cli.mjs), where each module
+// is evaluated when first imported, as here: a module this graph does not load, the bundle does not
+// run. One spawn each, on the release build only (what is loaded does not depend on the build).
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { scratch } from "./in-process.js";
 
-const cli = new URL("../../bin/memvirt.js", import.meta.url).pathname;
+const main = new URL("../../dist/src/cli/main.js", import.meta.url).href;
+/** What bin/memvirt.js does with the bundle, with the unbundled modules. */
+const cli = `const { main } = await import(${JSON.stringify(main)});
+process.exitCode = await main(["node", "memvirt", ...process.argv.slice(1)]);`;
 const hooks = new URL("./module-log.mjs", import.meta.url).href;
 const fixture = (name: string) => new URL(`../fixtures/${name}`, import.meta.url).pathname;
 const { dir } = scratch("memvirt-loading-");
@@ -16,7 +21,8 @@ const { dir } = scratch("memvirt-loading-");
 function modulesLoaded(name: string, args: string[]): string[] {
   const log = join(dir, `${name}.log`);
   const register = `import{register}from"node:module";register(${JSON.stringify(hooks)});`;
-  const result = spawnSync(process.execPath, ["--import", `data:text/javascript,${register}`, cli, ...args], {
+  const command = ["--import", `data:text/javascript,${register}`, "--input-type=module", "-e", cli, ...args];
+  const result = spawnSync(process.execPath, command, {
     env: { ...process.env, MEMVIRT_MODULE_LOG: log },
   });
   expect(result.status, result.stderr.toString()).toBe(0);

@@ -92,6 +92,9 @@ describe("the tarball", () => {
       "dist/build/release.wasm",
       "dist/build/debug.wasm",
       "bin/memvirt.js",
+      "bin/package.json",
+      "dist/cli/memvirt.cjs",
+      "dist/cli/memvirt.cjs.cache",
       "README.md",
       "LICENSE",
       "examples/ls-head.lk",
@@ -165,6 +168,17 @@ console.log(JSON.stringify({ build: machine.build, url: packagedWasmUrl("release
     expect(report.source).toMatchObject({ kind: "trace", format: "lackey" });
     expect(report.accesses).toBeGreaterThan(19_000);
     expect(report.walks).toBeGreaterThan(0);
+  });
+
+  it("the installed bin compiles its command-line bundle from the shipped code cache (the same Node built it)", () => {
+    const bin = join(installed, "bin", "memvirt.js");
+    const output = runInProject(
+      "code-cache.cjs",
+      `const { loadBundle } = require(${JSON.stringify(bin)});
+const loaded = loadBundle();
+console.log(JSON.stringify({ rejected: loaded.script.cachedDataRejected, main: typeof loaded.exports.main }));`,
+    );
+    expect(JSON.parse(output)).toEqual({ rejected: false, main: "function" });
   });
 
   it("the package ships its CPU presets: npx memvirt run --preset zen4 runs on Zen 4's 72-entry L1 DTLB", () => {
