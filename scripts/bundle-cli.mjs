@@ -45,6 +45,26 @@ const relocateUrls = {
   },
 };
 
+/**
+ * commander requires node:child_process when it loads, for subcommands that are executables of their
+ * own, which memvirt has none of: it gets the module when it first uses it, so that no run pays for
+ * loading child_process (and dgram and the socket list it pulls in).
+ */
+const lazyChildProcess = {
+  name: "lazy-child-process",
+  setup(pluginBuild) {
+    pluginBuild.onResolve({ filter: /^node:child_process$/ }, ({ importer }) =>
+      importer.includes("/node_modules/commander/")
+        ? { path: "child_process", namespace: "lazy" }
+        : undefined,
+    );
+    pluginBuild.onLoad({ filter: /.*/, namespace: "lazy" }, () => ({
+      contents: 'module.exports = new Proxy({}, { get: (_, name) => require("node:child_process")[name] });',
+      loader: "js",
+    }));
+  },
+};
+
 // V8 accepts a code cache for any source of the same length: the old one goes first.
 rmSync(CODE_CACHE, { force: true });
 const { metafile } = await build({
@@ -58,7 +78,7 @@ const { metafile } = await build({
   // CommonJS has no import.meta: the bundle's own URL stands for it, after relocateUrls.
   define: { "import.meta.url": "__memvirtBundleUrl" },
   banner: { js: 'const __memvirtBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
-  plugins: [relocateUrls],
+  plugins: [relocateUrls, lazyChildProcess],
   metafile: true,
   logLevel: "warning",
 });
