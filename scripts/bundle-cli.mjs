@@ -77,6 +77,10 @@ const { metafile } = await build({
   external: EXTERNAL,
   // CommonJS has no import.meta: the bundle's own URL stands for it, after relocateUrls.
   define: { "import.meta.url": "__memvirtBundleUrl" },
+  // Without comments and white space the bundle is 40% smaller, and every run reads all of it (the
+  // code cache holds bytecode, not the source V8 still needs). Names stay, for stack traces.
+  minifyWhitespace: true,
+  minifySyntax: true,
   banner: { js: 'const __memvirtBundleUrl = require("node:url").pathToFileURL(__filename).href;' },
   plugins: [relocateUrls, lazyChildProcess],
   metafile: true,
