@@ -36,10 +36,15 @@ function typedArrayName(value: object): TypedArrayName | undefined {
 
 /**
  * Encodes `root`. `externals` maps objects to names written in their place; `classes` lists the
- * classes whose instances may appear (by constructor name). Throws StateError naming the path of
- * anything that cannot be restored faithfully: a function, an unregistered class, a symbol key.
+ * classes whose instances may appear, under the names the state records them by. Those are the
+ * registry's, not the classes' own: a bundler may rename a class (the CLI bundle's `Controller` is
+ * `_Controller`), and a checkpoint must read back whatever code wrote it. Throws StateError naming
+ * the path of anything that cannot be restored faithfully: a function, an unregistered class, a
+ * symbol key.
  */
 export function encodeState(root: unknown, classes: ClassRegistry, externals: Map<object, string>): string {
+  const names = new Map<object, string>();
+  for (const [name, registered] of classes) names.set(registered.prototype, name);
   const ids = new Map<object, number>();
   const encode = (value: unknown, path: string): Encoded => {
     switch (typeof value) {
@@ -103,9 +108,10 @@ export function encodeState(root: unknown, classes: ClassRegistry, externals: Ma
     const prototype = Object.getPrototypeOf(object);
     let className: string | undefined;
     if (prototype !== Object.prototype && prototype !== null) {
-      className = prototype.constructor?.name as string;
-      if (classes.get(className)?.prototype !== prototype) {
-        throw new StateError(`${path} is an instance of ${className}, which checkpoints do not know`);
+      className = names.get(prototype);
+      if (className === undefined) {
+        const name = prototype.constructor?.name as string;
+        throw new StateError(`${path} is an instance of ${name}, which checkpoints do not know`);
       }
     }
     const fields: Record<string, Encoded> = {};

@@ -226,6 +226,18 @@ describe("host state encoding", () => {
     expect(copy.known.shared).toBe(copy.again);
   });
 
+  it("records a class under its registry name, not its own, which a bundler may have changed", () => {
+    // What esbuild makes of a class that refers to itself: `var Known = class _Known { ... }`.
+    const Renamed = class _Known {
+      tag = "renamed";
+    };
+    const registry = new Map([["Known", Renamed]]);
+    const text = encodeState({ known: new Renamed() }, registry, new Map());
+    expect(JSON.parse(text).o.known.c).toBe("Known");
+    const copy = decodeState(text, classes, new Map()) as { known: Known };
+    expect(Object.getPrototypeOf(copy.known)).toBe(Known.prototype);
+  });
+
   it("refuses what it cannot restore faithfully, naming where it is", () => {
     expect(() => encodeState({ a: { f: () => 1 } }, classes, new Map())).toThrow(StateError);
     expect(() => encodeState({ a: { f: () => 1 } }, classes, new Map())).toThrow(/state\.a\.f is a function/);
