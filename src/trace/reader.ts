@@ -2,7 +2,7 @@
 // variant keeps the next read in flight while the caller parses the current chunk. It reads through
 // fs's callbacks, not node:fs/promises, which a run would otherwise load for this alone.
 
-import { close, closeSync, open, openSync, read, readSync } from "node:fs";
+import { close, closeSync, open, openSync, read, readSync, statSync } from "node:fs";
 
 export const DEFAULT_CHUNK_SIZE = 4 << 20;
 
@@ -26,9 +26,16 @@ export async function* readChunks(
   start = 0,
 ): AsyncGenerator<Uint8Array> {
   checkChunkSize(chunkSize);
-  const descriptor = await new Promise<number>((resolve, reject) =>
-    open(path, "r", (error, fd) => (error ? reject(error) : resolve(fd))),
-  );
+  // A regular file is opened and read synchronously until a read fills a whole chunk: the first read
+  // has nothing to overlap with, and a trace of one chunk or less is then read without libuv's thread
+  // pool (whose four threads cost a small run about 2% of its CPU). Anything else (a pipe, a device)
+  // is opened and read asynchronously, so that a run waiting for its input can still be stopped.
+  const regular = statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
+  const descriptor = regular
+    ? openSync(path, "r")
+    : await new Promise<number>((resolve, reject) =>
+        open(path, "r", (error, fd) => (error ? reject(error) : resolve(fd))),
+      );
   const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
   let position = start;
   let current = 0;
@@ -48,7 +55,18 @@ export async function* readChunks(
   };
 
   try {
-    pending = startRead(buffers[current]);
+    for (let whole = false; regular && !whole; ) {
+      const bytesRead = readSync(descriptor, buffers[current], 0, chunkSize, position);
+      if (bytesRead === 0) return;
+      const chunk = buffers[current].subarray(0, bytesRead);
+      position += bytesRead;
+      current ^= 1;
+      whole = bytesRead === chunkSize;
+      // From a whole chunk on, the next read is in flight while the caller works on this one.
+      if (whole) pending = startRead(buffers[current]);
+      yield chunk;
+    }
+    pending ??= startRead(buffers[current]);
     for (;;) {
       const bytesRead = await pending;
       pending = null;
@@ -62,9 +80,11 @@ export async function* readChunks(
   } finally {
     // Closing under an unfinished read would make it fail or read a recycled descriptor.
     if (pending !== null) await pending.catch(() => {});
-    await new Promise<void>((resolve, reject) =>
-      close(descriptor, (error) => (error ? reject(error) : resolve())),
-    );
+    if (regular) closeSync(descriptor);
+    else
+      await new Promise<void>((resolve, reject) =>
+        close(descriptor, (error) => (error ? reject(error) : resolve())),
+      );
   }
 }
 
