@@ -163,7 +163,10 @@ export async function readDecodedTrace(
         records: 0,
         eofSeen: false,
       };
-  const chunks = decoded(position.decodedBytes, L.TEXT_SIZE / 2);
+  // Chunks of a quarter of the text region: a long trace then holds 2 MiB of read buffers (the reader
+  // keeps one chunk in flight while the core parses the other) rather than 4 and touches half the
+  // region, for the same CPU time (batches are RECORD_CAPACITY records at most either way).
+  const chunks = decoded(position.decodedBytes, L.TEXT_SIZE / 4);
   let decoder: Decoder | undefined;
   let known = options.resume !== undefined || formatOption !== "auto";
   const limit = () => Math.max(1, Math.min(L.RECORD_CAPACITY, options.batchLimit?.() ?? L.RECORD_CAPACITY));
