@@ -81,32 +81,31 @@ export interface ProcessCost {
 const GNU_TIME = "/usr/bin/time";
 
 /**
- * Runs a command to completion and returns the CPU time the kernel charged it. GNU time gives the
- * peak resident set too; without it, bash's `times` gives the children's CPU time to the millisecond.
+ * Runs a command to completion and returns the CPU time the kernel charged it, to the millisecond:
+ * bash's `times` after the command gives its children's time (GNU time's own %U and %S are rounded to
+ * 10 ms, a tenth of a small run). Where GNU time is installed it runs that bash and reports the peak
+ * resident set, which is the command's (a few MB of bash's own are below it); bash and GNU time are
+ * not counted in the CPU time.
  */
 export function runProcess(command: string, args: string[]): ProcessCost {
   const gnu = existsSync(GNU_TIME);
+  const timed = ["bash", "-c", '"$@"; status=$?; times >&2; exit $status', "_", command, ...args];
   const result = gnu
-    ? spawnSync(GNU_TIME, ["-f", "%U %S %M", command, ...args], { maxBuffer: 1 << 28, encoding: "utf8" })
-    : spawnSync("bash", ["-c", '"$@"; status=$?; times >&2; exit $status', "_", command, ...args], {
-        maxBuffer: 1 << 28,
-        encoding: "utf8",
-      });
+    ? spawnSync(GNU_TIME, ["-f", "%M", ...timed], { maxBuffer: 1 << 28, encoding: "utf8" })
+    : spawnSync(timed[0], timed.slice(1), { maxBuffer: 1 << 28, encoding: "utf8" });
   if (result.status !== 0) {
     throw new Error(`${command} ${args.join(" ")} exited with ${result.status}: ${result.stderr}`);
   }
   const lines = result.stderr.trim().split("\n");
-  if (gnu) {
-    const [user, system, rssKiB] = lines[lines.length - 1].split(" ").map(Number);
-    return { cpuSeconds: user + system, maxRssMiB: rssKiB / 1024, stdout: result.stdout };
-  }
   // `times` prints the shell's own times, then its children's: "0m0.041s 0m0.012s".
   const seconds = (text: string) => {
     const m = /(\d+)m([\d.]+)s/.exec(text);
     return m ? Number(m[1]) * 60 + Number(m[2]) : Number.NaN;
   };
-  const [user, system] = lines[lines.length - 1].split(" ");
-  return { cpuSeconds: seconds(user) + seconds(system), stdout: result.stdout };
+  const [user, system] = lines[lines.length - (gnu ? 2 : 1)].split(" ");
+  const cpuSeconds = seconds(user) + seconds(system);
+  if (!gnu) return { cpuSeconds, stdout: result.stdout };
+  return { cpuSeconds, maxRssMiB: Number(lines[lines.length - 1]) / 1024, stdout: result.stdout };
 }
 
 /** A peer in an interleaved comparison: how to run it, and the unit of work one run does. */
