@@ -126,7 +126,7 @@ export class DemandPaging {
     if (this.publishedFrames[pool] === allocator.changes[size] && left >= REFILL_BELOW) return;
     const frames = allocator.peek(size, L.DEMAND_POOL_CAPACITY);
     const base = L.DM_POOL_FRAMES + pool * L.DEMAND_POOL_CAPACITY * 8;
-    frames.forEach((frame, i) => region.setBigUint64(base + i * 8, frame, true));
+    for (const [i, frame] of frames.entries()) region.setBigUint64(base + i * 8, frame, true);
     region.setUint32(at, frames.length, true);
     region.setUint32(at + 4, 0, true);
     this.publishedFrames[pool] = allocator.changes[size];
