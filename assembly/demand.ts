@@ -45,7 +45,7 @@ import {
   ExitReason,
 } from "./constants";
 import { PTE_P, PTE_PS, PTE_RW, PTE_US } from "./formats/x86";
-import { allocate } from "./heap";
+import { regionOnDemand } from "./heap";
 import { backFrame, readPhys64, writePhys64 } from "./phys";
 import { S_EXIT_REASONS, S_EXITS, bump, chargeHandler } from "./stats";
 
@@ -61,12 +61,7 @@ const CYCLES_GUEST_KERNEL: u32 = 0;
 
 /** The region, allocated when the host first asks for it; 0 when memory cannot hold it. */
 export function demandRegion(): usize {
-  let base = <usize>load<u32>(CTRL_BASE + CFG_DEMAND_BASE);
-  if (base == 0) {
-    base = allocate(DEMAND_REGION_SIZE, 64);
-    store<u32>(CTRL_BASE + CFG_DEMAND_BASE, <u32>base);
-  }
-  return base;
+  return regionOnDemand(CFG_DEMAND_BASE, DEMAND_REGION_SIZE, 64);
 }
 
 /** The region when the host has enabled in-core demand paging, else 0 (one load on the fault path). */
