@@ -65,8 +65,9 @@ const lazyChildProcess = {
   },
 };
 
-// V8 accepts a code cache for any source of the same length: the old one goes first.
-rmSync(CODE_CACHE, { force: true });
+// dist/cli/ holds what this writes and nothing else (the package ships the folder). The old code cache
+// goes first in any case: V8 accepts a code cache for any source of the same length.
+rmSync(dirname(outfile), { recursive: true, force: true });
 const { metafile } = await build({
   entryPoints: [resolve(compiled, "cli/main.js")],
   outfile,
