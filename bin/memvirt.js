@@ -2,8 +2,9 @@
 // The memvirt command. `npm run build` compiles the TypeScript sources to dist/ and bundles the command
 // line into one CommonJS file, dist/cli/memvirt.cjs (scripts/bundle-cli.mjs); this file, CommonJS too
 // (bin/package.json), runs it. Start-up is most of a small run's CPU time, so the bundle is compiled
-// with the V8 code cache the build saved beside it (dist/cli/memvirt.cjs.cache): V8 checks that the
-// cache was made by its own version and flags for this very source, and compiles afresh otherwise.
+// with the V8 code cache the build saved beside it (dist/cli/memvirt.cjs.cache). V8 takes a cache only
+// from its own version, under the same flags and for a source of the same length (the build writes the
+// two together; after editing the bundle by hand, delete the cache), and compiles afresh otherwise.
 "use strict";
 const { existsSync, readFileSync } = require("node:fs");
 const { createRequire, wrap } = require("node:module");
