@@ -12,6 +12,7 @@ import {
   CPU_TLB_LEVELS,
   TL_ARRAYS,
   TL_COUNT,
+  TL_EMPTY_SIZES,
   TL_PRESENT,
   TL_SIZEMASK,
   TLB_ENTRY_SIZE,
@@ -87,13 +88,17 @@ export let lookupLru: bool = false;
 /** Address of the matching entry in a level, or 0. The LRU stamp is refreshed on a hit. */
 export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
   const count = load<u32>(desc + TL_COUNT);
+  // Sizes the level holds no entry of cannot match: only the others are probed, in the same order.
+  const empty = load<u32>(desc + TL_EMPTY_SIZES);
   const masked = la & LA_MASK;
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
-    const sizes = <u32>load<u16>(array + AD_SIZEMASK);
+    let sizes = <u32>load<u16>(array + AD_SIZEMASK) & ~empty;
+    if (sizes == 0) continue;
     const ways = load<u32>(array + AD_WAYS);
-    for (let size: u32 = 0; size < 3; size++) {
-      if ((sizes & (1 << size)) == 0) continue;
+    while (sizes != 0) {
+      const size = ctz(sizes);
+      sizes &= sizes - 1;
       const vpn = masked >> pageShift(size);
       const tag = (vpn << 3) | (<u64>size << 1) | 1;
       const set = setBaseOf(array, vpn);
@@ -128,6 +133,7 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   while (size >= 0 && (held & (1 << size)) == 0) size--;
   if (size < 0) return;
   translationsChanged();
+  store<u32>(desc + TL_EMPTY_SIZES, load<u32>(desc + TL_EMPTY_SIZES) & ~(1 << size));
   const count = load<u32>(desc + TL_COUNT);
   let array: usize = 0;
   for (let a: u32 = 0; a < count; a++) {
@@ -183,10 +189,11 @@ export function invalidatePage(desc: usize, la: u64, pcid: u32, globals: bool, f
   if (!levelPresent(desc)) return;
   translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
+  const empty = load<u32>(desc + TL_EMPTY_SIZES);
   const masked = la & LA_MASK;
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
-    const sizes = <u32>load<u16>(array + AD_SIZEMASK);
+    const sizes = <u32>load<u16>(array + AD_SIZEMASK) & ~empty;
     const ways = load<u32>(array + AD_WAYS);
     for (let size: u32 = 0; size < 3; size++) {
       if ((sizes & (1 << size)) == 0) continue;
@@ -213,20 +220,27 @@ export function invalidateContext(desc: usize, pcid: u32, globals: bool, filter:
   if (!levelPresent(desc)) return;
   translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
+  // The scan sees every entry, so it also learns which sizes are left.
+  let left: u32 = 0;
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
     const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
     const base = <usize>load<u32>(array + AD_BASE);
     for (let i: u32 = 0; i < n; i++) {
       const e = base + <usize>(i * TLB_ENTRY_SIZE);
-      if (load<u64>(e, E_TAG) == 0) continue;
-      if (!contextMatches(load<u32>(e, E_VMTAG), filter, value)) continue;
-      const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
-      if (isGlobal ? globals : pcid == MATCH_ANY_PCID || (load<u32>(e, E_PCID) & PCID_MASK) == pcid) {
-        store<u64>(e, 0, E_TAG);
+      const tag = load<u64>(e, E_TAG);
+      if (tag == 0) continue;
+      if (contextMatches(load<u32>(e, E_VMTAG), filter, value)) {
+        const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
+        if (isGlobal ? globals : pcid == MATCH_ANY_PCID || (load<u32>(e, E_PCID) & PCID_MASK) == pcid) {
+          store<u64>(e, 0, E_TAG);
+          continue;
+        }
       }
+      left |= 1 << (<u32>(tag >> 1) & 3);
     }
   }
+  store<u32>(desc + TL_EMPTY_SIZES, load<u32>(desc + TL_SIZEMASK) & ~left);
 }
 
 /** Entries currently valid in a level (for tests and reports). */
