@@ -59,19 +59,70 @@ export function victimWay(
     const entry = setBase + <usize>(w * entrySize);
     if (load<u64>(entry) == 0) return w;
     const s = load<u64>(entry + stampOffset);
-    if (s < bestStamp) {
-      bestStamp = s;
-      best = w;
-    }
+    const older = s < bestStamp;
+    bestStamp = select<u64>(s, bestStamp, older);
+    best = select<u32>(w, best, older);
   }
   if (policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return best;
 }
 
+/** Set in what fillWay returns when the set already holds the entry. */
+export const WAY_HELD: u32 = 0x8000_0000;
+
 /**
- * Fills an entry of the common tagged layout (u64 key at 0, u64 value at 8, two u32 tags at 16 and 20,
- * u64 stamp at 24) into the set at `set`: over the way that already holds the same key and tags, else
- * over the policy's victim. Paging-structure caches of the CPUs and of the IOMMU share it.
+ * The way a fill of the common tagged layout (u64 key at 0, u64 value at 8, two u32 tags at 16 and 20,
+ * u64 stamp at 24) writes in the set at `set`, from one pass over it: the way that already holds `key`,
+ * `tagA` under `maskA`, `tagB` and `valueBits` under `valueMask`, with WAY_HELD set; else the way
+ * victimWay would choose (its scan and this one see the same invalid ways and stamps).
+ */
+@inline export function fillWay(
+  set: usize,
+  ways: u32,
+  entrySize: u32,
+  key: u64,
+  tagA: u32,
+  maskA: u32,
+  tagB: u32,
+  valueMask: u64,
+  valueBits: u64,
+  policy: u32,
+  rngAddress: usize,
+): u32 {
+  let victim: u32 = 0;
+  let oldest: u64 = U64.MAX_VALUE;
+  let invalid = false;
+  for (let w: u32 = 0; w < ways; w++) {
+    const e = set + <usize>(w * entrySize);
+    const tag = load<u64>(e);
+    if (
+      tag == key &&
+      (load<u32>(e, 16) & maskA) == tagA &&
+      load<u32>(e, 20) == tagB &&
+      (load<u64>(e, 8) & valueMask) == valueBits
+    ) {
+      return w | WAY_HELD;
+    }
+    if (invalid) continue;
+    if (tag == 0) {
+      victim = w;
+      invalid = true;
+      continue;
+    }
+    // The lowest way of the smallest stamp, without a branch the stamps decide.
+    const stamp = load<u64>(e, 24);
+    const older = stamp < oldest;
+    oldest = select<u64>(stamp, oldest, older);
+    victim = select<u32>(w, victim, older);
+  }
+  if (!invalid && policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  return victim;
+}
+
+/**
+ * Fills an entry of the common tagged layout into the set at `set`: over the way that already holds the
+ * same key and tags, else over the policy's victim. Paging-structure caches of the CPUs and of the IOMMU
+ * share it.
  */
 export function fillTagged(
   set: usize,
@@ -84,15 +135,7 @@ export function fillTagged(
   policy: u32,
   rngAddress: usize,
 ): void {
-  let way = ways;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * entrySize);
-    if (load<u64>(e) == key && load<u32>(e, 16) == tagA && load<u32>(e, 20) == tagB) {
-      way = w;
-      break;
-    }
-  }
-  if (way == ways) way = victimWay(set, ways, entrySize, 24, policy, rngAddress);
+  const way = fillWay(set, ways, entrySize, key, tagA, 0xffffffff, tagB, 0, 0, policy, rngAddress) & ~WAY_HELD;
   const e = set + <usize>(way * entrySize);
   store<u64>(e, key);
   store<u64>(e, value, 8);

@@ -21,7 +21,7 @@ import {
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
 import { translationsChanged } from "../memo";
-import { policyHit, tick, victimWay } from "./setassoc";
+import { WAY_HELD, fillWay, policyHit, tick } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;
@@ -150,25 +150,11 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   const subFrame = frame + ((masked & fullMask) & ~((<u64>1 << shift) - 1));
   const tag = (vpn << 3) | (<u64>size << 1) | 1;
   const global = attrs & A_GLOBAL;
-  const ways = load<u32>(array + AD_WAYS);
   const set = setBaseOf(array, vpn);
-  let way: u32 = ways;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * TLB_ENTRY_SIZE);
-    if (
-      load<u64>(e, E_TAG) == tag &&
-      (load<u32>(e, E_PCID) & PCID_MASK) == pcid &&
-      load<u32>(e, E_VMTAG) == vmTag &&
-      (load<u64>(e, E_FRAME) & A_GLOBAL) == global
-    ) {
-      way = w;
-      break;
-    }
-  }
-  const inPlace = way != ways;
-  if (!inPlace) {
-    way = victimWay(set, ways, TLB_ENTRY_SIZE, E_STAMP, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
-  }
+  // E_TAG, E_FRAME, E_PCID, E_VMTAG and E_STAMP are the common tagged layout fillWay reads.
+  const found = fillWay(set, load<u32>(array + AD_WAYS), TLB_ENTRY_SIZE, tag, pcid, PCID_MASK, vmTag, A_GLOBAL, global, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
+  const inPlace = (found & WAY_HELD) != 0;
+  const way = found & ~WAY_HELD;
   const e = set + <usize>(way * TLB_ENTRY_SIZE);
   store<u64>(e, tag, E_TAG);
   store<u64>(e, subFrame | attrs, E_FRAME);
