@@ -42,7 +42,9 @@ export function splitmix64(z: u64): u64 {
 
 /**
  * Way to replace in the set at `setBase`: the lowest invalid way, else by policy. LRU and FIFO
- * differ only in whether hits refresh the stamp, so both take the smallest stamp here.
+ * differ only in whether hits refresh the stamp, so both take the smallest stamp here. Every stamp is
+ * a tick, 1 or more, so an invalid way counts as stamp 0: older than any entry, and the lowest of them
+ * wins ties. The oldest is picked with select rather than a branch the stamps decide.
  */
 export function victimWay(
   setBase: usize,
@@ -52,18 +54,17 @@ export function victimWay(
   policy: u32,
   rngAddress: usize,
 ): u32 {
-  // One pass: the first invalid way wins; otherwise the smallest stamp (lowest way on ties).
   let best: u32 = 0;
   let bestStamp: u64 = U64.MAX_VALUE;
   for (let w: u32 = 0; w < ways; w++) {
     const entry = setBase + <usize>(w * entrySize);
-    if (load<u64>(entry) == 0) return w;
-    const s = load<u64>(entry + stampOffset);
+    const s = select<u64>(0, load<u64>(entry + stampOffset), load<u64>(entry) == 0);
     const older = s < bestStamp;
     bestStamp = select<u64>(s, bestStamp, older);
     best = select<u32>(w, best, older);
   }
-  if (policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  // Random replaces a random way once every way is valid.
+  if (bestStamp != 0 && policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return best;
 }
 
@@ -74,7 +75,7 @@ export const WAY_HELD: u32 = 0x8000_0000;
  * The way a fill of the common tagged layout (u64 key at 0, u64 value at 8, two u32 tags at 16 and 20,
  * u64 stamp at 24) writes in the set at `set`, from one pass over it: the way that already holds `key`,
  * `tagA` under `maskA`, `tagB` and `valueBits` under `valueMask`, with WAY_HELD set; else the way
- * victimWay would choose (its scan and this one see the same invalid ways and stamps).
+ * victimWay would choose.
  */
 @inline export function fillWay(
   set: usize,
@@ -91,7 +92,6 @@ export const WAY_HELD: u32 = 0x8000_0000;
 ): u32 {
   let victim: u32 = 0;
   let oldest: u64 = U64.MAX_VALUE;
-  let invalid = false;
   for (let w: u32 = 0; w < ways; w++) {
     const e = set + <usize>(w * entrySize);
     const tag = load<u64>(e);
@@ -103,19 +103,13 @@ export const WAY_HELD: u32 = 0x8000_0000;
     ) {
       return w | WAY_HELD;
     }
-    if (invalid) continue;
-    if (tag == 0) {
-      victim = w;
-      invalid = true;
-      continue;
-    }
-    // The lowest way of the smallest stamp, without a branch the stamps decide.
-    const stamp = load<u64>(e, 24);
+    // victimWay's rule: an invalid way counts as stamp 0.
+    const stamp = select<u64>(0, load<u64>(e, 24), tag == 0);
     const older = stamp < oldest;
     oldest = select<u64>(stamp, oldest, older);
     victim = select<u32>(w, victim, older);
   }
-  if (!invalid && policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  if (oldest != 0 && policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
   return victim;
 }
 
