@@ -68,14 +68,14 @@ export function victimWay(
   return best;
 }
 
-/** Set in what fillWay returns when the set already holds the entry. */
-export const WAY_HELD: u32 = 0x8000_0000;
+/** Set in what fillWay returns when the set already holds the entry (entries are 8-byte aligned). */
+export const ENTRY_HELD: usize = 1;
 
 /**
- * The way a fill of the common tagged layout (u64 key at 0, u64 value at 8, two u32 tags at 16 and 20,
- * u64 stamp at 24) writes in the set at `set`, from one pass over it: the way that already holds `key`,
- * `tagA` under `maskA`, `tagB` and `valueBits` under `valueMask`, with WAY_HELD set; else the way
- * victimWay would choose.
+ * The entry a fill of the common tagged layout (u64 key at 0, u64 value at 8, two u32 tags at 16 and 20,
+ * u64 stamp at 24) writes in the set at `set`, from one pass over it: the entry that already holds
+ * `key`, `tagA` under `maskA`, `tagB` and `valueBits` under `valueMask`, with ENTRY_HELD set; else the
+ * one victimWay would choose.
  */
 @inline export function fillWay(
   set: usize,
@@ -89,11 +89,11 @@ export const WAY_HELD: u32 = 0x8000_0000;
   valueBits: u64,
   policy: u32,
   rngAddress: usize,
-): u32 {
-  let victim: u32 = 0;
+): usize {
+  let victim: usize = set;
   let oldest: u64 = U64.MAX_VALUE;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * entrySize);
+  const end = set + <usize>(ways * entrySize);
+  for (let e = set; e < end; e += entrySize) {
     const tag = load<u64>(e);
     if (
       tag == key &&
@@ -101,15 +101,17 @@ export const WAY_HELD: u32 = 0x8000_0000;
       load<u32>(e, 20) == tagB &&
       (load<u64>(e, 8) & valueMask) == valueBits
     ) {
-      return w | WAY_HELD;
+      return e | ENTRY_HELD;
     }
     // victimWay's rule: an invalid way counts as stamp 0.
     const stamp = select<u64>(0, load<u64>(e, 24), tag == 0);
     const older = stamp < oldest;
     oldest = select<u64>(stamp, oldest, older);
-    victim = select<u32>(w, victim, older);
+    victim = select<usize>(e, victim, older);
   }
-  if (oldest != 0 && policy == Policy.Random) return <u32>((xorshift64(rngAddress) >> 32) % <u64>ways);
+  if (oldest != 0 && policy == Policy.Random) {
+    return set + <usize>(<u32>((xorshift64(rngAddress) >> 32) % <u64>ways) * entrySize);
+  }
   return victim;
 }
 
@@ -129,8 +131,7 @@ export function fillTagged(
   policy: u32,
   rngAddress: usize,
 ): void {
-  const way = fillWay(set, ways, entrySize, key, tagA, 0xffffffff, tagB, 0, 0, policy, rngAddress) & ~WAY_HELD;
-  const e = set + <usize>(way * entrySize);
+  const e = fillWay(set, ways, entrySize, key, tagA, 0xffffffff, tagB, 0, 0, policy, rngAddress) & ~ENTRY_HELD;
   store<u64>(e, key);
   store<u64>(e, value, 8);
   store<u32>(e, tagA, 16);

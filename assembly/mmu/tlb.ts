@@ -21,7 +21,7 @@ import {
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
 import { translationsChanged } from "../memo";
-import { WAY_HELD, fillWay, policyHit, tick } from "./setassoc";
+import { ENTRY_HELD, fillWay, policyHit, tick } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;
@@ -102,8 +102,8 @@ export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
       const vpn = masked >> pageShift(size);
       const tag = (vpn << 3) | (<u64>size << 1) | 1;
       const set = setBaseOf(array, vpn);
-      for (let w: u32 = 0; w < ways; w++) {
-        const e = set + <usize>(w * TLB_ENTRY_SIZE);
+      const end = set + <usize>(ways * TLB_ENTRY_SIZE);
+      for (let e = set; e < end; e += TLB_ENTRY_SIZE) {
         if (matches(e, tag, pcid, vmTag)) {
           lookupLru = policyHit(<u32>load<u16>(array + AD_POLICY), e, E_STAMP);
           return e;
@@ -153,9 +153,8 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   const set = setBaseOf(array, vpn);
   // E_TAG, E_FRAME, E_PCID, E_VMTAG and E_STAMP are the common tagged layout fillWay reads.
   const found = fillWay(set, load<u32>(array + AD_WAYS), TLB_ENTRY_SIZE, tag, pcid, PCID_MASK, vmTag, A_GLOBAL, global, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
-  const inPlace = (found & WAY_HELD) != 0;
-  const way = found & ~WAY_HELD;
-  const e = set + <usize>(way * TLB_ENTRY_SIZE);
+  const inPlace = (found & ENTRY_HELD) != 0;
+  const e = found & ~ENTRY_HELD;
   store<u64>(e, tag, E_TAG);
   store<u64>(e, subFrame | attrs, E_FRAME);
   store<u32>(e, pcidWord, E_PCID);
