@@ -133,6 +133,7 @@ import { beginTrace, endTrace, traceBuffer, traceCount, traceDropped } from "./t
 
 export { replay, setBudget, translateBatch } from "./replay";
 export { dmaBuffer } from "./iommu/dma";
+export { demandRegion } from "./demand";
 export {
   parseText,
   textBuffer,

@@ -10,7 +10,7 @@
  * The memory layout's version: a checkpoint (snapshot.ts) saved by a core with another layout is
  * refused. Raise it whenever a region, a descriptor or a lasting global moves.
  */
-export const CORE_LAYOUT_VERSION: u32 = 2;
+export const CORE_LAYOUT_VERSION: u32 = 3;
 /** Bytes of the block the core's lasting globals are copied to for a checkpoint (snapshot.ts). */
 export const SNAPSHOT_SCRATCH_SIZE: u32 = 256;
 
@@ -58,6 +58,8 @@ export const CFG_HEAP_TOP: u32 = 0xa0;
 export const CFG_DIR_BASE: u32 = 0xa4;
 export const CFG_TEXT_BASE: u32 = 0xa8;
 export const CFG_DMA_BASE: u32 = 0xac;
+/** The demand-paging region (DM_*), allocated when the host first publishes to it (0 until then). */
+export const CFG_DEMAND_BASE: u32 = 0xb0;
 
 /** Per-CPU blocks. */
 export const CPU_BASE: u32 = 0x1000;
@@ -243,6 +245,67 @@ export const BR_OUTCOME: u32 = 8; // u8 exit reason (ExitReason.None: translated
 export const BR_PAGE_SHIFT: u32 = 9; // u8 log2 of the page size (0 on a fault)
 export const BR_REFS: u32 = 10; // u16 page-walk references (0 on a TLB hit)
 export const BR_CYCLES: u32 = 12; // u32 cycles
+
+// --- demand paging in the core: a sized region (CFG_DEMAND_BASE) -----------------------------------
+// A guest kernel's anonymous demand faults (a not-present #PF inside a region it pages in on demand)
+// need no software decision: the kernel takes the next free frame, builds the missing tables and
+// installs the leaf. Where the host allows it (bare metal, the guest OS model's own #PF handler), it
+// publishes here what that handler reads (each CPU's address space and regions, and the frames its
+// allocator would hand out next, in order), and the core runs the handler itself, logging each fault
+// for the host to account between calls: one exit per batch instead of one per fault.
+/** Header words (u32). */
+export const DM_ENABLED: u32 = 0x00;
+/** Cycles the kernel's handler costs (guest.faultCycles), charged as the host would. */
+export const DM_FAULT_CYCLES: u32 = 0x04;
+/** Paging levels of the guest's tables (4 or 5). */
+export const DM_LEVELS: u32 = 0x08;
+/** Faults logged since the host last drained the log. */
+export const DM_LOG_COUNT: u32 = 0x0c;
+/** The pool page-table frames come from (DemandPool.Small when the kernel takes them from its 4K frames). */
+export const DM_TABLE_POOL: u32 = 0x10;
+/** Per pool (DemandPool): u32 frames published, u32 frames taken. */
+export const DM_POOLS: u32 = 0x20;
+export const DEMAND_POOL_COUNT: u32 = 4;
+/** Per CPU: u64 root of the address space it runs, u32 regions published (0: every fault exits). */
+export const DM_CPUS: u32 = 0x40;
+export const DEMAND_CPU_SIZE: u32 = 16;
+export const DC_ROOT: u32 = 0;
+export const DC_VMA_COUNT: u32 = 8;
+/** Per CPU, DEMAND_VMAS regions in address order: u64 start, u64 end, u64 leaf entry bits, u32 page-size code. */
+export const DM_VMAS: u32 = DM_CPUS + MAX_CPUS * DEMAND_CPU_SIZE;
+export const DEMAND_VMAS: u32 = 64;
+export const DEMAND_VMA_SIZE: u32 = 32;
+export const DV_START: u32 = 0;
+export const DV_END: u32 = 8;
+export const DV_FLAGS: u32 = 16;
+export const DV_SIZE_CODE: u32 = 24;
+/** Per pool, DEMAND_POOL_CAPACITY u64 frame bases, in the order the allocator hands them out. */
+export const DM_POOL_FRAMES: u32 = DM_VMAS + MAX_CPUS * DEMAND_VMAS * DEMAND_VMA_SIZE;
+export const DEMAND_POOL_CAPACITY: u32 = 1024;
+/** The fault log: DEMAND_LOG_CAPACITY entries of DEMAND_LOG_SIZE bytes. */
+export const DM_LOG: u32 = DM_POOL_FRAMES + DEMAND_POOL_COUNT * DEMAND_POOL_CAPACITY * 8;
+export const DEMAND_LOG_CAPACITY: u32 = 1024;
+export const DEMAND_LOG_SIZE: u32 = 80;
+export const DL_LINEAR: u32 = 0;
+/** The #PF error code. */
+export const DL_ERROR: u32 = 8;
+/** The leaf's frame. */
+export const DL_FRAME: u32 = 16;
+export const DL_CPU: u32 = 24;
+export const DL_SIZE_CODE: u32 = 28;
+/** Page tables created, from the level of the first missing entry down: u32 count, u32 that level, u64 frames. */
+export const DL_TABLE_COUNT: u32 = 32;
+export const DL_TOP_LEVEL: u32 = 36;
+export const DL_TABLES: u32 = 40;
+export const DEMAND_REGION_SIZE: u32 = DM_LOG + DEMAND_LOG_CAPACITY * DEMAND_LOG_SIZE;
+
+/** The frame pools of the demand-paging region: one per leaf size, and one for page tables when they have their own allocator. */
+export const enum DemandPool {
+  Small = 0,
+  Large = 1,
+  Huge = 2,
+  Tables = 3,
+}
 
 // --- text input for in-core trace parsing: a sized region (CFG_TEXT_BASE) ------------------------
 export const TEXT_SIZE: u32 = 0x400000;

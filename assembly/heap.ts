@@ -35,6 +35,20 @@ export function allocate(bytes: usize, align: usize): usize {
   return start;
 }
 
+/**
+ * The region whose address the control word at CTRL_BASE + `word` holds, allocated (`bytes`, aligned
+ * to `align`) the first time it is asked for: buffers only some runs use cost the others nothing.
+ * 0 when memory cannot hold it.
+ */
+export function regionOnDemand(word: u32, bytes: usize, align: usize): usize {
+  let base = <usize>load<u32>(CTRL_BASE + word);
+  if (base == 0) {
+    base = allocate(bytes, align);
+    store<u32>(CTRL_BASE + word, <u32>base);
+  }
+  return base;
+}
+
 /** Grows linear memory to cover `end`; false when the configured limit or the engine refuses. */
 function ensureMemory(end: usize): bool {
   const have = <usize>memory.size() << 16;

@@ -30,6 +30,7 @@ import {
   TL_LATENCY,
   FaultType,
 } from "./constants";
+import { demandEnabled, demandFault } from "./demand";
 import { vmTransition } from "./mmu/invalidate";
 import {
   access,
@@ -51,6 +52,8 @@ export let pendingIndex: i32 = -1;
 /** Cycles the pending record has spent so far, so its histogram sample covers every attempt. */
 export let pendingCycles: u64 = 0;
 export let budget: u64 = 0;
+/** Whether the pending record's fault was handled in the core (demand.ts). */
+export let demandRetried = false;
 /** Simulated time at which the current slice ends (total cycles, handlers included). */
 export let budgetDeadline: u64 = 0;
 
@@ -61,6 +64,7 @@ export function setBudget(cycles: u64): void {
 
 export function resetReplay(): void {
   pendingIndex = -1;
+  demandRetried = false;
   pendingCycles = 0;
   store<u32>(EXIT_BASE + EX_REASON, ExitReason.None);
 }
@@ -163,6 +167,17 @@ export function replay(start: u32, end: u32): u32 {
       flushMemoHits(cpu);
       pendingIndex = <i32>i;
       pendingCycles = spent;
+      // An anonymous demand fault the core may handle itself (demand.ts): the record runs again, as
+      // after the host's handler. A second fault of a record it handled goes to the host.
+      if (result == FaultType.PageFault && !(retry && demandRetried)) {
+        const region = demandEnabled();
+        if (region != 0 && demandFault(region, cpu, la, accessError)) {
+          demandRetried = true;
+          i--; // the loop's i++ runs it again (u32 arithmetic wraps back for record 0)
+          continue;
+        }
+      }
+      demandRetried = false;
       const reason = exitReasonOf(result);
       // Nested faults are VM exits: without VPIDs the exit and the next entry flush the guest's TLB.
       if (reason >= <u32>ExitReason.EptViolation) vmTransition(cpu);

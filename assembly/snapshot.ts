@@ -44,6 +44,7 @@ export function saveModuleGlobals(at: usize): usize {
   store<u64>(p, setassoc.clock); p += 8;
   store<u32>(p, memo.translationGeneration); p += 8;
   store<u32>(p, text.eofSeen ? 1 : 0); p += 8;
+  store<u32>(p, replay.demandRetried ? 1 : 0); p += 8;
   return p;
 }
 
@@ -73,5 +74,6 @@ export function restoreModuleGlobals(at: usize): usize {
   setassoc.clock = load<u64>(p); p += 8;
   memo.translationGeneration = load<u32>(p); p += 8;
   text.eofSeen = load<u32>(p) != 0; p += 8;
+  replay.demandRetried = load<u32>(p) != 0; p += 8;
   return p;
 }

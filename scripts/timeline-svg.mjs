@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Draws a `memvirt run --timeline FILE.csv` as an SVG line chart: host free pages, pages saved by
 // KSM, held by balloons, compressed in zswap and on swap, against simulated seconds, with the
-// controller's state as a band along the bottom. No dependencies: node scripts/timeline-svg.mjs IN.csv OUT.svg
+// controller's state as a band along the bottom, in the playground's colours (from the build).
+// Usage: node scripts/timeline-svg.mjs IN.csv OUT.svg
 import { readFileSync, writeFileSync } from "node:fs";
+import { STATE_COLORS } from "../dist/src/report/timeline-colors.js";
 
 const [input, output] = process.argv.slice(2);
 if (!input || !output) {
@@ -39,17 +41,7 @@ const maxX = Math.max(...seconds);
 const maxY = Math.max(1, ...series.flatMap((s) => s.values));
 const x = (t) => left + (t / (maxX || 1)) * plotW;
 const y = (v) => top + plotH - (v / maxY) * plotH;
-const stateColor = {
-  high: "#e8f5e9",
-  clear: "#fffde7",
-  soft: "#fff3e0",
-  hard: "#ffebee",
-  low: "#ffcdd2",
-  normal: "#e8f5e9",
-  pressure: "#fff3e0",
-  critical: "#ffcdd2",
-  "-": "#ffffff",
-};
+const stateColor = STATE_COLORS;
 
 const parts = [];
 parts.push(

@@ -55,7 +55,7 @@ import {
 import { ADDRESS_MASK } from "../cpu";
 import { skippedBitsClear } from "../formats/amdvi";
 import { RTADDR_SMT } from "../formats/vtd";
-import { allocate } from "../heap";
+import { regionOnDemand } from "../heap";
 import { memoryChanged } from "../memo";
 import { backFrame, readPhys64 } from "../phys";
 import {
@@ -278,12 +278,7 @@ function fail(
  * without devices never have one). Returns its address, or 0 when memory cannot hold it.
  */
 export function dmaBuffer(): usize {
-  let base = <usize>load<u32>(CTRL_BASE + CFG_DMA_BASE);
-  if (base == 0) {
-    base = allocate(<usize>DMA_CAPACITY * DMA_RECORD_SIZE, 4096);
-    store<u32>(CTRL_BASE + CFG_DMA_BASE, <u32>base);
-  }
-  return base;
+  return regionOnDemand(CFG_DMA_BASE, <usize>DMA_CAPACITY * DMA_RECORD_SIZE, 4096);
 }
 
 /**

@@ -49,7 +49,7 @@ import {
   CTRL_BASE,
   TEXT_SIZE,
 } from "../constants";
-import { allocate } from "../heap";
+import { regionOnDemand } from "../heap";
 
 export const FORMAT_LACKEY: u32 = 1;
 export const FORMAT_DIN: u32 = 2;
@@ -139,12 +139,7 @@ export function textResetEof(seen: bool): void {
  * hold it.
  */
 export function textBuffer(): usize {
-  let base = <usize>load<u32>(CTRL_BASE + CFG_TEXT_BASE);
-  if (base == 0) {
-    base = allocate(TEXT_SIZE, 4096);
-    store<u32>(CTRL_BASE + CFG_TEXT_BASE, <u32>base);
-  }
-  return base;
+  return regionOnDemand(CFG_TEXT_BASE, TEXT_SIZE, 4096);
 }
 
 // The sniffer runs the real line parsers, which write a record on success; this keeps that write

@@ -381,6 +381,17 @@ export class Machine {
     return new DataView(this.buffer, base, L.DMA_CAPACITY * L.DMA_RECORD_SIZE);
   }
 
+  /**
+   * The demand-paging region (assembly/demand.ts: DEMAND_REGION_SIZE bytes laid out by the DM_*
+   * constants), allocated when first asked.
+   */
+  demandRegion(): DataView {
+    const base = this.core.demandRegion();
+    if (base === 0) throw new MemvirtError(`demand-paging region: ${PHYS_ERRORS[L.PhysError.OutOfMemory]}`);
+    this.refreshViews();
+    return new DataView(this.buffer, base, L.DEMAND_REGION_SIZE);
+  }
+
   // --- physical memory -------------------------------------------------------------------------
 
   writePhys64(pa: bigint, value: bigint): void {

@@ -95,6 +95,7 @@ export interface CoreExports {
   sniffText(len: number): number;
   textBuffer(): number;
   dmaBuffer(): number;
+  demandRegion(): number;
   textParsedBytes(): number;
   textParsedLines(): number;
   textParseError(): number;

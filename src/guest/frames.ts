@@ -42,6 +42,8 @@ export class FrameAllocator {
   private readonly free: Record<PageSize, bigint[]> = { "4K": [], "2M": [], "1G": [] };
   readonly allocated: Record<PageSize, number> = { "4K": 0, "2M": 0, "1G": 0 };
   private readonly rng: Rng;
+  /** Advanced by every alloc and release of each size: frames `peek`ed are still the future while it holds. */
+  readonly changes: Record<PageSize, number> = { "4K": 0, "2M": 0, "1G": 0 };
 
   constructor(
     readonly memoryBytes: number,
@@ -92,6 +94,7 @@ export class FrameAllocator {
 
   /** Physical base of a free frame of `size`. */
   alloc(size: PageSize): bigint {
+    this.changes[size]++;
     const reused = this.free[size].pop();
     if (reused !== undefined) {
       this.allocated[size]++;
@@ -100,19 +103,45 @@ export class FrameAllocator {
     while (true) {
       let zone = this.open[size];
       if (!zone || zone.issued >= zone.slots) zone = this.openZone(size);
-      zone.issued++;
-      zone.position =
-        zone.multiplier === 1 && zone.increment === 1 && this.policy === "sequential"
-          ? zone.position + 1
-          : (zone.multiplier * zone.position + zone.increment) % zone.slots;
-      const base = (BigInt(zone.index) << ZONE_SHIFT) + (BigInt(zone.position) << SLOT_SHIFT[size]);
+      const base = this.nextSlot(zone);
       if (base < RESERVED_LOW) continue;
       this.allocated[size]++;
       return base;
     }
   }
 
+  /** Issues the zone's next slot (its permutation's next position); returns its base. */
+  private nextSlot(zone: Zone): bigint {
+    zone.issued++;
+    zone.position =
+      zone.multiplier === 1 && zone.increment === 1 && this.policy === "sequential"
+        ? zone.position + 1
+        : (zone.multiplier * zone.position + zone.increment) % zone.slots;
+    return (BigInt(zone.index) << ZONE_SHIFT) + (BigInt(zone.position) << SLOT_SHIFT[zone.size]);
+  }
+
+  /**
+   * The next `count` (at most) frames `alloc(size)` would return, in order, without taking them: the
+   * freed frames, then the open zone's, stopping where a new zone would open (opening one is shared by
+   * every size, so it must happen in the allocations' true order). The core's demand paging takes
+   * frames from such a list, and the host then allocates the ones it took.
+   */
+  peek(size: PageSize, count: number): bigint[] {
+    const frames: bigint[] = [];
+    const free = this.free[size];
+    for (let i = free.length - 1; i >= 0 && frames.length < count; i--) frames.push(free[i]);
+    const open = this.open[size];
+    if (!open) return frames;
+    const zone = { ...open };
+    while (frames.length < count && zone.issued < zone.slots) {
+      const base = this.nextSlot(zone);
+      if (base >= RESERVED_LOW) frames.push(base);
+    }
+    return frames;
+  }
+
   release(base: bigint, size: PageSize): void {
+    this.changes[size]++;
     this.free[size].push(base);
     this.allocated[size]--;
   }

@@ -163,6 +163,12 @@ export class GuestOS {
   private readonly freePcids: number[] = [];
   private nextPid = 1;
   private nextPcid = 1;
+  /**
+   * Advanced whenever a CPU's view of memory a demand fault depends on changes: a VMA added, split,
+   * removed or reprotected, an address space switched to or torn down. The host republishes the
+   * core's copy (demandView) when it moves.
+   */
+  layoutGeneration = 0;
 
   constructor(
     readonly cpu: PagingCpu,
@@ -233,6 +239,7 @@ export class GuestOS {
     };
     process.vmas.push(vma);
     process.vmas.sort((a, b) => (a.start < b.start ? -1 : 1));
+    this.layoutGeneration++;
     return vma;
   }
 
@@ -546,6 +553,7 @@ export class GuestOS {
     process.vmas.push({ ...vma, protection: { ...vma.protection }, start: at });
     vma.end = at;
     process.vmas.sort((a, b) => (a.start < b.start ? -1 : 1));
+    this.layoutGeneration++;
   }
 
   private changeProtection(
@@ -559,6 +567,7 @@ export class GuestOS {
     this.splitAt(process, end);
     for (const vma of process.vmas)
       if (vma.start >= start && vma.end <= end) vma.protection = { ...protection };
+    this.layoutGeneration++;
     let changed = 0;
     this.cpu.lazyMmu(true);
     this.forEachLeaf(process, start, end, (address, entry, level) => {
@@ -583,6 +592,7 @@ export class GuestOS {
     this.splitAt(process, start);
     this.splitAt(process, end);
     process.vmas = process.vmas.filter((vma) => vma.start < start || vma.end > end);
+    this.layoutGeneration++;
   }
 
   /** munmap's work on `process` from `cpu`: VMAs, leaves, page tables, flush, then the frames. */
@@ -690,6 +700,7 @@ export class GuestOS {
     this.cpu.pinTables(child.root);
     child.pinned = true;
     child.vmas = parent.vmas.map((vma) => ({ ...vma, protection: { ...vma.protection } }));
+    this.layoutGeneration++;
     this.cpu.lazyMmu(true);
     this.forEachLeaf(parent, 0n, this.userTop, (address, entry, level, page) => {
       const size = SIZE_AT_LEVEL[level];
@@ -741,6 +752,7 @@ export class GuestOS {
     this.cpu.unpinTables(process.root);
     process.pinned = false;
     process.vmas = [];
+    this.layoutGeneration++;
     this.cpu.lazyMmu(true);
     const cleared = this.zap(process, 0n, this.userTop);
     const freed = this.freeTables(process, 0n, this.userTop);
@@ -771,6 +783,7 @@ export class GuestOS {
     process.cpusSeen.add(cpu);
     process.staleOn.delete(cpu);
     this.running[cpu] = process;
+    this.layoutGeneration++;
     this.stats.contextSwitches++;
   }
 
@@ -801,6 +814,64 @@ export class GuestOS {
     }
     this.cpu.charge(this.config.faultCycles);
     return true;
+  }
+
+  /**
+   * What an anonymous demand fault on `cpu` depends on, for the core to run `pageFault`'s demand path
+   * itself (assembly/demand.ts): the running address space's root and its VMAs in order, each with
+   * the leaf bits `mapFresh` installs and its page-size code. Undefined when nothing runs there.
+   */
+  demandView(
+    cpu: number,
+  ): { root: bigint; vmas: { start: bigint; end: bigint; flags: bigint; sizeCode: number }[] } | undefined {
+    const process = this.running[cpu];
+    if (!process) return undefined;
+    return {
+      root: process.root,
+      vmas: process.vmas.map((vma) => ({
+        start: vma.start,
+        end: vma.end,
+        flags: this.leafFlags(vma.protection, vma.pageSize, false),
+        sizeCode: LEVEL_OF[vma.pageSize] - 1,
+      })),
+    };
+  }
+
+  /**
+   * Accounts a demand fault the core handled (assembly/demand.ts) as `pageFault` does its own: the
+   * leaf's frame and then each new table (from `topLevel`'s entry down) are allocated in the same
+   * order, which hands out the very frames the core was given; the address space and the statistics
+   * record them.
+   */
+  demandFaultHandled(
+    cpu: number,
+    la: bigint,
+    size: PageSize,
+    frame: bigint,
+    topLevel: number,
+    tables: bigint[],
+  ): void {
+    const process = this.running[cpu];
+    const leaf = this.frames.alloc(size);
+    if (!process || leaf !== frame)
+      throw new MemvirtError(
+        `cpu ${cpu}: the core's demand fault at 0x${la.toString(16)} took frame 0x${frame.toString(16)}, the kernel's next is 0x${leaf.toString(16)}`,
+        1,
+      );
+    let level = topLevel;
+    for (const table of tables) {
+      const taken = this.newTable();
+      if (taken !== table)
+        throw new MemvirtError(
+          `cpu ${cpu}: the core's demand fault at 0x${la.toString(16)} took table 0x${table.toString(16)}, the kernel's next is 0x${taken.toString(16)}`,
+          1,
+        );
+      process.tables.set(tableKey(level - 1, la), table);
+      level--;
+    }
+    process.frames.set(frame, size);
+    this.stats.pagesMapped[size]++;
+    this.stats.minorFaults++;
   }
 
   /** The kernel's #PF handler: demand paging, copy-on-write, or a SIGSEGV for the process. */

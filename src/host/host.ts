@@ -34,6 +34,7 @@ import type {
   TechniqueSettings,
 } from "../hypervisor/technique.js";
 import { HostMemory, type LargeBacking, Vm } from "../hypervisor/vm.js";
+import { DemandPaging } from "./demand-paging.js";
 import type { DmaSource, DmaUnit, GuestKernel, HostTimer, NestedFaultHook, RecordsHook } from "./hooks.js";
 
 const CR0_PE = 1n;
@@ -102,6 +103,11 @@ export interface HostOptions {
   virtual: boolean;
   /** Host memory's frames, when not the default allocator over host.memory (the overcommit host's). */
   frames?: (machine: Machine) => FrameAllocator;
+  /**
+   * Whether the core may run the guest kernel's anonymous demand faults itself where the technique
+   * allows it (default true; the results are the same either way, which tests check).
+   */
+  inCoreDemandPaging?: boolean;
 }
 
 export class Host {
@@ -120,6 +126,9 @@ export class Host {
   private readonly timers: HostTimer[] = [];
   private readonly nestedHooks: NestedFaultHook[] = [];
   private readonly recordHooks: RecordsHook[] = [];
+  private readonly inCoreDemandPaging: boolean;
+  /** The core's demand paging, while it is on (see demandPaging()). */
+  private demand: DemandPaging | undefined;
 
   constructor(
     readonly config: ResolvedConfig,
@@ -140,6 +149,7 @@ export class Host {
     this.memory = options.virtual
       ? new HostMemory(config.host.memory, config.seed, options.frames?.(this.machine))
       : undefined;
+    this.inCoreDemandPaging = options.inCoreDemandPaging ?? true;
   }
 
   /** Machine CPUs. */
@@ -222,8 +232,12 @@ export class Host {
   /** Runs records [start, end) of the record region, servicing every exit. */
   replayRange(start: number, end: number): void {
     let index = start;
+    const demand = this.demandPaging();
     while (index < end) {
+      demand?.publish();
       this.machine.replay(index, end);
+      // The faults the core handled are accounted before any other software runs.
+      demand?.drain((_cpu, error) => this.countPageFault(error));
       const exit = this.machine.exit();
       // Records before the exit completed (a budget exit's index is the record after the slice).
       if (this.recordHooks.length > 0) {
@@ -257,10 +271,7 @@ export class Host {
   private handleExit(exit: ExitRecord): number {
     switch (exit.reason) {
       case "pageFault": {
-        this.exits.pageFault++;
-        PFEC_BITS.forEach((bit, i) => {
-          if ((exit.qualification >> BigInt(i)) & 1n) this.exits.pageFaultsByBit[bit]++;
-        });
+        this.countPageFault(exit.qualification);
         const guest = this.guestAt(exit.cpu);
         // Under shadow or paravirtual paging the hypervisor sees the #PF first.
         const action = guest.technique.onPageFault(exit);
@@ -309,6 +320,34 @@ export class Host {
       default:
         throw new MemvirtError(`the core stopped at record ${exit.index} without an exit`, 1);
     }
+  }
+
+  private countPageFault(errorCode: bigint): void {
+    this.exits.pageFault++;
+    PFEC_BITS.forEach((bit, i) => {
+      if ((errorCode >> BigInt(i)) & 1n) this.exits.pageFaultsByBit[bit]++;
+    });
+  }
+
+  /**
+   * The core's demand paging (assembly/demand.ts), when the kernel's demand faults need no software
+   * but the kernel's own: one guest, whose technique lets its page-table stores land as they are, its
+   * own #PF handler, and no hook that must see records one exit at a time. Off otherwise.
+   */
+  private demandPaging(): DemandPaging | undefined {
+    const guest = this.guests.length === 1 ? this.guests[0] : undefined;
+    const allowed =
+      this.inCoreDemandPaging &&
+      guest !== undefined &&
+      guest.technique.plainKernelStores === true &&
+      guest.kernel === guest.os &&
+      this.recordHooks.length === 0;
+    if (allowed) this.demand ??= new DemandPaging(this.machine, guest.os);
+    else if (this.demand) {
+      this.demand.withdraw();
+      this.demand = undefined;
+    }
+    return this.demand;
   }
 
   private guestAt(cpu: number): Guest {
@@ -425,4 +464,4 @@ class TechniqueTimer implements HostTimer {
   }
 }
 
-export const HOST_CLASSES = { PinnedCpu, TechniqueTimer };
+export const HOST_CLASSES = { PinnedCpu, TechniqueTimer, DemandPaging };

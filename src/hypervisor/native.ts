@@ -7,6 +7,7 @@ import type { ExitAction, PagingTechnique, TechniqueModule } from "./technique.j
 export class NativePaging implements PagingTechnique {
   readonly name = "native";
   readonly cpu: PagingCpu;
+  readonly plainKernelStores = true;
 
   constructor(machine: Machine) {
     this.cpu = new NativeCpu(machine);

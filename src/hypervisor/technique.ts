@@ -127,6 +127,11 @@ export interface PagingTechnique {
   readonly periodCycles?: number;
   /** What the guest's TLB shootdowns cost the technique (IPI exits, posted interrupts, hypercalls). */
   shootdownStats?(): Record<string, number>;
+  /**
+   * The guest kernel's page-table stores land in memory as they are, and its #PFs reach it untouched
+   * (bare metal): the core may then run the kernel's anonymous demand faults itself.
+   */
+  readonly plainKernelStores?: boolean;
 }
 
 /** A technique that runs its guest in a VM on host memory. */

@@ -18,6 +18,8 @@ export interface SimulationOptions {
   wasm?: WasmSource;
   /** An instance made by `instantiateCoreAsync` (what `Simulation.create` passes). */
   core?: CoreExports;
+  /** See HostOptions.inCoreDemandPaging. */
+  inCoreDemandPaging?: boolean;
 }
 
 export class Simulation extends Host {

@@ -1,22 +1,11 @@
 // The Overcommit view: a multi-VM run's host memory over simulated time (free, KSM-shared, ballooned,
 // in zswap, swapped, and each VM's pages) with the controller's state as bands behind it, from the
 // columns `memvirt run --timeline` writes.
+
+import { STATE_COLORS } from "../../src/report/timeline-colors.js";
 import { lineChart, PALETTE } from "./charts.js";
 import { count, download, facts, h, table } from "./dom.js";
 import type { Timeline } from "./protocol.js";
-
-/** The controller's states, lightest for plenty of free memory (vSphere's bands and oVirt MoM's). */
-export const STATE_COLORS: Record<string, string> = {
-  high: "#e8f5e9",
-  clear: "#fffde7",
-  soft: "#fff3e0",
-  hard: "#ffebee",
-  low: "#ffcdd2",
-  normal: "#e8f5e9",
-  pressure: "#fff3e0",
-  critical: "#ffcdd2",
-  "-": "#ffffff",
-};
 
 export function renderOvercommit(
   container: HTMLElement,
