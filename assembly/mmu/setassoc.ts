@@ -117,8 +117,8 @@ export const ENTRY_HELD: usize = 1;
 
 /**
  * Fills an entry of the common tagged layout into the set at `set`: over the way that already holds the
- * same key and tags, else over the policy's victim. Paging-structure caches of the CPUs and of the IOMMU
- * share it.
+ * same key and tags, else over the policy's victim. The CPUs' and the IOMMU's paging-structure caches and
+ * the IOTLB share it.
  */
 export function fillTagged(
   set: usize,
