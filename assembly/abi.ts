@@ -62,6 +62,7 @@ import {
   STATIC_END,
   TL_ARRAYS,
   TL_COUNT,
+  TL_EMPTY_SIZES,
   TL_LATENCY,
   TL_PRESENT,
   TL_SIZEMASK,
@@ -260,6 +261,7 @@ export function tlbArray(cpu: u32, level: u32, sizeMask: u32, entries: u32, ways
   initArray(desc + TL_ARRAYS + count * ARRAY_DESC_SIZE, base, <u32>setsLog2, ways, sizeMask, policy);
   store<u32>(desc + TL_COUNT, count + 1);
   store<u32>(desc + TL_SIZEMASK, load<u32>(desc + TL_SIZEMASK) | sizeMask);
+  store<u32>(desc + TL_EMPTY_SIZES, load<u32>(desc + TL_EMPTY_SIZES) | sizeMask);
   return 0;
 }
 

@@ -149,6 +149,13 @@ export const TL_COUNT: u32 = 8;
 export const TL_SIZEMASK: u32 = 12;
 export const TL_ARRAYS: u32 = 16;
 export const MAX_TLB_ARRAYS: u32 = 4;
+/**
+ * After the array descriptors: bit (1 << sizeCode) set when the level holds no valid entry of that size.
+ * Set when an array of the size is configured and by a full scan that finds none (invalidateContext),
+ * cleared by every fill of the size; lookups and page invalidations skip those sizes, which cannot
+ * match. 0 (as in a checkpoint of a core without the word) only means "not known": every size is probed.
+ */
+export const TL_EMPTY_SIZES: u32 = 0x70;
 // array / PSC descriptor (ARRAY_DESC_SIZE bytes): address, setsLog2, ways, sizeMask, policy, rng (u64)
 export const ARRAY_DESC_SIZE: u32 = 24;
 export const AD_BASE: u32 = 0;

@@ -85,25 +85,8 @@ export function iotlbFill(iova: u64, shift: u32, frame: u64, rights: u32, domain
   const subFrame = (frame | (iova & ((<u64>1 << <u64>shift) - 1))) & ~((<u64>1 << entryShift) - 1);
   const tag = (vpn << 3) | (<u64>size << 1) | 1;
   const desc = iotlbDesc();
-  const ways = load<u32>(desc + AD_WAYS);
-  const set = iotlbSet(vpn);
-  let way = ways;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * IO_IOTLB_ENTRY_SIZE);
-    if (load<u64>(e, T_TAG) == tag && load<u32>(e, T_DOMAIN) == domain && load<u32>(e, T_REQUESTER) == requester) {
-      way = w;
-      break;
-    }
-  }
-  if (way == ways) {
-    way = victimWay(set, ways, IO_IOTLB_ENTRY_SIZE, T_STAMP, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
-  }
-  const e = set + <usize>(way * IO_IOTLB_ENTRY_SIZE);
-  store<u64>(e, tag, T_TAG);
-  store<u64>(e, subFrame | <u64>rights, T_FRAME);
-  store<u32>(e, domain, T_DOMAIN);
-  store<u32>(e, requester, T_REQUESTER);
-  store<u64>(e, tick(), T_STAMP);
+  // T_TAG, T_FRAME, T_DOMAIN, T_REQUESTER and T_STAMP are the common tagged layout fillTagged writes.
+  fillTagged(iotlbSet(vpn), load<u32>(desc + AD_WAYS), IO_IOTLB_ENTRY_SIZE, tag, subFrame | <u64>rights, domain, requester, <u32>load<u16>(desc + AD_POLICY), desc + AD_RNG);
 }
 
 export const ANY: u32 = 0xffffffff;

@@ -72,9 +72,8 @@ export function pscLookup(desc: usize, la: u64, level: u32, pcid: u32, vmTag: u3
   const tag = pscTag(la, level);
   const key = (tag << 1) | 1;
   const set = setBaseOf(desc, tag);
-  const ways = load<u32>(desc + AD_WAYS);
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * PSC_ENTRY_SIZE);
+  const end = set + <usize>(load<u32>(desc + AD_WAYS) * PSC_ENTRY_SIZE);
+  for (let e = set; e < end; e += PSC_ENTRY_SIZE) {
     if (load<u64>(e, E_TAG) == key && load<u32>(e, E_PCID) == pcid && load<u32>(e, E_VMTAG) == vmTag) {
       policyHit(<u32>load<u16>(desc + AD_POLICY), e, E_STAMP);
       return e;

@@ -12,6 +12,7 @@ import {
   CPU_TLB_LEVELS,
   TL_ARRAYS,
   TL_COUNT,
+  TL_EMPTY_SIZES,
   TL_PRESENT,
   TL_SIZEMASK,
   TLB_ENTRY_SIZE,
@@ -20,7 +21,7 @@ import {
 import { cpuBlock } from "../cpu";
 import { contextMatches } from "./context";
 import { translationsChanged } from "../memo";
-import { policyHit, tick, victimWay } from "./setassoc";
+import { ENTRY_HELD, fillWay, policyHit, tick } from "./setassoc";
 
 // Entry: u64 tag = vpn<<3 | size<<1 | valid; u64 frame | attributes; u32 pcid; u32 vmTag; u64 stamp.
 export const E_TAG: u32 = 0;
@@ -87,18 +88,22 @@ export let lookupLru: bool = false;
 /** Address of the matching entry in a level, or 0. The LRU stamp is refreshed on a hit. */
 export function lookup(desc: usize, la: u64, pcid: u32, vmTag: u32): usize {
   const count = load<u32>(desc + TL_COUNT);
+  // Sizes the level holds no entry of cannot match: only the others are probed, in the same order.
+  const empty = load<u32>(desc + TL_EMPTY_SIZES);
   const masked = la & LA_MASK;
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
-    const sizes = <u32>load<u16>(array + AD_SIZEMASK);
+    let sizes = <u32>load<u16>(array + AD_SIZEMASK) & ~empty;
+    if (sizes == 0) continue;
     const ways = load<u32>(array + AD_WAYS);
-    for (let size: u32 = 0; size < 3; size++) {
-      if ((sizes & (1 << size)) == 0) continue;
+    while (sizes != 0) {
+      const size = ctz(sizes);
+      sizes &= sizes - 1;
       const vpn = masked >> pageShift(size);
       const tag = (vpn << 3) | (<u64>size << 1) | 1;
       const set = setBaseOf(array, vpn);
-      for (let w: u32 = 0; w < ways; w++) {
-        const e = set + <usize>(w * TLB_ENTRY_SIZE);
+      const end = set + <usize>(ways * TLB_ENTRY_SIZE);
+      for (let e = set; e < end; e += TLB_ENTRY_SIZE) {
         if (matches(e, tag, pcid, vmTag)) {
           lookupLru = policyHit(<u32>load<u16>(array + AD_POLICY), e, E_STAMP);
           return e;
@@ -128,6 +133,7 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   while (size >= 0 && (held & (1 << size)) == 0) size--;
   if (size < 0) return;
   translationsChanged();
+  store<u32>(desc + TL_EMPTY_SIZES, load<u32>(desc + TL_EMPTY_SIZES) & ~(1 << size));
   const count = load<u32>(desc + TL_COUNT);
   let array: usize = 0;
   for (let a: u32 = 0; a < count; a++) {
@@ -144,26 +150,11 @@ export function fill(desc: usize, la: u64, sizeCode: u32, frame: u64, attrs: u64
   const subFrame = frame + ((masked & fullMask) & ~((<u64>1 << shift) - 1));
   const tag = (vpn << 3) | (<u64>size << 1) | 1;
   const global = attrs & A_GLOBAL;
-  const ways = load<u32>(array + AD_WAYS);
   const set = setBaseOf(array, vpn);
-  let way: u32 = ways;
-  for (let w: u32 = 0; w < ways; w++) {
-    const e = set + <usize>(w * TLB_ENTRY_SIZE);
-    if (
-      load<u64>(e, E_TAG) == tag &&
-      (load<u32>(e, E_PCID) & PCID_MASK) == pcid &&
-      load<u32>(e, E_VMTAG) == vmTag &&
-      (load<u64>(e, E_FRAME) & A_GLOBAL) == global
-    ) {
-      way = w;
-      break;
-    }
-  }
-  const inPlace = way != ways;
-  if (!inPlace) {
-    way = victimWay(set, ways, TLB_ENTRY_SIZE, E_STAMP, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
-  }
-  const e = set + <usize>(way * TLB_ENTRY_SIZE);
+  // E_TAG, E_FRAME, E_PCID, E_VMTAG and E_STAMP are the common tagged layout fillWay reads.
+  const found = fillWay(set, load<u32>(array + AD_WAYS), TLB_ENTRY_SIZE, tag, pcid, PCID_MASK, vmTag, A_GLOBAL, global, <u32>load<u16>(array + AD_POLICY), array + AD_RNG);
+  const inPlace = (found & ENTRY_HELD) != 0;
+  const e = found & ~ENTRY_HELD;
   store<u64>(e, tag, E_TAG);
   store<u64>(e, subFrame | attrs, E_FRAME);
   store<u32>(e, pcidWord, E_PCID);
@@ -183,10 +174,11 @@ export function invalidatePage(desc: usize, la: u64, pcid: u32, globals: bool, f
   if (!levelPresent(desc)) return;
   translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
+  const empty = load<u32>(desc + TL_EMPTY_SIZES);
   const masked = la & LA_MASK;
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
-    const sizes = <u32>load<u16>(array + AD_SIZEMASK);
+    const sizes = <u32>load<u16>(array + AD_SIZEMASK) & ~empty;
     const ways = load<u32>(array + AD_WAYS);
     for (let size: u32 = 0; size < 3; size++) {
       if ((sizes & (1 << size)) == 0) continue;
@@ -213,20 +205,27 @@ export function invalidateContext(desc: usize, pcid: u32, globals: bool, filter:
   if (!levelPresent(desc)) return;
   translationsChanged();
   const count = load<u32>(desc + TL_COUNT);
+  // The scan sees every entry, so it also learns which sizes are left.
+  let left: u32 = 0;
   for (let a: u32 = 0; a < count; a++) {
     const array = desc + TL_ARRAYS + a * ARRAY_DESC_SIZE;
     const n = (<u32>1 << load<u32>(array + AD_SETS_LOG2)) * load<u32>(array + AD_WAYS);
     const base = <usize>load<u32>(array + AD_BASE);
     for (let i: u32 = 0; i < n; i++) {
       const e = base + <usize>(i * TLB_ENTRY_SIZE);
-      if (load<u64>(e, E_TAG) == 0) continue;
-      if (!contextMatches(load<u32>(e, E_VMTAG), filter, value)) continue;
-      const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
-      if (isGlobal ? globals : pcid == MATCH_ANY_PCID || (load<u32>(e, E_PCID) & PCID_MASK) == pcid) {
-        store<u64>(e, 0, E_TAG);
+      const tag = load<u64>(e, E_TAG);
+      if (tag == 0) continue;
+      if (contextMatches(load<u32>(e, E_VMTAG), filter, value)) {
+        const isGlobal = (load<u64>(e, E_FRAME) & A_GLOBAL) != 0;
+        if (isGlobal ? globals : pcid == MATCH_ANY_PCID || (load<u32>(e, E_PCID) & PCID_MASK) == pcid) {
+          store<u64>(e, 0, E_TAG);
+          continue;
+        }
       }
+      left |= 1 << (<u32>(tag >> 1) & 3);
     }
   }
+  store<u32>(desc + TL_EMPTY_SIZES, load<u32>(desc + TL_SIZEMASK) & ~left);
 }
 
 /** Entries currently valid in a level (for tests and reports). */

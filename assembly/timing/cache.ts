@@ -111,58 +111,84 @@ function priceReferenceSlow(cpu: u32, pa: u64, memo: usize): u32 {
   return cycles;
 }
 
+/** What scanSet returns when the set holds the line: its way's address (16-byte aligned) with this bit. */
+const HELD: usize = 1;
+
+/**
+ * One scan of the set at `setBase` finds the line `key` (its way | HELD) or, failing that, the way a
+ * fill would replace, so a miss never scans twice. The victim is LRU's: the lowest invalid way, else the
+ * oldest stamp, lowest way on ties. An invalid way counts as stamp 0, older than any line (stamps start
+ * at 1), and the oldest is picked with select rather than a branch the stamps decide.
+ */
+@inline function scanSet(setBase: usize, ways: u32, key: u64): usize {
+  let victim: usize = 0;
+  let oldest: u64 = U64.MAX_VALUE;
+  const end = setBase + <usize>(ways * CACHE_LINE_SIZE);
+  for (let p = setBase; p < end; p += CACHE_LINE_SIZE) {
+    const tag = load<u64>(p);
+    if (tag == key) return p | HELD;
+    const stamp = select<u64>(0, load<u64>(p, 8), tag == 0);
+    const older = stamp < oldest;
+    oldest = select<u64>(stamp, oldest, older);
+    victim = select<usize>(p, victim, older);
+  }
+  return victim;
+}
+
+/** Scans `cpu`'s set of `line` at the level `desc` describes (present): scanSet's answer. */
+@inline function scanLevel(desc: usize, cpu: u32, line: u64, key: u64): usize {
+  return scanSet(setAddress(desc, cpu, line), load<u32>(desc + CD_WAYS), key);
+}
+
+/** A hit at `level` in way `way`: the line becomes the most recent of its set. */
+@inline function hitAt(way: usize, level: u32): u32 {
+  store<u64>(way, tick(), 8);
+  bump(S_CACHE + level);
+  return load<u32>(levelDesc(level) + CD_LATENCY);
+}
+
+/**
+ * Looks the line up level by level; a level that misses takes it (into the way its scan chose) once a
+ * lower level or DRAM supplies it. The levels are written out, so each reads its own descriptor.
+ */
 @inline function lookupLine(cpu: u32, line: u64, memo: usize): u32 {
   const key = line + 1;
-  // One scan per level finds the line or, failing that, the way a fill would replace (LRU: the
-  // lowest invalid way, else the oldest stamp, lowest way on ties), so a miss never scans twice.
   let victim0: usize = 0;
   let victim1: usize = 0;
-  for (let level: u32 = 0; level < 3; level++) {
-    const desc = levelDesc(level);
-    if (load<u32>(desc + CD_PRESENT) == 0) continue;
-    const setBase = setAddress(desc, cpu, line);
-    const ways = load<u32>(desc + CD_WAYS);
-    let victim: usize = 0;
-    let oldest: u64 = U64.MAX_VALUE;
-    let invalidFound = false;
-    for (let w: u32 = 0; w < ways; w++) {
-      const p = setBase + <usize>(w * CACHE_LINE_SIZE);
-      const tag = load<u64>(p);
-      if (tag == key) {
-        store<u64>(p, tick(), 8);
-        bump(S_CACHE + level);
-        if (level == 0) rememberLine(memo, p);
-        // The levels above missed: each takes the line into the way its scan chose.
-        if (level > 0 && victim0 != 0) place(victim0, key, cpu, line, 0);
-        if (level > 1 && victim1 != 0) place(victim1, key, cpu, line, 1);
-        return load<u32>(desc + CD_LATENCY);
-      }
-      if (invalidFound) continue;
-      if (tag == 0) {
-        victim = p;
-        invalidFound = true;
-        continue;
-      }
-      const stamp = load<u64>(p, 8);
-      if (stamp < oldest) {
-        oldest = stamp;
-        victim = p;
-      }
+  if (load<u32>(levelDesc(0) + CD_PRESENT) != 0) {
+    const found = scanLevel(levelDesc(0), cpu, line, key);
+    if ((found & HELD) != 0) {
+      const cycles = hitAt(found & ~HELD, 0);
+      rememberLine(memo, found & ~HELD);
+      return cycles;
     }
-    if (level == 0) victim0 = victim;
-    else if (level == 1) victim1 = victim;
-    else {
-      bump(S_DRAM);
+    victim0 = found;
+  }
+  if (load<u32>(levelDesc(1) + CD_PRESENT) != 0) {
+    const found = scanLevel(levelDesc(1), cpu, line, key);
+    if ((found & HELD) != 0) {
+      const cycles = hitAt(found & ~HELD, 1);
+      if (victim0 != 0) place(victim0, key, cpu, line, 0);
+      return cycles;
+    }
+    victim1 = found;
+  }
+  let victim2: usize = 0;
+  if (load<u32>(levelDesc(2) + CD_PRESENT) != 0) {
+    const found = scanLevel(levelDesc(2), cpu, line, key);
+    if ((found & HELD) != 0) {
+      const cycles = hitAt(found & ~HELD, 2);
       if (victim0 != 0) place(victim0, key, cpu, line, 0);
       if (victim1 != 0) place(victim1, key, cpu, line, 1);
-      place(victim, key, cpu, line, 2);
-      return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
+      return cycles;
     }
+    victim2 = found;
   }
-  // No LLC: the line comes from DRAM into whichever levels are present.
+  // From DRAM, into every level present.
   bump(S_DRAM);
   if (victim0 != 0) place(victim0, key, cpu, line, 0);
   if (victim1 != 0) place(victim1, key, cpu, line, 1);
+  if (victim2 != 0) place(victim2, key, cpu, line, 2);
   return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);
 }
 
@@ -182,27 +208,10 @@ export function priceUncoreReference(pa: u64): u32 {
   const key = line + 1;
   const desc = levelDesc(2);
   if (load<u32>(desc + CD_PRESENT) != 0) {
-    const setBase = setAddress(desc, 0, line);
-    const ways = load<u32>(desc + CD_WAYS);
-    let victim: usize = 0;
-    let oldest: u64 = U64.MAX_VALUE;
-    for (let w: u32 = 0; w < ways; w++) {
-      const p = setBase + <usize>(w * CACHE_LINE_SIZE);
-      const tag = load<u64>(p);
-      if (tag == key) {
-        store<u64>(p, tick(), 8);
-        bump(S_CACHE + 2);
-        return load<u32>(desc + CD_LATENCY);
-      }
-      // The same victim as the CPUs' fills: the lowest invalid way, else the oldest stamp.
-      if (oldest == 0) continue;
-      const stamp = tag == 0 ? 0 : load<u64>(p, 8);
-      if (stamp < oldest) {
-        oldest = stamp;
-        victim = p;
-      }
-    }
-    place(victim, key, 0, line, 2);
+    // The same scan and victim as the CPUs' lookups.
+    const found = scanLevel(desc, 0, line, key);
+    if ((found & HELD) != 0) return hitAt(found & ~HELD, 2);
+    place(found, key, 0, line, 2);
   }
   bump(S_DRAM);
   return load<u32>(CTRL_BASE + CFG_DRAM_LATENCY);

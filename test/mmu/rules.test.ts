@@ -1346,6 +1346,32 @@ for (const impl of IMPLEMENTATIONS) {
         });
       });
 
+      it("a page size a flush emptied from a level is found again once a fill brings it back", () => {
+        const { machine, tables } = setup({ psc: NO_PSC });
+        tables.map(0x20_0000n, 0x4000_0000n, { size: "2M" });
+        tables.map(PAGE_A, FRAME_A);
+        machine.access(0, 0x20_0000n, KIND_READ);
+        machine.access(0, PAGE_A, KIND_READ);
+        // MOV to CR3 (PCIDE=0) removes every non-global entry: no level holds a 2M or 4K entry now.
+        machine.movCr3(0, tables.root);
+        expect(machine.access(0, 0x20_0000n, KIND_READ).refs).toBe(3);
+        expect(machine.access(0, 0x20_1000n, KIND_READ)).toMatchObject({ refs: 0, cycles: 1 });
+        expect(machine.access(0, PAGE_A, KIND_READ).refs).toBe(4);
+        expect(machine.access(0, PAGE_A, KIND_READ)).toMatchObject({ refs: 0, cycles: 1 });
+      });
+
+      it("a global 2 MiB entry that outlives a flush of the others is still found", () => {
+        const { machine, tables } = setup({ psc: NO_PSC });
+        machine.setRegs(0, { cr4: CR4_PAE | CR4_PGE });
+        tables.map(0x20_0000n, 0x4000_0000n, { size: "2M", leaf: P | RW | GLOBAL });
+        tables.map(0x40_0000n, 0x4020_0000n, { size: "2M" });
+        machine.access(0, 0x20_0000n, KIND_READ);
+        machine.access(0, 0x40_0000n, KIND_READ);
+        machine.movCr3(0, tables.root);
+        expect(machine.access(0, 0x20_0008n, KIND_READ)).toMatchObject({ pa: 0x4000_0008n, refs: 0 });
+        expect(machine.access(0, 0x40_0000n, KIND_READ).refs).toBe(3);
+      });
+
       it("a fill overwrites the entry with the same size, vpn, pcid and global instead of duplicating it", () => {
         const { machine, tables } = setup(oneSetL1("lru"));
         tables.map(PAGE_A, FRAME_A);
