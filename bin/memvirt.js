@@ -48,14 +48,13 @@ if (require.main === module) {
     process.stderr.write("memvirt: not built yet; run `npm run build` (or `npm start`) first\n");
     process.exit(1);
   }
-  loadBundle()
-    .exports.main(process.argv)
-    .then((code) => {
-      process.exitCode = code;
-      // A run stopped while waiting for input (a trace on a pipe) leaves that read pending: end once
-      // the output is out rather than wait for a writer that may never come.
-      process.stdout.write("", () => process.exit(code));
-    });
+  const cli = loadBundle().exports;
+  cli.main(process.argv).then((code) => {
+    process.exitCode = code;
+    // A run stopped while waiting for input (a trace on a pipe) leaves that read pending: end once
+    // the output is out rather than wait for a writer that may never come.
+    cli.afterOutput(() => process.exit(code));
+  });
 } else {
   module.exports = { BUNDLE, CODE_CACHE, loadBundle };
 }

@@ -11,7 +11,10 @@ import { VERSION } from "../version.js";
 import { WORKLOAD_CHOICES, WORKLOAD_FAMILIES } from "../workload/catalog.js";
 import type { CommandIo } from "./io.js";
 import { endingOf, finish } from "./outcome.js";
+import { stderrIsTerminal, writeOut } from "./stdio.js";
 import { registerSweepCommands } from "./sweep.js";
+
+export { afterOutput } from "./stdio.js";
 
 export interface MainOptions {
   /** Stops a run between batches (instead of SIGINT and SIGTERM, which main handles otherwise). */
@@ -53,7 +56,7 @@ async function withSignals<T>(given: AbortSignal | undefined, work: (signal: Abo
 
 export async function main(
   argv: string[],
-  print: (text: string) => void = (t) => console.log(t),
+  print: (text: string) => void = (t) => writeOut(`${t}\n`),
   options: MainOptions = {},
 ): Promise<number> {
   const program = new Command();
@@ -63,6 +66,7 @@ export async function main(
     .version(VERSION)
     .exitOverride()
     .configureOutput({
+      writeOut,
       writeErr: (text) => process.stderr.write(text),
       // A usage error is a user error like any other: one line, `memvirt: ` and the flag it names.
       outputError: (text, write) =>
@@ -79,8 +83,9 @@ export async function main(
     print,
     signal,
     progress: (quiet) => {
-      const stream = options.progress ?? process.stderr;
-      return quiet || !stream.isTTY ? undefined : stream;
+      if (quiet) return undefined;
+      if (options.progress) return options.progress.isTTY ? options.progress : undefined;
+      return stderrIsTerminal() ? process.stderr : undefined;
     },
   });
   /** An action that runs under signals and sets the exit code. */

@@ -26,12 +26,11 @@ export class ProgressBar {
    * A bar over trace files: `files` is the trace, or the traces read side by side (progress is then
    * their bytes together). `stream`: where to draw; nothing is drawn when it is not a terminal.
    */
-  constructor(
-    files: string | readonly string[],
-    quiet: boolean,
-    stream: NodeJS.WriteStream = process.stderr,
-  ) {
-    if (quiet || !stream.isTTY || files.length === 0) return;
+  constructor(files: string | readonly string[], quiet: boolean, stream?: NodeJS.WriteStream) {
+    // process.stderr only when a bar may draw: creating it costs a run that draws none (cli/stdio.ts).
+    if (quiet || files.length === 0) return;
+    stream ??= process.stderr;
+    if (!stream.isTTY) return;
     let total = 0;
     try {
       for (const file of typeof files === "string" ? [files] : files) total += statSync(file).size;
@@ -46,14 +45,11 @@ export class ProgressBar {
   }
 
   /** A bar over a known number of `unit`s (records, operations, rows): done of total, rate, ETA. */
-  static count(
-    total: number,
-    unit: string,
-    quiet: boolean,
-    stream: NodeJS.WriteStream = process.stderr,
-  ): ProgressBar {
+  static count(total: number, unit: string, quiet: boolean, stream?: NodeJS.WriteStream): ProgressBar {
     const progress = new ProgressBar([], quiet, stream);
-    if (!quiet && stream.isTTY)
+    if (quiet) return progress;
+    stream ??= process.stderr;
+    if (stream.isTTY)
       progress.start(
         stream,
         `{bar} {percentage}% | {records}/${count(total)} ${unit} | {rate} ${unit}/s | ETA {eta_formatted}`,

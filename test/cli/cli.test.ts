@@ -1,4 +1,4 @@
-import { execFileSync, spawnSync } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -118,6 +118,25 @@ describe("memvirt run", () => {
       fixture("ls.din"),
     ]).toString();
     expect(output).toMatch(/TLB l1d\s+47,\d{3} hits/);
+  });
+
+  it("when stdout's reader has gone, the bin ends with the run's exit code and prints nothing", async () => {
+    const child = spawn(process.execPath, [
+      new URL("../../bin/memvirt.js", import.meta.url).pathname,
+      "run",
+      "--trace",
+      fixture("ls-head.lk"),
+      "--json",
+    ]);
+    // Closed before the child writes: its report meets EPIPE.
+    child.stdout.destroy();
+    let stderr = "";
+    child.stderr.on("data", (chunk) => {
+      stderr += chunk;
+    });
+    const code = await new Promise((resolve) => child.on("close", resolve));
+    expect(code).toBe(0);
+    expect(stderr).toBe("");
   });
 });
 
