@@ -11,8 +11,8 @@ import type { FrameAllocator } from "../guest/frames.js";
 import type { GuestOS } from "../guest/os.js";
 
 const SIZES: PageSize[] = ["4K", "2M", "1G"];
-/** Pools refill when fewer frames than this are left (a batch may take many). */
-const REFILL_BELOW = L.DEMAND_POOL_CAPACITY / 2;
+/** The fewest frames a pool is published with. */
+const MIN_POOL = 64;
 
 export class DemandPaging {
   /** The kernel's layout generation the core's copy of the VMAs was made from (-1: none yet). */
@@ -119,12 +119,18 @@ export class DemandPaging {
     this.publishedLayout = this.os.layoutGeneration;
   }
 
-  /** The pool's frames, when the allocator moved since they were published or few are left. */
+  /**
+   * The pool's frames, when the allocator moved since they were published or few are left. A pool
+   * holds twice what the last one gave out (at least MIN_POOL, at most the capacity): peeking costs
+   * host time per frame, and a run that faults little should not pay for a thousand.
+   */
   private publishPool(region: DataView, pool: number, allocator: FrameAllocator, size: PageSize): void {
     const at = L.DM_POOLS + pool * 8;
-    const left = region.getUint32(at, true) - region.getUint32(at + 4, true);
-    if (this.publishedFrames[pool] === allocator.changes[size] && left >= REFILL_BELOW) return;
-    const frames = allocator.peek(size, L.DEMAND_POOL_CAPACITY);
+    const taken = region.getUint32(at + 4, true);
+    const left = region.getUint32(at, true) - taken;
+    const want = Math.min(L.DEMAND_POOL_CAPACITY, Math.max(MIN_POOL, 2 * taken));
+    if (this.publishedFrames[pool] === allocator.changes[size] && 2 * left >= want) return;
+    const frames = allocator.peek(size, want);
     const base = L.DM_POOL_FRAMES + pool * L.DEMAND_POOL_CAPACITY * 8;
     for (const [i, frame] of frames.entries()) region.setBigUint64(base + i * 8, frame, true);
     region.setUint32(at, frames.length, true);

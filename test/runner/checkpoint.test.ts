@@ -57,7 +57,8 @@ describe.skipIf(build === "debug")(
         "--checkpoint",
         checkpoint,
         "--checkpoint-every",
-        "12500",
+        // One checkpoint before the kill and one after the resume: each saves the whole core.
+        "50000",
         "--build",
         build,
       ]);
