@@ -75,12 +75,21 @@ export function demandRegion(): usize {
   return load<u32>(p) - load<u32>(p, 4);
 }
 
+/** Frame `index` of the pool, counted from the first published. */
+@inline function poolFrame(base: usize, pool: u32, index: u32): u64 {
+  return load<u64>(base + DM_POOL_FRAMES + (<usize>(pool * DEMAND_POOL_CAPACITY + index) << 3));
+}
+
+/** How many frames of the pool are taken. */
+@inline function poolTaken(base: usize, pool: u32): u32 {
+  return load<u32>(base + DM_POOLS + (pool << 3), 4);
+}
+
 /** The pool's next frame; the caller has checked it has one. */
 @inline function takeFrame(base: usize, pool: u32): u64 {
-  const p = base + DM_POOLS + (pool << 3);
-  const taken = load<u32>(p, 4);
-  store<u32>(p, taken + 1, 4);
-  return load<u64>(base + DM_POOL_FRAMES + (<usize>(pool * DEMAND_POOL_CAPACITY + taken) << 3));
+  const taken = poolTaken(base, pool);
+  store<u32>(base + DM_POOLS + (pool << 3), taken + 1, 4);
+  return poolFrame(base, pool, taken);
 }
 
 @inline function entryAddress(table: u64, la: u64, level: u32): u64 {
@@ -141,14 +150,12 @@ export function demandFault(base: usize, cpu: u32, la: u64, error: u64): bool {
   // Every frame a store will land in must be backed first, so no store can fail halfway: the table
   // the first new entry goes in, and each new table.
   const maxPhyAddr = <u64>load<u32>(CTRL_BASE + CFG_MAXPHYADDR);
-  const firstPool = base + DM_POOLS + (sizeCode << 3);
-  const tablesPool = base + DM_POOLS + (tablePool << 3);
-  const leafFrame = load<u64>(base + DM_POOL_FRAMES + (<usize>(sizeCode * DEMAND_POOL_CAPACITY + load<u32>(firstPool, 4)) << 3));
+  const leafFrame = poolFrame(base, sizeCode, poolTaken(base, sizeCode));
   // Tables follow the leaf in the allocator's order when both come from one pool.
-  const firstTable = load<u32>(tablesPool, 4) + (tablePool == sizeCode ? 1 : 0);
+  const firstTable = poolTaken(base, tablePool) + (tablePool == sizeCode ? 1 : 0);
   if (leafFrame >> maxPhyAddr != 0 || backFrame(table >> 12) == 0) return false;
   for (let t: u32 = 0; t < newTables; t++) {
-    const frame = load<u64>(base + DM_POOL_FRAMES + (<usize>(tablePool * DEMAND_POOL_CAPACITY + firstTable + t) << 3));
+    const frame = poolFrame(base, tablePool, firstTable + t);
     if (frame >> maxPhyAddr != 0 || backFrame(frame >> 12) == 0) return false;
   }
 
